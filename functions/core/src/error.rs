@@ -1,0 +1,75 @@
+//! The crate's one error type, and its mapping to the wire (the only place
+//! where an [`Error`] becomes an `error` frame).
+
+use crate::protocol::ServerFrame;
+
+/// Every way a chat operation can fail.
+///
+/// The variants that start with a wire code (`BadRequest` … `RateLimited`)
+/// are the client's fault or a policy decision; `Conflict` is an optimistic
+/// concurrency clash the services retry; `Store` is an infrastructure fault
+/// and reaches the client only as `internal`, without details.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Deliberately carries no detail: a stranger learns nothing about a
+    /// conversation or group, not even whether it exists.
+    #[error("not allowed")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a group holds at most {limit} members")]
+    GroupFull { limit: usize },
+    #[error("too many frames; slow down")]
+    RateLimited,
+    /// A conditional write lost a race (group version, existing id).
+    #[error("conflicting concurrent update")]
+    Conflict,
+    /// The store or another backend failed; the message is for logs only.
+    #[error("store failure: {0}")]
+    Store(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The wire code of DESIGN.md §3.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::TooLarge(_) => "too_large",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::GroupFull { .. } => "group_full",
+            Error::RateLimited => "rate_limited",
+            Error::Conflict | Error::Store(_) => "internal",
+        }
+    }
+
+    /// The `error` frame a client sees. Internal failures are logged by the
+    /// caller and shown only as a generic message.
+    pub fn to_frame(&self, action: Option<&str>, client_msg_id: Option<&str>) -> ServerFrame {
+        let message = match self {
+            Error::Conflict | Error::Store(_) => "internal error; try again".to_string(),
+            other => other.to_string(),
+        };
+        ServerFrame::Error {
+            code: self.code().to_string(),
+            message,
+            client_msg_id: client_msg_id.map(str::to_string),
+            action: action.map(str::to_string),
+        }
+    }
+
+    /// Whether this failure is ours rather than the client's (worth an
+    /// error-level log line).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::Conflict | Error::Store(_))
+    }
+}

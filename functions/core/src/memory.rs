@@ -1,0 +1,217 @@
+//! In-memory adapters of the ports: for unit tests of the services and as
+//! the reference the store contract suite is written against. Nothing here
+//! is durable.
+
+use crate::error::{Error, Result};
+use crate::ports::*;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    /// conversation -> messages, index = message_id - 1.
+    messages: HashMap<String, Vec<StoredMessage>>,
+    /// (sender, client_msg_id) -> (conversation, message_id).
+    idempotency: HashMap<(String, String), (String, u64)>,
+    /// user -> conversation -> membership.
+    users: HashMap<String, BTreeMap<String, Membership>>,
+    groups: HashMap<String, Group>,
+}
+
+/// The in-memory [`Store`].
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves consistent data
+        // (every mutation below is applied after its checks).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn enroll(users: &mut HashMap<String, BTreeMap<String, Membership>>, user: &str, conv: &str, at: u64, acked: u64) -> u64 {
+    let m = users
+        .entry(user.to_string())
+        .or_default()
+        .entry(conv.to_string())
+        .or_insert(Membership {
+            conversation_id: conv.to_string(),
+            acked_up_to: 0,
+            joined_at_ms: at,
+        });
+    m.acked_up_to = m.acked_up_to.max(acked);
+    m.acked_up_to
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn append(&self, msg: NewMessage) -> Result<Appended> {
+        let mut g = self.lock();
+        let key = (msg.sender.clone(), msg.client_msg_id.clone());
+        if let Some((conv, id)) = g.idempotency.get(&key).cloned() {
+            let original = g.messages[&conv][(id - 1) as usize].clone();
+            return Ok(Appended { message: original, duplicate: true });
+        }
+        let list = g.messages.entry(msg.conversation_id.clone()).or_default();
+        let id = list.len() as u64 + 1;
+        let stored = StoredMessage {
+            conversation_id: msg.conversation_id.clone(),
+            message_id: id,
+            sender: msg.sender.clone(),
+            client_msg_id: msg.client_msg_id.clone(),
+            text: msg.text,
+            sent_at_ms: msg.sent_at_ms,
+        };
+        list.push(stored.clone());
+        g.idempotency.insert(key, (msg.conversation_id.clone(), id));
+        enroll(&mut g.users, &msg.sender, &msg.conversation_id, msg.sent_at_ms, id);
+        for u in &msg.enroll {
+            enroll(&mut g.users, u, &msg.conversation_id, msg.sent_at_ms, 0);
+        }
+        Ok(Appended { message: stored, duplicate: false })
+    }
+
+    async fn messages_after(&self, conv: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>> {
+        let g = self.lock();
+        let Some(list) = g.messages.get(conv) else { return Ok(vec![]) };
+        Ok(list.iter().skip(after.min(list.len() as u64) as usize).take(limit).cloned().collect())
+    }
+
+    async fn messages_before(&self, conv: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+        let g = self.lock();
+        let Some(list) = g.messages.get(conv) else {
+            return Ok(HistoryPage { messages: vec![], has_more: false });
+        };
+        let end = before.map_or(list.len() as u64, |b| b.saturating_sub(1).min(list.len() as u64)) as usize;
+        let start = end.saturating_sub(limit);
+        Ok(HistoryPage { messages: list[start..end].to_vec(), has_more: start > 0 })
+    }
+
+    async fn last_message_id(&self, conv: &str) -> Result<u64> {
+        Ok(self.lock().messages.get(conv).map_or(0, |l| l.len() as u64))
+    }
+
+    async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
+        Ok(self.lock().users.get(user).and_then(|m| m.get(conv)).cloned())
+    }
+
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
+        let g = self.lock();
+        let Some(ms) = g.users.get(user) else { return Ok(vec![]) };
+        Ok(ms
+            .values()
+            .map(|m| ConversationState {
+                membership: m.clone(),
+                last_message_id: g.messages.get(&m.conversation_id).map_or(0, |l| l.len() as u64),
+            })
+            .collect())
+    }
+
+    async fn advance_watermark(&self, user: &str, conv: &str, up_to: u64) -> Result<Option<(u64, bool)>> {
+        let mut g = self.lock();
+        let Some(m) = g.users.get_mut(user).and_then(|m| m.get_mut(conv)) else { return Ok(None) };
+        if up_to > m.acked_up_to {
+            m.acked_up_to = up_to;
+            Ok(Some((up_to, true)))
+        } else {
+            Ok(Some((m.acked_up_to, false)))
+        }
+    }
+
+    async fn group(&self, group_id: &str) -> Result<Option<Group>> {
+        Ok(self.lock().groups.get(group_id).cloned())
+    }
+
+    async fn create_group(&self, group: &Group) -> Result<()> {
+        let mut g = self.lock();
+        if g.groups.contains_key(&group.group_id) {
+            return Err(Error::Conflict);
+        }
+        let conv = format!("grp#{}", group.group_id);
+        for m in &group.members {
+            enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, 0);
+        }
+        g.groups.insert(group.group_id.clone(), group.clone());
+        Ok(())
+    }
+
+    async fn update_group(&self, change: &GroupChange) -> Result<Group> {
+        let mut g = self.lock();
+        let Some(group) = g.groups.get(&change.group_id).cloned() else {
+            return Err(Error::NotFound("no such group".into()));
+        };
+        if group.version != change.expected_version {
+            return Err(Error::Conflict);
+        }
+        let group = crate::service::apply_group_change(group, change);
+        let conv = format!("grp#{}", change.group_id);
+        for u in &change.remove {
+            if let Some(ms) = g.users.get_mut(u) {
+                ms.remove(&conv);
+            }
+        }
+        for (m, acked) in &change.add {
+            enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, *acked);
+        }
+        g.groups.insert(change.group_id.clone(), group.clone());
+        Ok(group)
+    }
+}
+
+/// The in-memory connection map: exact for one conn-tier node, whose
+/// connections die with it.
+#[derive(Default)]
+pub struct MemoryConnections {
+    inner: Mutex<ConnInner>,
+}
+
+#[derive(Default)]
+struct ConnInner {
+    by_id: HashMap<String, ConnectionRecord>,
+    by_user: HashMap<String, Vec<String>>,
+}
+
+impl MemoryConnections {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Connections for MemoryConnections {
+    async fn register(&self, rec: &ConnectionRecord) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.by_user.entry(rec.user_id.clone()).or_default().push(rec.connection_id.clone());
+        g.by_id.insert(rec.connection_id.clone(), rec.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, connection_id: &str) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rec) = g.by_id.remove(connection_id) {
+            if let Some(ids) = g.by_user.get_mut(&rec.user_id) {
+                ids.retain(|c| c != connection_id);
+                if ids.is_empty() {
+                    g.by_user.remove(&rec.user_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.by_user
+            .get(user_id)
+            .map(|ids| ids.iter().filter_map(|c| g.by_id.get(c).cloned()).collect())
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,232 @@
+//! The ports: small `Send + Sync` traits the services need, implemented by
+//! the in-memory adapter ([`crate::memory`]), the embedded store
+//! (conn-tier) and DynamoDB / API Gateway (functions/dynamo).
+//!
+//! Keys follow DESIGN.md §5 so every adapter behaves alike: messages by
+//! (conversation_id, message_id); users by (user_id, conversation);
+//! groups by (group_id, member); connections by connection_id with a
+//! user_id index.
+
+use crate::error::Result;
+use crate::protocol::ServerFrame;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub conversation_id: String,
+    pub message_id: u64,
+    pub sender: String,
+    /// Kept so a resend can be recognised, and for audits.
+    pub client_msg_id: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, set by the server.
+    pub sent_at_ms: u64,
+}
+
+/// A message to append. The store allocates `message_id`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: String,
+    pub sender: String,
+    pub client_msg_id: String,
+    pub text: String,
+    pub sent_at_ms: u64,
+    /// Users who must have a membership row afterwards (the recipient of a
+    /// first direct message), created with watermark 0 if missing.
+    pub enroll: Vec<String>,
+}
+
+/// The outcome of an append: the stored message, or, for a resent
+/// `(sender, client_msg_id)`, the original one and `duplicate = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: StoredMessage,
+    pub duplicate: bool,
+}
+
+/// One user's row for one conversation (users table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub conversation_id: String,
+    /// Highest message id the user has acknowledged; `sync` sends what is above.
+    pub acked_up_to: u64,
+    pub joined_at_ms: u64,
+}
+
+/// A membership with the conversation's newest id, for `sync` and `conversations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    pub membership: Membership,
+    pub last_message_id: u64,
+}
+
+/// One page of history, ascending by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<StoredMessage>,
+    /// Whether messages older than the first one returned exist.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub user_id: String,
+    pub joined_at_ms: u64,
+    /// Join order, for "the earliest-joined member becomes admin"; ties
+    /// in `joined_at_ms` are common within one createGroup.
+    pub seq: u64,
+}
+
+/// A group and its members, as read in one consistent view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub group_id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at_ms: u64,
+    pub admins: Vec<String>,
+    /// In join order.
+    pub members: Vec<GroupMember>,
+    /// Bumped by every change; changes are conditional on it.
+    pub version: u64,
+    /// Next `seq` for a joining member.
+    pub next_seq: u64,
+}
+
+impl Group {
+    pub fn is_member(&self, user: &str) -> bool {
+        self.members.iter().any(|m| m.user_id == user)
+    }
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|a| a == user)
+    }
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.user_id.clone()).collect()
+    }
+}
+
+/// A membership change, applied atomically only if the group is still at
+/// `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group_id: String,
+    pub expected_version: u64,
+    /// The admin list afterwards.
+    pub admins: Vec<String>,
+    /// Members to add, with the watermark their membership row starts at
+    /// (the group's newest id, so `sync` does not replay old history).
+    pub add: Vec<(GroupMember, u64)>,
+    pub remove: Vec<String>,
+}
+
+/// Messages, users and groups.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Durably appends a message with the next id of its conversation,
+    /// records `(sender, client_msg_id)` for idempotency, moves the sender's
+    /// watermark to the new id and enrolls `enroll`. Returns only once the
+    /// message is durable. A message with a higher id is never visible
+    /// before a lower one.
+    async fn append(&self, msg: NewMessage) -> Result<Appended>;
+
+    /// Up to `limit` messages with ids above `after`, ascending.
+    async fn messages_after(&self, conversation_id: &str, after: u64, limit: usize)
+        -> Result<Vec<StoredMessage>>;
+
+    /// Up to `limit` messages below `before` (or the newest), ascending.
+    async fn messages_before(
+        &self,
+        conversation_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage>;
+
+    async fn last_message_id(&self, conversation_id: &str) -> Result<u64>;
+
+    async fn membership(&self, user_id: &str, conversation_id: &str) -> Result<Option<Membership>>;
+
+    /// Every conversation the user is in, with its newest id.
+    async fn conversations(&self, user_id: &str) -> Result<Vec<ConversationState>>;
+
+    /// Moves the watermark forward to `up_to`, never back. Returns the
+    /// watermark afterwards and whether it moved; `None` if not a member.
+    async fn advance_watermark(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>>;
+
+    async fn group(&self, group_id: &str) -> Result<Option<Group>>;
+
+    /// Stores a new group, its members and their membership rows (watermark 0).
+    async fn create_group(&self, group: &Group) -> Result<()>;
+
+    /// Applies `change`; [`crate::Error::Conflict`] if the version moved.
+    async fn update_group(&self, change: &GroupChange) -> Result<Group>;
+}
+
+/// Where a connection lives, so anyone can post to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub user_id: String,
+    /// The conn-tier node or the API Gateway callback URL that holds it.
+    pub endpoint: String,
+    pub connected_at_ms: u64,
+}
+
+/// The connection map.
+#[async_trait]
+pub trait Connections: Send + Sync {
+    async fn register(&self, rec: &ConnectionRecord) -> Result<()>;
+    async fn remove(&self, connection_id: &str) -> Result<()>;
+    /// The user's connections (an index lookup, never a scan).
+    async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>>;
+}
+
+/// Why a post failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostError {
+    /// The connection is gone (HTTP 410): prune it.
+    Gone,
+    /// Anything else; the post is dropped, the member catches up with `sync`.
+    Failed(String),
+}
+
+/// Posts a frame to one connection.
+#[async_trait]
+pub trait Delivery: Send + Sync {
+    /// `frame` is the frame's JSON, serialised once per fan-out.
+    async fn post(&self, connection: &ConnectionRecord, frame: &str) -> Result<(), PostError>;
+}
+
+/// Who a fan-out job reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every member of the conversation, resolved when the job runs.
+    Conversation(String),
+    /// These users.
+    Users(Vec<String>),
+}
+
+/// A frame to deliver to every connection of an audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutJob {
+    pub audience: Audience,
+    pub frame: ServerFrame,
+    /// The connection that caused it and already got its own answer.
+    pub except_connection: Option<String>,
+    /// Jobs with the same key run in order (the conversation id).
+    pub order_key: String,
+}
+
+/// Runs fan-out jobs outside the request path: a background task in
+/// conn-tier, an async invoke of the `fanout` function on AWS.
+#[async_trait]
+pub trait Fanout: Send + Sync {
+    /// Queues a job. Jobs with the same `order_key` run in queue order.
+    async fn dispatch(&self, job: FanoutJob) -> Result<()>;
+}
