@@ -1,0 +1,15 @@
+//! A small WebSocket client for the chat protocol: the `chat` CLI, the
+//! end-to-end tests and the benchmarks use it.
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+/// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) with `?token=`.
+pub async fn connect(url: &str, token: &str) -> Result<Ws, WsError> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}{sep}token={token}")).await?;
+    Ok(ws)
+}

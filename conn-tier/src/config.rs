@@ -1,0 +1,67 @@
+//! Command-line flags of the `conn-tier` binary, each with an env fallback.
+
+use crate::socket::SocketConfig;
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// redb file in --data-dir, fsynced before every ack (the default).
+    Embedded,
+    /// Nothing is kept across restarts; for experiments only.
+    Memory,
+}
+
+/// The chat server: WebSockets on /ws, durable messages on disk.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "conn-tier", version, about)]
+pub struct ServerArgs {
+    /// Address to serve WebSockets on (path /ws).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HS256 secret that client tokens are signed with. Without it a public
+    /// development secret is used, and a warning is logged.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Where messages, users and groups are kept.
+    #[arg(long, env = "CHAT_STORE", value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+    /// Frames queued per connection before a slow reader is dropped.
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Seconds between pings to an idle connection.
+    #[arg(long, env = "CHAT_PING_SECS", default_value_t = 30)]
+    pub ping_secs: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "CHAT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl ServerArgs {
+    pub fn socket_config(&self) -> SocketConfig {
+        let ping = Duration::from_secs(self.ping_secs.max(1));
+        SocketConfig {
+            outbound_queue: self.outbound_queue.max(1),
+            ping_interval: ping,
+            idle_timeout: ping * 5 / 2,
+            ..SocketConfig::default()
+        }
+    }
+}
+
+/// Sets up `tracing` (RUST_LOG, default `info`).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

@@ -1,0 +1,100 @@
+//! This node's live connections, and the in-process [`Delivery`] that
+//! posts to them by pushing onto each connection's bounded outbound queue.
+//!
+//! A push never waits: a connection whose queue is full has a reader too
+//! slow to keep up, so it is disconnected (it will reconnect and `sync`)
+//! rather than slowing down the sender or anyone else.
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use chat_core::ports::{ConnectionRecord, Delivery, PostError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, Notify};
+
+/// What the writer half of a socket sends next.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    /// Close with this code and reason, then stop.
+    Close(u16, &'static str),
+}
+
+struct Handle {
+    tx: mpsc::Sender<Outbound>,
+    /// Tells the socket to close because its queue overflowed.
+    kick: Arc<Notify>,
+}
+
+/// The connections this node holds.
+pub struct Hub {
+    /// This node's name, recorded as the endpoint of its connections.
+    node: String,
+    conns: RwLock<HashMap<String, Handle>>,
+}
+
+impl Hub {
+    pub fn new(node: impl Into<String>) -> Self {
+        Hub {
+            node: node.into(),
+            conns: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn insert(&self, connection_id: &str, tx: mpsc::Sender<Outbound>, kick: Arc<Notify>) {
+        self.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(connection_id.to_string(), Handle { tx, kick });
+    }
+
+    pub fn remove(&self, connection_id: &str) {
+        self.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(connection_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `frame` for one connection without waiting.
+    pub fn push(&self, connection_id: &str, frame: Utf8Bytes) -> Result<(), PostError> {
+        let overflowed = {
+            let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+            let Some(h) = conns.get(connection_id) else {
+                return Err(PostError::Gone);
+            };
+            match h.tx.try_send(Outbound::Text(frame)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(PostError::Gone),
+                Err(mpsc::error::TrySendError::Full(_)) => h.kick.clone(),
+            }
+        };
+        tracing::warn!(connection = connection_id, "outbound queue full; disconnecting slow reader");
+        overflowed.notify_one();
+        self.remove(connection_id);
+        Err(PostError::Gone)
+    }
+}
+
+#[async_trait]
+impl Delivery for Hub {
+    async fn post(&self, connection: &ConnectionRecord, frame: &str) -> Result<(), PostError> {
+        if connection.endpoint != self.node {
+            // Another node's connection: not reachable from here in embedded mode.
+            return Err(PostError::Failed(format!("connection held by node {}", connection.endpoint)));
+        }
+        self.push(&connection.connection_id, Utf8Bytes::from(frame))
+    }
+}
+

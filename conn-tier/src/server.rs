@@ -1,0 +1,190 @@
+//! The HTTP side: `/ws` upgrades after authenticating the token, `/healthz`
+//! answers `ok`. `serve(listener, app, shutdown)` runs until `shutdown`
+//! resolves, then closes every socket with 1001 and waits for them.
+
+use crate::config::{ServerArgs, StoreKind};
+use crate::embedded::EmbeddedStore;
+use crate::hub::Hub;
+use crate::socket::{run_socket, SocketConfig};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chat_core::auth::{Authenticator, DEV_SECRET};
+use chat_core::fanout::InProcessFanout;
+use chat_core::ids::new_connection_id;
+use chat_core::memory::{MemoryConnections, MemoryStore};
+use chat_core::ports::Store;
+use chat_core::{Chat, Deliverer, Session};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a connection needs, built once.
+#[derive(Clone)]
+pub struct App {
+    pub chat: Arc<Chat>,
+    pub hub: Arc<Hub>,
+    pub auth: Authenticator,
+    pub socket: SocketConfig,
+}
+
+impl App {
+    /// Wires the services to a store, this node's hub and background fan-out.
+    /// Must run inside a tokio runtime (it spawns the fan-out workers).
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator, socket: SocketConfig) -> Self {
+        let connections = Arc::new(MemoryConnections::new());
+        let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
+        let deliverer = Arc::new(Deliverer::new(store.clone(), connections.clone(), hub.clone()));
+        let fanout = Arc::new(InProcessFanout::spawn(deliverer, 8, 4096));
+        App {
+            chat: Arc::new(Chat::new(store, connections, fanout)),
+            hub,
+            auth,
+            socket,
+        }
+    }
+
+    /// Builds the app the flags describe.
+    pub fn from_args(args: &ServerArgs) -> Result<Self, crate::Error> {
+        let secret = match &args.jwt_secret {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => {
+                tracing::warn!(
+                    "NO --jwt-secret / CHAT_JWT_SECRET SET: using the public development secret. \
+                     Anyone can mint tokens for any user. Never run this way in production."
+                );
+                DEV_SECRET.to_string()
+            }
+        };
+        let auth = Authenticator::new(secret.as_bytes()).map_err(|e| crate::Error::Config(e.to_string()))?;
+        let store: Arc<dyn Store> = match args.store {
+            StoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
+            StoreKind::Memory => {
+                tracing::warn!("--store memory: nothing survives a restart");
+                Arc::new(MemoryStore::new())
+            }
+        };
+        Ok(App::new(store, auth, args.socket_config()))
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    app: App,
+    stop: CancellationToken,
+    sockets: TaskTracker,
+}
+
+/// Serves until `shutdown` resolves; then closes every socket (1001) and
+/// waits up to 5 s for them to finish.
+pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let ctx = Ctx {
+        app,
+        stop: CancellationToken::new(),
+        sockets: TaskTracker::new(),
+    };
+    let router = Router::new()
+        .route("/ws", get(ws_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(ctx.clone());
+    let stop = ctx.stop.clone();
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        })
+        .await?;
+    ctx.stop.cancel();
+    ctx.sockets.close();
+    if tokio::time::timeout(Duration::from_secs(5), ctx.sockets.wait()).await.is_err() {
+        tracing::warn!("some connections did not close in time");
+    }
+    Ok(())
+}
+
+/// The token from `?token=` or `Authorization: Bearer`.
+fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(q) = uri.query() {
+        if let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(q) {
+            if let Some((_, t)) = pairs.into_iter().find(|(k, _)| k == "token") {
+                return Some(t);
+            }
+        }
+    }
+    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, t) = h.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| t.trim().to_string())
+}
+
+async fn ws_handler(
+    State(ctx): State<Ctx>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Authenticate before anything else: no upgrade, no record without a valid token.
+    let user = match token(&uri, &headers).map(|t| ctx.app.auth.verify(&t)) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            tracing::info!(reason = %e, "refused connection");
+            return (StatusCode::UNAUTHORIZED, "invalid token\n").into_response();
+        }
+        None => return (StatusCode::UNAUTHORIZED, "missing token: use ?token= or Authorization: Bearer\n").into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let session = Session {
+        connection_id: new_connection_id(),
+        user_id: user,
+    };
+    let Ctx { app, stop, sockets } = ctx;
+    // Room for API Gateway's 32 KB frames plus slack; the socket loop
+    // enforces the 32 KB limit itself so it can close with 1009.
+    upgrade
+        .max_message_size(256 * 1024)
+        .max_frame_size(256 * 1024)
+        .on_upgrade(move |socket| {
+            sockets.track_future(run_socket(socket, app.chat, app.hub, session, app.socket, stop))
+        })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The `conn-tier` binary's body: build from flags, serve until Ctrl-C or SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<(), crate::Error> {
+    let app = App::from_args(&args)?;
+    let io = |context: String| move |source| crate::Error::Io { context, source };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(io(format!("cannot listen on {}", args.listen)))?;
+    let addr = listener.local_addr().map_err(io("local address".into()))?;
+    tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
+    serve(listener, app, shutdown_signal()).await.map_err(io("serving".into()))
+}
