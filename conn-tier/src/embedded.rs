@@ -209,10 +209,18 @@ fn put_membership(
     };
     let body = match current {
         Some(m) if m.acked_up_to >= acked => return Ok(()),
-        Some(m) => MembershipBody { acked_up_to: acked, joined_at_ms: m.joined_at_ms },
-        None => MembershipBody { acked_up_to: acked, joined_at_ms: at },
+        Some(m) => MembershipBody {
+            acked_up_to: acked,
+            joined_at_ms: m.joined_at_ms,
+        },
+        None => MembershipBody {
+            acked_up_to: acked,
+            joined_at_ms: at,
+        },
     };
-    users.insert((user, conv), enc(&body).as_slice()).map_err(db)?;
+    users
+        .insert((user, conv), enc(&body).as_slice())
+        .map_err(db)?;
     Ok(())
 }
 
@@ -228,15 +236,23 @@ fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMessage> {
     })
 }
 
-fn read_group<T: ReadableTable<&'static str, &'static [u8]>, M: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
+fn read_group<
+    T: ReadableTable<&'static str, &'static [u8]>,
+    M: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+>(
     groups: &T,
     members: &M,
     group_id: &str,
 ) -> Result<Option<Group>> {
-    let Some(body) = groups.get(group_id).map_err(db)? else { return Ok(None) };
+    let Some(body) = groups.get(group_id).map_err(db)? else {
+        return Ok(None);
+    };
     let body: GroupBody = dec(body.value())?;
     let mut list = Vec::new();
-    for row in members.range((group_id, "")..(group_id, "\u{7f}")).map_err(db)? {
+    for row in members
+        .range((group_id, "")..(group_id, "\u{7f}"))
+        .map_err(db)?
+    {
         let (_, v) = row.map_err(db)?;
         list.push(dec::<GroupMember>(v.value())?);
     }
@@ -287,9 +303,16 @@ impl Store for EmbeddedStore {
                     let body = messages
                         .get((conv.as_str(), id))
                         .map_err(db)?
-                        .ok_or_else(|| Error::from(StoreErr::Corrupt(format!("idempotency record points at missing {conv}/{id}"))))?;
+                        .ok_or_else(|| {
+                            Error::from(StoreErr::Corrupt(format!(
+                                "idempotency record points at missing {conv}/{id}"
+                            )))
+                        })?;
                     let message = read_message(&conv, id, body.value())?;
-                    return Ok(Appended { message, duplicate: true });
+                    return Ok(Appended {
+                        message,
+                        duplicate: true,
+                    });
                 }
             }
             let conv = msg.conversation_id.as_str();
@@ -311,7 +334,10 @@ impl Store for EmbeddedStore {
                 .map_err(db)?;
             txn.open_table(IDEMPOTENCY)
                 .map_err(db)?
-                .insert((msg.sender.as_str(), msg.client_msg_id.as_str()), (conv, id))
+                .insert(
+                    (msg.sender.as_str(), msg.client_msg_id.as_str()),
+                    (conv, id),
+                )
                 .map_err(db)?;
             put_membership(txn, &msg.sender, conv, msg.sent_at_ms, id)?;
             for u in &msg.enroll {
@@ -332,11 +358,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn messages_after(&self, conv: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>> {
+    async fn messages_after(
+        &self,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
         self.read(|txn| {
             let t = txn.open_table(MESSAGES).map_err(db)?;
             let mut out = Vec::new();
-            for row in t.range((conv, after.saturating_add(1))..=(conv, u64::MAX)).map_err(db)?.take(limit) {
+            for row in t
+                .range((conv, after.saturating_add(1))..=(conv, u64::MAX))
+                .map_err(db)?
+                .take(limit)
+            {
                 let (k, v) = row.map_err(db)?;
                 out.push(read_message(conv, k.value().1, v.value())?);
             }
@@ -344,7 +379,12 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn messages_before(&self, conv: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+    async fn messages_before(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
         self.read(|txn| {
             let t = txn.open_table(MESSAGES).map_err(db)?;
             let upper = before.unwrap_or(u64::MAX);
@@ -356,7 +396,10 @@ impl Store for EmbeddedStore {
             }
             let has_more = rows.next().is_some();
             out.reverse();
-            Ok(HistoryPage { messages: out, has_more })
+            Ok(HistoryPage {
+                messages: out,
+                has_more,
+            })
         })
     }
 
@@ -393,7 +436,10 @@ impl Store for EmbeddedStore {
                 let (k, v) = row.map_err(db)?;
                 let conv = k.value().1.to_string();
                 let b: MembershipBody = dec(v.value())?;
-                let last_message_id = last.get(conv.as_str()).map_err(db)?.map_or(0, |g| g.value());
+                let last_message_id = last
+                    .get(conv.as_str())
+                    .map_err(db)?
+                    .map_or(0, |g| g.value());
                 out.push(ConversationState {
                     membership: Membership {
                         conversation_id: conv,
@@ -407,7 +453,12 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn advance_watermark(&self, user: &str, conv: &str, up_to: u64) -> Result<Option<(u64, bool)>> {
+    async fn advance_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>> {
         let (user, conv) = (user.to_string(), conv.to_string());
         self.write(move |txn| {
             let mut users = txn.open_table(USERS).map_err(db)?;
@@ -418,8 +469,13 @@ impl Store for EmbeddedStore {
             if up_to <= current.acked_up_to {
                 return Ok(Some((current.acked_up_to, false)));
             }
-            let body = MembershipBody { acked_up_to: up_to, joined_at_ms: current.joined_at_ms };
-            users.insert((user.as_str(), conv.as_str()), enc(&body).as_slice()).map_err(db)?;
+            let body = MembershipBody {
+                acked_up_to: up_to,
+                joined_at_ms: current.joined_at_ms,
+            };
+            users
+                .insert((user.as_str(), conv.as_str()), enc(&body).as_slice())
+                .map_err(db)?;
             Ok(Some((up_to, true)))
         })
         .await
@@ -436,7 +492,13 @@ impl Store for EmbeddedStore {
     async fn create_group(&self, group: &Group) -> Result<()> {
         let group = group.clone();
         self.write(move |txn| {
-            if txn.open_table(GROUPS).map_err(db)?.get(group.group_id.as_str()).map_err(db)?.is_some() {
+            if txn
+                .open_table(GROUPS)
+                .map_err(db)?
+                .get(group.group_id.as_str())
+                .map_err(db)?
+                .is_some()
+            {
                 return Err(Error::Conflict);
             }
             write_group_body(txn, &group)?;
@@ -444,7 +506,10 @@ impl Store for EmbeddedStore {
             let mut members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
             for m in &group.members {
                 members
-                    .insert((group.group_id.as_str(), m.user_id.as_str()), enc(m).as_slice())
+                    .insert(
+                        (group.group_id.as_str(), m.user_id.as_str()),
+                        enc(m).as_slice(),
+                    )
                     .map_err(db)?;
             }
             drop(members);
@@ -464,7 +529,9 @@ impl Store for EmbeddedStore {
                 let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
                 read_group(&groups, &members, &change.group_id)?
             };
-            let Some(current) = current else { return Err(Error::NotFound("no such group".into())) };
+            let Some(current) = current else {
+                return Err(Error::NotFound("no such group".into()));
+            };
             if current.version != change.expected_version {
                 return Err(Error::Conflict);
             }
@@ -478,7 +545,9 @@ impl Store for EmbeddedStore {
                     members.remove((gid, u.as_str())).map_err(db)?;
                 }
                 for (m, _) in &change.add {
-                    members.insert((gid, m.user_id.as_str()), enc(m).as_slice()).map_err(db)?;
+                    members
+                        .insert((gid, m.user_id.as_str()), enc(m).as_slice())
+                        .map_err(db)?;
                 }
             }
             {
@@ -530,7 +599,10 @@ mod tests {
         // The old writer thread still holds the file until its channel closes.
         std::thread::sleep(std::time::Duration::from_millis(50));
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(s.messages_after("dm#a#b", 0, 10).await.unwrap()[0].text, "kept");
+        assert_eq!(
+            s.messages_after("dm#a#b", 0, 10).await.unwrap()[0].text,
+            "kept"
+        );
         assert_eq!(s.last_message_id("dm#a#b").await.unwrap(), 1);
     }
 }

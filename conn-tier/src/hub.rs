@@ -80,7 +80,10 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Full(_)) => h.kick.clone(),
             }
         };
-        tracing::warn!(connection = connection_id, "outbound queue full; disconnecting slow reader");
+        tracing::warn!(
+            connection = connection_id,
+            "outbound queue full; disconnecting slow reader"
+        );
         overflowed.notify_one();
         self.remove(connection_id);
         Err(PostError::Gone)
@@ -92,9 +95,11 @@ impl Delivery for Hub {
     async fn post(&self, connection: &ConnectionRecord, frame: &str) -> Result<(), PostError> {
         if connection.endpoint != self.node {
             // Another node's connection: not reachable from here in embedded mode.
-            return Err(PostError::Failed(format!("connection held by node {}", connection.endpoint)));
+            return Err(PostError::Failed(format!(
+                "connection held by node {}",
+                connection.endpoint
+            )));
         }
         self.push(&connection.connection_id, Utf8Bytes::from(frame))
     }
 }
-

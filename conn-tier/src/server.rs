@@ -40,7 +40,11 @@ impl App {
     pub fn new(store: Arc<dyn Store>, auth: Authenticator, socket: SocketConfig) -> Self {
         let connections = Arc::new(MemoryConnections::new());
         let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
-        let deliverer = Arc::new(Deliverer::new(store.clone(), connections.clone(), hub.clone()));
+        let deliverer = Arc::new(Deliverer::new(
+            store.clone(),
+            connections.clone(),
+            hub.clone(),
+        ));
         let fanout = Arc::new(InProcessFanout::spawn(deliverer, 8, 4096));
         App {
             chat: Arc::new(Chat::new(store, connections, fanout)),
@@ -62,7 +66,8 @@ impl App {
                 DEV_SECRET.to_string()
             }
         };
-        let auth = Authenticator::new(secret.as_bytes()).map_err(|e| crate::Error::Config(e.to_string()))?;
+        let auth = Authenticator::new(secret.as_bytes())
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
         let store: Arc<dyn Store> = match args.store {
             StoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
             StoreKind::Memory => {
@@ -83,7 +88,11 @@ struct Ctx {
 
 /// Serves until `shutdown` resolves; then closes every socket (1001) and
 /// waits up to 5 s for them to finish.
-pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let ctx = Ctx {
         app,
         stop: CancellationToken::new(),
@@ -104,7 +113,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         .await?;
     ctx.stop.cancel();
     ctx.sockets.close();
-    if tokio::time::timeout(Duration::from_secs(5), ctx.sockets.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), ctx.sockets.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not close in time");
     }
     Ok(())
@@ -121,7 +133,9 @@ fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     }
     let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, t) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| t.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| t.trim().to_string())
 }
 
 async fn ws_handler(
@@ -137,7 +151,13 @@ async fn ws_handler(
             tracing::info!(reason = %e, "refused connection");
             return (StatusCode::UNAUTHORIZED, "invalid token\n").into_response();
         }
-        None => return (StatusCode::UNAUTHORIZED, "missing token: use ?token= or Authorization: Bearer\n").into_response(),
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing token: use ?token= or Authorization: Bearer\n",
+            )
+                .into_response()
+        }
     };
     let upgrade = match upgrade {
         Ok(u) => u,
@@ -154,7 +174,9 @@ async fn ws_handler(
         .max_message_size(256 * 1024)
         .max_frame_size(256 * 1024)
         .on_upgrade(move |socket| {
-            sockets.track_future(run_socket(socket, app.chat, app.hub, session, app.socket, stop))
+            sockets.track_future(run_socket(
+                socket, app.chat, app.hub, session, app.socket, stop,
+            ))
         })
 }
 
@@ -186,5 +208,7 @@ pub async fn run(args: ServerArgs) -> Result<(), crate::Error> {
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
     let addr = listener.local_addr().map_err(io("local address".into()))?;
     tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
-    serve(listener, app, shutdown_signal()).await.map_err(io("serving".into()))
+    serve(listener, app, shutdown_signal())
+        .await
+        .map_err(io("serving".into()))
 }

@@ -78,7 +78,8 @@ impl RateLimit {
     }
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.burst);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec)
+            .min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -128,7 +129,9 @@ pub async fn run_socket<S, E>(
         tracing::error!(error = %e, connection = %conn, "cannot record connection");
         hub.remove(&conn);
         let (mut sink, _) = socket.split();
-        let _ = sink.send(close_msg(close::INTERNAL, "internal error")).await;
+        let _ = sink
+            .send(close_msg(close::INTERNAL, "internal error"))
+            .await;
         return;
     }
     tracing::info!(connection = %conn, user = %session.user_id, "connected");
@@ -136,7 +139,15 @@ pub async fn run_socket<S, E>(
     let origin = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let (sink, stream) = socket.split();
-    let mut writer = Box::pin(write_loop(sink, rx, kick, cfg.clone(), shutdown, origin, last_seen.clone()));
+    let mut writer = Box::pin(write_loop(
+        sink,
+        rx,
+        kick,
+        cfg.clone(),
+        shutdown,
+        origin,
+        last_seen.clone(),
+    ));
     let reader = read_loop(stream, &chat, &session, &tx, &cfg, origin, &last_seen);
     tokio::select! {
         _ = reader => {
@@ -192,7 +203,9 @@ async fn read_loop<R, E>(
                 chat.handle_text(session, text.as_str(), &reply).await;
             }
             Ok(Message::Binary(_)) => {
-                let e = Error::BadRequest("binary frames are not supported; send JSON text frames".into());
+                let e = Error::BadRequest(
+                    "binary frames are not supported; send JSON text frames".into(),
+                );
                 let _ = reply.send(e.to_frame(None, None)).await;
             }
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
@@ -260,16 +273,25 @@ mod tests {
     use chat_core::Deliverer;
     use futures_channel::mpsc as fmpsc;
 
+    type Input = fmpsc::UnboundedSender<Result<Message, String>>;
+
     /// A fake socket: frames in from one channel, frames out to another.
     fn fake_socket() -> (
         impl Stream<Item = Result<Message, String>> + Sink<Message> + Send + 'static,
-        fmpsc::UnboundedSender<Result<Message, String>>,
+        Input,
         fmpsc::UnboundedReceiver<Message>,
     ) {
         let (in_tx, in_rx) = fmpsc::unbounded::<Result<Message, String>>();
         let (out_tx, out_rx) = fmpsc::unbounded::<Message>();
         let sink = out_tx.sink_map_err(|e| e.to_string());
-        (Duplex { stream: in_rx, sink: Box::pin(sink) }, in_tx, out_rx)
+        (
+            Duplex {
+                stream: in_rx,
+                sink: Box::pin(sink),
+            },
+            in_tx,
+            out_rx,
+        )
     }
 
     struct Duplex<St, Si> {
@@ -278,22 +300,37 @@ mod tests {
     }
     impl<St: Stream + Unpin, Si> Stream for Duplex<St, Si> {
         type Item = St::Item;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             self.stream.poll_next_unpin(cx)
         }
     }
     impl<St: Unpin, Si: Sink<Message>> Sink<Message> for Duplex<St, Si> {
         type Error = Si::Error;
-        fn poll_ready(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        fn poll_ready(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
             self.sink.as_mut().poll_ready(cx)
         }
-        fn start_send(mut self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        fn start_send(
+            mut self: std::pin::Pin<&mut Self>,
+            item: Message,
+        ) -> Result<(), Self::Error> {
             self.sink.as_mut().start_send(item)
         }
-        fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
             self.sink.as_mut().poll_flush(cx)
         }
-        fn poll_close(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        fn poll_close(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
             self.sink.as_mut().poll_close(cx)
         }
     }
@@ -303,16 +340,26 @@ mod tests {
         let conns = Arc::new(MemoryConnections::new());
         let hub = Arc::new(Hub::new("test-node"));
         let deliverer = Arc::new(Deliverer::new(store.clone(), conns.clone(), hub.clone()));
-        (Arc::new(Chat::new(store, conns, Arc::new(InlineFanout(deliverer)))), hub)
+        (
+            Arc::new(Chat::new(store, conns, Arc::new(InlineFanout(deliverer)))),
+            hub,
+        )
     }
 
     fn session(conn: &str, user: &str) -> Session {
-        Session { connection_id: conn.into(), user_id: UserId::parse(user).unwrap() }
+        Session {
+            connection_id: conn.into(),
+            user_id: UserId::parse(user).unwrap(),
+        }
     }
 
     async fn next_text(rx: &mut fmpsc::UnboundedReceiver<Message>) -> serde_json::Value {
         loop {
-            match tokio::time::timeout(Duration::from_secs(5), rx.next()).await.unwrap().unwrap() {
+            match tokio::time::timeout(Duration::from_secs(5), rx.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
                 Message::Ping(_) => continue,
                 other => panic!("unexpected {other:?}"),
@@ -324,11 +371,22 @@ mod tests {
     async fn a_binary_frame_gets_bad_request_and_the_socket_stays_open() {
         let (chat, hub) = setup();
         let (sock, input, mut output) = fake_socket();
-        let task = tokio::spawn(run_socket(sock, chat, hub, session("c1", "alice"), SocketConfig::default(), CancellationToken::new()));
-        input.unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into()))).unwrap();
+        let task = tokio::spawn(run_socket(
+            sock,
+            chat,
+            hub,
+            session("c1", "alice"),
+            SocketConfig::default(),
+            CancellationToken::new(),
+        ));
+        input
+            .unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into())))
+            .unwrap();
         let f = next_text(&mut output).await;
         assert_eq!(f["code"], "bad_request");
-        input.unbounded_send(Ok(Message::Text(r#"{"action":"ping"}"#.into()))).unwrap();
+        input
+            .unbounded_send(Ok(Message::Text(r#"{"action":"ping"}"#.into())))
+            .unwrap();
         assert_eq!(next_text(&mut output).await["type"], "pong");
         drop(input);
         task.await.unwrap();
@@ -338,9 +396,22 @@ mod tests {
     async fn an_oversized_frame_closes_with_1009() {
         let (chat, hub) = setup();
         let (sock, input, mut output) = fake_socket();
-        let task = tokio::spawn(run_socket(sock, chat, hub, session("c1", "alice"), SocketConfig::default(), CancellationToken::new()));
-        input.unbounded_send(Ok(Message::Text("x".repeat(33 * 1024).into()))).unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), output.next()).await.unwrap().unwrap() {
+        let task = tokio::spawn(run_socket(
+            sock,
+            chat,
+            hub,
+            session("c1", "alice"),
+            SocketConfig::default(),
+            CancellationToken::new(),
+        ));
+        input
+            .unbounded_send(Ok(Message::Text("x".repeat(33 * 1024).into())))
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), output.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Message::Close(Some(f)) => assert_eq!(f.code, 1009),
             other => panic!("unexpected {other:?}"),
         }
@@ -350,19 +421,46 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_sender() {
         let (chat, hub) = setup();
-        let cfg = SocketConfig { outbound_queue: 4, write_timeout: Duration::from_secs(3), ..SocketConfig::default() };
+        let cfg = SocketConfig {
+            outbound_queue: 4,
+            write_timeout: Duration::from_secs(3),
+            ..SocketConfig::default()
+        };
         // bob's socket: a sink that never accepts anything.
         let (bob_in_tx, bob_in_rx) = fmpsc::unbounded::<Result<Message, String>>();
         let stuck = futures_util::sink::unfold((), |_, _m: Message| async {
             std::future::pending::<Result<(), String>>().await
         });
-        let bob = Duplex { stream: bob_in_rx, sink: Box::pin(stuck) };
-        let bob_task = tokio::spawn(run_socket(bob, chat.clone(), hub.clone(), session("b1", "bob"), cfg.clone(), CancellationToken::new()));
+        let bob = Duplex {
+            stream: bob_in_rx,
+            sink: Box::pin(stuck),
+        };
+        let bob_task = tokio::spawn(run_socket(
+            bob,
+            chat.clone(),
+            hub.clone(),
+            session("b1", "bob"),
+            cfg.clone(),
+            CancellationToken::new(),
+        ));
         let (alice, a_in, mut a_out) = fake_socket();
-        let alice_task = tokio::spawn(run_socket(alice, chat, hub.clone(), session("a1", "alice"), cfg, CancellationToken::new()));
+        let alice_task = tokio::spawn(run_socket(
+            alice,
+            chat,
+            hub.clone(),
+            session("a1", "alice"),
+            cfg,
+            CancellationToken::new(),
+        ));
         tokio::time::sleep(Duration::from_millis(50)).await;
         for i in 0..20 {
-            a_in.unbounded_send(Ok(Message::Text(format!(r#"{{"action":"send","to":"user:bob","client_msg_id":"m{i}","text":"hi"}}"#).into()))).unwrap();
+            a_in.unbounded_send(Ok(Message::Text(
+                format!(
+                    r#"{{"action":"send","to":"user:bob","client_msg_id":"m{i}","text":"hi"}}"#
+                )
+                .into(),
+            )))
+            .unwrap();
         }
         for i in 0..20 {
             let ack = next_text(&mut a_out).await;
@@ -372,7 +470,10 @@ mod tests {
         // bob was dropped from the hub as soon as his queue overflowed (long
         // before his 10 s write timeout), and his socket then closes.
         assert_eq!(hub.len(), 1);
-        tokio::time::timeout(Duration::from_secs(15), bob_task).await.expect("bob's socket closed").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), bob_task)
+            .await
+            .expect("bob's socket closed")
+            .unwrap();
         drop(bob_in_tx);
         drop(a_in);
         alice_task.await.unwrap();
@@ -383,10 +484,21 @@ mod tests {
         let (chat, hub) = setup();
         let (sock, _input, mut output) = fake_socket();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_socket(sock, chat, hub.clone(), session("c1", "alice"), SocketConfig::default(), stop.clone()));
+        let task = tokio::spawn(run_socket(
+            sock,
+            chat,
+            hub.clone(),
+            session("c1", "alice"),
+            SocketConfig::default(),
+            stop.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
         stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(5), output.next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), output.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Message::Close(Some(f)) => assert_eq!(f.code, 1001),
             other => panic!("unexpected {other:?}"),
         }
@@ -396,7 +508,10 @@ mod tests {
 
     #[test]
     fn a_burst_of_100_frames_is_never_rate_limited() {
-        let mut r = RateLimit::new(SocketConfig::default().rate_burst, SocketConfig::default().rate_per_sec);
+        let mut r = RateLimit::new(
+            SocketConfig::default().rate_burst,
+            SocketConfig::default().rate_per_sec,
+        );
         assert!((0..100).all(|_| r.take()));
         let mut tight = RateLimit::new(3, 0);
         assert_eq!((0..5).filter(|_| tight.take()).count(), 3);

@@ -1,1 +1,257 @@
-fn main(){}
+//! chat-tests: end-to-end tests over real WebSockets on 127.0.0.1, and the
+//! store contract suite run against every store adapter.
+//!
+//! # Layout
+//! - `src/lib.rs`: the harness: [`TestServer`] (a conn-tier on port 0 with
+//!   its store in a temp dir) and [`TestClient`] (a WebSocket client with
+//!   timeouts).
+//! - `src/bin/chat-server.rs`: the conn-tier binary, built here so the crash
+//!   test can kill a real server process.
+//! - `tests/`: one file per area (direct chat, groups, bad input, crash,
+//!   store contract).
+//!
+//! The store behind the server is picked by `TEST_STORE` (`embedded`, the
+//! default, or `memory`).
+
+use anyhow::{bail, Context};
+use chat_core::auth::Authenticator;
+use chat_core::ports::Store;
+use conn_tier::client::{connect, Ws, WsError, WsMessage};
+use conn_tier::server::{serve, App};
+use conn_tier::socket::SocketConfig;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub const SECRET: &[u8] = b"test-secret";
+/// How long a test waits for a frame that must come.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The store the suite runs against, from `TEST_STORE`.
+pub fn store_kind() -> String {
+    std::env::var("TEST_STORE").unwrap_or_else(|_| "embedded".into())
+}
+
+/// Opens the store `TEST_STORE` names, in `dir`.
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match store_kind().as_str() {
+        "embedded" => Arc::new(conn_tier::embedded::EmbeddedStore::open(dir)?),
+        "memory" => Arc::new(chat_core::memory::MemoryStore::new()),
+        other => bail!("TEST_STORE={other} is not known here (embedded, memory)"),
+    })
+}
+
+/// A conn-tier serving on 127.0.0.1:0, in-process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub auth: Authenticator,
+    pub store: Arc<dyn Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(SocketConfig::default()).await
+    }
+
+    pub async fn start_with(socket: SocketConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path()).expect("open store");
+        let auth = Authenticator::new(SECRET).expect("auth");
+        let app = App::new(store.clone(), auth.clone(), socket);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            addr,
+            auth,
+            store,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.auth.mint(user, 3600).expect("mint")
+    }
+
+    pub async fn client(&self, user: &str) -> TestClient {
+        TestClient::connect(&self.url(), &self.token(user))
+            .await
+            .expect("connect")
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A client connection with helpers that never hang a test.
+pub struct TestClient {
+    ws: Ws,
+    n: u64,
+}
+
+impl TestClient {
+    pub async fn connect(url: &str, token: &str) -> Result<Self, WsError> {
+        Ok(TestClient {
+            ws: connect(url, token).await?,
+            n: 0,
+        })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(WsMessage::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: WsMessage) {
+        self.ws.send(msg).await.expect("send raw");
+    }
+
+    /// The next text frame as JSON; panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT)
+            .await
+            .expect("a frame")
+            .expect("a text frame")
+    }
+
+    /// The next text frame within `wait`: `None` if none came, `Err` on a close.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Result<Value, String>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(Err("stream ended".into())),
+                Ok(Some(Err(e))) => return Some(Err(e.to_string())),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                WsMessage::Text(t) => {
+                    return Some(Ok(serde_json::from_str(t.as_str()).expect("JSON frame")))
+                }
+                WsMessage::Close(c) => return Some(Err(format!("closed: {c:?}"))),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, which must have `type == ty`.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let f = self.recv().await;
+        assert_eq!(f["type"], ty, "expected a {ty} frame, got {f}");
+        f
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(f) = self.try_recv(wait).await {
+            panic!("expected no frame, got {f:?}");
+        }
+    }
+
+    /// The close frame's code, waiting up to [`WAIT`].
+    pub async fn expect_close(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => return u16::from(f.code),
+                Ok(Some(Ok(WsMessage::Close(None)))) => return 1005,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a text and returns the `ack` (or the error frame).
+    pub async fn send_text(&mut self, to: &str, text: &str) -> Value {
+        self.n += 1;
+        let id = format!("t-{}", self.n);
+        self.send(json!({"action":"send","to":to,"client_msg_id":id,"text":text}))
+            .await;
+        let f = self.recv().await;
+        assert!(f["type"] == "ack" || f["type"] == "error", "{f}");
+        f
+    }
+
+    /// Runs `sync` and returns the messages before `synced`.
+    pub async fn sync(&mut self) -> Vec<Value> {
+        self.send(json!({"action":"sync"})).await;
+        let mut out = Vec::new();
+        loop {
+            let f = self.recv().await;
+            match f["type"].as_str() {
+                Some("synced") => return out,
+                Some("message") => out.push(f),
+                _ => panic!("unexpected frame during sync: {f}"),
+            }
+        }
+    }
+
+    pub async fn history(&mut self, conv: &str, before: Option<u64>, limit: Option<u32>) -> Value {
+        let mut f = json!({"action":"history","conversation_id":conv});
+        if let Some(b) = before {
+            f["before"] = json!(b);
+        }
+        if let Some(l) = limit {
+            f["limit"] = json!(l);
+        }
+        self.send(f).await;
+        self.recv().await
+    }
+
+    pub async fn create_group(&mut self, name: &str, members: &[&str]) -> Value {
+        self.send(json!({"action":"createGroup","name":name,"members":members}))
+            .await;
+        self.expect("group").await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// The HTTP status of a refused WebSocket handshake.
+pub async fn handshake_status(url: &str) -> anyhow::Result<u16> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => Ok(101),
+        Err(WsError::Http(resp)) => Ok(resp.status().as_u16()),
+        Err(e) => Err(e).context("handshake"),
+    }
+}
+
+/// Message ids of a list of message frames.
+pub fn ids(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|f| f["message_id"].as_u64().unwrap_or(0))
+        .collect()
+}

@@ -12,10 +12,19 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Parser)]
-#[command(name = "chat", version, about = "Command-line client for the chat server")]
+#[command(
+    name = "chat",
+    version,
+    about = "Command-line client for the chat server"
+)]
 struct Cli {
     /// Server WebSocket URL.
-    #[arg(long, env = "CHAT_URL", default_value = "ws://127.0.0.1:8080/ws", global = true)]
+    #[arg(
+        long,
+        env = "CHAT_URL",
+        default_value = "ws://127.0.0.1:8080/ws",
+        global = true
+    )]
     url: String,
     /// Secret to mint tokens with (the server's --jwt-secret); the dev secret if unset.
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true, global = true)]
@@ -36,7 +45,11 @@ enum Cmd {
     /// Connect as USER, sync, print incoming messages, send what you type.
     Connect { user: String },
     /// Send one message as USER to TO (user:<id> or group:<id>) and wait for the ack.
-    Send { user: String, to: String, text: String },
+    Send {
+        user: String,
+        to: String,
+        text: String,
+    },
     /// Create a group as USER with MEMBERS; prints the group.
     Group {
         user: String,
@@ -65,17 +78,30 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Send { user, to, text } => {
             let mut ws = open(&cli.url, &auth.mint(&user, 300)?).await?;
             let id = format!("cli-{}", uuid_like());
-            send(&mut ws, json!({"action":"send","to":to,"client_msg_id":id,"text":text})).await?;
+            send(
+                &mut ws,
+                json!({"action":"send","to":to,"client_msg_id":id,"text":text}),
+            )
+            .await?;
             let answer = wait_for(&mut ws, |f| f["type"] == "ack" || f["type"] == "error").await?;
             println!("{answer}");
             if answer["type"] == "error" {
                 std::process::exit(1);
             }
         }
-        Cmd::Group { user, name, members } => {
+        Cmd::Group {
+            user,
+            name,
+            members,
+        } => {
             let mut ws = open(&cli.url, &auth.mint(&user, 300)?).await?;
-            send(&mut ws, json!({"action":"createGroup","name":name,"members":members})).await?;
-            let answer = wait_for(&mut ws, |f| f["type"] == "group" || f["type"] == "error").await?;
+            send(
+                &mut ws,
+                json!({"action":"createGroup","name":name,"members":members}),
+            )
+            .await?;
+            let answer =
+                wait_for(&mut ws, |f| f["type"] == "group" || f["type"] == "error").await?;
             println!("{answer}");
         }
     }
@@ -83,11 +109,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
-    connect(url, token).await.with_context(|| format!("connecting to {url}"))
+    connect(url, token)
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
 async fn send(ws: &mut Ws, v: Value) -> anyhow::Result<()> {
@@ -113,15 +147,21 @@ fn command(line: &str, n: &mut u64) -> Option<Value> {
     *n += 1;
     let id = format!("cli-{}-{n}", uuid_like());
     if line.starts_with('{') {
-        return serde_json::from_str(line).map_err(|e| eprintln!("bad JSON: {e}")).ok();
+        return serde_json::from_str(line)
+            .map_err(|e| eprintln!("bad JSON: {e}"))
+            .ok();
     }
     if let Some(rest) = line.strip_prefix('@') {
         let (to, text) = rest.split_once(' ')?;
-        return Some(json!({"action":"send","to":format!("user:{to}"),"client_msg_id":id,"text":text}));
+        return Some(
+            json!({"action":"send","to":format!("user:{to}"),"client_msg_id":id,"text":text}),
+        );
     }
     if let Some(rest) = line.strip_prefix('#') {
         let (to, text) = rest.split_once(' ')?;
-        return Some(json!({"action":"send","to":format!("group:{to}"),"client_msg_id":id,"text":text}));
+        return Some(
+            json!({"action":"send","to":format!("group:{to}"),"client_msg_id":id,"text":text}),
+        );
     }
     let mut words = line.split_whitespace();
     match words.next()? {
@@ -129,8 +169,12 @@ fn command(line: &str, n: &mut u64) -> Option<Value> {
             let name = words.next()?;
             Some(json!({"action":"createGroup","name":name,"members":words.collect::<Vec<_>>()}))
         }
-        "/add" => Some(json!({"action":"addMember","group_id":words.next()?,"user_id":words.next()?})),
-        "/remove" => Some(json!({"action":"removeMember","group_id":words.next()?,"user_id":words.next()?})),
+        "/add" => {
+            Some(json!({"action":"addMember","group_id":words.next()?,"user_id":words.next()?}))
+        }
+        "/remove" => {
+            Some(json!({"action":"removeMember","group_id":words.next()?,"user_id":words.next()?}))
+        }
         "/history" => {
             let conv = words.next()?;
             let mut f = json!({"action":"history","conversation_id":conv});
@@ -150,12 +194,37 @@ fn command(line: &str, n: &mut u64) -> Option<Value> {
 
 fn show(f: &Value) {
     match f["type"].as_str().unwrap_or("") {
-        "message" => println!("[{} #{}] {}: {}", f["conversation_id"].as_str().unwrap_or(""), f["message_id"], f["from"].as_str().unwrap_or(""), f["text"].as_str().unwrap_or("")),
-        "ack" => println!("  ✓ stored as #{} in {}", f["message_id"], f["conversation_id"].as_str().unwrap_or("")),
-        "receipt" => println!("  ✓✓ {} read {} up to #{}", f["user_id"].as_str().unwrap_or(""), f["conversation_id"].as_str().unwrap_or(""), f["up_to"]),
-        "group" => println!("group {} ({}) members {} admins {}", f["group_id"].as_str().unwrap_or(""), f["name"].as_str().unwrap_or(""), f["members"], f["admins"]),
+        "message" => println!(
+            "[{} #{}] {}: {}",
+            f["conversation_id"].as_str().unwrap_or(""),
+            f["message_id"],
+            f["from"].as_str().unwrap_or(""),
+            f["text"].as_str().unwrap_or("")
+        ),
+        "ack" => println!(
+            "  ✓ stored as #{} in {}",
+            f["message_id"],
+            f["conversation_id"].as_str().unwrap_or("")
+        ),
+        "receipt" => println!(
+            "  ✓✓ {} read {} up to #{}",
+            f["user_id"].as_str().unwrap_or(""),
+            f["conversation_id"].as_str().unwrap_or(""),
+            f["up_to"]
+        ),
+        "group" => println!(
+            "group {} ({}) members {} admins {}",
+            f["group_id"].as_str().unwrap_or(""),
+            f["name"].as_str().unwrap_or(""),
+            f["members"],
+            f["admins"]
+        ),
         "synced" => println!("-- up to date --"),
-        "error" => println!("! {}: {}", f["code"].as_str().unwrap_or(""), f["message"].as_str().unwrap_or("")),
+        "error" => println!(
+            "! {}: {}",
+            f["code"].as_str().unwrap_or(""),
+            f["message"].as_str().unwrap_or("")
+        ),
         _ => println!("{f}"),
     }
 }
@@ -164,7 +233,8 @@ async fn interactive(url: &str, token: &str) -> anyhow::Result<()> {
     let ws = open(url, token).await?;
     eprintln!("connected to {url}\n{HELP}");
     let (mut sink, mut stream) = ws.split();
-    sink.send(WsMessage::text(json!({"action":"sync"}).to_string())).await?;
+    sink.send(WsMessage::text(json!({"action":"sync"}).to_string()))
+        .await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut n = 0u64;
     loop {

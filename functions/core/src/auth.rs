@@ -91,8 +91,14 @@ mod tests {
         let other = Authenticator::new(b"another").unwrap();
         assert!(matches!(other.verify(&t), Err(Error::Unauthorized(_))));
         assert!(auth.verify("garbage").is_err());
-        assert!(auth.verify(&auth.mint("alice", -3600).unwrap()).is_err(), "expired");
-        assert!(auth.verify(&auth.mint("not valid!", 60).unwrap()).is_err(), "bad sub");
+        assert!(
+            auth.verify(&auth.mint("alice", -3600).unwrap()).is_err(),
+            "expired"
+        );
+        assert!(
+            auth.verify(&auth.mint("not valid!", 60).unwrap()).is_err(),
+            "bad sub"
+        );
     }
 
     #[test]
@@ -113,7 +119,9 @@ mod tests {
         }
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &NoExp { sub: "alice".into() },
+            &NoExp {
+                sub: "alice".into(),
+            },
             &EncodingKey::from_secret(b"s3cret").unwrap(),
         )
         .unwrap();
@@ -126,7 +134,11 @@ mod tests {
         pub fn encode(data: &[u8]) -> String {
             let mut out = String::new();
             for chunk in data.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
                 for i in 0..=chunk.len() {
                     out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);

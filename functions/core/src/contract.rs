@@ -16,16 +16,36 @@ pub type ConnectionsCheck = fn(Arc<dyn Connections>) -> BoxFuture<'static, ()>;
 /// Every store check, by name.
 pub fn store_checks() -> Vec<(&'static str, StoreCheck)> {
     vec![
-        ("ids_start_at_one_and_are_gapless", |s| Box::pin(ids_start_at_one_and_are_gapless(s))),
-        ("resend_returns_original_and_stores_nothing", |s| Box::pin(resend_returns_original_and_stores_nothing(s))),
-        ("append_moves_sender_watermark_and_enrolls_recipient", |s| Box::pin(append_moves_sender_watermark_and_enrolls_recipient(s))),
-        ("concurrent_appends_get_exactly_one_to_n", |s| Box::pin(concurrent_appends_get_exactly_one_to_n(s))),
-        ("history_pages_backwards", |s| Box::pin(history_pages_backwards(s))),
-        ("messages_after_pages_forwards", |s| Box::pin(messages_after_pages_forwards(s))),
-        ("watermark_only_moves_forward", |s| Box::pin(watermark_only_moves_forward(s))),
-        ("conversations_list_memberships_with_newest_id", |s| Box::pin(conversations_list_memberships_with_newest_id(s))),
-        ("groups_change_only_at_the_expected_version", |s| Box::pin(groups_change_only_at_the_expected_version(s))),
-        ("large_unicode_text_round_trips", |s| Box::pin(large_unicode_text_round_trips(s))),
+        ("ids_start_at_one_and_are_gapless", |s| {
+            Box::pin(ids_start_at_one_and_are_gapless(s))
+        }),
+        ("resend_returns_original_and_stores_nothing", |s| {
+            Box::pin(resend_returns_original_and_stores_nothing(s))
+        }),
+        ("append_moves_sender_watermark_and_enrolls_recipient", |s| {
+            Box::pin(append_moves_sender_watermark_and_enrolls_recipient(s))
+        }),
+        ("concurrent_appends_get_exactly_one_to_n", |s| {
+            Box::pin(concurrent_appends_get_exactly_one_to_n(s))
+        }),
+        ("history_pages_backwards", |s| {
+            Box::pin(history_pages_backwards(s))
+        }),
+        ("messages_after_pages_forwards", |s| {
+            Box::pin(messages_after_pages_forwards(s))
+        }),
+        ("watermark_only_moves_forward", |s| {
+            Box::pin(watermark_only_moves_forward(s))
+        }),
+        ("conversations_list_memberships_with_newest_id", |s| {
+            Box::pin(conversations_list_memberships_with_newest_id(s))
+        }),
+        ("groups_change_only_at_the_expected_version", |s| {
+            Box::pin(groups_change_only_at_the_expected_version(s))
+        }),
+        ("large_unicode_text_round_trips", |s| {
+            Box::pin(large_unicode_text_round_trips(s))
+        }),
     ]
 }
 
@@ -37,7 +57,10 @@ pub fn connections_checks() -> Vec<(&'static str, ConnectionsCheck)> {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 fn msg(conv: &str, sender: &str, cmid: &str, text: &str) -> NewMessage {
@@ -52,7 +75,11 @@ fn msg(conv: &str, sender: &str, cmid: &str, text: &str) -> NewMessage {
 }
 
 fn dm(a: &str, b: &str) -> String {
-    if a <= b { format!("dm#{a}#{b}") } else { format!("dm#{b}#{a}") }
+    if a <= b {
+        format!("dm#{a}#{b}")
+    } else {
+        format!("dm#{b}#{a}")
+    }
 }
 
 async fn ids_start_at_one_and_are_gapless(s: Arc<dyn Store>) {
@@ -60,7 +87,10 @@ async fn ids_start_at_one_and_are_gapless(s: Arc<dyn Store>) {
     let conv = dm(&a, &b);
     assert_eq!(s.last_message_id(&conv).await.unwrap(), 0);
     for i in 1..=3u64 {
-        let r = s.append(msg(&conv, &a, &format!("c{i}"), &format!("m{i}"))).await.unwrap();
+        let r = s
+            .append(msg(&conv, &a, &format!("c{i}"), &format!("m{i}")))
+            .await
+            .unwrap();
         assert!(!r.duplicate);
         assert_eq!(r.message.message_id, i);
     }
@@ -77,7 +107,10 @@ async fn resend_returns_original_and_stores_nothing(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     let first = s.append(msg(&conv, &a, "same", "hello")).await.unwrap();
-    let again = s.append(msg(&conv, &a, "same", "hello, edited")).await.unwrap();
+    let again = s
+        .append(msg(&conv, &a, "same", "hello, edited"))
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message, first.message);
     // The id is scoped to the sender: another user may use the same one.
@@ -95,7 +128,10 @@ async fn append_moves_sender_watermark_and_enrolls_recipient(s: Arc<dyn Store>) 
     s.append(m.clone()).await.unwrap();
     m.client_msg_id = "c2".into();
     s.append(m).await.unwrap();
-    assert_eq!(s.membership(&a, &conv).await.unwrap().unwrap().acked_up_to, 2);
+    assert_eq!(
+        s.membership(&a, &conv).await.unwrap().unwrap().acked_up_to,
+        2
+    );
     let mb = s.membership(&b, &conv).await.unwrap().unwrap();
     assert_eq!(mb.acked_up_to, 0);
     assert_eq!(mb.conversation_id, conv);
@@ -120,7 +156,13 @@ async fn concurrent_appends_get_exactly_one_to_n(s: Arc<dyn Store>) {
     }
     ids.sort();
     assert_eq!(ids, (1..=n).collect::<Vec<_>>());
-    let stored: Vec<u64> = s.messages_after(&conv, 0, 100).await.unwrap().iter().map(|m| m.message_id).collect();
+    let stored: Vec<u64> = s
+        .messages_after(&conv, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
     assert_eq!(stored, (1..=n).collect::<Vec<_>>());
 }
 
@@ -128,7 +170,9 @@ async fn history_pages_backwards(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     for i in 1..=7 {
-        s.append(msg(&conv, &a, &format!("c{i}"), &format!("m{i}"))).await.unwrap();
+        s.append(msg(&conv, &a, &format!("c{i}"), &format!("m{i}")))
+            .await
+            .unwrap();
     }
     let ids = |p: &HistoryPage| p.messages.iter().map(|m| m.message_id).collect::<Vec<_>>();
     let p = s.messages_before(&conv, None, 3).await.unwrap();
@@ -139,7 +183,10 @@ async fn history_pages_backwards(s: Arc<dyn Store>) {
     assert_eq!((ids(&p), p.has_more), (vec![1], false));
     let p = s.messages_before(&conv, Some(100), 100).await.unwrap();
     assert_eq!((ids(&p).len(), p.has_more), (7, false));
-    let p = s.messages_before(&dm(&unique("x"), &unique("y")), None, 10).await.unwrap();
+    let p = s
+        .messages_before(&dm(&unique("x"), &unique("y")), None, 10)
+        .await
+        .unwrap();
     assert_eq!((ids(&p).len(), p.has_more), (0, false));
 }
 
@@ -147,9 +194,17 @@ async fn messages_after_pages_forwards(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     for i in 1..=5 {
-        s.append(msg(&conv, &a, &format!("c{i}"), "x")).await.unwrap();
+        s.append(msg(&conv, &a, &format!("c{i}"), "x"))
+            .await
+            .unwrap();
     }
-    let ids: Vec<u64> = s.messages_after(&conv, 2, 2).await.unwrap().iter().map(|m| m.message_id).collect();
+    let ids: Vec<u64> = s
+        .messages_after(&conv, 2, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
     assert_eq!(ids, vec![3, 4]);
     assert!(s.messages_after(&conv, 5, 10).await.unwrap().is_empty());
 }
@@ -160,11 +215,26 @@ async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
     let mut m = msg(&conv, &a, "c1", "x");
     m.enroll = vec![b.clone()];
     s.append(m).await.unwrap();
-    assert_eq!(s.advance_watermark(&b, &conv, 1).await.unwrap(), Some((1, true)));
-    assert_eq!(s.advance_watermark(&b, &conv, 1).await.unwrap(), Some((1, false)));
-    assert_eq!(s.advance_watermark(&b, &conv, 0).await.unwrap(), Some((1, false)));
-    assert_eq!(s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to, 1);
-    assert_eq!(s.advance_watermark(&unique("z"), &conv, 1).await.unwrap(), None);
+    assert_eq!(
+        s.advance_watermark(&b, &conv, 1).await.unwrap(),
+        Some((1, true))
+    );
+    assert_eq!(
+        s.advance_watermark(&b, &conv, 1).await.unwrap(),
+        Some((1, false))
+    );
+    assert_eq!(
+        s.advance_watermark(&b, &conv, 0).await.unwrap(),
+        Some((1, false))
+    );
+    assert_eq!(
+        s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to,
+        1
+    );
+    assert_eq!(
+        s.advance_watermark(&unique("z"), &conv, 1).await.unwrap(),
+        None
+    );
 }
 
 async fn conversations_list_memberships_with_newest_id(s: Arc<dyn Store>) {
@@ -180,10 +250,20 @@ async fn conversations_list_memberships_with_newest_id(s: Arc<dyn Store>) {
     m.enroll = vec![b.clone()];
     s.append(m).await.unwrap();
     let mut list = s.conversations(&a).await.unwrap();
-    list.sort_by(|x, y| x.membership.conversation_id.cmp(&y.membership.conversation_id));
+    list.sort_by(|x, y| {
+        x.membership
+            .conversation_id
+            .cmp(&y.membership.conversation_id)
+    });
     let got: Vec<(String, u64, u64)> = list
         .iter()
-        .map(|c| (c.membership.conversation_id.clone(), c.last_message_id, c.membership.acked_up_to))
+        .map(|c| {
+            (
+                c.membership.conversation_id.clone(),
+                c.last_message_id,
+                c.membership.acked_up_to,
+            )
+        })
         .collect();
     let mut want = vec![(ab.clone(), 4, 4), (ac.clone(), 1, 1)];
     want.sort();
@@ -195,7 +275,11 @@ async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     let gid = unique("g");
     let conv = format!("grp#{gid}");
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
-    let member = |u: &str, seq| GroupMember { user_id: u.to_string(), joined_at_ms: 1, seq };
+    let member = |u: &str, seq| GroupMember {
+        user_id: u.to_string(),
+        joined_at_ms: 1,
+        seq,
+    };
     let group = Group {
         group_id: gid.clone(),
         name: "team ✨".into(),
@@ -209,8 +293,13 @@ async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     s.create_group(&group).await.unwrap();
     assert_eq!(s.group(&gid).await.unwrap().as_ref(), Some(&group));
     assert!(matches!(s.create_group(&group).await, Err(Error::Conflict)));
-    assert_eq!(s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to, 0);
-    s.append(msg(&conv, &a, "g1", "before c joined")).await.unwrap();
+    assert_eq!(
+        s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to,
+        0
+    );
+    s.append(msg(&conv, &a, "g1", "before c joined"))
+        .await
+        .unwrap();
 
     let add = GroupChange {
         group_id: gid.clone(),
@@ -223,9 +312,16 @@ async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     assert_eq!(after.version, 2);
     assert_eq!(after.member_ids(), vec![a.clone(), b.clone(), c.clone()]);
     assert_eq!(s.group(&gid).await.unwrap().unwrap(), after);
-    assert_eq!(s.membership(&c, &conv).await.unwrap().unwrap().acked_up_to, 1);
+    assert_eq!(
+        s.membership(&c, &conv).await.unwrap().unwrap().acked_up_to,
+        1
+    );
     // A stale version loses, and changes nothing.
-    let stale = GroupChange { remove: vec![b.clone()], add: vec![], ..add.clone() };
+    let stale = GroupChange {
+        remove: vec![b.clone()],
+        add: vec![],
+        ..add.clone()
+    };
     assert!(matches!(s.update_group(&stale).await, Err(Error::Conflict)));
     assert_eq!(s.group(&gid).await.unwrap().unwrap().members.len(), 3);
 
@@ -264,7 +360,13 @@ async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {
     c.register(&rec(&c1, &u)).await.unwrap();
     c.register(&rec(&c2, &u)).await.unwrap();
     c.register(&rec(&c3, &v)).await.unwrap();
-    let mut mine: Vec<String> = c.for_user(&u).await.unwrap().into_iter().map(|r| r.connection_id).collect();
+    let mut mine: Vec<String> = c
+        .for_user(&u)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
     mine.sort();
     let mut want = vec![c1.clone(), c2.clone()];
     want.sort();

@@ -81,7 +81,10 @@ impl ConversationId {
         let bad = || Error::BadRequest(format!("invalid conversation id {:?}", truncate(s, 80)));
         if let Some(rest) = s.strip_prefix("dm#") {
             let (a, b) = rest.split_once('#').ok_or_else(bad)?;
-            let (a, b) = (UserId::parse(a).map_err(|_| bad())?, UserId::parse(b).map_err(|_| bad())?);
+            let (a, b) = (
+                UserId::parse(a).map_err(|_| bad())?,
+                UserId::parse(b).map_err(|_| bad())?,
+            );
             if a > b {
                 return Err(bad());
             }
@@ -134,7 +137,10 @@ impl Recipient {
             if is_valid_id(g) {
                 Ok(Recipient::Group(g.to_string()))
             } else {
-                Err(Error::BadRequest(format!("invalid group id {:?}", truncate(g, 80))))
+                Err(Error::BadRequest(format!(
+                    "invalid group id {:?}",
+                    truncate(g, 80)
+                )))
             }
         } else {
             Err(Error::BadRequest(
@@ -149,7 +155,10 @@ pub fn parse_group_id(s: &str) -> Result<String> {
     if is_valid_id(s) {
         Ok(s.to_string())
     } else {
-        Err(Error::BadRequest(format!("invalid group id {:?}", truncate(s, 80))))
+        Err(Error::BadRequest(format!(
+            "invalid group id {:?}",
+            truncate(s, 80)
+        )))
     }
 }
 
@@ -183,7 +192,10 @@ mod tests {
     fn direct_conversation_id_is_the_same_both_ways() {
         let a = UserId::parse("alice").unwrap();
         let b = UserId::parse("bob").unwrap();
-        assert_eq!(ConversationId::direct(&a, &b), ConversationId::direct(&b, &a));
+        assert_eq!(
+            ConversationId::direct(&a, &b),
+            ConversationId::direct(&b, &a)
+        );
         assert_eq!(ConversationId::direct(&b, &a).to_string(), "dm#alice#bob");
     }
 
@@ -192,7 +204,15 @@ mod tests {
         for s in ["dm#alice#bob", "grp#0123abc"] {
             assert_eq!(ConversationId::parse(s).unwrap().to_string(), s);
         }
-        for s in ["dm#bob#alice", "dm#alice", "grp#", "grp#a b", "chan#x", "", "dm#a#b#c"] {
+        for s in [
+            "dm#bob#alice",
+            "dm#alice",
+            "grp#",
+            "grp#a b",
+            "chan#x",
+            "",
+            "dm#a#b#c",
+        ] {
             assert!(ConversationId::parse(s).is_err(), "{s}");
         }
     }

@@ -37,7 +37,13 @@ impl MemoryStore {
     }
 }
 
-fn enroll(users: &mut HashMap<String, BTreeMap<String, Membership>>, user: &str, conv: &str, at: u64, acked: u64) -> u64 {
+fn enroll(
+    users: &mut HashMap<String, BTreeMap<String, Membership>>,
+    user: &str,
+    conv: &str,
+    at: u64,
+    acked: u64,
+) -> u64 {
     let m = users
         .entry(user.to_string())
         .or_default()
@@ -58,7 +64,10 @@ impl Store for MemoryStore {
         let key = (msg.sender.clone(), msg.client_msg_id.clone());
         if let Some((conv, id)) = g.idempotency.get(&key).cloned() {
             let original = g.messages[&conv][(id - 1) as usize].clone();
-            return Ok(Appended { message: original, duplicate: true });
+            return Ok(Appended {
+                message: original,
+                duplicate: true,
+            });
         }
         let list = g.messages.entry(msg.conversation_id.clone()).or_default();
         let id = list.len() as u64 + 1;
@@ -72,27 +81,61 @@ impl Store for MemoryStore {
         };
         list.push(stored.clone());
         g.idempotency.insert(key, (msg.conversation_id.clone(), id));
-        enroll(&mut g.users, &msg.sender, &msg.conversation_id, msg.sent_at_ms, id);
+        enroll(
+            &mut g.users,
+            &msg.sender,
+            &msg.conversation_id,
+            msg.sent_at_ms,
+            id,
+        );
         for u in &msg.enroll {
             enroll(&mut g.users, u, &msg.conversation_id, msg.sent_at_ms, 0);
         }
-        Ok(Appended { message: stored, duplicate: false })
+        Ok(Appended {
+            message: stored,
+            duplicate: false,
+        })
     }
 
-    async fn messages_after(&self, conv: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>> {
-        let g = self.lock();
-        let Some(list) = g.messages.get(conv) else { return Ok(vec![]) };
-        Ok(list.iter().skip(after.min(list.len() as u64) as usize).take(limit).cloned().collect())
-    }
-
-    async fn messages_before(&self, conv: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+    async fn messages_after(
+        &self,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
         let g = self.lock();
         let Some(list) = g.messages.get(conv) else {
-            return Ok(HistoryPage { messages: vec![], has_more: false });
+            return Ok(vec![]);
         };
-        let end = before.map_or(list.len() as u64, |b| b.saturating_sub(1).min(list.len() as u64)) as usize;
+        Ok(list
+            .iter()
+            .skip(after.min(list.len() as u64) as usize)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn messages_before(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let g = self.lock();
+        let Some(list) = g.messages.get(conv) else {
+            return Ok(HistoryPage {
+                messages: vec![],
+                has_more: false,
+            });
+        };
+        let end = before.map_or(list.len() as u64, |b| {
+            b.saturating_sub(1).min(list.len() as u64)
+        }) as usize;
         let start = end.saturating_sub(limit);
-        Ok(HistoryPage { messages: list[start..end].to_vec(), has_more: start > 0 })
+        Ok(HistoryPage {
+            messages: list[start..end].to_vec(),
+            has_more: start > 0,
+        })
     }
 
     async fn last_message_id(&self, conv: &str) -> Result<u64> {
@@ -100,24 +143,41 @@ impl Store for MemoryStore {
     }
 
     async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
-        Ok(self.lock().users.get(user).and_then(|m| m.get(conv)).cloned())
+        Ok(self
+            .lock()
+            .users
+            .get(user)
+            .and_then(|m| m.get(conv))
+            .cloned())
     }
 
     async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
         let g = self.lock();
-        let Some(ms) = g.users.get(user) else { return Ok(vec![]) };
+        let Some(ms) = g.users.get(user) else {
+            return Ok(vec![]);
+        };
         Ok(ms
             .values()
             .map(|m| ConversationState {
                 membership: m.clone(),
-                last_message_id: g.messages.get(&m.conversation_id).map_or(0, |l| l.len() as u64),
+                last_message_id: g
+                    .messages
+                    .get(&m.conversation_id)
+                    .map_or(0, |l| l.len() as u64),
             })
             .collect())
     }
 
-    async fn advance_watermark(&self, user: &str, conv: &str, up_to: u64) -> Result<Option<(u64, bool)>> {
+    async fn advance_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>> {
         let mut g = self.lock();
-        let Some(m) = g.users.get_mut(user).and_then(|m| m.get_mut(conv)) else { return Ok(None) };
+        let Some(m) = g.users.get_mut(user).and_then(|m| m.get_mut(conv)) else {
+            return Ok(None);
+        };
         if up_to > m.acked_up_to {
             m.acked_up_to = up_to;
             Ok(Some((up_to, true)))
@@ -189,7 +249,10 @@ impl MemoryConnections {
 impl Connections for MemoryConnections {
     async fn register(&self, rec: &ConnectionRecord) -> Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.by_user.entry(rec.user_id.clone()).or_default().push(rec.connection_id.clone());
+        g.by_user
+            .entry(rec.user_id.clone())
+            .or_default()
+            .push(rec.connection_id.clone());
         g.by_id.insert(rec.connection_id.clone(), rec.clone());
         Ok(())
     }

@@ -132,8 +132,12 @@ pub trait Store: Send + Sync {
     async fn append(&self, msg: NewMessage) -> Result<Appended>;
 
     /// Up to `limit` messages with ids above `after`, ascending.
-    async fn messages_after(&self, conversation_id: &str, after: u64, limit: usize)
-        -> Result<Vec<StoredMessage>>;
+    async fn messages_after(
+        &self,
+        conversation_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>>;
 
     /// Up to `limit` messages below `before` (or the newest), ascending.
     async fn messages_before(

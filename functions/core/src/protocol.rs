@@ -112,10 +112,18 @@ pub fn parse_client_frame(text: &str) -> std::result::Result<ClientFrame, FrameE
         client_msg_id: id,
     };
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        fail(Error::BadRequest(format!("malformed JSON: {e}")), None, None)
+        fail(
+            Error::BadRequest(format!("malformed JSON: {e}")),
+            None,
+            None,
+        )
     })?;
     let obj = value.as_object().ok_or_else(|| {
-        fail(Error::BadRequest("a frame must be a JSON object".into()), None, None)
+        fail(
+            Error::BadRequest("a frame must be a JSON object".into()),
+            None,
+            None,
+        )
     })?;
     let client_msg_id = obj
         .get("client_msg_id")
@@ -124,10 +132,18 @@ pub fn parse_client_frame(text: &str) -> std::result::Result<ClientFrame, FrameE
     let action = match obj.get("action") {
         Some(serde_json::Value::String(a)) => a.clone(),
         Some(_) => {
-            return Err(fail(Error::BadRequest("`action` must be a string".into()), None, client_msg_id))
+            return Err(fail(
+                Error::BadRequest("`action` must be a string".into()),
+                None,
+                client_msg_id,
+            ))
         }
         None => {
-            return Err(fail(Error::BadRequest("missing field `action`".into()), None, client_msg_id))
+            return Err(fail(
+                Error::BadRequest("missing field `action`".into()),
+                None,
+                client_msg_id,
+            ))
         }
     };
     if !ACTIONS.contains(&action.as_str()) {
@@ -180,12 +196,12 @@ fn validate(frame: &ClientFrame) -> Result<()> {
                 "limit must be 1 to {MAX_HISTORY_LIMIT}"
             )));
         }
-        ClientFrame::CreateGroup { name, .. } => {
-            if name.trim().is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
-                return Err(Error::BadRequest(format!(
-                    "group name must be 1 to {MAX_GROUP_NAME_BYTES} bytes"
-                )));
-            }
+        ClientFrame::CreateGroup { name, .. }
+            if name.trim().is_empty() || name.len() > MAX_GROUP_NAME_BYTES =>
+        {
+            return Err(Error::BadRequest(format!(
+                "group name must be 1 to {MAX_GROUP_NAME_BYTES} bytes"
+            )));
         }
         _ => {}
     }
@@ -277,7 +293,11 @@ mod tests {
     use super::*;
 
     fn code(text: &str) -> String {
-        parse_client_frame(text).unwrap_err().error.code().to_string()
+        parse_client_frame(text)
+            .unwrap_err()
+            .error
+            .code()
+            .to_string()
     }
 
     #[test]
@@ -330,11 +350,24 @@ mod tests {
         assert!(e.error.to_string().contains("unknown action"));
         let e = parse_client_frame(r#"{"action":"send","to":"user:b","client_msg_id":"c9"}"#)
             .unwrap_err();
-        assert!(e.error.to_string().contains("missing field `text`"), "{}", e.error);
+        assert!(
+            e.error.to_string().contains("missing field `text`"),
+            "{}",
+            e.error
+        );
         assert_eq!(e.client_msg_id.as_deref(), Some("c9"));
-        assert_eq!(code(r#"{"action":"ack","conversation_id":"x","up_to":-1}"#), "bad_request");
-        assert_eq!(code(r#"{"action":"history","conversation_id":"x","limit":0}"#), "bad_request");
-        assert_eq!(code(r#"{"action":"history","conversation_id":"x","limit":101}"#), "bad_request");
+        assert_eq!(
+            code(r#"{"action":"ack","conversation_id":"x","up_to":-1}"#),
+            "bad_request"
+        );
+        assert_eq!(
+            code(r#"{"action":"history","conversation_id":"x","limit":0}"#),
+            "bad_request"
+        );
+        assert_eq!(
+            code(r#"{"action":"history","conversation_id":"x","limit":101}"#),
+            "bad_request"
+        );
         assert_eq!(
             code(r#"{"action":"send","to":"user:b","client_msg_id":"","text":"x"}"#),
             "bad_request"

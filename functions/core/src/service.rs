@@ -195,7 +195,10 @@ impl Chat {
                 conversation_id,
                 before,
                 limit,
-            } => self.history(session, &conversation_id, before, limit).await?,
+            } => {
+                self.history(session, &conversation_id, before, limit)
+                    .await?
+            }
             ClientFrame::Conversations {} => self.conversations(session).await?,
             ClientFrame::CreateGroup { name, members } => {
                 self.create_group(session, name, members).await?
@@ -224,7 +227,11 @@ impl Chat {
         let sender = &session.user_id;
         let (conversation, enroll) = match Recipient::parse(to)? {
             Recipient::User(u) => {
-                let enroll = if &u == sender { vec![] } else { vec![u.to_string()] };
+                let enroll = if &u == sender {
+                    vec![]
+                } else {
+                    vec![u.to_string()]
+                };
                 (ConversationId::direct(sender, &u), enroll)
             }
             Recipient::Group(g) => {
@@ -325,7 +332,11 @@ impl Chat {
                 let Some(last) = page.last() else { break };
                 cursor = last.message_id;
                 for m in &page {
-                    if reply.send(ServerFrame::Message(message_view(m))).await.is_err() {
+                    if reply
+                        .send(ServerFrame::Message(message_view(m)))
+                        .await
+                        .is_err()
+                    {
                         return Ok(()); // the caller is gone
                     }
                 }
@@ -342,9 +353,16 @@ impl Chat {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<ServerFrame> {
-        let conv = self.member_conversation(&session.user_id, conversation_id).await?;
-        let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
-        let page = self.store.messages_before(&conv, before, limit as usize).await?;
+        let conv = self
+            .member_conversation(&session.user_id, conversation_id)
+            .await?;
+        let limit = limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+            .clamp(1, MAX_HISTORY_LIMIT);
+        let page = self
+            .store
+            .messages_before(&conv, before, limit as usize)
+            .await?;
         Ok(ServerFrame::History {
             conversation_id: conv,
             messages: page.messages.iter().map(message_view).collect(),
@@ -436,7 +454,12 @@ impl Chat {
         }
     }
 
-    pub async fn add_member(&self, session: &Session, group_id: &str, user_id: &str) -> Result<ServerFrame> {
+    pub async fn add_member(
+        &self,
+        session: &Session,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<ServerFrame> {
         let target = UserId::parse(user_id)?.to_string();
         for _ in 0..GROUP_RETRIES {
             let group = self.group_of_member(session, group_id).await?;
@@ -479,7 +502,12 @@ impl Chat {
         Err(Error::Conflict)
     }
 
-    pub async fn remove_member(&self, session: &Session, group_id: &str, user_id: &str) -> Result<ServerFrame> {
+    pub async fn remove_member(
+        &self,
+        session: &Session,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<ServerFrame> {
         let target = UserId::parse(user_id)?.to_string();
         let me = session.user_id.as_str();
         for _ in 0..GROUP_RETRIES {
@@ -488,12 +516,24 @@ impl Chat {
                 return Err(Error::Forbidden);
             }
             if !group.is_member(&target) {
-                return Err(Error::NotFound(format!("{target} is not a member of this group")));
+                return Err(Error::NotFound(format!(
+                    "{target} is not a member of this group"
+                )));
             }
-            let mut admins: Vec<String> = group.admins.iter().filter(|a| **a != target).cloned().collect();
+            let mut admins: Vec<String> = group
+                .admins
+                .iter()
+                .filter(|a| **a != target)
+                .cloned()
+                .collect();
             if admins.is_empty() {
                 // The earliest-joined remaining member takes over.
-                if let Some(heir) = group.members.iter().filter(|m| m.user_id != target).min_by_key(|m| m.seq) {
+                if let Some(heir) = group
+                    .members
+                    .iter()
+                    .filter(|m| m.user_id != target)
+                    .min_by_key(|m| m.seq)
+                {
                     admins.push(heir.user_id.clone());
                 }
             }
@@ -506,7 +546,8 @@ impl Chat {
             };
             match self.store.update_group(&change).await {
                 Ok(updated) => {
-                    self.announce(session, &updated, std::slice::from_ref(&target)).await;
+                    self.announce(session, &updated, std::slice::from_ref(&target))
+                        .await;
                     return Ok(group_frame(&updated));
                 }
                 Err(Error::Conflict) => continue,
@@ -545,7 +586,11 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, connections: Arc<dyn Connections>, delivery: Arc<dyn Delivery>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        delivery: Arc<dyn Delivery>,
+    ) -> Self {
         Deliverer {
             store,
             connections,

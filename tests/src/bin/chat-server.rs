@@ -1,0 +1,11 @@
+//! The conn-tier server, built inside this crate so the crash test can run
+//! (and kill) a real server process.
+use clap::Parser;
+use conn_tier::config::{init_tracing, ServerArgs};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = ServerArgs::parse();
+    init_tracing(args.log_json);
+    Ok(conn_tier::server::run(args).await?)
+}

@@ -1,0 +1,189 @@
+//! 1:1 chat over real WebSockets: ids, acks, devices, offline sync,
+//! receipts, idempotency, history, concurrency.
+
+use chat_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn direct_messages_flow_both_ways_with_ids_in_order_to_every_device() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob_phone = server.client("bob").await;
+    let mut bob_laptop = server.client("bob").await;
+
+    for (i, text) in ["hi bob", "how are you?"].iter().enumerate() {
+        let ack = alice.send_text("user:bob", text).await;
+        assert_eq!(ack["type"], "ack");
+        assert_eq!(ack["conversation_id"], "dm#alice#bob");
+        assert_eq!(ack["message_id"], i as u64 + 1);
+        assert!(ack["sent_at"].as_str().unwrap().ends_with('Z'));
+        for dev in [&mut bob_phone, &mut bob_laptop] {
+            let m = dev.expect("message").await;
+            assert_eq!(m["from"], "alice");
+            assert_eq!(m["text"], *text);
+            assert_eq!(m["message_id"], i as u64 + 1);
+            assert_eq!(m["sent_at"], ack["sent_at"]);
+        }
+    }
+    // bob answers from his phone: alice gets it; his laptop gets a copy; the
+    // phone gets only the ack.
+    let ack = bob_phone.send_text("user:alice", "fine!").await;
+    assert_eq!(ack["message_id"], 3);
+    let m = alice.expect("message").await;
+    assert_eq!(
+        (m["from"].as_str(), m["message_id"].as_u64()),
+        (Some("bob"), Some(3))
+    );
+    assert_eq!(bob_laptop.expect("message").await["text"], "fine!");
+    bob_phone.expect_silence(Duration::from_millis(300)).await;
+    alice.expect_silence(Duration::from_millis(100)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_offline_user_syncs_missed_messages_acks_and_the_sender_gets_a_receipt() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    for i in 1..=5 {
+        assert_eq!(
+            alice.send_text("user:bob", &format!("m{i}")).await["message_id"],
+            i
+        );
+    }
+    let mut bob = server.client("bob").await;
+    let missed = bob.sync().await;
+    assert_eq!(ids(&missed), vec![1, 2, 3, 4, 5]);
+    assert_eq!(missed[4]["text"], "m5");
+    assert!(missed.iter().all(|m| m["from"] == "alice"));
+
+    bob.send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":5}))
+        .await;
+    let r = alice.expect("receipt").await;
+    assert_eq!(
+        r,
+        json!({"type":"receipt","conversation_id":"dm#alice#bob","user_id":"bob","up_to":5})
+    );
+    assert!(bob.sync().await.is_empty());
+
+    // An older ack does not move the watermark back, and tells nobody.
+    bob.send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":2}))
+        .await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+    assert!(bob.sync().await.is_empty());
+
+    // The sender's own messages never come back to her in sync.
+    assert!(alice.sync().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ack_beyond_the_newest_message_does_not_skip_future_ones() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    alice.send_text("user:bob", "one").await;
+    let mut bob = server.client("bob").await;
+    bob.send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":1000}))
+        .await;
+    assert_eq!(alice.expect("receipt").await["up_to"], 1);
+    bob.close().await;
+    alice.send_text("user:bob", "two").await;
+    let mut bob = server.client("bob").await;
+    assert_eq!(ids(&bob.sync().await), vec![2]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resending_a_client_msg_id_returns_the_same_ack_and_stores_one_message() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let frame = json!({"action":"send","to":"user:bob","client_msg_id":"retry-me","text":"once"});
+    alice.send(frame.clone()).await;
+    let first = alice.expect("ack").await;
+    bob.expect("message").await;
+    alice.send(frame).await;
+    let second = alice.expect("ack").await;
+    assert_eq!(first, second);
+    bob.expect_silence(Duration::from_millis(300)).await;
+    let h = alice.history("dm#alice#bob", None, None).await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    // A fresh connection of the same user gets the original too.
+    let mut alice2 = server.client("alice").await;
+    alice2
+        .send(json!({"action":"send","to":"user:bob","client_msg_id":"retry-me","text":"once"}))
+        .await;
+    assert_eq!(alice2.expect("ack").await, first);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_pages_backwards_with_before_and_limit() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    for i in 1..=7 {
+        alice.send_text("user:bob", &format!("m{i}")).await;
+    }
+    let page = |h: &serde_json::Value| {
+        (
+            ids(h["messages"].as_array().unwrap()),
+            h["has_more"].as_bool().unwrap(),
+        )
+    };
+    let h = alice.history("dm#alice#bob", None, Some(3)).await;
+    assert_eq!(h["type"], "history");
+    assert_eq!(page(&h), (vec![5, 6, 7], true));
+    let h = alice.history("dm#alice#bob", Some(5), Some(3)).await;
+    assert_eq!(page(&h), (vec![2, 3, 4], true));
+    let h = alice.history("dm#alice#bob", Some(2), Some(3)).await;
+    assert_eq!(page(&h), (vec![1], false));
+    assert_eq!(h["messages"][0]["text"], "m1");
+    // Default limit 50 returns everything here; bob may read it too.
+    let mut bob = server.client("bob").await;
+    let h = bob.history("dm#alice#bob", None, None).await;
+    assert_eq!(page(&h), ((1..=7).collect(), false));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_bursts_get_ids_one_to_n_and_a_reader_sees_them_in_order() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let mut bob_reader = server.client("bob").await;
+    let n = 60u64;
+    let burst = |mut c: TestClient, to: &'static str, tag: &'static str| async move {
+        for i in 0..n {
+            c.send(json!({"action":"send","to":to,"client_msg_id":format!("{tag}{i}"),"text":format!("{tag}{i}")})).await;
+        }
+        let mut acked = Vec::new();
+        while acked.len() < n as usize {
+            let f = c.recv().await;
+            if f["type"] == "ack" {
+                acked.push(f["message_id"].as_u64().unwrap());
+            }
+        }
+        acked
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(burst(alice, "user:bob", "a")),
+        // bob's phone sends while his other device only reads.
+        tokio::spawn(burst(bob, "user:alice", "b"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // Each sender sees its own acks in increasing order.
+    assert!(a.windows(2).all(|w| w[0] < w[1]), "{a:?}");
+    assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+    let mut all: Vec<u64> = a.iter().chain(b.iter()).copied().collect();
+    all.sort();
+    assert_eq!(all, (1..=2 * n).collect::<Vec<_>>());
+    // The third connection received every message exactly in id order.
+    let mut seen = Vec::new();
+    while seen.len() < 2 * n as usize {
+        let f = bob_reader.recv().await;
+        assert_eq!(f["type"], "message", "{f}");
+        seen.push(f["message_id"].as_u64().unwrap());
+    }
+    assert_eq!(seen, (1..=2 * n).collect::<Vec<_>>());
+    server.stop().await;
+}

@@ -1,0 +1,256 @@
+//! Groups over real WebSockets: membership, fan-out, admins, limits.
+
+use chat_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn members_receive_group_messages_and_a_non_member_does_not() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let mut carol = server.client("carol").await;
+    let mut mallory = server.client("mallory").await;
+
+    let g = alice.create_group("team", &["bob", "carol"]).await;
+    assert_eq!(g["name"], "team");
+    assert_eq!(g["members"], json!(["alice", "bob", "carol"]));
+    assert_eq!(g["admins"], json!(["alice"]));
+    let gid = g["group_id"].as_str().unwrap().to_string();
+    // Every member hears about the new group.
+    assert_eq!(bob.expect("group").await, g);
+    assert_eq!(carol.expect("group").await, g);
+
+    let ack = alice.send_text(&format!("group:{gid}"), "hello team").await;
+    assert_eq!(ack["conversation_id"], format!("grp#{gid}"));
+    assert_eq!(ack["message_id"], 1);
+    for c in [&mut bob, &mut carol] {
+        let m = c.expect("message").await;
+        assert_eq!(
+            (m["from"].as_str(), m["text"].as_str()),
+            (Some("alice"), Some("hello team"))
+        );
+    }
+    let ack = carol.send_text(&format!("group:{gid}"), "hi!").await;
+    assert_eq!(ack["message_id"], 2);
+    assert_eq!(alice.expect("message").await["message_id"], 2);
+    assert_eq!(bob.expect("message").await["message_id"], 2);
+    mallory.expect_silence(Duration::from_millis(300)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_member_gets_forbidden_for_send_history_and_ack_and_learns_nothing() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut mallory = server.client("mallory").await;
+    let gid = alice.create_group("secret", &["bob"]).await["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice.send_text(&format!("group:{gid}"), "classified").await;
+
+    let e = mallory
+        .send_text(&format!("group:{gid}"), "let me in")
+        .await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    assert_eq!(e["client_msg_id"], "t-1");
+    let h = mallory.history(&format!("grp#{gid}"), None, None).await;
+    assert_eq!(h["code"], "forbidden");
+    // A group that does not exist answers exactly the same.
+    let h2 = mallory.history("grp#doesnotexist", None, None).await;
+    assert_eq!(
+        (h2["code"].clone(), h2["message"].clone()),
+        (h["code"].clone(), h["message"].clone())
+    );
+    // And a direct conversation between others.
+    alice.send_text("user:bob", "private").await;
+    assert_eq!(
+        mallory.history("dm#alice#bob", None, None).await["code"],
+        "forbidden"
+    );
+    mallory
+        .send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":1}))
+        .await;
+    assert_eq!(mallory.expect("error").await["code"], "forbidden");
+    mallory
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"mallory"}))
+        .await;
+    assert_eq!(mallory.expect("error").await["code"], "forbidden");
+    // Nothing was stored for the refused send.
+    let h = alice.history(&format!("grp#{gid}"), None, None).await;
+    assert_eq!(ids(h["messages"].as_array().unwrap()), vec![1]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_admins_add_or_remove_but_a_member_may_leave() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let g = alice.create_group("club", &["bob"]).await;
+    let gid = g["group_id"].as_str().unwrap().to_string();
+    bob.expect("group").await;
+
+    // bob is not an admin.
+    bob.send(json!({"action":"addMember","group_id":gid,"user_id":"dave"}))
+        .await;
+    let e = bob.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["action"].as_str()),
+        (Some("forbidden"), Some("addMember"))
+    );
+    bob.send(json!({"action":"removeMember","group_id":gid,"user_id":"alice"}))
+        .await;
+    assert_eq!(bob.expect("error").await["code"], "forbidden");
+
+    // alice adds dave: everyone, dave included, sees the new state.
+    let mut dave = server.client("dave").await;
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"dave"}))
+        .await;
+    let g = alice.expect("group").await;
+    assert_eq!(g["members"], json!(["alice", "bob", "dave"]));
+    assert_eq!(bob.expect("group").await, g);
+    assert_eq!(dave.expect("group").await, g);
+
+    // dave receives new group messages, and can read the group.
+    bob.send_text(&format!("group:{gid}"), "welcome dave").await;
+    assert_eq!(dave.expect("message").await["text"], "welcome dave");
+    alice.expect("message").await;
+
+    // bob leaves on his own.
+    bob.send(json!({"action":"removeMember","group_id":gid,"user_id":"bob"}))
+        .await;
+    let g = bob.expect("group").await;
+    assert_eq!(g["members"], json!(["alice", "dave"]));
+    assert_eq!(alice.expect("group").await, g);
+    assert_eq!(dave.expect("group").await, g);
+    // ...and no longer receives or reads anything.
+    alice.send_text(&format!("group:{gid}"), "bye bob").await;
+    dave.expect("message").await;
+    bob.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(
+        bob.history(&format!("grp#{gid}"), None, None).await["code"],
+        "forbidden"
+    );
+
+    // alice removes dave; dave is told, the removal is visible to him.
+    alice
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"dave"}))
+        .await;
+    let g = alice.expect("group").await;
+    assert_eq!(g["members"], json!(["alice"]));
+    assert_eq!(dave.expect("group").await, g);
+    // Removing a non-member is not_found for an admin.
+    alice
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"zed"}))
+        .await;
+    assert_eq!(alice.expect("error").await["code"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_last_admin_leaves_the_earliest_joined_member_becomes_admin() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let gid = alice.create_group("g", &["bob", "carol"]).await["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"alice"}))
+        .await;
+    let g = alice.expect("group").await;
+    assert_eq!(g["members"], json!(["bob", "carol"]));
+    assert_eq!(g["admins"], json!(["bob"]));
+    let mut bob = server.client("bob").await;
+    bob.send(json!({"action":"addMember","group_id":gid,"user_id":"erin"}))
+        .await;
+    assert_eq!(
+        bob.expect("group").await["members"],
+        json!(["bob", "carol", "erin"])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_holds_at_most_100_members() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let too_many: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    alice
+        .send(json!({"action":"createGroup","name":"big","members":refs}))
+        .await;
+    assert_eq!(alice.expect("error").await["code"], "group_full");
+
+    let g = alice.create_group("big", &refs[..99]).await;
+    assert_eq!(g["members"].as_array().unwrap().len(), 100);
+    let gid = g["group_id"].as_str().unwrap();
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"one-too-many"}))
+        .await;
+    let e = alice.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["action"].as_str()),
+        (Some("group_full"), Some("addMember"))
+    );
+    // A member who leaves frees a seat.
+    alice
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"u5"}))
+        .await;
+    alice.expect("group").await;
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"one-too-many"}))
+        .await;
+    assert_eq!(
+        alice.expect("group").await["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_added_later_syncs_only_what_came_after_joining_and_groups_list_in_conversations()
+{
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let gid = alice.create_group("later", &["bob"]).await["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice
+        .send_text(&format!("group:{gid}"), "before dave")
+        .await;
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"dave"}))
+        .await;
+    alice.expect("group").await;
+    alice.send_text(&format!("group:{gid}"), "after dave").await;
+    let mut dave = server.client("dave").await;
+    let got = dave.sync().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["text"], "after dave");
+    dave.send(json!({"action":"conversations"})).await;
+    let c = dave.expect("conversations").await;
+    let item = &c["items"][0];
+    assert_eq!(item["conversation_id"], format!("grp#{gid}"));
+    assert_eq!(item["kind"], "group");
+    assert_eq!(item["name"], "later");
+    assert_eq!(
+        (
+            item["last_message_id"].as_u64(),
+            item["acked_up_to"].as_u64(),
+            item["unread"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    server.stop().await;
+}
