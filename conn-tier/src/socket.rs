@@ -506,6 +506,73 @@ mod tests {
         assert!(hub.is_empty());
     }
 
+    #[tokio::test]
+    async fn an_idle_peer_is_pinged_then_closed_when_it_stays_silent() {
+        let (chat, hub) = setup();
+        let (sock, input, mut output) = fake_socket();
+        let cfg = SocketConfig {
+            ping_interval: Duration::from_millis(40),
+            idle_timeout: Duration::from_millis(150),
+            ..SocketConfig::default()
+        };
+        let task = tokio::spawn(run_socket(
+            sock,
+            chat,
+            hub,
+            session("c1", "alice"),
+            cfg,
+            CancellationToken::new(),
+        ));
+        let mut pings = 0;
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(5), output.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Message::Ping(_) => pings += 1,
+                Message::Close(Some(f)) => break f.code,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(pings >= 2, "pinged {pings} times");
+        assert_eq!(code, 1001);
+        drop(input);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_pings_stays_connected() {
+        let (chat, hub) = setup();
+        let (sock, input, mut output) = fake_socket();
+        let cfg = SocketConfig {
+            ping_interval: Duration::from_millis(40),
+            idle_timeout: Duration::from_millis(150),
+            ..SocketConfig::default()
+        };
+        let task = tokio::spawn(run_socket(
+            sock,
+            chat,
+            hub,
+            session("c1", "alice"),
+            cfg,
+            CancellationToken::new(),
+        ));
+        for _ in 0..10 {
+            match tokio::time::timeout(Duration::from_secs(5), output.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Message::Ping(p) => input.unbounded_send(Ok(Message::Pong(p))).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!task.is_finished());
+        drop(input);
+        task.await.unwrap();
+    }
+
     #[test]
     fn a_burst_of_100_frames_is_never_rate_limited() {
         let mut r = RateLimit::new(

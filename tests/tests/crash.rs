@@ -95,3 +95,17 @@ async fn every_ack_received_before_a_kill_mid_burst_is_durable_and_ids_stay_gapl
     assert_eq!(stored, (1..=n).collect::<Vec<_>>(), "ids have a gap");
     assert!(acked.iter().all(|id| *id <= n));
 }
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = spawn_server(dir.path()).await;
+    let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
+    alice.send_text("user:bob", "before shutdown").await;
+    let pid = server.id().unwrap().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(status.success());
+    assert_eq!(alice.expect_close().await, 1001);
+    let exit = tokio::time::timeout(WAIT, server.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
