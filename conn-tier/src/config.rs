@@ -12,6 +12,9 @@ pub enum StoreKind {
     Embedded,
     /// Nothing is kept across restarts; for experiments only.
     Memory,
+    /// DynamoDB (AWS, or the emulator at AWS_ENDPOINT_URL); needs the
+    /// `dynamodb` cargo feature.
+    Dynamodb,
 }
 
 /// The chat server: WebSockets on /ws, durable messages on disk.
@@ -31,6 +34,9 @@ pub struct ServerArgs {
     /// Where messages, users and groups are kept.
     #[arg(long, env = "CHAT_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
+    /// Prefix of the DynamoDB table names (`--store dynamodb`).
+    #[arg(long, env = "CHAT_TABLE_PREFIX", default_value = "chat-")]
+    pub table_prefix: String,
     /// Frames queued per connection before a slow reader is dropped.
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,

@@ -16,7 +16,7 @@ use chat_core::auth::{Authenticator, DEV_SECRET};
 use chat_core::fanout::InProcessFanout;
 use chat_core::ids::new_connection_id;
 use chat_core::memory::{MemoryConnections, MemoryStore};
-use chat_core::ports::Store;
+use chat_core::ports::{Connections, Store};
 use chat_core::{Chat, Deliverer, Session};
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +38,16 @@ impl App {
     /// Wires the services to a store, this node's hub and background fan-out.
     /// Must run inside a tokio runtime (it spawns the fan-out workers).
     pub fn new(store: Arc<dyn Store>, auth: Authenticator, socket: SocketConfig) -> Self {
-        let connections = Arc::new(MemoryConnections::new());
+        Self::with_connections(store, Arc::new(MemoryConnections::new()), auth, socket)
+    }
+
+    /// As [`App::new`], with a shared connection map (DynamoDB).
+    pub fn with_connections(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        auth: Authenticator,
+        socket: SocketConfig,
+    ) -> Self {
         let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
         let deliverer = Arc::new(Deliverer::new(
             store.clone(),
@@ -55,7 +64,7 @@ impl App {
     }
 
     /// Builds the app the flags describe.
-    pub fn from_args(args: &ServerArgs) -> Result<Self, crate::Error> {
+    pub async fn from_args(args: &ServerArgs) -> Result<Self, crate::Error> {
         let secret = match &args.jwt_secret {
             Some(s) if !s.is_empty() => s.clone(),
             _ => {
@@ -68,14 +77,37 @@ impl App {
         };
         let auth = Authenticator::new(secret.as_bytes())
             .map_err(|e| crate::Error::Config(e.to_string()))?;
-        let store: Arc<dyn Store> = match args.store {
-            StoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
+        let connections: Arc<dyn Connections> = Arc::new(MemoryConnections::new());
+        let (store, connections): (Arc<dyn Store>, Arc<dyn Connections>) = match args.store {
+            StoreKind::Embedded => (Arc::new(EmbeddedStore::open(&args.data_dir)?), connections),
             StoreKind::Memory => {
                 tracing::warn!("--store memory: nothing survives a restart");
-                Arc::new(MemoryStore::new())
+                (Arc::new(MemoryStore::new()), connections)
+            }
+            #[cfg(feature = "dynamodb")]
+            StoreKind::Dynamodb => {
+                let tables = chat_dynamo::connect(&args.table_prefix)
+                    .await
+                    .map_err(|e| crate::Error::Config(e.to_string()))?;
+                tracing::info!(endpoint = %tables.endpoint, prefix = %tables.prefix, "DynamoDB store");
+                (
+                    Arc::new(chat_dynamo::DynamoStore::new(&tables)),
+                    Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
+                )
+            }
+            #[cfg(not(feature = "dynamodb"))]
+            StoreKind::Dynamodb => {
+                return Err(crate::Error::Config(
+                    "--store dynamodb needs a build with the `dynamodb` feature: cargo run -p conn-tier --features dynamodb".into(),
+                ))
             }
         };
-        Ok(App::new(store, auth, args.socket_config()))
+        Ok(App::with_connections(
+            store,
+            connections,
+            auth,
+            args.socket_config(),
+        ))
     }
 }
 
@@ -201,7 +233,7 @@ pub async fn shutdown_signal() {
 
 /// The `conn-tier` binary's body: build from flags, serve until Ctrl-C or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<(), crate::Error> {
-    let app = App::from_args(&args)?;
+    let app = App::from_args(&args).await?;
     let io = |context: String| move |source| crate::Error::Io { context, source };
     let listener = TcpListener::bind(args.listen)
         .await

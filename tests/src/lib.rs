@@ -10,12 +10,16 @@
 //! - `tests/`: one file per area (direct chat, groups, bad input, crash,
 //!   store contract).
 //!
-//! The store behind the server is picked by `TEST_STORE` (`embedded`, the
-//! default, or `memory`).
+//! The store behind the server is picked by `TEST_STORE`: `embedded` (the
+//! default), `memory`, or `dynamodb` (the emulator at `AWS_ENDPOINT_URL`,
+//! tables prefixed with `CHAT_TABLE_PREFIX`; `scripts/test-all` starts it).
+
+pub mod cost;
 
 use anyhow::{bail, Context};
 use chat_core::auth::Authenticator;
-use chat_core::ports::Store;
+use chat_core::memory::MemoryConnections;
+use chat_core::ports::{Connections, Store};
 use conn_tier::client::{connect, Ws, WsError, WsMessage};
 use conn_tier::server::{serve, App};
 use conn_tier::socket::SocketConfig;
@@ -35,12 +39,59 @@ pub fn store_kind() -> String {
     std::env::var("TEST_STORE").unwrap_or_else(|_| "embedded".into())
 }
 
-/// Opens the store `TEST_STORE` names, in `dir`.
-pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+/// The table prefix the emulator's tables were created with.
+pub fn table_prefix() -> String {
+    std::env::var("CHAT_TABLE_PREFIX").unwrap_or_else(|_| "chat-".into())
+}
+
+/// Creates a fresh set of tables on the emulator, from infra/template.yaml
+/// through localstack/create-tables.py (the one table-creation path), under a
+/// random prefix, so every test starts from empty tables. Returns the prefix.
+pub async fn fresh_tables() -> anyhow::Result<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let prefix = format!("{}t{}-", table_prefix(), &uuid_hex()[..10]);
+    let out = tokio::process::Command::new(root.join("localstack/.venv/bin/python"))
+        .arg(root.join("localstack/create-tables.py"))
+        .args(["--prefix", &prefix])
+        .output()
+        .await
+        .context("running localstack/create-tables.py (start the emulator: localstack/start.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "create-tables.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(prefix)
+}
+
+fn uuid_hex() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Opens the store `TEST_STORE` names (`dir` holds an embedded store), and
+/// the connection map that goes with it.
+pub async fn open_store(
+    dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Connections>)> {
+    let memory_conns = || Arc::new(MemoryConnections::new()) as Arc<dyn Connections>;
     Ok(match store_kind().as_str() {
-        "embedded" => Arc::new(conn_tier::embedded::EmbeddedStore::open(dir)?),
-        "memory" => Arc::new(chat_core::memory::MemoryStore::new()),
-        other => bail!("TEST_STORE={other} is not known here (embedded, memory)"),
+        "embedded" => (
+            Arc::new(conn_tier::embedded::EmbeddedStore::open(dir)?),
+            memory_conns(),
+        ),
+        "memory" => (
+            Arc::new(chat_core::memory::MemoryStore::new()),
+            memory_conns(),
+        ),
+        "dynamodb" => {
+            let tables = chat_dynamo::connect(&fresh_tables().await?).await?;
+            (
+                Arc::new(chat_dynamo::DynamoStore::new(&tables)),
+                Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
+            )
+        }
+        other => bail!("TEST_STORE={other} is not known (embedded, memory, dynamodb)"),
     })
 }
 
@@ -61,9 +112,9 @@ impl TestServer {
 
     pub async fn start_with(socket: SocketConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path()).expect("open store");
+        let (store, connections) = open_store(dir.path()).await.expect("open store");
         let auth = Authenticator::new(SECRET).expect("auth");
-        let app = App::new(store.clone(), auth.clone(), socket);
+        let app = App::with_connections(store.clone(), connections, auth.clone(), socket);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -202,7 +253,9 @@ impl TestClient {
         f
     }
 
-    /// Runs `sync` and returns the messages before `synced`.
+    /// Runs `sync` and returns the messages before `synced`, de-duplicated
+    /// on `(conversation_id, message_id)` as the protocol tells clients to do
+    /// (a live copy of a message may race its sync copy).
     pub async fn sync(&mut self) -> Vec<Value> {
         self.send(json!({"action":"sync"})).await;
         let mut out = Vec::new();
@@ -210,7 +263,12 @@ impl TestClient {
             let f = self.recv().await;
             match f["type"].as_str() {
                 Some("synced") => return out,
-                Some("message") => out.push(f),
+                Some("message") => {
+                    let key = |m: &Value| (m["conversation_id"].clone(), m["message_id"].clone());
+                    if !out.iter().any(|m| key(m) == key(&f)) {
+                        out.push(f)
+                    }
+                }
                 _ => panic!("unexpected frame during sync: {f}"),
             }
         }

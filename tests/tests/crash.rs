@@ -103,9 +103,16 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     alice.send_text("user:bob", "before shutdown").await;
     let pid = server.id().unwrap().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(status.success());
     assert_eq!(alice.expect_close().await, 1001);
-    let exit = tokio::time::timeout(WAIT, server.wait()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(WAIT, server.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
 }

@@ -236,7 +236,7 @@ async fn a_member_added_later_syncs_only_what_came_after_joining_and_groups_list
     alice.send_text(&format!("group:{gid}"), "after dave").await;
     let mut dave = server.client("dave").await;
     let got = dave.sync().await;
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["text"], "after dave");
     dave.send(json!({"action":"conversations"})).await;
     let c = dave.expect("conversations").await;

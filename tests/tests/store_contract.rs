@@ -1,16 +1,13 @@
 //! The store contract suite against the store `TEST_STORE` names
-//! (`memory`, `embedded`; run by the README's test command for each).
+//! (`memory`, `embedded`, `dynamodb`; the README's test command runs each).
 
 use chat_core::contract::{connections_checks, store_checks};
-use chat_core::memory::MemoryConnections;
-use chat_core::ports::Connections;
 use chat_tests::{open_store, store_kind};
-use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_passes_every_contract_check() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+    let (store, conns) = open_store(dir.path()).await.unwrap();
     let mut failed = Vec::new();
     for (name, check) in store_checks() {
         // Each check in its own task, so one failure names itself and the rest still run.
@@ -22,7 +19,6 @@ async fn the_store_passes_every_contract_check() {
             }
         }
     }
-    let conns: Arc<dyn Connections> = Arc::new(MemoryConnections::new());
     for (name, check) in connections_checks() {
         if tokio::spawn(check(conns.clone())).await.is_err() {
             failed.push(name);

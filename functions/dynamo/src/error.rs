@@ -1,0 +1,57 @@
+//! The crate's one error type.
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("DynamoDB table {table} does not exist at {endpoint} (create it: localstack/start.sh, or deploy infra/)")]
+    MissingTable { table: String, endpoint: String },
+    #[error("DynamoDB at {endpoint} is unreachable: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("table {table} has the wrong shape: {detail}")]
+    Schema { table: String, detail: String },
+    #[error("DynamoDB {op} on {table} failed: {detail}")]
+    Call {
+        op: &'static str,
+        table: String,
+        detail: String,
+    },
+    #[error("item in {table} is malformed: {detail}")]
+    Corrupt { table: String, detail: String },
+    #[error("could not build a request: {0}")]
+    Build(String),
+}
+
+impl Error {
+    pub fn call<E, R>(op: &'static str, table: &str, e: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        Error::Call {
+            op,
+            table: table.to_string(),
+            detail: DisplayErrorContext(&e).to_string(),
+        }
+    }
+
+    pub fn corrupt(table: &str, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            table: table.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<aws_sdk_dynamodb::error::BuildError> for Error {
+    fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
+        Error::Build(e.to_string())
+    }
+}
+
+/// Every adapter failure is a store failure to the services (`internal`).
+impl From<Error> for chat_core::Error {
+    fn from(e: Error) -> Self {
+        chat_core::Error::Store(e.to_string())
+    }
+}

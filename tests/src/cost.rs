@@ -1,0 +1,274 @@
+//! Capacity cost of the main operations on the DynamoDB store, counted
+//! (not timed) with the adapters' meters: the `dynamo-cost` binary prints
+//! it for docs/cost.md, and a test holds the design to its targets.
+
+use async_trait::async_trait;
+use chat_core::ids::UserId;
+use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, PostError};
+use chat_core::protocol::ServerFrame;
+use chat_core::{Chat, Deliverer, Reply, Session};
+use chat_dynamo::meter::Usage;
+use chat_dynamo::{DynamoConnections, DynamoStore, Tables};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// On-demand prices (us-east-1, per million request units), used to turn
+/// units into dollars per million operations.
+pub const USD_PER_MILLION_WRITE_UNITS: f64 = 0.625;
+pub const USD_PER_MILLION_READ_UNITS: f64 = 0.125;
+
+/// One measured operation.
+#[derive(Debug, Clone)]
+pub struct CostRow {
+    pub operation: String,
+    /// Units spent before the sender's answer (store, authorisation).
+    pub request: Usage,
+    /// Units spent delivering it (membership and connection look-ups).
+    pub fanout: Usage,
+    pub posts: u64,
+}
+
+impl CostRow {
+    pub fn write_units(&self) -> f64 {
+        self.request.write_units + self.fanout.write_units
+    }
+    pub fn read_units(&self) -> f64 {
+        self.request.read_units + self.fanout.read_units
+    }
+    /// Dollars per million of this operation.
+    pub fn usd_per_million(&self) -> f64 {
+        self.write_units() * USD_PER_MILLION_WRITE_UNITS
+            + self.read_units() * USD_PER_MILLION_READ_UNITS
+    }
+}
+
+/// Counts posts; every connection "exists".
+#[derive(Default)]
+struct CountingDelivery(AtomicU64);
+
+#[async_trait]
+impl Delivery for CountingDelivery {
+    async fn post(&self, _c: &ConnectionRecord, _f: &str) -> Result<(), PostError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Keeps fan-out jobs so their cost is measured apart from the request's.
+#[derive(Default)]
+struct HeldFanout(Mutex<Vec<FanoutJob>>);
+
+#[async_trait]
+impl Fanout for HeldFanout {
+    async fn dispatch(&self, job: FanoutJob) -> chat_core::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(job);
+        Ok(())
+    }
+}
+
+struct Sink;
+#[async_trait]
+impl Reply for Sink {
+    async fn send(&self, _f: ServerFrame) -> Result<(), PostError> {
+        Ok(())
+    }
+}
+
+struct Rig {
+    store: Arc<DynamoStore>,
+    conns: Arc<DynamoConnections>,
+    chat: Chat,
+    held: Arc<HeldFanout>,
+    deliverer: Deliverer,
+    posts: Arc<CountingDelivery>,
+}
+
+impl Rig {
+    fn usage(&self) -> Usage {
+        let (a, b) = (self.store.meter().usage(), self.conns.meter().usage());
+        Usage {
+            read_units: a.read_units + b.read_units,
+            write_units: a.write_units + b.write_units,
+            reported_units: a.reported_units + b.reported_units,
+            calls: a.calls + b.calls,
+        }
+    }
+
+    /// Measures `op`, then the fan-out jobs it queued.
+    async fn measure<F: std::future::Future<Output = ()>>(&self, name: &str, op: F) -> CostRow {
+        let posts0 = self.posts.0.load(Ordering::Relaxed);
+        let u0 = self.usage();
+        op.await;
+        let u1 = self.usage();
+        let jobs: Vec<FanoutJob> =
+            std::mem::take(&mut *self.held.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for job in &jobs {
+            self.deliverer.run(job).await.expect("fan-out");
+        }
+        CostRow {
+            operation: name.to_string(),
+            request: u1 - u0,
+            fanout: self.usage() - u1,
+            posts: self.posts.0.load(Ordering::Relaxed) - posts0,
+        }
+    }
+}
+
+fn session(user: &str, conn: &str) -> Session {
+    Session {
+        connection_id: conn.to_string(),
+        user_id: UserId::parse(user).expect("user id"),
+    }
+}
+
+/// Measures the operations of docs/cost.md on fresh tables.
+pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
+    let store = Arc::new(DynamoStore::new(tables));
+    let conns = Arc::new(DynamoConnections::new(tables));
+    let posts = Arc::new(CountingDelivery::default());
+    let held = Arc::new(HeldFanout::default());
+    let deliverer = Deliverer::new(store.clone(), conns.clone(), posts.clone());
+    let chat = Chat::new(store.clone(), conns.clone(), held.clone());
+    let rig = Rig {
+        store,
+        conns,
+        chat,
+        held,
+        deliverer,
+        posts,
+    };
+    let text_1kb = "x".repeat(1000);
+    let mut rows = Vec::new();
+
+    // Everyone involved holds one connection (setup, not counted).
+    let members: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    for (i, u) in ["alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(members.iter().cloned())
+        .enumerate()
+    {
+        rig.chat
+            .connect(&session(&u, &format!("c{i}")), "node-1")
+            .await?;
+    }
+    let alice = session("alice", "c0");
+    let (carol, dave) = (session("carol", "c2"), session("dave", "c3"));
+
+    rows.push(
+        rig.measure("connect + disconnect", async {
+            let s = session("erin", "c-erin");
+            rig.chat.connect(&s, "node-1").await.expect("connect");
+            rig.chat.disconnect("c-erin").await.expect("disconnect");
+        })
+        .await,
+    );
+    rows.push(
+        rig.measure("1 KB 1:1 send, first in the conversation", async {
+            rig.chat
+                .send(&alice, "user:bob", "k0".into(), text_1kb.clone())
+                .await
+                .expect("send");
+        })
+        .await,
+    );
+    rows.push(
+        rig.measure("1 KB 1:1 send", async {
+            rig.chat
+                .send(&alice, "user:bob", "k1".into(), text_1kb.clone())
+                .await
+                .expect("send");
+        })
+        .await,
+    );
+    rows.push(
+        rig.measure("100-byte 1:1 send", async {
+            rig.chat
+                .send(&alice, "user:bob", "k2".into(), "y".repeat(100))
+                .await
+                .expect("send");
+        })
+        .await,
+    );
+    rows.push(
+        rig.measure("1:1 resend of an acked client_msg_id", async {
+            rig.chat
+                .send(&alice, "user:bob", "k1".into(), text_1kb.clone())
+                .await
+                .expect("send");
+        })
+        .await,
+    );
+    let refs: Vec<String> = members[..99].to_vec();
+    let mut gid = String::new();
+    let create = rig
+        .measure("create a 100-member group", async {
+            match rig
+                .chat
+                .create_group(&alice, "big".into(), refs)
+                .await
+                .expect("create")
+            {
+                ServerFrame::Group { group_id, .. } => gid = group_id,
+                other => panic!("{other:?}"),
+            }
+        })
+        .await;
+    rows.push(create);
+    rows.push(
+        rig.measure("1 KB send to a 100-member group", async {
+            rig.chat
+                .send(
+                    &alice,
+                    &format!("group:{gid}"),
+                    "g1".into(),
+                    text_1kb.clone(),
+                )
+                .await
+                .expect("send");
+        })
+        .await,
+    );
+    for i in 0..10 {
+        rig.chat
+            .send(&dave, "user:carol", format!("d{i}"), text_1kb.clone())
+            .await?;
+    }
+    rig.held.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    rows.push(
+        rig.measure("sync of 10 missed 1 KB messages (1 conversation)", async {
+            rig.chat.sync(&carol, &Sink).await.expect("sync");
+        })
+        .await,
+    );
+    rows.push(
+        rig.measure("ack (watermark moves, receipt fan-out)", async {
+            rig.chat
+                .ack(&carol, "dm#carol#dave", 10)
+                .await
+                .expect("ack");
+        })
+        .await,
+    );
+    Ok(rows)
+}
+
+/// The rows as a markdown table.
+pub fn markdown(rows: &[CostRow]) -> String {
+    let mut out = String::from(
+        "| operation | write units | read units (request) | read units (fan-out) | posts | calls | $ per million |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} |\n",
+            r.operation,
+            r.write_units(),
+            r.request.read_units,
+            r.fanout.read_units,
+            r.posts,
+            r.request.calls + r.fanout.calls,
+            r.usd_per_million()
+        ));
+    }
+    out
+}

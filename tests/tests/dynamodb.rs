@@ -1,0 +1,179 @@
+//! The DynamoDB adapter against the emulator: table shapes from the one
+//! template, clear start-up errors, throttling and 5xx faults, and the
+//! capacity targets. Needs the emulator (`--features emulator`,
+//! `localstack/start.sh`); `scripts/test-all` runs it.
+
+use chat_core::ports::{NewMessage, Store};
+use chat_dynamo::schema::ALL;
+use chat_dynamo::{connect, connect_to, DynamoStore};
+use chat_tests::{fresh_tables, WAIT};
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn tables_made_from_the_template_have_the_keys_indexes_and_ttl_the_adapter_expects() {
+    let prefix = fresh_tables().await.unwrap();
+    // connect() checks every table's keys and indexes against the schema.
+    let tables = connect(&prefix)
+        .await
+        .expect("tables match the adapter's schema");
+    for spec in ALL {
+        let name = tables.name(&spec);
+        let ttl = tables
+            .client
+            .describe_time_to_live()
+            .table_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let attr = ttl
+            .time_to_live_description()
+            .and_then(|d| d.attribute_name())
+            .map(str::to_string);
+        assert_eq!(attr.as_deref(), spec.ttl_attribute, "TTL of {name}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_startup_error_that_names_it() {
+    let err = connect("no-such-prefix-").await.unwrap_err().to_string();
+    assert!(err.contains("no-such-prefix-messages"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+
+    // The server refuses to start, and says which table.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "dynamodb",
+            "--table-prefix",
+            "no-such-prefix-",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-prefix-messages"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_startup_error_that_names_it() {
+    let err = connect_to("chat-", Some("http://127.0.0.1:9"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("http://127.0.0.1:9"), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+}
+
+/// A proxy in front of the emulator that answers a share of requests with
+/// ThrottlingException or HTTP 500.
+async fn fault_proxy(rate: f64) -> (tokio::process::Child, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let upstream =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (source localstack/env.sh)");
+    let mut child = tokio::process::Command::new(root.join("localstack/.venv/bin/python"))
+        .arg(root.join("localstack/throttle-proxy.py"))
+        .args([upstream, rate.to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let port = line.strip_prefix("listening ").unwrap().trim().to_string();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn throttling_and_5xx_never_lose_an_acked_message_nor_ack_an_unstored_one() {
+    let prefix = fresh_tables().await.unwrap();
+    let (_proxy, url) = fault_proxy(0.3).await;
+    let faulty = Arc::new(DynamoStore::new(
+        &connect_to(&prefix, Some(&url)).await.unwrap(),
+    ));
+    let truth = DynamoStore::new(&connect(&prefix).await.unwrap());
+    let conv = "dm#alice#bob";
+    let msg = |i: usize| NewMessage {
+        conversation_id: conv.into(),
+        sender: if i.is_multiple_of(2) { "alice" } else { "bob" }.into(),
+        client_msg_id: format!("m{i}"),
+        text: format!("message {i}"),
+        sent_at_ms: 1,
+        enroll: vec![],
+    };
+    let n = 40;
+    // Every message is sent until it is acked, as a client would, retrying
+    // with the same client_msg_id; sends run four at a time.
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failures = 0;
+    let mut pending: Vec<usize> = (0..n).collect();
+    while !pending.is_empty() {
+        let batch: Vec<usize> = pending.drain(..pending.len().min(4)).collect();
+        let results = futures_util::future::join_all(batch.iter().map(|&i| {
+            let s = faulty.clone();
+            async move { (i, s.append(msg(i)).await) }
+        }))
+        .await;
+        for (i, r) in results {
+            match r {
+                Ok(a) => {
+                    // Acked: it must be stored, exactly as acked.
+                    let stored = truth
+                        .messages_after(conv, a.message.message_id - 1, 1)
+                        .await
+                        .unwrap();
+                    assert_eq!(stored.first(), Some(&a.message), "acked but not stored");
+                    acked.insert(a.message.client_msg_id.clone(), a.message.message_id);
+                }
+                Err(_) => {
+                    failures += 1;
+                    pending.push(i);
+                }
+            }
+        }
+    }
+    let stored = truth.messages_after(conv, 0, 1000).await.unwrap();
+    let ids: Vec<u64> = stored.iter().map(|m| m.message_id).collect();
+    assert_eq!(
+        ids,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "one message per client_msg_id, gapless"
+    );
+    for m in &stored {
+        assert_eq!(acked.get(&m.client_msg_id), Some(&m.message_id));
+    }
+    eprintln!("{n} messages, {failures} sends failed after the SDK's retries and were retried");
+}
+
+#[tokio::test]
+async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_stored_once() {
+    let prefix = fresh_tables().await.unwrap();
+    let rows = chat_tests::cost::measure(&connect(&prefix).await.unwrap())
+        .await
+        .unwrap();
+    eprintln!("{}", chat_tests::cost::markdown(&rows));
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.operation == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    // A short message: claim + message + sender watermark, no transaction.
+    assert!(row("100-byte 1:1 send").write_units() <= 3.0);
+    // 1,000 bytes of text make a 1.1 KB item: two units for the message itself.
+    assert!(row("1 KB 1:1 send").write_units() <= 4.0);
+    // A group message is written once, however many members read it.
+    let group = row("1 KB send to a 100-member group");
+    assert_eq!(group.write_units(), row("1 KB 1:1 send").write_units());
+    assert_eq!(group.posts, 99);
+    assert!(row("1:1 resend of an acked client_msg_id").write_units() <= 1.0);
+}
