@@ -592,6 +592,7 @@ mod tests {
                 text: "kept".into(),
                 sent_at_ms: 1,
                 enroll: vec!["b".into()],
+                origin: None,
             })
             .await
             .unwrap();

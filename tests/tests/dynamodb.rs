@@ -110,6 +110,7 @@ async fn throttling_and_5xx_never_lose_an_acked_message_nor_ack_an_unstored_one(
         text: format!("message {i}"),
         sent_at_ms: 1,
         enroll: vec![],
+        origin: None,
     };
     let n = 40;
     // Every message is sent until it is acked, as a client would, retrying

@@ -71,6 +71,7 @@ fn msg(conv: &str, sender: &str, cmid: &str, text: &str) -> NewMessage {
         text: text.to_string(),
         sent_at_ms: 1_700_000_000_000,
         enroll: vec![],
+        origin: None,
     }
 }
 
@@ -371,7 +372,9 @@ async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {
     let mut want = vec![c1.clone(), c2.clone()];
     want.sort();
     assert_eq!(mine, want);
+    assert_eq!(c.get(&c3).await.unwrap(), Some(rec(&c3, &v)));
     c.remove(&c1).await.unwrap();
+    assert_eq!(c.get(&c1).await.unwrap(), None);
     c.remove(&unique("never-registered")).await.unwrap();
     let left = c.for_user(&u).await.unwrap();
     assert_eq!(left, vec![rec(&c2, &u)]);

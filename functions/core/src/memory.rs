@@ -270,6 +270,11 @@ impl Connections for MemoryConnections {
         Ok(())
     }
 
+    async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.by_id.get(connection_id).cloned())
+    }
+
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Ok(g.by_user

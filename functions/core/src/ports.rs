@@ -36,6 +36,9 @@ pub struct NewMessage {
     /// Users who must have a membership row afterwards (the recipient of a
     /// first direct message), created with watermark 0 if missing.
     pub enroll: Vec<String>,
+    /// The sending connection. A store that feeds fan-out from its change
+    /// stream (DynamoDB) keeps it, so that connection gets the `ack` only.
+    pub origin: Option<String>,
 }
 
 /// The outcome of an append: the stored message, or, for a resent
@@ -187,6 +190,7 @@ pub struct ConnectionRecord {
 pub trait Connections: Send + Sync {
     async fn register(&self, rec: &ConnectionRecord) -> Result<()>;
     async fn remove(&self, connection_id: &str) -> Result<()>;
+    async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>>;
     /// The user's connections (an index lookup, never a scan).
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>>;
 }

@@ -252,6 +252,7 @@ impl Chat {
                     text,
                     sent_at_ms: now_ms(),
                     enroll,
+                    origin: Some(session.connection_id.clone()),
                 })
                 .await?;
             if !appended.duplicate {

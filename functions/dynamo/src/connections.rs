@@ -91,6 +91,21 @@ impl Connections for DynamoConnections {
         Ok(())
     }
 
+    async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("connection_id", Av::S(connection_id.to_string()))
+            .send()
+            .await
+            .map_err(|e| DErr::call("GetItem", &self.table, e))?;
+        self.meter.call(None);
+        self.meter
+            .read(out.item().map(item_size).unwrap_or(0), false);
+        out.item().map(|i| self.read(i)).transpose()
+    }
+
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
         let mut out = Vec::new();
         let mut start = None;

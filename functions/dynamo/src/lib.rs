@@ -1,8 +1,9 @@
-//! chat-dynamo: the DynamoDB adapters of chat-core's ports: the
+//! chat-dynamo: the AWS adapters of chat-core's ports: the
 //! [`DynamoStore`] (messages, users, groups) and [`DynamoConnections`] (the
 //! connection map), over `aws-sdk-dynamodb` with lean features.
 //!
 //! # Layout
+//! - [`apigw`]: the API Gateway `Delivery` (PostToConnection, 410 → Gone).
 //! - [`config`]: the SDK client (rustls+ring HTTPS, retries with backoff and
 //!   jitter, per-call timeouts) and the start-up check of the tables.
 //! - [`schema`]: table names, keys, indexes and TTL attributes the adapters
@@ -15,6 +16,7 @@
 //! The endpoint comes from the standard AWS configuration
 //! (`AWS_ENDPOINT_URL`, region, credentials), table names from a prefix.
 
+pub mod apigw;
 pub mod config;
 pub mod connections;
 pub mod error;

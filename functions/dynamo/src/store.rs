@@ -320,8 +320,16 @@ impl DynamoStore {
 
     /// Puts the message at its id if free. `Ok(None)` when written,
     /// `Ok(Some(existing))` when the id is taken.
-    async fn put_message(&self, m: &StoredMessage) -> Result<Option<StoredMessage>> {
-        let item = message_item(m);
+    async fn put_message(
+        &self,
+        m: &StoredMessage,
+        origin: Option<&str>,
+    ) -> Result<Option<StoredMessage>> {
+        let mut item = message_item(m);
+        if let Some(o) = origin {
+            // Read by the stream-fed fan-out, so the sending connection is skipped.
+            item.insert("origin".into(), s(o));
+        }
         self.meter.write(item_size(&item), 0, false);
         let r = self
             .client
@@ -570,7 +578,7 @@ impl Store for DynamoStore {
                 text: msg.text.clone(),
                 sent_at_ms: msg.sent_at_ms,
             };
-            match self.put_message(&m).await? {
+            match self.put_message(&m, msg.origin.as_deref()).await? {
                 None => {
                     stored = Some(m);
                     break;

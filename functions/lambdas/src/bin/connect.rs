@@ -1,0 +1,13 @@
+//! `$connect` route: records the connection (after the authorizer allowed it).
+use chat_lambdas::{connect, init_tracing, Deps};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let deps = &*Box::leak(Box::new(Deps::from_env().await?));
+    run(service_fn(move |e: LambdaEvent<_>| {
+        connect(deps, e.payload)
+    }))
+    .await
+}

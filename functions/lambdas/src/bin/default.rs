@@ -1,0 +1,13 @@
+//! `$default` route: frames whose `action` matches no route get `bad_request`.
+use chat_lambdas::{init_tracing, message, Deps};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let deps = &*Box::leak(Box::new(Deps::from_env().await?));
+    run(service_fn(move |e: LambdaEvent<_>| {
+        message(deps, e.payload)
+    }))
+    .await
+}

@@ -1,0 +1,325 @@
+//! Each handler with real API Gateway WebSocket event fixtures and
+//! `Context::default()`, against the store `TEST_STORE` names (memory by
+//! default; `dynamodb` runs them on the emulator with fresh tables).
+
+use async_trait::async_trait;
+use chat_core::auth::Authenticator;
+use chat_core::ports::{ConnectionRecord, Connections, Delivery, PostError};
+use chat_lambdas::{authorize, Deps};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+const ENDPOINT: &str = "https://abcdef123.execute-api.eu-west-1.amazonaws.com/test";
+
+/// Records every post; connections in `gone` answer 410.
+#[derive(Default)]
+struct Recorder {
+    posts: Mutex<Vec<(String, Value)>>,
+    gone: Mutex<HashSet<String>>,
+}
+
+impl Recorder {
+    fn to(&self, conn: &str) -> Vec<Value> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == conn)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+    fn count(&self) -> usize {
+        self.posts.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl Delivery for Recorder {
+    async fn post(&self, c: &ConnectionRecord, frame: &str) -> Result<(), PostError> {
+        if self.gone.lock().unwrap().contains(&c.connection_id) {
+            return Err(PostError::Gone);
+        }
+        assert_eq!(c.endpoint, ENDPOINT, "posted to the wrong endpoint");
+        self.posts.lock().unwrap().push((
+            c.connection_id.clone(),
+            serde_json::from_str(frame).unwrap(),
+        ));
+        Ok(())
+    }
+}
+
+struct Rig {
+    deps: Deps,
+    rec: Arc<Recorder>,
+    conns: Arc<dyn Connections>,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let kind = std::env::var("TEST_STORE").unwrap_or_else(|_| "memory".into());
+    // SAFETY-free: only this process's own view of TEST_STORE matters to open_store.
+    let (store, conns) = if kind == "dynamodb" {
+        chat_tests::open_store(dir.path()).await.unwrap()
+    } else {
+        (
+            Arc::new(chat_core::memory::MemoryStore::new()) as Arc<dyn chat_core::ports::Store>,
+            Arc::new(chat_core::memory::MemoryConnections::new()) as Arc<dyn Connections>,
+        )
+    };
+    let rec = Arc::new(Recorder::default());
+    let deps = Deps::new(store, conns.clone(), rec.clone(), None);
+    Rig {
+        deps,
+        rec,
+        conns,
+        _dir: dir,
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let text = match name {
+        "authorizer" => include_str!("fixtures/authorizer-request.json"),
+        "connect" => include_str!("fixtures/connect-event.json"),
+        "message" => include_str!("fixtures/message-event.json"),
+        "disconnect" => include_str!("fixtures/disconnect-event.json"),
+        "stream" => include_str!("fixtures/stream-insert.json"),
+        _ => unreachable!(),
+    };
+    serde_json::from_str(text).unwrap()
+}
+
+/// A WebSocket event for `user` on `conn`, with `body` for MESSAGE events.
+fn ws_event(
+    kind: &str,
+    user: &str,
+    conn: &str,
+    body: Option<Value>,
+) -> aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest {
+    let mut v = fixture(kind);
+    v["requestContext"]["connectionId"] = json!(conn);
+    v["requestContext"]["authorizer"] = json!({"principalId": user, "user_id": user});
+    if let Some(b) = body {
+        v["requestContext"]["routeKey"] = b["action"].clone();
+        v["body"] = json!(b.to_string());
+    }
+    let event = LambdaEvent::new(
+        serde_json::from_value(v).expect("fixture deserializes"),
+        Context::default(),
+    );
+    event.payload
+}
+
+async fn connect(r: &Rig, user: &str, conn: &str) {
+    chat_lambdas::connect(&r.deps, ws_event("connect", user, conn, None))
+        .await
+        .unwrap();
+}
+
+async fn say(r: &Rig, user: &str, conn: &str, body: Value) {
+    let resp = chat_lambdas::message(&r.deps, ws_event("message", user, conn, Some(body)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status_code, 200);
+}
+
+#[test]
+fn the_authorizer_allows_a_valid_token_with_the_user_in_context_and_denies_the_rest() {
+    let auth = Authenticator::new(b"lambda-secret").unwrap();
+    let event = |token: &str| {
+        let mut v = fixture("authorizer");
+        v["queryStringParameters"]["token"] = json!(token);
+        LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()).payload
+    };
+    let allowed =
+        serde_json::to_value(authorize(&auth, &event(&auth.mint("alice", 60).unwrap()))).unwrap();
+    assert_eq!(allowed["principalId"], "alice");
+    assert_eq!(allowed["context"]["user_id"], "alice");
+    assert_eq!(allowed["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(
+        allowed["policyDocument"]["Statement"][0]["Resource"][0],
+        "arn:aws:execute-api:eu-west-1:123456789012:abcdef123/test/$connect"
+    );
+    let other = Authenticator::new(b"other").unwrap();
+    for bad in [
+        "garbage",
+        &auth.mint("alice", -3600).unwrap(),
+        &other.mint("alice", 60).unwrap(),
+    ] {
+        let denied = serde_json::to_value(authorize(&auth, &event(bad))).unwrap();
+        assert_eq!(
+            denied["policyDocument"]["Statement"][0]["Effect"], "Deny",
+            "{bad}"
+        );
+        assert_eq!(denied["context"], json!({}));
+    }
+    let mut v = fixture("authorizer");
+    v["queryStringParameters"] = json!({});
+    let no_token = LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()).payload;
+    let denied = serde_json::to_value(authorize(&auth, &no_token)).unwrap();
+    assert_eq!(denied["policyDocument"]["Statement"][0]["Effect"], "Deny");
+}
+
+#[tokio::test]
+async fn connect_records_the_connection_with_its_callback_endpoint_and_disconnect_forgets_it() {
+    let r = rig().await;
+    connect(&r, "alice", "conn-a").await;
+    let rec = r.conns.get("conn-a").await.unwrap().expect("recorded");
+    assert_eq!(
+        (rec.user_id.as_str(), rec.endpoint.as_str()),
+        ("alice", ENDPOINT)
+    );
+    chat_lambdas::disconnect(&r.deps, ws_event("disconnect", "alice", "conn-a", None))
+        .await
+        .unwrap();
+    assert_eq!(r.conns.get("conn-a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn send_posts_the_ack_to_the_caller_and_leaves_message_delivery_to_fanout() {
+    let r = rig().await;
+    connect(&r, "alice", "conn-a").await;
+    connect(&r, "bob", "conn-b").await;
+    say(
+        &r,
+        "alice",
+        "conn-a",
+        json!({"action":"send","to":"user:bob","client_msg_id":"c-1","text":"hi"}),
+    )
+    .await;
+    let acks = r.rec.to("conn-a");
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0]["type"], "ack");
+    assert_eq!(acks[0]["message_id"], 1);
+    assert!(
+        r.rec.to("conn-b").is_empty(),
+        "bob's copy comes from the stream-fed fanout"
+    );
+    // bob can read it at once.
+    say(
+        &r,
+        "bob",
+        "conn-b",
+        json!({"action":"history","conversation_id":"dm#alice#bob"}),
+    )
+    .await;
+    assert_eq!(r.rec.to("conn-b")[0]["messages"][0]["text"], "hi");
+}
+
+#[tokio::test]
+async fn fanout_delivers_a_stream_insert_to_every_member_connection_except_the_sender() {
+    let r = rig().await;
+    connect(&r, "alice", "Bq9lLcGXliACGfw=").await; // the fixture's origin
+    connect(&r, "alice", "alice-laptop").await;
+    connect(&r, "bob", "bob-phone").await;
+    connect(&r, "carol", "carol-phone").await;
+    let event: aws_lambda_events::dynamodb::Event =
+        serde_json::from_value(fixture("stream")).unwrap();
+    let out = chat_lambdas::fanout(&r.deps, LambdaEvent::new(event, Context::default()).payload)
+        .await
+        .unwrap();
+    assert_eq!(out["delivered"], 2);
+    assert!(
+        r.rec.to("Bq9lLcGXliACGfw=").is_empty(),
+        "the sending connection got the ack instead"
+    );
+    for c in ["alice-laptop", "bob-phone"] {
+        let got = r.rec.to(c);
+        assert_eq!(got.len(), 1, "{c}");
+        assert_eq!(got[0]["type"], "message");
+        assert_eq!(
+            (
+                got[0]["from"].as_str(),
+                got[0]["text"].as_str(),
+                got[0]["message_id"].as_u64()
+            ),
+            (Some("alice"), Some("hi"), Some(1))
+        );
+    }
+    assert!(r.rec.to("carol-phone").is_empty(), "not a member");
+}
+
+#[tokio::test]
+async fn a_gone_connection_is_pruned_and_the_rest_of_the_broadcast_goes_on() {
+    let r = rig().await;
+    for (u, c) in [
+        ("alice", "a1"),
+        ("bob", "b1"),
+        ("carol", "c1"),
+        ("carol", "c2"),
+        ("dave", "d1"),
+    ] {
+        connect(&r, u, c).await;
+    }
+    say(
+        &r,
+        "alice",
+        "a1",
+        json!({"action":"createGroup","name":"team","members":["bob","carol","dave"]}),
+    )
+    .await;
+    let gid = r.rec.to("a1")[0]["group_id"].as_str().unwrap().to_string();
+    let before = r.rec.count();
+    r.rec.gone.lock().unwrap().insert("c1".into());
+    let image = json!({
+        "conversation_id": {"S": format!("grp#{gid}")}, "message_id": {"N": "1"}, "sender": {"S": "alice"},
+        "client_msg_id": {"S": "g-1"}, "text": {"S": "hello team"}, "sent_at": {"N": "1795946401000"}, "origin": {"S": "a1"}
+    });
+    let mut event = fixture("stream");
+    event["Records"][0]["dynamodb"]["NewImage"] = image;
+    let event: aws_lambda_events::dynamodb::Event = serde_json::from_value(event).unwrap();
+    let out = chat_lambdas::fanout(&r.deps, LambdaEvent::new(event, Context::default()).payload)
+        .await
+        .unwrap();
+    assert_eq!(out["delivered"], 3, "b1, c2 and d1");
+    assert_eq!(r.rec.count() - before, 3);
+    assert_eq!(r.rec.to("c2").last().unwrap()["text"], "hello team");
+    // Only the stale connection was pruned: not the sender's, not carol's other one.
+    assert_eq!(r.conns.get("c1").await.unwrap(), None);
+    for c in ["a1", "b1", "c2", "d1"] {
+        assert!(r.conns.get(c).await.unwrap().is_some(), "{c} kept");
+    }
+}
+
+#[tokio::test]
+async fn the_default_route_answers_bad_request_and_stores_nothing() {
+    let r = rig().await;
+    connect(&r, "alice", "conn-a").await;
+    say(&r, "alice", "conn-a", json!({"action":"teleport"})).await;
+    let mut v = fixture("message");
+    v["requestContext"]["routeKey"] = json!("$default");
+    v["requestContext"]["connectionId"] = json!("conn-a");
+    v["body"] = json!("{not json");
+    let e = LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()).payload;
+    chat_lambdas::message(&r.deps, e).await.unwrap();
+    let got = r.rec.to("conn-a");
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter()
+            .all(|f| f["type"] == "error" && f["code"] == "bad_request"),
+        "{got:?}"
+    );
+    say(&r, "alice", "conn-a", json!({"action":"conversations"})).await;
+    assert_eq!(r.rec.to("conn-a")[2]["items"], json!([]));
+}
+
+#[tokio::test]
+async fn an_event_without_authorizer_context_uses_the_connection_record_or_fails_cleanly() {
+    let r = rig().await;
+    connect(&r, "alice", "conn-a").await;
+    let mut v = fixture("message");
+    v["requestContext"]["connectionId"] = json!("conn-a");
+    v["requestContext"]["authorizer"] = Value::Null;
+    let e = LambdaEvent::new(
+        serde_json::from_value(v.clone()).unwrap(),
+        Context::default(),
+    )
+    .payload;
+    chat_lambdas::message(&r.deps, e).await.unwrap();
+    assert_eq!(r.rec.to("conn-a")[0]["type"], "ack");
+    v["requestContext"]["connectionId"] = json!("never-connected");
+    let e = LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()).payload;
+    assert!(chat_lambdas::message(&r.deps, e).await.is_err());
+}
