@@ -24,6 +24,10 @@ pub struct ServerArgs {
     /// Address to serve WebSockets on (path /ws).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the `@connections` management API (its own listener;
+    /// keep it private: it can post to any connection).
+    #[arg(long, env = "CHAT_MANAGEMENT_LISTEN", default_value = "127.0.0.1:8081")]
+    pub management_listen: SocketAddr,
     /// Directory of the embedded store.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -24,6 +24,8 @@ struct Handle {
     tx: mpsc::Sender<Outbound>,
     /// Tells the socket to close because its queue overflowed.
     kick: Arc<Notify>,
+    /// For the @connections GET answer.
+    connected_at_ms: u64,
 }
 
 /// The connections this node holds.
@@ -49,7 +51,14 @@ impl Hub {
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(connection_id.to_string(), Handle { tx, kick });
+            .insert(
+                connection_id.to_string(),
+                Handle {
+                    tx,
+                    kick,
+                    connected_at_ms: chat_core::service::now_ms(),
+                },
+            );
     }
 
     pub fn remove(&self, connection_id: &str) {
@@ -65,6 +74,27 @@ impl Hub {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// When a connection of this node was opened, if it is open.
+    pub fn connected_at(&self, connection_id: &str) -> Option<u64> {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.get(connection_id).map(|h| h.connected_at_ms)
+    }
+
+    /// Closes a connection (1000); false if it is not open here.
+    pub fn close(&self, connection_id: &str) -> bool {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = conns.get(connection_id) else {
+            return false;
+        };
+        if h.tx
+            .try_send(Outbound::Close(1000, "closed by the server"))
+            .is_err()
+        {
+            h.kick.notify_one();
+        }
+        true
     }
 
     /// Queues `frame` for one connection without waiting.

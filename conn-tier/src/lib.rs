@@ -4,20 +4,24 @@
 //! connections, and keeps the data in an embedded durable store.
 //!
 //! # Layout
+//! - [`backend`]: where frames go: in-process services or Lambda functions.
 //! - [`config`]: command-line flags (each with an env fallback).
 //! - [`server`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
 //! - [`hub`]: this node's live connections and the in-process `Delivery`.
+//! - [`mgmt`]: the `@connections` management API on its own listener.
 //! - [`embedded`]: the redb store with group commit.
 //! - [`client`]: a small WebSocket client (CLI, tests, benchmarks).
 //! - [`error`]: the crate's error enum.
 
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod hub;
+pub mod mgmt;
 pub mod server;
 pub mod socket;
 

@@ -2,6 +2,7 @@
 //! answers `ok`. `serve(listener, app, shutdown)` runs until `shutdown`
 //! resolves, then closes every socket with 1001 and waits for them.
 
+use crate::backend::{Backend, InProcess, Refusal};
 use crate::config::{ServerArgs, StoreKind};
 use crate::embedded::EmbeddedStore;
 use crate::hub::Hub;
@@ -28,9 +29,10 @@ use tokio_util::task::TaskTracker;
 /// Everything a connection needs, built once.
 #[derive(Clone)]
 pub struct App {
-    pub chat: Arc<Chat>,
+    /// Where frames go: in-process services or Lambda functions.
+    pub backend: Arc<dyn Backend>,
+    /// This node's sockets, for fan-out and the @connections API.
     pub hub: Arc<Hub>,
-    pub auth: Authenticator,
     pub socket: SocketConfig,
 }
 
@@ -55,10 +57,14 @@ impl App {
             hub.clone(),
         ));
         let fanout = Arc::new(InProcessFanout::spawn(deliverer, 8, 4096));
-        App {
+        let backend = InProcess {
             chat: Arc::new(Chat::new(store, connections, fanout)),
-            hub,
             auth,
+            node: hub.node().to_string(),
+        };
+        App {
+            backend: Arc::new(backend),
+            hub,
             socket,
         }
     }
@@ -177,18 +183,23 @@ async fn ws_handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Authenticate before anything else: no upgrade, no record without a valid token.
-    let user = match token(&uri, &headers).map(|t| ctx.app.auth.verify(&t)) {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => {
-            tracing::info!(reason = %e, "refused connection");
-            return (StatusCode::UNAUTHORIZED, "invalid token\n").into_response();
+    let connection_id = new_connection_id();
+    let token = token(&uri, &headers);
+    let user = match ctx
+        .app
+        .backend
+        .authenticate(token.as_deref(), &connection_id)
+        .await
+    {
+        Ok(u) => u,
+        Err(Refusal::Unauthorized(reason)) => {
+            tracing::info!(%reason, "refused connection");
+            let body = "missing or invalid token: use ?token= or Authorization: Bearer\n";
+            return (StatusCode::UNAUTHORIZED, body).into_response();
         }
-        None => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "missing token: use ?token= or Authorization: Bearer\n",
-            )
-                .into_response()
+        Err(Refusal::Failed(reason)) => {
+            tracing::error!(%reason, "authorizer failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "authorizer failed\n").into_response();
         }
     };
     let upgrade = match upgrade {
@@ -196,7 +207,7 @@ async fn ws_handler(
         Err(rejection) => return rejection.into_response(),
     };
     let session = Session {
-        connection_id: new_connection_id(),
+        connection_id,
         user_id: user,
     };
     let Ctx { app, stop, sockets } = ctx;
@@ -207,7 +218,12 @@ async fn ws_handler(
         .max_frame_size(256 * 1024)
         .on_upgrade(move |socket| {
             sockets.track_future(run_socket(
-                socket, app.chat, app.hub, session, app.socket, stop,
+                socket,
+                app.backend,
+                app.hub,
+                session,
+                app.socket,
+                stop,
             ))
         })
 }
@@ -231,16 +247,35 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// The `conn-tier` binary's body: build from flags, serve until Ctrl-C or SIGTERM.
+/// The `conn-tier` binary's body: build from flags, serve the clients and
+/// the management API until Ctrl-C or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<(), crate::Error> {
     let app = App::from_args(&args).await?;
     let io = |context: String| move |source| crate::Error::Io { context, source };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
+    let management = TcpListener::bind(args.management_listen)
+        .await
+        .map_err(io(format!(
+            "cannot listen on {} (--management-listen)",
+            args.management_listen
+        )))?;
     let addr = listener.local_addr().map_err(io("local address".into()))?;
     tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
-    serve(listener, app, shutdown_signal())
-        .await
-        .map_err(io("serving".into()))
+    let stop = CancellationToken::new();
+    let mgmt_stop = stop.clone();
+    let mgmt = tokio::spawn(crate::mgmt::serve(
+        management,
+        app.hub.clone(),
+        async move { mgmt_stop.cancelled().await },
+    ));
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.cancel();
+    });
+    let served = serve(listener, app, async move { stop.cancelled().await }).await;
+    let _ = mgmt.await;
+    served.map_err(io("serving".into()))
 }

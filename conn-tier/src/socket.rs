@@ -3,12 +3,13 @@
 //! queue, pings idle peers and closes on shutdown. Generic over
 //! `Sink`/`Stream` of axum messages so unit tests can drive it with channels.
 
+use crate::backend::Backend;
 use crate::hub::{Hub, Outbound};
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chat_core::ports::PostError;
 use chat_core::protocol::ServerFrame;
-use chat_core::{Chat, Error, Reply, Session};
+use chat_core::{Error, Reply, Session};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -112,7 +113,7 @@ fn now_ms(origin: Instant) -> u64 {
 /// goes silent or too slow, or `shutdown` fires.
 pub async fn run_socket<S, E>(
     socket: S,
-    chat: Arc<Chat>,
+    backend: Arc<dyn Backend>,
     hub: Arc<Hub>,
     session: Session,
     cfg: SocketConfig,
@@ -125,7 +126,7 @@ pub async fn run_socket<S, E>(
     let (tx, rx) = mpsc::channel::<Outbound>(cfg.outbound_queue.max(1));
     let kick = Arc::new(Notify::new());
     hub.insert(&conn, tx.clone(), kick.clone());
-    if let Err(e) = chat.connect(&session, hub.node()).await {
+    if let Err(e) = backend.connect(&session).await {
         tracing::error!(error = %e, connection = %conn, "cannot record connection");
         hub.remove(&conn);
         let (mut sink, _) = socket.split();
@@ -148,7 +149,15 @@ pub async fn run_socket<S, E>(
         origin,
         last_seen.clone(),
     ));
-    let reader = read_loop(stream, &chat, &session, &tx, &cfg, origin, &last_seen);
+    let reader = read_loop(
+        stream,
+        backend.as_ref(),
+        &session,
+        &tx,
+        &cfg,
+        origin,
+        &last_seen,
+    );
     tokio::select! {
         _ = reader => {
             // The reader queued a close frame (or the peer left); let the
@@ -158,9 +167,7 @@ pub async fn run_socket<S, E>(
         _ = &mut writer => {}
     }
     hub.remove(&conn);
-    if let Err(e) = chat.disconnect(&conn).await {
-        tracing::warn!(error = %e, connection = %conn, "cannot remove connection record");
-    }
+    backend.disconnect(&session).await;
     tracing::info!(connection = %conn, user = %session.user_id, "disconnected");
 }
 
@@ -173,7 +180,7 @@ fn close_msg(code: u16, reason: &'static str) -> Message {
 
 async fn read_loop<R, E>(
     mut stream: R,
-    chat: &Chat,
+    backend: &dyn Backend,
     session: &Session,
     tx: &mpsc::Sender<Outbound>,
     cfg: &SocketConfig,
@@ -200,7 +207,7 @@ async fn read_loop<R, E>(
                     let _ = reply.send(Error::RateLimited.to_frame(None, None)).await;
                     continue;
                 }
-                chat.handle_text(session, text.as_str(), &reply).await;
+                backend.frame(session, text.as_str(), &reply).await;
             }
             Ok(Message::Binary(_)) => {
                 let e = Error::BadRequest(
@@ -270,7 +277,7 @@ mod tests {
     use chat_core::fanout::InlineFanout;
     use chat_core::ids::UserId;
     use chat_core::memory::{MemoryConnections, MemoryStore};
-    use chat_core::Deliverer;
+    use chat_core::{Chat, Deliverer};
     use futures_channel::mpsc as fmpsc;
 
     type Input = fmpsc::UnboundedSender<Result<Message, String>>;
@@ -335,15 +342,19 @@ mod tests {
         }
     }
 
-    fn setup() -> (Arc<Chat>, Arc<Hub>) {
+    fn setup() -> (Arc<dyn Backend>, Arc<Hub>) {
         let store = Arc::new(MemoryStore::new());
         let conns = Arc::new(MemoryConnections::new());
         let hub = Arc::new(Hub::new("test-node"));
         let deliverer = Arc::new(Deliverer::new(store.clone(), conns.clone(), hub.clone()));
-        (
-            Arc::new(Chat::new(store, conns, Arc::new(InlineFanout(deliverer)))),
-            hub,
-        )
+        let chat = Arc::new(Chat::new(store, conns, Arc::new(InlineFanout(deliverer))));
+        let auth = chat_core::auth::Authenticator::new(b"unit").unwrap();
+        let backend = crate::backend::InProcess {
+            chat,
+            auth,
+            node: "test-node".into(),
+        };
+        (Arc::new(backend), hub)
     }
 
     fn session(conn: &str, user: &str) -> Session {

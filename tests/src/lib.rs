@@ -98,8 +98,12 @@ pub async fn open_store(
 /// A conn-tier serving on 127.0.0.1:0, in-process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `@connections` management API.
+    pub management: SocketAddr,
     pub auth: Authenticator,
     pub store: Arc<dyn Store>,
+    /// The server's connection map.
+    pub connections: Arc<dyn Connections>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -114,23 +118,45 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, connections) = open_store(dir.path()).await.expect("open store");
         let auth = Authenticator::new(SECRET).expect("auth");
-        let app = App::with_connections(store.clone(), connections, auth.clone(), socket);
+        let app = App::with_connections(store.clone(), connections.clone(), auth.clone(), socket);
+        Self::serve_app(app, auth, store, connections, dir).await
+    }
+
+    /// Serves `app` (clients and management API) on ports 0.
+    pub async fn serve_app(
+        app: App,
+        auth: Authenticator,
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mgmt = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let management = mgmt.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let (mtx, mrx) = oneshot::channel::<()>();
+        tokio::spawn(conn_tier::mgmt::serve(mgmt, app.hub.clone(), async {
+            let _ = mrx.await;
+        }));
         let task = tokio::spawn(async move {
             serve(listener, app, async {
                 let _ = rx.await;
             })
             .await
             .expect("serve");
+            let _ = mtx.send(());
         });
         TestServer {
             addr,
+            management,
             auth,
             store,
+            connections,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
