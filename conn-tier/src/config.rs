@@ -17,6 +17,15 @@ pub enum StoreKind {
     Dynamodb,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FunctionsKind {
+    /// The services linked into this process (the default).
+    InProcess,
+    /// The Lambda functions, through the Lambda Invoke API (`cargo lambda
+    /// watch`, or AWS); needs the `lambda` cargo feature.
+    Lambda,
+}
+
 /// The chat server: WebSockets on /ws, durable messages on disk.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "conn-tier", version, about)]
@@ -41,6 +50,23 @@ pub struct ServerArgs {
     /// Prefix of the DynamoDB table names (`--store dynamodb`).
     #[arg(long, env = "CHAT_TABLE_PREFIX", default_value = "chat-")]
     pub table_prefix: String,
+    /// Where frames go: the services in this process, or the Lambda functions.
+    #[arg(long, env = "CHAT_FUNCTIONS", value_enum, default_value = "in-process")]
+    pub functions: FunctionsKind,
+    /// Lambda Invoke API endpoint (`http://127.0.0.1:9000` for `cargo lambda
+    /// watch`); unset means AWS Lambda.
+    #[arg(long, env = "CHAT_LAMBDA_ENDPOINT")]
+    pub lambda_endpoint: Option<String>,
+    /// Prefix of the function names (`<prefix>send`, `<prefix>fanout`, …).
+    #[arg(long, env = "CHAT_FUNCTION_PREFIX", default_value = "")]
+    pub function_prefix: String,
+    /// API Gateway stage name given to the functions in their events.
+    #[arg(long, env = "CHAT_STAGE", default_value = "local")]
+    pub stage: String,
+    /// With `--functions lambda`: poll the messages table's stream and invoke
+    /// `fanout`, standing in for the event source mapping an emulator lacks.
+    #[arg(long, env = "CHAT_STREAM_POLL")]
+    pub stream_poll: bool,
     /// Frames queued per connection before a slow reader is dropped.
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,

@@ -10,6 +10,8 @@
 //!   upgrade-time authentication, graceful shutdown.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
 //! - [`hub`]: this node's live connections and the in-process `Delivery`.
+//! - `lambda` (feature `lambda`): the local API Gateway: events to Lambda
+//!   functions through the Invoke API, and the stream poller for `fanout`.
 //! - [`mgmt`]: the `@connections` management API on its own listener.
 //! - [`embedded`]: the redb store with group commit.
 //! - [`client`]: a small WebSocket client (CLI, tests, benchmarks).
@@ -21,6 +23,8 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod hub;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod mgmt;
 pub mod server;
 pub mod socket;

@@ -3,7 +3,7 @@
 //! resolves, then closes every socket with 1001 and waits for them.
 
 use crate::backend::{Backend, InProcess, Refusal};
-use crate::config::{ServerArgs, StoreKind};
+use crate::config::{FunctionsKind, ServerArgs, StoreKind};
 use crate::embedded::EmbeddedStore;
 use crate::hub::Hub;
 use crate::socket::{run_socket, SocketConfig};
@@ -71,6 +71,9 @@ impl App {
 
     /// Builds the app the flags describe.
     pub async fn from_args(args: &ServerArgs) -> Result<Self, crate::Error> {
+        if args.functions == FunctionsKind::Lambda {
+            return Self::lambda_from_args(args).await;
+        }
         let secret = match &args.jwt_secret {
             Some(s) if !s.is_empty() => s.clone(),
             _ => {
@@ -113,6 +116,54 @@ impl App {
             connections,
             auth,
             args.socket_config(),
+        ))
+    }
+}
+
+impl App {
+    #[cfg(feature = "lambda")]
+    async fn lambda_from_args(args: &ServerArgs) -> Result<Self, crate::Error> {
+        let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
+        let domain = args.management_listen.to_string();
+        let backend = Arc::new(
+            crate::lambda::LambdaBackend::new(
+                args.lambda_endpoint.as_deref(),
+                &args.function_prefix,
+                &domain,
+                &args.stage,
+            )
+            .await,
+        );
+        tracing::info!(
+            endpoint = args.lambda_endpoint.as_deref().unwrap_or("AWS Lambda"),
+            prefix = %args.function_prefix,
+            callback = %format!("http://{domain}"),
+            "functions: Lambda (set CHAT_CALLBACK_URL of the functions to the callback)"
+        );
+        if args.stream_poll {
+            let tables = chat_dynamo::connect(&args.table_prefix)
+                .await
+                .map_err(|e| crate::Error::Config(e.to_string()))?;
+            let table = tables.name(&chat_dynamo::schema::MESSAGES);
+            // Lives as long as the process.
+            tokio::spawn(crate::lambda::poll_stream(
+                backend.clone(),
+                tables,
+                table,
+                CancellationToken::new(),
+            ));
+        }
+        Ok(App {
+            backend,
+            hub,
+            socket: args.socket_config(),
+        })
+    }
+
+    #[cfg(not(feature = "lambda"))]
+    async fn lambda_from_args(_args: &ServerArgs) -> Result<Self, crate::Error> {
+        Err(crate::Error::Config(
+            "--functions lambda needs a build with the `lambda` feature: cargo run -p conn-tier --features lambda".into(),
         ))
     }
 }

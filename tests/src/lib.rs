@@ -130,13 +130,25 @@ impl TestServer {
         connections: Arc<dyn Connections>,
         dir: tempfile::TempDir,
     ) -> Self {
+        let mgmt = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::serve_app_with(app, auth, store, connections, dir, mgmt).await
+    }
+
+    /// As [`TestServer::serve_app`], with the management API on `mgmt`.
+    pub async fn serve_app_with(
+        app: App,
+        auth: Authenticator,
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        dir: tempfile::TempDir,
+        mgmt: tokio::net::TcpListener,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mgmt = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let management = mgmt.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (mtx, mrx) = oneshot::channel::<()>();

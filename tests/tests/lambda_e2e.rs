@@ -1,0 +1,206 @@
+//! The whole AWS path on one machine: a WebSocket client talks to conn-tier
+//! standing in for API Gateway; conn-tier invokes the real Lambda binaries
+//! through `cargo lambda watch`; the functions use DynamoDB on the emulator
+//! and deliver back through conn-tier's `@connections` API; the messages
+//! table's stream feeds `fanout`.
+//!
+//! Needs the emulator and cargo-lambda (`scripts/test-all` provides both).
+
+use chat_core::ports::{ConnectionRecord, Connections};
+use chat_tests::*;
+use conn_tier::lambda::{poll_stream, LambdaBackend};
+use conn_tier::server::App;
+use conn_tier::socket::SocketConfig;
+use serde_json::json;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// `cargo lambda watch` serving the chat-lambdas binaries on `port`.
+fn watch(port: u16, env: &[(&str, String)]) -> tokio::process::Child {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = tokio::process::Command::new("cargo");
+    cmd.current_dir(&root)
+        .args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "--manifest-path",
+            "functions/lambdas/Cargo.toml",
+        ])
+        .args(["-A", "127.0.0.1", "-P", &port.to_string()]);
+    for (k, v) in env {
+        cmd.args(["--env-var", &format!("{k}={v}")]);
+    }
+    cmd.stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cargo lambda watch (scripts/ensure-cargo-lambda)")
+}
+
+async fn free_port() -> u16 {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries() {
+    let prefix = fresh_tables().await.unwrap();
+    let tables = chat_dynamo::connect(&prefix).await.unwrap();
+    let mgmt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mgmt_addr = mgmt.local_addr().unwrap();
+    let port = free_port().await;
+    let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+    let _watch = watch(
+        port,
+        &[
+            ("CHAT_TABLE_PREFIX", prefix.clone()),
+            ("CHAT_CALLBACK_URL", format!("http://{mgmt_addr}")),
+            (
+                "CHAT_JWT_SECRET",
+                String::from_utf8(SECRET.to_vec()).unwrap(),
+            ),
+            (
+                "AWS_ENDPOINT_URL",
+                var("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ),
+            ("AWS_ACCESS_KEY_ID", var("AWS_ACCESS_KEY_ID", "test")),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                var("AWS_SECRET_ACCESS_KEY", "test"),
+            ),
+            ("AWS_REGION", var("AWS_REGION", "us-east-1")),
+            ("RUST_LOG", "info".into()),
+        ],
+    );
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let backend =
+        Arc::new(LambdaBackend::new(Some(&endpoint), "", &mgmt_addr.to_string(), "local").await);
+    let stop = CancellationToken::new();
+    let messages = tables.name(&chat_dynamo::schema::MESSAGES);
+    tokio::spawn(poll_stream(
+        backend.clone(),
+        tables.clone(),
+        messages,
+        stop.clone(),
+    ));
+    let hub = Arc::new(conn_tier::hub::Hub::new("lambda-node"));
+    let app = App {
+        backend,
+        hub,
+        socket: SocketConfig::default(),
+    };
+    let store: Arc<dyn chat_core::ports::Store> = Arc::new(chat_dynamo::DynamoStore::new(&tables));
+    let connections: Arc<dyn Connections> = Arc::new(chat_dynamo::DynamoConnections::new(&tables));
+    let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_app_with(app, auth, store, connections.clone(), dir, mgmt).await;
+
+    // The authorizer function refuses bad tokens before the upgrade.
+    assert_eq!(
+        handshake_status(&format!("{}?token=garbage", server.url()))
+            .await
+            .unwrap(),
+        401
+    );
+    assert_eq!(handshake_status(&server.url()).await.unwrap(), 401);
+
+    // The first calls may compile functions: allow for it once.
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    alice.send(json!({"action":"ping"})).await;
+    let pong = alice
+        .try_recv(Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, json!({"type":"pong"}));
+
+    // A stale connection of bob's: its post answers 410 and it is pruned.
+    connections
+        .register(&ConnectionRecord {
+            connection_id: "stale-connection".into(),
+            user_id: "bob".into(),
+            endpoint: format!("http://{mgmt_addr}"),
+            connected_at_ms: 1,
+        })
+        .await
+        .unwrap();
+
+    alice.send(json!({"action":"send","to":"user:bob","client_msg_id":"c-1","text":"hi bob, via Lambda"})).await;
+    let ack = alice
+        .try_recv(Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["message_id"], 1);
+    let m = bob
+        .try_recv(Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["from"].as_str(), m["text"].as_str()),
+        (Some("message"), Some("alice"), Some("hi bob, via Lambda"))
+    );
+    // The prune follows the 410 of a post that runs beside bob's.
+    let mut pruned = false;
+    for _ in 0..100 {
+        if connections.get("stale-connection").await.unwrap().is_none() {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pruned, "the stale connection was pruned");
+    alice.expect_silence(Duration::from_millis(500)).await;
+
+    // Groups, fan-out to every member, history and sync through the functions.
+    let mut carol = server.client("carol").await;
+    alice
+        .send(json!({"action":"createGroup","name":"lambda team","members":["bob","carol"]}))
+        .await;
+    let g = alice
+        .try_recv(Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(g["type"], "group", "{g}");
+    assert_eq!(bob.expect("group").await, g);
+    assert_eq!(carol.expect("group").await, g);
+    let gid = g["group_id"].as_str().unwrap();
+    carol.send(json!({"action":"send","to":format!("group:{gid}"),"client_msg_id":"g-1","text":"hello all"})).await;
+    assert_eq!(carol.expect("ack").await["message_id"], 1);
+    assert_eq!(alice.expect("message").await["text"], "hello all");
+    assert_eq!(bob.expect("message").await["text"], "hello all");
+
+    bob.send(json!({"action":"history","conversation_id":"dm#alice#bob"}))
+        .await;
+    let h = bob.expect("history").await;
+    assert_eq!(h["messages"][0]["text"], "hi bob, via Lambda");
+    bob.send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":1}))
+        .await;
+    assert_eq!(alice.expect("receipt").await["up_to"], 1);
+
+    // Bad frames are answered by the functions too.
+    bob.send(json!({"action":"teleport"})).await;
+    assert_eq!(bob.expect("error").await["code"], "bad_request");
+    stop.cancel();
+    server.stop().await;
+}
