@@ -47,6 +47,8 @@ async fn a_missing_table_is_a_startup_error_that_names_it() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--management-listen",
+            "127.0.0.1:0",
             "--store",
             "dynamodb",
             "--table-prefix",

@@ -17,8 +17,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Kills the whole process group of `cargo lambda watch` (it and the
+/// function processes it started) when dropped.
+struct Watch(tokio::process::Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            // `--`: the negative number is the group, not an option.
+            let group = format!("-{pid}");
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &group])
+                .status();
+        }
+    }
+}
+
 /// `cargo lambda watch` serving the chat-lambdas binaries on `port`.
-fn watch(port: u16, env: &[(&str, String)]) -> tokio::process::Child {
+fn watch(port: u16, env: &[(&str, String)]) -> Watch {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = tokio::process::Command::new("cargo");
     cmd.current_dir(&root)
@@ -33,10 +49,11 @@ fn watch(port: u16, env: &[(&str, String)]) -> tokio::process::Child {
     for (k, v) in env {
         cmd.args(["--env-var", &format!("{k}={v}")]);
     }
-    cmd.stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cargo lambda watch (scripts/ensure-cargo-lambda)")
+    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    Watch(
+        cmd.spawn()
+            .expect("cargo lambda watch (scripts/ensure-cargo-lambda)"),
+    )
 }
 
 async fn free_port() -> u16 {
