@@ -60,6 +60,14 @@ pub async fn connect(prefix: &str) -> Result<Tables, Error> {
     connect_to(prefix, None).await
 }
 
+/// The client and table names without the start-up check: for Lambda
+/// functions, whose cold start must stay short (the deployment creates the
+/// tables with them, and a missing one fails the first call, naming it).
+pub fn tables_unchecked(conf: &aws_config::SdkConfig, prefix: &str) -> Tables {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "DynamoDB".into());
+    Tables { client: Client::new(conf), prefix: prefix.to_string(), endpoint }
+}
+
 /// As [`connect`], with an explicit endpoint instead of `AWS_ENDPOINT_URL`.
 pub async fn connect_to(prefix: &str, endpoint: Option<&str>) -> Result<Tables, Error> {
     let conf = sdk_config(endpoint).await;

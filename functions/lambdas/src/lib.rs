@@ -111,10 +111,11 @@ impl Deps {
     }
 
     /// From the environment: `CHAT_TABLE_PREFIX`, `CHAT_CALLBACK_URL`
-    /// (optional) and the standard AWS variables.
+    /// (optional) and the standard AWS variables. Makes no network call, so
+    /// a cold start stays short.
     pub async fn from_env() -> Result<Self, Error> {
         let prefix = std::env::var("CHAT_TABLE_PREFIX").unwrap_or_else(|_| "chat-".into());
-        let tables = chat_dynamo::connect(&prefix).await?;
+        let tables = chat_dynamo::config::tables_unchecked(&prefix).await;
         let callback = std::env::var("CHAT_CALLBACK_URL")
             .ok()
             .filter(|s| !s.is_empty());
