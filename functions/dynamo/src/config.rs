@@ -65,7 +65,11 @@ pub async fn connect(prefix: &str) -> Result<Tables, Error> {
 /// tables with them, and a missing one fails the first call, naming it).
 pub fn tables_unchecked(conf: &aws_config::SdkConfig, prefix: &str) -> Tables {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "DynamoDB".into());
-    Tables { client: Client::new(conf), prefix: prefix.to_string(), endpoint }
+    Tables {
+        client: Client::new(conf),
+        prefix: prefix.to_string(),
+        endpoint,
+    }
 }
 
 /// As [`connect`], with an explicit endpoint instead of `AWS_ENDPOINT_URL`.

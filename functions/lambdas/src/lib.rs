@@ -115,11 +115,11 @@ impl Deps {
     /// a cold start stays short.
     pub async fn from_env() -> Result<Self, Error> {
         let prefix = std::env::var("CHAT_TABLE_PREFIX").unwrap_or_else(|_| "chat-".into());
-        let tables = chat_dynamo::config::tables_unchecked(&prefix).await;
+        let conf = chat_dynamo::config::sdk_config(None).await;
+        let tables = chat_dynamo::config::tables_unchecked(&conf, &prefix);
         let callback = std::env::var("CHAT_CALLBACK_URL")
             .ok()
             .filter(|s| !s.is_empty());
-        let conf = chat_dynamo::config::sdk_config(None).await;
         let delivery = Arc::new(chat_dynamo::apigw::ApiGatewayDelivery::new(
             conf,
             callback.clone(),
