@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Target {
     pub url: String,
@@ -22,13 +23,19 @@ pub struct Target {
 impl Target {
     pub async fn connect(&self, user: &str) -> anyhow::Result<Ws> {
         let token = self.auth.mint(user, 3600)?;
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", self.url)).await?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("{}?token={token}", self.url)).await?;
         Ok(ws)
     }
 
     /// Connects from a given local address (many 127.0.0.x sources lift the
     /// ephemeral-port limit for idle-connection runs).
-    pub async fn connect_from(&self, user: &str, source: Ipv4Addr, server: SocketAddr) -> anyhow::Result<Ws> {
+    pub async fn connect_from(
+        &self,
+        user: &str,
+        source: Ipv4Addr,
+        server: SocketAddr,
+    ) -> anyhow::Result<Ws> {
         let token = self.auth.mint(user, 3600)?;
         let sock = tokio::net::TcpSocket::new_v4()?;
         sock.bind(SocketAddr::new(source.into(), 0))?;
@@ -74,22 +81,42 @@ pub struct DirectCfg {
 }
 
 /// (a) 1:1 messages between pairs of connections.
-pub async fn direct(target: Arc<Target>, cfg: &DirectCfg, counters: Arc<Counters>) -> anyhow::Result<(ConnStats, Duration)> {
+pub async fn direct(
+    target: Arc<Target>,
+    cfg: &DirectCfg,
+    counters: Arc<Counters>,
+) -> anyhow::Result<(ConnStats, Duration)> {
     let n = cfg.connections.max(2) & !1;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        conns.push(target.connect(&format!("u{i}")).await.with_context(|| format!("connection {i}"))?);
+        conns.push(
+            target
+                .connect(&format!("u{i}"))
+                .await
+                .with_context(|| format!("connection {i}"))?,
+        );
     }
     let start = Instant::now();
     let deadline = start + cfg.duration;
-    let per_conn_interval = (cfg.rate > 0).then(|| Duration::from_secs_f64(n as f64 / cfg.rate as f64));
+    let per_conn_interval =
+        (cfg.rate > 0).then(|| Duration::from_secs_f64(n as f64 / cfg.rate as f64));
     let mut tasks = Vec::new();
     for (i, ws) in conns.into_iter().enumerate() {
         let peer = format!("user:u{}", i ^ 1);
         let counters = counters.clone();
         let (window, text_bytes) = (cfg.window, cfg.text_bytes);
         tasks.push(tokio::spawn(async move {
-            run_pair_conn(ws, i, peer, deadline, per_conn_interval, window, text_bytes, counters).await
+            run_pair_conn(
+                ws,
+                i,
+                peer,
+                deadline,
+                per_conn_interval,
+                window,
+                text_bytes,
+                counters,
+            )
+            .await
         }));
     }
     let mut total = ConnStats::default();
@@ -113,11 +140,20 @@ async fn run_pair_conn(
     counters: Arc<Counters>,
 ) -> anyhow::Result<ConnStats> {
     let (mut sink, mut stream) = ws.split();
-    let permits = Arc::new(Semaphore::new(if interval.is_some() { 1 << 20 } else { window.max(1) }));
+    let permits = Arc::new(Semaphore::new(if interval.is_some() {
+        1 << 20
+    } else {
+        window.max(1)
+    }));
     let sent_at: Arc<Mutex<VecDeque<u64>>> = Arc::new(Mutex::new(VecDeque::new()));
     let sent = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (permits, sent_at, sent, counters) = (permits.clone(), sent_at.clone(), sent.clone(), counters.clone());
+        let (permits, sent_at, sent, counters) = (
+            permits.clone(),
+            sent_at.clone(),
+            sent.clone(),
+            counters.clone(),
+        );
         tokio::spawn(async move {
             let mut tick = interval.map(tokio::time::interval);
             let mut seq = 0u64;
@@ -125,11 +161,17 @@ async fn run_pair_conn(
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
-                let Ok(p) = tokio::time::timeout_at(deadline.into(), permits.acquire()).await else { break };
+                let Ok(p) = tokio::time::timeout_at(deadline.into(), permits.acquire()).await
+                else {
+                    break;
+                };
                 p?.forget();
                 seq += 1;
                 let frame = json!({"action":"send","to":peer,"client_msg_id":format!("{i}-{seq}"),"text":body(text_bytes)});
-                sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back(now_us());
+                sent_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(now_us());
                 if sink.send(Message::text(frame.to_string())).await.is_err() {
                     break;
                 }
@@ -143,13 +185,19 @@ async fn run_pair_conn(
     let mut acked = 0u64;
     let drain_until = deadline + Duration::from_secs(5);
     loop {
-        let wait = if Instant::now() < deadline { deadline + Duration::from_secs(1) } else { Instant::now() + Duration::from_millis(300) };
+        let wait = if Instant::now() < deadline {
+            deadline + Duration::from_secs(1)
+        } else {
+            Instant::now() + Duration::from_millis(300)
+        };
         let next = tokio::time::timeout_at(wait.min(drain_until).into(), stream.next()).await;
         let msg = match next {
             Ok(Some(Ok(m))) => m,
             Ok(_) => break,
             Err(_) => {
-                if Instant::now() >= deadline && (acked >= sent.load(Ordering::Relaxed) || Instant::now() >= drain_until) {
+                if Instant::now() >= deadline
+                    && (acked >= sent.load(Ordering::Relaxed) || Instant::now() >= drain_until)
+                {
                     break;
                 }
                 continue;
@@ -158,7 +206,10 @@ async fn run_pair_conn(
         let Message::Text(t) = msg else { continue };
         let t = t.as_str();
         if t.starts_with(r#"{"type":"ack""#) {
-            let at = sent_at.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let at = sent_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
             if let Some(at) = at {
                 let _ = stats.ack.record(now_us().saturating_sub(at).max(1));
             }
@@ -190,14 +241,25 @@ pub struct GroupReport {
 }
 
 /// (b) one member sends to a group at `rate`; every member records latency.
-pub async fn group(target: Arc<Target>, members: usize, rate: u64, duration: Duration, text_bytes: usize, counters: Arc<Counters>) -> anyhow::Result<GroupReport> {
+pub async fn group(
+    target: Arc<Target>,
+    members: usize,
+    rate: u64,
+    duration: Duration,
+    text_bytes: usize,
+    counters: Arc<Counters>,
+) -> anyhow::Result<GroupReport> {
     let members = members.clamp(2, 100);
     let mut socks = Vec::new();
     for i in 0..members {
         socks.push(target.connect(&format!("g{i}")).await?);
     }
     let names: Vec<String> = (1..members).map(|i| format!("g{i}")).collect();
-    socks[0].send(Message::text(json!({"action":"createGroup","name":"bench","members":names}).to_string())).await?;
+    socks[0]
+        .send(Message::text(
+            json!({"action":"createGroup","name":"bench","members":names}).to_string(),
+        ))
+        .await?;
     let mut gid = String::new();
     while let Some(m) = socks[0].next().await {
         if let Message::Text(t) = m? {
@@ -224,7 +286,9 @@ pub async fn group(target: Arc<Target>, members: usize, rate: u64, duration: Dur
                 if !t.starts_with(r#"{"type":"message""#) {
                     continue;
                 }
-                let (Some(at), Some(id)) = (stamp(t), message_id(t)) else { continue };
+                let (Some(at), Some(id)) = (stamp(t), message_id(t)) else {
+                    continue;
+                };
                 let lat = now_us().saturating_sub(at).max(1);
                 let _ = h.record(lat);
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -260,23 +324,41 @@ pub async fn group(target: Arc<Target>, members: usize, rate: u64, duration: Dur
         }
     }
     incomplete += seq.saturating_sub(arrivals.len() as u64);
-    Ok(GroupReport { per_delivery: Latency::of(&per), to_all_members: Latency::of(&all), messages: seq, incomplete })
+    Ok(GroupReport {
+        per_delivery: Latency::of(&per),
+        to_all_members: Latency::of(&all),
+        messages: seq,
+        incomplete,
+    })
 }
 
 fn message_id(frame: &str) -> Option<u64> {
     let i = frame.find("\"message_id\":")? + 13;
-    frame[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    frame[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// (c) opens `n` idle connections from several 127.0.0.x sources; returns them.
-pub async fn idle(target: Arc<Target>, n: usize, server: SocketAddr, counters: Arc<Counters>) -> anyhow::Result<Vec<Ws>> {
+pub async fn idle(
+    target: Arc<Target>,
+    n: usize,
+    server: SocketAddr,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Vec<Ws>> {
     let per_source = 20_000;
     let mut out = Vec::with_capacity(n);
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for i in 0..n {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i / per_source) as u8);
         let target = target.clone();
-        pending.push(async move { target.connect_from(&format!("idle{i}"), source, server).await });
+        pending.push(async move {
+            target
+                .connect_from(&format!("idle{i}"), source, server)
+                .await
+        });
         if pending.len() >= 256 {
             if let Some(r) = pending.next().await {
                 out.push(r?);
@@ -299,7 +381,12 @@ pub struct StormReport {
 }
 
 /// (d) `clients` users each miss `missed` messages, then all reconnect and sync at once.
-pub async fn storm(target: Arc<Target>, clients: usize, missed: usize, counters: Arc<Counters>) -> anyhow::Result<StormReport> {
+pub async fn storm(
+    target: Arc<Target>,
+    clients: usize,
+    missed: usize,
+    counters: Arc<Counters>,
+) -> anyhow::Result<StormReport> {
     // Fill the backlogs from one pipelined sender.
     let mut src = target.connect("storm-source").await?;
     let total = clients * missed;
@@ -308,7 +395,8 @@ pub async fn storm(target: Arc<Target>, clients: usize, missed: usize, counters:
     while acked < total {
         while sent < total && sent - acked < window {
             let to = format!("user:r{}", sent % clients);
-            let f = json!({"action":"send","to":to,"client_msg_id":format!("s{sent}"),"text":body(64)});
+            let f =
+                json!({"action":"send","to":to,"client_msg_id":format!("s{sent}"),"text":body(64)});
             src.send(Message::text(f.to_string())).await?;
             sent += 1;
         }
@@ -355,7 +443,12 @@ pub async fn storm(target: Arc<Target>, clients: usize, missed: usize, counters:
         let _ = h.record(lat.max(1));
         synced += got;
     }
-    Ok(StormReport { clients, wall: start.elapsed(), reconnect_sync: Latency::of(&h), messages_synced: synced })
+    Ok(StormReport {
+        clients,
+        wall: start.elapsed(),
+        reconnect_sync: Latency::of(&h),
+        messages_synced: synced,
+    })
 }
 
 #[cfg(test)]

@@ -80,7 +80,11 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-fn cpu_rss(before: procstat::ProcSample, after: procstat::ProcSample, secs: f64) -> serde_json::Value {
+fn cpu_rss(
+    before: procstat::ProcSample,
+    after: procstat::ProcSample,
+    secs: f64,
+) -> serde_json::Value {
     json!({
         "server_cpu_percent": if secs > 0.0 { (after.cpu_secs - before.cpu_secs) / secs * 100.0 } else { 0.0 },
         "server_rss_mb": after.rss_kb as f64 / 1024.0,
@@ -96,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     stats::now_us();
     let nofile = procstat::raise_nofile();
-    let bin = args.server_bin.clone().unwrap_or_else(procstat::default_server_bin);
+    let bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(procstat::default_server_bin);
     let secret = args.jwt_secret.clone();
     let counters = Arc::new(Counters::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -113,16 +120,30 @@ async fn main() -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(procstat::spawn_chat(&bin, &secret, &extra).await?),
     };
-    let url = args.url.clone().unwrap_or_else(|| format!("ws://{}/ws", server.as_ref().map(|s| s.addr.clone()).unwrap_or_default()));
+    let url = args.url.clone().unwrap_or_else(|| {
+        format!(
+            "ws://{}/ws",
+            server.as_ref().map(|s| s.addr.clone()).unwrap_or_default()
+        )
+    });
     let pid = server.as_ref().map(|s| s.pid());
-    let target = Arc::new(chat::Target { url: url.clone(), auth: chat_core::auth::Authenticator::new(secret.as_bytes())? });
+    let target = Arc::new(chat::Target {
+        url: url.clone(),
+        auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
+    });
     let label = format!("{:?}", args.scenario).to_lowercase();
     stats::progress(label, counters.clone(), done.clone());
     let sample = || pid.map(procstat::sample).unwrap_or_default();
 
     match args.scenario {
         Scenario::Direct | Scenario::DirectVsMosquitto => {
-            let cfg = chat::DirectCfg { connections: args.connections, duration, rate: args.rate, window: args.window, text_bytes: args.text_bytes };
+            let cfg = chat::DirectCfg {
+                connections: args.connections,
+                duration,
+                rate: args.rate,
+                window: args.window,
+                text_bytes: args.text_bytes,
+            };
             let mut theirs = None;
             if args.scenario == Scenario::DirectVsMosquitto {
                 let mq = procstat::spawn_mosquitto().await?;
@@ -130,8 +151,21 @@ async fn main() -> anyhow::Result<()> {
                 let before = procstat::sample(mq.pid());
                 let c = Arc::new(Counters::default());
                 let t = Instant::now();
-                let s = mqtt::direct("127.0.0.1", port, args.connections, duration, args.window, args.text_bytes, c.clone()).await?;
-                let secs = t.elapsed().as_secs_f64().min(args.duration + 0.5).max(0.001);
+                let s = mqtt::direct(
+                    "127.0.0.1",
+                    port,
+                    args.connections,
+                    duration,
+                    args.window,
+                    args.text_bytes,
+                    c.clone(),
+                )
+                .await?;
+                let secs = t
+                    .elapsed()
+                    .as_secs_f64()
+                    .min(args.duration + 0.5)
+                    .max(0.001);
                 let (_, acked, delivered, _) = c.get();
                 let rate = acked as f64 / secs;
                 theirs = Some(rate);
@@ -141,8 +175,14 @@ async fn main() -> anyhow::Result<()> {
                     "server": cpu_rss(before, procstat::sample(mq.pid()), secs),
                 });
                 rows.push(("Mosquitto: PUBACKed msgs/s".into(), format!("{rate:.0}")));
-                rows.push(("Mosquitto: publish→PUBACK p50/p99/p999".into(), lat(&Latency::of(&s.ack))));
-                rows.push(("Mosquitto: publish→deliver p50/p99/p999".into(), lat(&Latency::of(&s.deliver))));
+                rows.push((
+                    "Mosquitto: publish→PUBACK p50/p99/p999".into(),
+                    lat(&Latency::of(&s.ack)),
+                ));
+                rows.push((
+                    "Mosquitto: publish→deliver p50/p99/p999".into(),
+                    lat(&Latency::of(&s.deliver)),
+                ));
             }
             let before = sample();
             let t = Instant::now();
@@ -158,22 +198,45 @@ async fn main() -> anyhow::Result<()> {
                 "server": cpu_rss(before, after, secs),
             });
             rows.push(("acked sends/s (durable)".into(), format!("{rate:.0}")));
-            rows.push(("delivered messages/s".into(), format!("{:.0}", delivered as f64 / secs)));
+            rows.push((
+                "delivered messages/s".into(),
+                format!("{:.0}", delivered as f64 / secs),
+            ));
             rows.push(("send→ack p50/p99/p999".into(), lat(&Latency::of(&s.ack))));
-            rows.push(("send→deliver p50/p99/p999".into(), lat(&Latency::of(&s.deliver))));
-            rows.push(("server CPU".into(), format!("{:.0}%", (after.cpu_secs - before.cpu_secs) / secs * 100.0)));
-            rows.push(("server RSS".into(), format!("{:.1} MB", after.rss_kb as f64 / 1024.0)));
+            rows.push((
+                "send→deliver p50/p99/p999".into(),
+                lat(&Latency::of(&s.deliver)),
+            ));
+            rows.push((
+                "server CPU".into(),
+                format!("{:.0}%", (after.cpu_secs - before.cpu_secs) / secs * 100.0),
+            ));
+            rows.push((
+                "server RSS".into(),
+                format!("{:.1} MB", after.rss_kb as f64 / 1024.0),
+            ));
             if let Some(theirs) = theirs {
                 let ratio = rate / theirs.max(1.0);
                 report["ratio_ours_to_mosquitto"] = json!(ratio);
-                rows.push(("ratio ours/Mosquitto (acked/s)".into(), format!("{ratio:.2}")));
+                rows.push((
+                    "ratio ours/Mosquitto (acked/s)".into(),
+                    format!("{ratio:.2}"),
+                ));
             }
         }
         Scenario::Group => {
             let rate = if args.rate == 0 { 20 } else { args.rate };
             let before = sample();
             let t = Instant::now();
-            let g = chat::group(target.clone(), args.members, rate, duration, args.text_bytes, counters.clone()).await?;
+            let g = chat::group(
+                target.clone(),
+                args.members,
+                rate,
+                duration,
+                args.text_bytes,
+                counters.clone(),
+            )
+            .await?;
             let secs = t.elapsed().as_secs_f64();
             let after = sample();
             report["group"] = json!({
@@ -181,44 +244,83 @@ async fn main() -> anyhow::Result<()> {
                 "per_delivery": g.per_delivery, "to_all_members": g.to_all_members,
                 "server": cpu_rss(before, after, secs),
             });
-            rows.push(("messages sent".into(), format!("{} at {rate}/s to {} members", g.messages, args.members)));
-            rows.push(("send→deliver, each member p50/p99/p999".into(), lat(&g.per_delivery)));
-            rows.push(("send→last member p50/p99/p999".into(), lat(&g.to_all_members)));
-            rows.push(("messages not seen by every member".into(), g.incomplete.to_string()));
+            rows.push((
+                "messages sent".into(),
+                format!("{} at {rate}/s to {} members", g.messages, args.members),
+            ));
+            rows.push((
+                "send→deliver, each member p50/p99/p999".into(),
+                lat(&g.per_delivery),
+            ));
+            rows.push((
+                "send→last member p50/p99/p999".into(),
+                lat(&g.to_all_members),
+            ));
+            rows.push((
+                "messages not seen by every member".into(),
+                g.incomplete.to_string(),
+            ));
         }
         Scenario::Idle => {
-            let server = server.as_ref().ok_or_else(|| anyhow::anyhow!("idle needs a spawned server (no --url)"))?;
+            let server = server
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("idle needs a spawned server (no --url)"))?;
             let addr: std::net::SocketAddr = server.addr.parse()?;
             // One connection first, so the baseline includes warmed-up allocators.
             let warm = target.connect("idle-warmup").await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = sample();
             let t = Instant::now();
-            let conns = chat::idle(target.clone(), args.connections, addr, counters.clone()).await?;
+            let conns =
+                chat::idle(target.clone(), args.connections, addr, counters.clone()).await?;
             let open_secs = t.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = sample();
-            let per_conn_kb = (after.rss_kb.saturating_sub(before.rss_kb)) as f64 / conns.len().max(1) as f64;
+            let per_conn_kb =
+                (after.rss_kb.saturating_sub(before.rss_kb)) as f64 / conns.len().max(1) as f64;
             report["idle"] = json!({
                 "connections": conns.len(), "open_secs": open_secs, "nofile_limit": nofile,
                 "rss_before_kb": before.rss_kb, "rss_after_kb": after.rss_kb, "rss_per_connection_kb": per_conn_kb,
             });
-            rows.push(("idle connections open".into(), format!("{} in {open_secs:.1} s", conns.len())));
-            rows.push(("server RSS before → after".into(), format!("{:.1} → {:.1} MB", before.rss_kb as f64 / 1024.0, after.rss_kb as f64 / 1024.0)));
-            rows.push(("RSS per idle connection".into(), format!("{per_conn_kb:.1} KB")));
+            rows.push((
+                "idle connections open".into(),
+                format!("{} in {open_secs:.1} s", conns.len()),
+            ));
+            rows.push((
+                "server RSS before → after".into(),
+                format!(
+                    "{:.1} → {:.1} MB",
+                    before.rss_kb as f64 / 1024.0,
+                    after.rss_kb as f64 / 1024.0
+                ),
+            ));
+            rows.push((
+                "RSS per idle connection".into(),
+                format!("{per_conn_kb:.1} KB"),
+            ));
             drop(conns);
             drop(warm);
         }
         Scenario::Storm => {
-            let r = chat::storm(target.clone(), args.clients, args.missed, counters.clone()).await?;
+            let r =
+                chat::storm(target.clone(), args.clients, args.missed, counters.clone()).await?;
             report["storm"] = json!({
                 "clients": r.clients, "missed_each": args.missed, "wall_secs": r.wall.as_secs_f64(),
                 "messages_synced": r.messages_synced, "reconnect_and_sync": r.reconnect_sync,
             });
-            rows.push(("clients reconnecting at once".into(), format!("{} × {} missed", r.clients, args.missed)));
-            rows.push(("all synced after".into(), format!("{:.2} s", r.wall.as_secs_f64())));
+            rows.push((
+                "clients reconnecting at once".into(),
+                format!("{} × {} missed", r.clients, args.missed),
+            ));
+            rows.push((
+                "all synced after".into(),
+                format!("{:.2} s", r.wall.as_secs_f64()),
+            ));
             rows.push(("messages synced".into(), r.messages_synced.to_string()));
-            rows.push(("connect+sync per client p50/p99/p999".into(), lat(&r.reconnect_sync)));
+            rows.push((
+                "connect+sync per client p50/p99/p999".into(),
+                lat(&r.reconnect_sync),
+            ));
         }
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);

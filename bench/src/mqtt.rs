@@ -9,7 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-pub async fn direct(host: &str, port: u16, connections: usize, duration: Duration, window: usize, text_bytes: usize, counters: Arc<Counters>) -> anyhow::Result<ConnStats> {
+pub async fn direct(
+    host: &str,
+    port: u16,
+    connections: usize,
+    duration: Duration,
+    window: usize,
+    text_bytes: usize,
+    counters: Arc<Counters>,
+) -> anyhow::Result<ConnStats> {
     let n = connections.max(2) & !1;
     let deadline = Instant::now() + Duration::from_millis(500) + duration;
     let mut tasks = Vec::new();
@@ -20,24 +28,41 @@ pub async fn direct(host: &str, port: u16, connections: usize, duration: Duratio
         opts.set_clean_session(true);
         opts.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut events) = AsyncClient::new(opts, window * 2 + 10);
-        client.subscribe(format!("chat/u{i}"), QoS::AtLeastOnce).await?;
+        client
+            .subscribe(format!("chat/u{i}"), QoS::AtLeastOnce)
+            .await?;
         let counters = counters.clone();
         let permits = Arc::new(Semaphore::new(window.max(1)));
         let sent_at = Arc::new(std::sync::Mutex::new(VecDeque::<u64>::new()));
         let writer = {
-            let (permits, sent_at, counters, client) = (permits.clone(), sent_at.clone(), counters.clone(), client.clone());
+            let (permits, sent_at, counters, client) = (
+                permits.clone(),
+                sent_at.clone(),
+                counters.clone(),
+                client.clone(),
+            );
             tokio::spawn(async move {
                 // Let the subscription settle first.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 while Instant::now() < deadline {
-                    let Ok(p) = tokio::time::timeout_at(deadline.into(), permits.acquire()).await else { break };
+                    let Ok(p) = tokio::time::timeout_at(deadline.into(), permits.acquire()).await
+                    else {
+                        break;
+                    };
                     if let Ok(p) = p {
                         p.forget();
                     }
                     let mut payload = format!("{}|", now_us()).into_bytes();
                     payload.resize(text_bytes.max(payload.len()), b'x');
-                    sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back(now_us());
-                    if client.publish(format!("chat/u{}", i ^ 1), QoS::AtLeastOnce, false, payload).await.is_err() {
+                    sent_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back(now_us());
+                    if client
+                        .publish(format!("chat/u{}", i ^ 1), QoS::AtLeastOnce, false, payload)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -54,14 +79,21 @@ pub async fn direct(host: &str, port: u16, connections: usize, duration: Duratio
                 };
                 match ev {
                     Event::Incoming(Packet::PubAck(_)) => {
-                        if let Some(at) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+                        if let Some(at) = sent_at
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .pop_front()
+                        {
                             let _ = stats.ack.record(now_us().saturating_sub(at).max(1));
                         }
                         counters.acked.fetch_add(1, Ordering::Relaxed);
                         permits.add_permits(1);
                     }
                     Event::Incoming(Packet::Publish(p)) => {
-                        let at = std::str::from_utf8(&p.payload).ok().and_then(|s| s.split('|').next()).and_then(|s| s.parse::<u64>().ok());
+                        let at = std::str::from_utf8(&p.payload)
+                            .ok()
+                            .and_then(|s| s.split('|').next())
+                            .and_then(|s| s.parse::<u64>().ok());
                         if let Some(at) = at {
                             let _ = stats.deliver.record(now_us().saturating_sub(at).max(1));
                         }

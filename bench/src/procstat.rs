@@ -26,13 +26,19 @@ pub fn sample(pid: u32) -> ProcSample {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    ProcSample { cpu_secs: cpu(11) + cpu(12), rss_kb }
+    ProcSample {
+        cpu_secs: cpu(11) + cpu(12),
+        rss_kb,
+    }
 }
 
 /// Raises the open-file limit to its hard maximum (inherited by children).
 pub fn raise_nofile() -> u64 {
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -63,13 +69,19 @@ pub fn default_server_bin() -> PathBuf {
 }
 
 pub async fn free_port() -> anyhow::Result<u16> {
-    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port())
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -82,7 +94,13 @@ pub async fn spawn_chat(bin: &Path, secret: &str, extra: &[&str]) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let port = free_port().await?;
     let child = tokio::process::Command::new(bin)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--management-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--management-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(extra)
         .env("CHAT_JWT_SECRET", secret)
@@ -91,9 +109,18 @@ pub async fn spawn_chat(bin: &Path, secret: &str, extra: &[&str]) -> anyhow::Res
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {} (build it: cargo build --release -p conn-tier)", bin.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (build it: cargo build --release -p conn-tier)",
+                bin.display()
+            )
+        })?;
     wait_port(port, "conn-tier").await?;
-    Ok(Server { child, addr: format!("127.0.0.1:{port}"), _dir: dir })
+    Ok(Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    })
 }
 
 /// Starts mosquitto with persistence on, on a free port.
@@ -117,5 +144,9 @@ pub async fn spawn_mosquitto() -> anyhow::Result<Server> {
         .spawn()
         .context("starting mosquitto (apt-get install mosquitto)")?;
     wait_port(port, "mosquitto").await?;
-    Ok(Server { child, addr: format!("127.0.0.1:{port}"), _dir: dir })
+    Ok(Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    })
 }

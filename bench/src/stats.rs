@@ -26,7 +26,10 @@ pub struct ConnStats {
 
 impl Default for ConnStats {
     fn default() -> Self {
-        ConnStats { ack: hist(), deliver: hist() }
+        ConnStats {
+            ack: hist(),
+            deliver: hist(),
+        }
     }
 }
 
@@ -74,7 +77,11 @@ impl Latency {
 }
 
 /// Prints a progress line every second until `done` is set.
-pub fn progress(label: String, counters: std::sync::Arc<Counters>, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+pub fn progress(
+    label: String,
+    counters: std::sync::Arc<Counters>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut last = counters.get();

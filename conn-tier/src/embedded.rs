@@ -62,12 +62,32 @@ struct GroupBody {
 }
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (Completion, bool) + Send>;
+
+/// What one write did inside a batch.
+struct Applied {
+    done: Completion,
+    /// It failed part-way: the batch must not commit.
+    poisoned: bool,
+    /// A newly appended message, for the commit feed.
+    appended: Option<Committed>,
+}
+
+type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Applied + Send>;
+
+/// A message that is on disk, in commit order: what the commit feed carries.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub message: StoredMessage,
+    /// The sending connection (it got the `ack` and needs no copy).
+    pub origin: Option<String>,
+}
 
 /// The embedded [`Store`].
 pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<WriteOp>,
+    /// Taken once by whoever delivers messages ([`EmbeddedStore::commit_feed`]).
+    feed: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Committed>>>,
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -102,16 +122,30 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(StoreErr::db)?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
+        let (feed_tx, feed_rx) = tokio::sync::mpsc::unbounded_channel();
         let wdb = db.clone();
         std::thread::Builder::new()
             .name("embedded-store-writer".into())
-            .spawn(move || writer_loop(&wdb, rx))
+            .spawn(move || writer_loop(&wdb, rx, feed_tx))
             .map_err(|source| StoreErr::Io {
                 context: "starting the store writer thread".into(),
                 source,
             })?;
         tracing::info!(path = %path.display(), "embedded store open");
-        Ok(EmbeddedStore { db, writer: tx })
+        Ok(EmbeddedStore {
+            db,
+            writer: tx,
+            feed: std::sync::Mutex::new(Some(feed_rx)),
+        })
+    }
+
+    /// Every newly appended message, once it is durable, in commit order
+    /// (so in id order within a conversation): the embedded counterpart of
+    /// the DynamoDB stream that feeds `fanout`. Delivering from here lets
+    /// concurrent sends to one conversation share a group commit without
+    /// ever reaching a reader out of order. Can be taken once.
+    pub fn commit_feed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Committed>> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Runs `f` in the next group commit; answers after the commit's fsync.
@@ -122,9 +156,22 @@ impl EmbeddedStore {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
     {
+        self.write_feeding(move |txn| f(txn).map(|r| (r, None)))
+            .await
+    }
+
+    /// As [`Self::write`], for a write that may append a message to the feed.
+    async fn write_feeding<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<(R, Option<Committed>)> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<R>>();
         let op: WriteOp = Box::new(move |txn| {
-            let r = f(txn);
+            let (r, appended) = match f(txn) {
+                Ok((r, appended)) => (Ok(r), appended),
+                Err(e) => (Err(e), None),
+            };
             let poisoned = matches!(r, Err(Error::Store(_)));
             let done: Completion = Box::new(move |commit| {
                 let _ = tx.send(match commit {
@@ -132,7 +179,11 @@ impl EmbeddedStore {
                     Err(e) => Err(Error::Store(e)),
                 });
             });
-            (done, poisoned)
+            Applied {
+                done,
+                poisoned,
+                appended,
+            }
         });
         self.writer
             .send(op)
@@ -147,7 +198,11 @@ impl EmbeddedStore {
 }
 
 /// The group-commit loop: one transaction and one fsync per batch.
-fn writer_loop(db: &Database, rx: mpsc::Receiver<WriteOp>) {
+fn writer_loop(
+    db: &Database,
+    rx: mpsc::Receiver<WriteOp>,
+    feed: tokio::sync::mpsc::UnboundedSender<Committed>,
+) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -170,11 +225,13 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<WriteOp>) {
             }
         };
         let mut completions = Vec::with_capacity(batch);
+        let mut appended = Vec::new();
         let mut poisoned = false;
         for op in ops {
-            let (done, bad) = op(&txn);
-            poisoned |= bad;
-            completions.push(done);
+            let a = op(&txn);
+            poisoned |= a.poisoned;
+            completions.push(a.done);
+            appended.extend(a.appended);
         }
         let outcome = if poisoned {
             // A write failed part-way; keep the whole batch off disk.
@@ -187,6 +244,10 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<WriteOp>) {
             tracing::error!(error = %e, batch, "group commit failed");
         } else {
             tracing::trace!(batch, "group commit");
+            // Durable now; nobody listening is fine.
+            for c in appended {
+                let _ = feed.send(c);
+            }
         }
         for done in completions {
             done(outcome.clone());
@@ -288,7 +349,7 @@ fn write_group_body(txn: &WriteTransaction, g: &Group) -> Result<()> {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn append(&self, msg: NewMessage) -> Result<Appended> {
-        self.write(move |txn| {
+        self.write_feeding(move |txn| {
             {
                 let idem = txn.open_table(IDEMPOTENCY).map_err(db)?;
                 let hit = idem
@@ -309,10 +370,13 @@ impl Store for EmbeddedStore {
                             )))
                         })?;
                     let message = read_message(&conv, id, body.value())?;
-                    return Ok(Appended {
-                        message,
-                        duplicate: true,
-                    });
+                    return Ok((
+                        Appended {
+                            message,
+                            duplicate: true,
+                        },
+                        None,
+                    ));
                 }
             }
             let conv = msg.conversation_id.as_str();
@@ -343,17 +407,25 @@ impl Store for EmbeddedStore {
             for u in &msg.enroll {
                 put_membership(txn, u, conv, msg.sent_at_ms, 0)?;
             }
-            Ok(Appended {
-                message: StoredMessage {
-                    conversation_id: msg.conversation_id.clone(),
-                    message_id: id,
-                    sender: body.sender,
-                    client_msg_id: body.client_msg_id,
-                    text: body.text,
-                    sent_at_ms: body.sent_at_ms,
+            let message = StoredMessage {
+                conversation_id: msg.conversation_id.clone(),
+                message_id: id,
+                sender: body.sender,
+                client_msg_id: body.client_msg_id,
+                text: body.text,
+                sent_at_ms: body.sent_at_ms,
+            };
+            let committed = Committed {
+                message: message.clone(),
+                origin: msg.origin.clone(),
+            };
+            Ok((
+                Appended {
+                    message,
+                    duplicate: false,
                 },
-                duplicate: false,
-            })
+                Some(committed),
+            ))
         })
         .await
     }

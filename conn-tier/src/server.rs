@@ -4,7 +4,7 @@
 
 use crate::backend::{Backend, InProcess, Refusal};
 use crate::config::{FunctionsKind, ServerArgs, StoreKind};
-use crate::embedded::EmbeddedStore;
+use crate::embedded::{Committed, EmbeddedStore};
 use crate::hub::Hub;
 use crate::socket::{run_socket, SocketConfig};
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
@@ -14,10 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chat_core::auth::{Authenticator, DEV_SECRET};
-use chat_core::fanout::InProcessFanout;
+use chat_core::fanout::{FeedFedFanout, InProcessFanout};
 use chat_core::ids::new_connection_id;
 use chat_core::memory::{MemoryConnections, MemoryStore};
+use chat_core::ports::{Audience, Fanout, FanoutJob};
 use chat_core::ports::{Connections, Store};
+use chat_core::protocol::ServerFrame;
+use chat_core::service::message_view;
 use chat_core::{Chat, Deliverer, Session};
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +37,9 @@ pub struct App {
     /// This node's sockets, for fan-out and the @connections API.
     pub hub: Arc<Hub>,
     pub socket: SocketConfig,
+    /// The connection map the in-process services use (`None` when the
+    /// functions keep their own).
+    pub connections: Option<Arc<dyn Connections>>,
 }
 
 impl App {
@@ -50,6 +56,29 @@ impl App {
         auth: Authenticator,
         socket: SocketConfig,
     ) -> Self {
+        Self::build(store, connections, auth, socket, None)
+    }
+
+    /// The embedded store, whose commit feed delivers messages (in commit
+    /// order), so concurrent sends to one conversation share group commits.
+    pub fn embedded(store: Arc<EmbeddedStore>, auth: Authenticator, socket: SocketConfig) -> Self {
+        let feed = store.commit_feed();
+        Self::build(
+            store,
+            Arc::new(MemoryConnections::new()),
+            auth,
+            socket,
+            feed,
+        )
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        auth: Authenticator,
+        socket: SocketConfig,
+        feed: Option<tokio::sync::mpsc::UnboundedReceiver<Committed>>,
+    ) -> Self {
         let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
         let deliverer = Arc::new(Deliverer::new(
             store.clone(),
@@ -57,8 +86,33 @@ impl App {
             hub.clone(),
         ));
         let fanout = Arc::new(InProcessFanout::spawn(deliverer, 8, 4096));
+        let map = connections.clone();
+        let chat = match feed {
+            None => Chat::new(store, connections, fanout),
+            Some(mut feed) => {
+                let workers = fanout.clone();
+                tokio::spawn(async move {
+                    // One reader, so each conversation's jobs are queued in id order.
+                    while let Some(c) = feed.recv().await {
+                        let conv = c.message.conversation_id.clone();
+                        let job = FanoutJob {
+                            audience: Audience::Conversation(conv.clone()),
+                            frame: ServerFrame::Message(message_view(&c.message)),
+                            except_connection: c.origin,
+                            order_key: conv,
+                        };
+                        if let Err(e) = workers.dispatch(job).await {
+                            tracing::error!(error = %e, "fan-out stopped");
+                            break;
+                        }
+                    }
+                });
+                Chat::new(store, connections, Arc::new(FeedFedFanout(fanout)))
+                    .delivered_by_store_feed()
+            }
+        };
         let backend = InProcess {
-            chat: Arc::new(Chat::new(store, connections, fanout)),
+            chat: Arc::new(chat),
             auth,
             node: hub.node().to_string(),
         };
@@ -66,6 +120,7 @@ impl App {
             backend: Arc::new(backend),
             hub,
             socket,
+            connections: Some(map),
         }
     }
 
@@ -88,7 +143,10 @@ impl App {
             .map_err(|e| crate::Error::Config(e.to_string()))?;
         let connections: Arc<dyn Connections> = Arc::new(MemoryConnections::new());
         let (store, connections): (Arc<dyn Store>, Arc<dyn Connections>) = match args.store {
-            StoreKind::Embedded => (Arc::new(EmbeddedStore::open(&args.data_dir)?), connections),
+            StoreKind::Embedded => {
+                let store = Arc::new(EmbeddedStore::open(&args.data_dir)?);
+                return Ok(App::embedded(store, auth, args.socket_config()));
+            }
             StoreKind::Memory => {
                 tracing::warn!("--store memory: nothing survives a restart");
                 (Arc::new(MemoryStore::new()), connections)
@@ -157,6 +215,7 @@ impl App {
             backend,
             hub,
             socket: args.socket_config(),
+            connections: None,
         })
     }
 

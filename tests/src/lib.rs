@@ -116,8 +116,16 @@ impl TestServer {
 
     pub async fn start_with(socket: SocketConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, connections) = open_store(dir.path()).await.expect("open store");
         let auth = Authenticator::new(SECRET).expect("auth");
+        if store_kind() == "embedded" {
+            // As the binary runs it: delivery from the store's commit feed.
+            let embedded =
+                Arc::new(conn_tier::embedded::EmbeddedStore::open(dir.path()).expect("open store"));
+            let app = App::embedded(embedded.clone(), auth.clone(), socket);
+            let connections = app.connections.clone().expect("in-process map");
+            return Self::serve_app(app, auth, embedded, connections, dir).await;
+        }
+        let (store, connections) = open_store(dir.path()).await.expect("open store");
         let app = App::with_connections(store.clone(), connections.clone(), auth.clone(), socket);
         Self::serve_app(app, auth, store, connections, dir).await
     }

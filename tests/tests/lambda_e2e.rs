@@ -121,6 +121,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
         backend,
         hub,
         socket: SocketConfig::default(),
+        connections: None,
     };
     let store: Arc<dyn chat_core::ports::Store> = Arc::new(chat_dynamo::DynamoStore::new(&tables));
     let connections: Arc<dyn Connections> = Arc::new(chat_dynamo::DynamoConnections::new(&tables));

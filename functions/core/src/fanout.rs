@@ -1,6 +1,6 @@
-//! Fan-out runners: [`InProcessFanout`] (background tasks, conn-tier) and
+//! Fan-out runners: [`InProcessFanout`] (background tasks, conn-tier),
 //! [`InlineFanout`] (delivers before returning; Lambda's `fanout` function
-//! and unit tests).
+//! and unit tests) and [`FeedFedFanout`] (messages come from a store feed).
 
 use crate::error::{Error, Result};
 use crate::ports::{Fanout, FanoutJob};
@@ -58,5 +58,21 @@ pub struct InlineFanout(pub Arc<Deliverer>);
 impl Fanout for InlineFanout {
     async fn dispatch(&self, job: FanoutJob) -> Result<()> {
         self.0.run(&job).await.map(|_| ())
+    }
+}
+
+/// For stores whose change feed drives message delivery (DynamoDB's stream
+/// into the `fanout` function, the embedded store's commit feed in
+/// conn-tier): message frames are left to the feed, in commit order; every
+/// other frame (receipts, group changes) goes to `others`.
+pub struct FeedFedFanout(pub Arc<dyn Fanout>);
+
+#[async_trait]
+impl Fanout for FeedFedFanout {
+    async fn dispatch(&self, job: FanoutJob) -> Result<()> {
+        if matches!(job.frame, crate::protocol::ServerFrame::Message(_)) {
+            return Ok(());
+        }
+        self.0.dispatch(job).await
     }
 }

@@ -111,7 +111,9 @@ pub struct Chat {
     store: Arc<dyn Store>,
     connections: Arc<dyn Connections>,
     fanout: Arc<dyn Fanout>,
-    order: OrderLocks,
+    /// Serialises append-then-dispatch per conversation; `None` when a store
+    /// feed delivers messages in commit order instead.
+    order: Option<OrderLocks>,
 }
 
 impl Chat {
@@ -124,8 +126,16 @@ impl Chat {
             store,
             connections,
             fanout,
-            order: OrderLocks::new(1024),
+            order: Some(OrderLocks::new(1024)),
         }
+    }
+
+    /// For a store whose change feed delivers messages in commit order
+    /// (see [`crate::fanout::FeedFedFanout`]): appends to one conversation
+    /// then run concurrently and share group commits.
+    pub fn delivered_by_store_feed(mut self) -> Self {
+        self.order = None;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -242,7 +252,10 @@ impl Chat {
         };
         let conv = conversation.to_string();
         let appended = {
-            let _order = self.order.lock(&conv).await;
+            let _order = match &self.order {
+                Some(locks) => Some(locks.lock(&conv).await),
+                None => None,
+            };
             let appended = self
                 .store
                 .append(NewMessage {

@@ -24,6 +24,7 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use chat_core::auth::Authenticator;
+use chat_core::fanout::{FeedFedFanout, InlineFanout};
 use chat_core::ids::UserId;
 use chat_core::ports::*;
 use chat_core::protocol::{MessageView, ServerFrame};
@@ -72,21 +73,6 @@ pub struct Deps {
     pub callback_override: Option<String>,
 }
 
-/// Fan-out in the functions: message frames are delivered by the `fanout`
-/// function from the messages table's stream (in id order per
-/// conversation); receipts and group frames are delivered inline.
-struct StreamFedFanout(Arc<Deliverer>);
-
-#[async_trait]
-impl Fanout for StreamFedFanout {
-    async fn dispatch(&self, job: FanoutJob) -> chat_core::Result<()> {
-        if matches!(job.frame, ServerFrame::Message(_)) {
-            return Ok(());
-        }
-        self.0.run(&job).await.map(|_| ())
-    }
-}
-
 impl Deps {
     /// Wires the services to any ports.
     pub fn new(
@@ -100,9 +86,12 @@ impl Deps {
             connections.clone(),
             delivery.clone(),
         ));
-        let fanout = Arc::new(StreamFedFanout(deliverer.clone()));
+        // Message frames come from the messages table's stream (the `fanout`
+        // function, in id order per conversation); receipts and group frames
+        // are delivered inline.
+        let fanout = Arc::new(FeedFedFanout(Arc::new(InlineFanout(deliverer.clone()))));
         Deps {
-            chat: Chat::new(store, connections.clone(), fanout),
+            chat: Chat::new(store, connections.clone(), fanout).delivered_by_store_feed(),
             connections,
             delivery,
             deliverer,
