@@ -4,8 +4,9 @@ to its first `next` request on a Lambda Runtime API (served here by a stub
 that never answers), the median of several runs. Also reports zip sizes.
 
 Usage: lambda-init-times.py LAMBDA_DIR [RUNS]
-  LAMBDA_DIR holds <function>/bootstrap.zip (scripts/build-lambdas --x86-64:
-  the binaries must run on this machine).
+  LAMBDA_DIR holds <function>/bootstrap.zip (scripts/build-lambdas --x86-64),
+  or is a cargo release dir holding the function binaries themselves
+  (cargo build --release -p chat-lambdas); they must run on this machine.
 """
 import http.server
 import os
@@ -68,16 +69,27 @@ def measure(binary):
     return (Stub.first_next - t0) * 1000
 
 
+FUNCTIONS = {"authorizer", "connect", "disconnect", "send", "ack", "sync", "history",
+             "conversations", "groups", "fanout", "default"}
+
 rows = []
 with tempfile.TemporaryDirectory() as tmp:
     for name in sorted(os.listdir(lambda_dir)):
         z = os.path.join(lambda_dir, name, "bootstrap.zip")
-        if not os.path.isfile(z):
+        if os.path.isfile(z):
+            out = os.path.join(tmp, name)
+            zipfile.ZipFile(z).extractall(out)
+            binary = os.path.join(out, "bootstrap")
+            os.chmod(binary, 0o755)
+        elif name in FUNCTIONS and os.access(os.path.join(lambda_dir, name), os.X_OK):
+            binary = os.path.join(lambda_dir, name)
+            out = os.path.join(tmp, name)
+            os.makedirs(out)
+            z = os.path.join(out, "bootstrap.zip")
+            with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.write(binary, "bootstrap")
+        else:
             continue
-        out = os.path.join(tmp, name)
-        zipfile.ZipFile(z).extractall(out)
-        binary = os.path.join(out, "bootstrap")
-        os.chmod(binary, 0o755)
         times = [measure(binary) for _ in range(runs)]
         rows.append((name, os.path.getsize(z), statistics.median(times), min(times), max(times)))
 

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chat_core::auth::Authenticator;
 use chat_core::ids::UserId;
+use chat_core::service::Deferred;
 use chat_core::{Chat, Reply, Session};
 use std::sync::Arc;
 
@@ -27,8 +28,15 @@ pub trait Backend: Send + Sync {
     ) -> Result<UserId, Refusal>;
     /// `$connect`: the connection is accepted once this succeeds.
     async fn connect(&self, session: &Session) -> Result<(), String>;
-    /// One text frame; answers go through `reply` or the hub.
-    async fn frame(&self, session: &Session, text: &str, reply: &dyn Reply);
+    /// One text frame; answers go through `reply` or the hub. A `send` may
+    /// answer later: the returned future posts its `ack`; the socket awaits
+    /// these in order while it reads on.
+    async fn frame(
+        &self,
+        session: &Session,
+        text: &str,
+        reply: &Arc<dyn Reply>,
+    ) -> Option<Deferred>;
     /// `$disconnect`.
     async fn disconnect(&self, session: &Session);
 }
@@ -66,8 +74,15 @@ impl Backend for InProcess {
             .map_err(|e| e.to_string())
     }
 
-    async fn frame(&self, session: &Session, text: &str, reply: &dyn Reply) {
-        self.chat.handle_text(session, text, reply).await
+    async fn frame(
+        &self,
+        session: &Session,
+        text: &str,
+        reply: &Arc<dyn Reply>,
+    ) -> Option<Deferred> {
+        self.chat
+            .handle_text_pipelined(session, text, reply.clone())
+            .await
     }
 
     async fn disconnect(&self, session: &Session) {

@@ -166,6 +166,18 @@ impl EmbeddedStore {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<(R, Option<Committed>)> + Send + 'static,
     {
+        self.queue(f)?
+            .await
+            .map_err(|_| Error::from(StoreErr::WriterStopped))?
+    }
+
+    /// Puts a write in the writer's queue now (so writes keep their call
+    /// order); the receiver answers after the commit.
+    fn queue<R, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<(R, Option<Committed>)> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<R>>();
         let op: WriteOp = Box::new(move |txn| {
             let (r, appended) = match f(txn) {
@@ -188,7 +200,7 @@ impl EmbeddedStore {
         self.writer
             .send(op)
             .map_err(|_| Error::from(StoreErr::WriterStopped))?;
-        rx.await.map_err(|_| Error::from(StoreErr::WriterStopped))?
+        Ok(rx)
     }
 
     fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
@@ -346,88 +358,101 @@ fn write_group_body(txn: &WriteTransaction, g: &Group) -> Result<()> {
     Ok(())
 }
 
+/// The append itself, inside a write transaction: the idempotency check,
+/// the next id, the message, the sender's watermark, the enrollments.
+fn append_in(txn: &WriteTransaction, msg: NewMessage) -> Result<(Appended, Option<Committed>)> {
+    {
+        let idem = txn.open_table(IDEMPOTENCY).map_err(db)?;
+        let hit = idem
+            .get((msg.sender.as_str(), msg.client_msg_id.as_str()))
+            .map_err(db)?
+            .map(|g| {
+                let (c, id) = g.value();
+                (c.to_string(), id)
+            });
+        if let Some((conv, id)) = hit {
+            let messages = txn.open_table(MESSAGES).map_err(db)?;
+            let body = messages
+                .get((conv.as_str(), id))
+                .map_err(db)?
+                .ok_or_else(|| {
+                    Error::from(StoreErr::Corrupt(format!(
+                        "idempotency record points at missing {conv}/{id}"
+                    )))
+                })?;
+            let message = read_message(&conv, id, body.value())?;
+            return Ok((
+                Appended {
+                    message,
+                    duplicate: true,
+                },
+                None,
+            ));
+        }
+    }
+    let conv = msg.conversation_id.as_str();
+    let id = {
+        let mut last = txn.open_table(LAST_ID).map_err(db)?;
+        let id = last.get(conv).map_err(db)?.map_or(0, |g| g.value()) + 1;
+        last.insert(conv, id).map_err(db)?;
+        id
+    };
+    let body = MessageBody {
+        sender: msg.sender.clone(),
+        client_msg_id: msg.client_msg_id.clone(),
+        text: msg.text,
+        sent_at_ms: msg.sent_at_ms,
+    };
+    txn.open_table(MESSAGES)
+        .map_err(db)?
+        .insert((conv, id), enc(&body).as_slice())
+        .map_err(db)?;
+    txn.open_table(IDEMPOTENCY)
+        .map_err(db)?
+        .insert(
+            (msg.sender.as_str(), msg.client_msg_id.as_str()),
+            (conv, id),
+        )
+        .map_err(db)?;
+    put_membership(txn, &msg.sender, conv, msg.sent_at_ms, id)?;
+    for u in &msg.enroll {
+        put_membership(txn, u, conv, msg.sent_at_ms, 0)?;
+    }
+    let message = StoredMessage {
+        conversation_id: msg.conversation_id.clone(),
+        message_id: id,
+        sender: body.sender,
+        client_msg_id: body.client_msg_id,
+        text: body.text,
+        sent_at_ms: body.sent_at_ms,
+    };
+    let committed = Committed {
+        message: message.clone(),
+        origin: msg.origin.clone(),
+    };
+    Ok((
+        Appended {
+            message,
+            duplicate: false,
+        },
+        Some(committed),
+    ))
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn append(&self, msg: NewMessage) -> Result<Appended> {
-        self.write_feeding(move |txn| {
-            {
-                let idem = txn.open_table(IDEMPOTENCY).map_err(db)?;
-                let hit = idem
-                    .get((msg.sender.as_str(), msg.client_msg_id.as_str()))
-                    .map_err(db)?
-                    .map(|g| {
-                        let (c, id) = g.value();
-                        (c.to_string(), id)
-                    });
-                if let Some((conv, id)) = hit {
-                    let messages = txn.open_table(MESSAGES).map_err(db)?;
-                    let body = messages
-                        .get((conv.as_str(), id))
-                        .map_err(db)?
-                        .ok_or_else(|| {
-                            Error::from(StoreErr::Corrupt(format!(
-                                "idempotency record points at missing {conv}/{id}"
-                            )))
-                        })?;
-                    let message = read_message(&conv, id, body.value())?;
-                    return Ok((
-                        Appended {
-                            message,
-                            duplicate: true,
-                        },
-                        None,
-                    ));
-                }
-            }
-            let conv = msg.conversation_id.as_str();
-            let id = {
-                let mut last = txn.open_table(LAST_ID).map_err(db)?;
-                let id = last.get(conv).map_err(db)?.map_or(0, |g| g.value()) + 1;
-                last.insert(conv, id).map_err(db)?;
-                id
-            };
-            let body = MessageBody {
-                sender: msg.sender.clone(),
-                client_msg_id: msg.client_msg_id.clone(),
-                text: msg.text,
-                sent_at_ms: msg.sent_at_ms,
-            };
-            txn.open_table(MESSAGES)
-                .map_err(db)?
-                .insert((conv, id), enc(&body).as_slice())
-                .map_err(db)?;
-            txn.open_table(IDEMPOTENCY)
-                .map_err(db)?
-                .insert(
-                    (msg.sender.as_str(), msg.client_msg_id.as_str()),
-                    (conv, id),
-                )
-                .map_err(db)?;
-            put_membership(txn, &msg.sender, conv, msg.sent_at_ms, id)?;
-            for u in &msg.enroll {
-                put_membership(txn, u, conv, msg.sent_at_ms, 0)?;
-            }
-            let message = StoredMessage {
-                conversation_id: msg.conversation_id.clone(),
-                message_id: id,
-                sender: body.sender,
-                client_msg_id: body.client_msg_id,
-                text: body.text,
-                sent_at_ms: body.sent_at_ms,
-            };
-            let committed = Committed {
-                message: message.clone(),
-                origin: msg.origin.clone(),
-            };
-            Ok((
-                Appended {
-                    message,
-                    duplicate: false,
-                },
-                Some(committed),
-            ))
-        })
-        .await
+        self.write_feeding(move |txn| append_in(txn, msg)).await
+    }
+
+    async fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
+        let rx = self.queue(move |txn| append_in(txn, msg))?;
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| Error::from(StoreErr::WriterStopped))?
+        }))
     }
 
     async fn messages_after(

@@ -202,7 +202,12 @@ impl Backend for LambdaBackend {
         }
     }
 
-    async fn frame(&self, s: &Session, text: &str, reply: &dyn Reply) {
+    async fn frame(
+        &self,
+        s: &Session,
+        text: &str,
+        reply: &std::sync::Arc<dyn Reply>,
+    ) -> Option<chat_core::service::Deferred> {
         let (route, function) = select_route(text);
         let event = json!({
             "requestContext": self.context(&s.connection_id, &route, "MESSAGE", Some(s.user_id.as_str())),
@@ -214,6 +219,8 @@ impl Backend for LambdaBackend {
             let frame: ServerFrame = Error::Store(e).to_frame(Some(&route), None);
             let _ = reply.send(frame).await;
         }
+        // The function answered through @connections already.
+        None
     }
 
     async fn disconnect(&self, s: &Session) {

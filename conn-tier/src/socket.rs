@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chat_core::ports::PostError;
 use chat_core::protocol::ServerFrame;
 use chat_core::{Error, Reply, Session};
+use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,16 +94,29 @@ impl RateLimit {
 
 /// Answers to the connection itself go on its queue, waiting for room:
 /// a client that asks for a big `sync` is slowed down, not dropped.
-struct QueueReply<'a>(&'a mpsc::Sender<Outbound>);
+struct QueueReply(mpsc::Sender<Outbound>);
+
+/// Sends of one connection waiting for their group commit at once.
+const MAX_PENDING_ACKS: usize = 256;
 
 #[async_trait]
-impl Reply for QueueReply<'_> {
+impl Reply for QueueReply {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
         self.0
             .send(Outbound::Text(Utf8Bytes::from(frame.to_json())))
             .await
             .map_err(|_| PostError::Gone)
     }
+}
+
+/// Whether a frame is a `send` (only those are answered late).
+fn is_send(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Action<'a> {
+        #[serde(borrow)]
+        action: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Action>(text).is_ok_and(|a| a.action.as_deref() == Some("send"))
 }
 
 fn now_ms(origin: Instant) -> u64 {
@@ -190,10 +204,17 @@ async fn read_loop<R, E>(
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let reply = QueueReply(tx);
+    let reply: Arc<dyn Reply> = Arc::new(QueueReply(tx.clone()));
     let mut rate = RateLimit::new(cfg.rate_burst, cfg.rate_per_sec);
+    // Acks of sends waiting for their commit, answered in frame order.
+    let mut pending = FuturesOrdered::new();
     let (code, reason) = loop {
-        let Some(msg) = stream.next().await else {
+        let msg = tokio::select! {
+            biased;
+            Some(()) = pending.next(), if !pending.is_empty() => continue,
+            msg = stream.next(), if pending.len() < MAX_PENDING_ACKS => msg,
+        };
+        let Some(msg) = msg else {
             break (close::NORMAL, "");
         };
         last_seen.store(now_ms(origin), Ordering::Relaxed);
@@ -207,7 +228,14 @@ async fn read_loop<R, E>(
                     let _ = reply.send(Error::RateLimited.to_frame(None, None)).await;
                     continue;
                 }
-                backend.frame(session, text.as_str(), &reply).await;
+                if !pending.is_empty() && !is_send(text.as_str()) {
+                    // Anything else sees every earlier send committed, and is
+                    // answered after their acks: answers keep frame order.
+                    while pending.next().await.is_some() {}
+                }
+                if let Some(ack) = backend.frame(session, text.as_str(), &reply).await {
+                    pending.push_back(ack);
+                }
             }
             Ok(Message::Binary(_)) => {
                 let e = Error::BadRequest(
@@ -227,6 +255,8 @@ async fn read_loop<R, E>(
             }
         }
     };
+    // Sends already queued still get their acks before the close.
+    while pending.next().await.is_some() {}
     let _ = tx.try_send(Outbound::Close(code, reason));
 }
 

@@ -81,11 +81,12 @@ async fn every_ack_received_before_a_kill_mid_burst_is_durable_and_ids_stay_gapl
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = spawn_server(dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
-    for i in 0..300 {
+    // 180 frames: a burst within the rate limit (200).
+    for i in 0..180 {
         alice.send(json!({"action":"send","to":"user:bob","client_msg_id":format!("b{i}"),"text":format!("burst {i}")})).await;
     }
     let mut acked = Vec::new();
-    while acked.len() < 100 {
+    while acked.len() < 60 {
         let f = alice.recv().await;
         assert_eq!(f["type"], "ack", "{f}");
         acked.push(f["message_id"].as_u64().unwrap());
@@ -97,7 +98,7 @@ async fn every_ack_received_before_a_kill_mid_burst_is_durable_and_ids_stay_gapl
     let mut bob = TestClient::connect(&url, &token("bob")).await.unwrap();
     let stored = ids(&bob.sync().await);
     let n = stored.len() as u64;
-    assert!(n >= 100, "only {n} messages survived, 100 were acked");
+    assert!(n >= 60, "only {n} messages survived, 60 were acked");
     assert_eq!(stored, (1..=n).collect::<Vec<_>>(), "ids have a gap");
     assert!(acked.iter().all(|id| *id <= n));
 }

@@ -187,3 +187,33 @@ async fn concurrent_bursts_get_ids_one_to_n_and_a_reader_sees_them_in_order() {
     assert_eq!(seen, (1..=2 * n).collect::<Vec<_>>());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pipelined_sends_keep_their_order_and_a_later_frame_sees_them_all() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    for i in 0..50 {
+        alice
+            .send(json!({"action":"send","to":"user:bob","client_msg_id":format!("p{i}"),"text":format!("p{i}")}))
+            .await;
+    }
+    alice
+        .send(json!({"action":"history","conversation_id":"dm#alice#bob","limit":100}))
+        .await;
+    for i in 0..50u64 {
+        let ack = alice.expect("ack").await;
+        assert_eq!(
+            (ack["client_msg_id"].clone(), ack["message_id"].as_u64()),
+            (json!(format!("p{i}")), Some(i + 1))
+        );
+    }
+    let h = alice.expect("history").await;
+    let texts: Vec<String> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, (0..50).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    server.stop().await;
+}

@@ -134,6 +134,18 @@ pub trait Store: Send + Sync {
     /// before a lower one.
     async fn append(&self, msg: NewMessage) -> Result<Appended>;
 
+    /// Queues an append in call order and returns a future that resolves
+    /// once it is durable (as [`Store::append`] would). A store with group
+    /// commit overrides it so one caller can have several appends waiting
+    /// for the same fsync; the default appends at once.
+    async fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
+        let done = self.append(msg).await;
+        Ok(Box::pin(std::future::ready(done)))
+    }
+
     /// Up to `limit` messages with ids above `after`, ascending.
     async fn messages_after(
         &self,

@@ -17,6 +17,12 @@ pub struct Session {
     pub user_id: UserId,
 }
 
+/// The `ack` of a queued send, resolved once the message is durable.
+pub type PendingAck = futures_util::future::BoxFuture<'static, Result<ServerFrame>>;
+
+/// An answer still to come, to be awaited in order with the connection's others.
+pub type Deferred = futures_util::future::BoxFuture<'static, ()>;
+
 /// Answers to the requesting connection itself (conn-tier: its own
 /// outbound queue; Lambda: a post to the caller's connection).
 #[async_trait]
@@ -170,6 +176,58 @@ impl Chat {
         }
     }
 
+    /// As [`Chat::handle_text`], except that a `send` answers later: the
+    /// returned future posts its `ack` (or error) once the message is
+    /// durable. Await the futures in order, and the answers keep the order
+    /// of the frames; meanwhile the next frames can be read.
+    pub async fn handle_text_pipelined(
+        &self,
+        session: &Session,
+        text: &str,
+        reply: Arc<dyn Reply>,
+    ) -> Option<Deferred> {
+        let frame = match parse_client_frame(text) {
+            Err(e) => {
+                let _ = reply.send(e.to_frame()).await;
+                return None;
+            }
+            Ok(frame) => frame,
+        };
+        let ClientFrame::Send {
+            to,
+            client_msg_id,
+            text,
+        } = frame
+        else {
+            self.handle(session, frame, reply.as_ref()).await;
+            return None;
+        };
+        let id = client_msg_id.clone();
+        let user = session.user_id.clone();
+        let fail = move |e: Error| {
+            if e.is_internal() {
+                tracing::error!(error = %e, action = "send", %user, "action failed");
+            }
+            e.to_frame(Some("send"), Some(&id))
+        };
+        match self
+            .send_queued(session, &to, client_msg_id.clone(), text)
+            .await
+        {
+            Err(e) => {
+                let _ = reply.send(fail(e)).await;
+                None
+            }
+            Ok(pending) => Some(Box::pin(async move {
+                let frame = match pending.await {
+                    Ok(ack) => ack,
+                    Err(e) => fail(e),
+                };
+                let _ = reply.send(frame).await;
+            })),
+        }
+    }
+
     /// Runs one parsed frame.
     pub async fn handle(&self, session: &Session, frame: ClientFrame, reply: &dyn Reply) {
         let action = frame.action();
@@ -234,6 +292,22 @@ impl Chat {
         client_msg_id: String,
         text: String,
     ) -> Result<ServerFrame> {
+        self.send_queued(session, to, client_msg_id, text)
+            .await?
+            .await
+    }
+
+    /// As [`Chat::send`] in two steps: this future validates, authorises and
+    /// queues the append (so a connection's messages keep their order); the
+    /// future it returns resolves to the `ack` once the message is durable.
+    /// A connection can so have many sends waiting for one group commit.
+    pub async fn send_queued(
+        &self,
+        session: &Session,
+        to: &str,
+        client_msg_id: String,
+        text: String,
+    ) -> Result<PendingAck> {
         let sender = &session.user_id;
         let (conversation, enroll) = match Recipient::parse(to)? {
             Recipient::User(u) => {
@@ -251,23 +325,31 @@ impl Chat {
             }
         };
         let conv = conversation.to_string();
+        let msg = NewMessage {
+            conversation_id: conv.clone(),
+            sender: sender.to_string(),
+            client_msg_id: client_msg_id.clone(),
+            text,
+            sent_at_ms: now_ms(),
+            enroll,
+            origin: Some(session.connection_id.clone()),
+        };
+        let ack = move |a: &Appended| ServerFrame::Ack {
+            client_msg_id,
+            conversation_id: a.message.conversation_id.clone(),
+            message_id: a.message.message_id,
+            sent_at: format_ms(a.message.sent_at_ms),
+        };
+        let Some(locks) = &self.order else {
+            // A store feed delivers the message once it is durable.
+            let pending = self.store.append_queued(msg).await?;
+            return Ok(Box::pin(async move { pending.await.map(|a| ack(&a)) }));
+        };
+        // No feed: append and queue the delivery under the conversation's
+        // lock, so delivery jobs are queued in id order.
         let appended = {
-            let _order = match &self.order {
-                Some(locks) => Some(locks.lock(&conv).await),
-                None => None,
-            };
-            let appended = self
-                .store
-                .append(NewMessage {
-                    conversation_id: conv.clone(),
-                    sender: sender.to_string(),
-                    client_msg_id: client_msg_id.clone(),
-                    text,
-                    sent_at_ms: now_ms(),
-                    enroll,
-                    origin: Some(session.connection_id.clone()),
-                })
-                .await?;
+            let _order = locks.lock(&conv).await;
+            let appended = self.store.append(msg).await?;
             if !appended.duplicate {
                 let job = FanoutJob {
                     audience: Audience::Conversation(conv.clone()),
@@ -282,13 +364,8 @@ impl Chat {
             }
             appended
         };
-        let m = &appended.message;
-        Ok(ServerFrame::Ack {
-            client_msg_id,
-            conversation_id: m.conversation_id.clone(),
-            message_id: m.message_id,
-            sent_at: format_ms(m.sent_at_ms),
-        })
+        let frame = ack(&appended);
+        Ok(Box::pin(std::future::ready(Ok(frame))))
     }
 
     async fn require_member(&self, user: &UserId, conv: &str) -> Result<Membership> {
