@@ -38,6 +38,22 @@ impl Target {
     ) -> anyhow::Result<Ws> {
         let token = self.auth.mint(user, 3600)?;
         let sock = tokio::net::TcpSocket::new_v4()?;
+        // Choose the local port at connect time, per destination: the
+        // ephemeral range then limits each (source, server) pair, not the host.
+        {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt on our own socket with a correctly sized int.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         sock.bind(SocketAddr::new(source.into(), 0))?;
         let stream = sock.connect(server).await?;
         let (ws, _) = tokio_tungstenite::client_async(
@@ -348,7 +364,7 @@ pub async fn idle(
     server: SocketAddr,
     counters: Arc<Counters>,
 ) -> anyhow::Result<Vec<Ws>> {
-    let per_source = 20_000;
+    let per_source = 15_000;
     let mut out = Vec::with_capacity(n);
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for i in 0..n {

@@ -112,10 +112,12 @@ async fn main() -> anyhow::Result<()> {
     let mut report = json!({"scenario": format!("{:?}", args.scenario), "connections": args.connections, "text_bytes": args.text_bytes});
 
     // The server under test (unless --url).
-    let extra: Vec<&str> = match args.scenario {
-        Scenario::Idle => vec!["--ping-secs", "600"],
-        _ => vec!["--outbound-queue", "65536"],
-    };
+    // A load generator is no user: lift the per-connection rate limit.
+    let mut extra: Vec<&str> = vec!["--rate-burst", "1000000", "--rate-per-sec", "1000000"];
+    match args.scenario {
+        Scenario::Idle => extra.extend(["--ping-secs", "600"]),
+        _ => extra.extend(["--outbound-queue", "65536"]),
+    }
     let server = match &args.url {
         Some(_) => None,
         None => Some(procstat::spawn_chat(&bin, &secret, &extra).await?),

@@ -70,6 +70,12 @@ pub struct ServerArgs {
     /// Frames queued per connection before a slow reader is dropped.
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Frames a connection may send at once (token bucket size)...
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 200)]
+    pub rate_burst: u32,
+    /// ...and per second after that.
+    #[arg(long, env = "CHAT_RATE_PER_SEC", default_value_t = 100)]
+    pub rate_per_sec: u32,
     /// Seconds between pings to an idle connection.
     #[arg(long, env = "CHAT_PING_SECS", default_value_t = 30)]
     pub ping_secs: u64,
@@ -85,6 +91,8 @@ impl ServerArgs {
             outbound_queue: self.outbound_queue.max(1),
             ping_interval: ping,
             idle_timeout: ping * 5 / 2,
+            rate_burst: self.rate_burst.max(1),
+            rate_per_sec: self.rate_per_sec,
             ..SocketConfig::default()
         }
     }

@@ -326,6 +326,10 @@ async fn ws_handler(
     upgrade
         .max_message_size(256 * 1024)
         .max_frame_size(256 * 1024)
+        // tungstenite's defaults (128 KiB each) would cost an idle connection
+        // far more than the frames it carries; grown on demand anyway.
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             sockets.track_future(run_socket(
                 socket,
