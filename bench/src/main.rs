@@ -48,6 +48,10 @@ struct Args {
     /// Use a running server instead (ws://host:port/ws); CPU/RSS are then not reported.
     #[arg(long)]
     url: Option<String>,
+    /// Run the server inside this process (embedded store in a temp dir):
+    /// for smoke runs; CPU and RSS then include the load generator.
+    #[arg(long)]
+    in_process: bool,
     /// JWT secret of --url's server.
     #[arg(long, default_value = "bench-secret")]
     jwt_secret: String,
@@ -95,6 +99,33 @@ fn lat(l: &Latency) -> String {
     format!("{:.2} / {:.2} / {:.2} ms", l.p50_ms, l.p99_ms, l.p999_ms)
 }
 
+/// The chat server in this process, on a free port; the temp dir lives as long as the result.
+async fn in_process_server(
+    secret: &str,
+) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(conn_tier::embedded::EmbeddedStore::open(dir.path())?);
+    let socket = conn_tier::socket::SocketConfig {
+        rate_burst: 1_000_000,
+        rate_per_sec: 1_000_000,
+        outbound_queue: 65536,
+        ..Default::default()
+    };
+    let app = conn_tier::server::App::embedded(
+        store,
+        chat_core::auth::Authenticator::new(secret.as_bytes())?,
+        socket,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(conn_tier::server::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    Ok((addr, dir))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -118,17 +149,27 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Idle => extra.extend(["--ping-secs", "600"]),
         _ => extra.extend(["--outbound-queue", "65536"]),
     }
-    let server = match &args.url {
-        Some(_) => None,
-        None => Some(procstat::spawn_chat(&bin, &secret, &extra).await?),
+    let in_process = if args.in_process && args.url.is_none() {
+        Some(in_process_server(&secret).await?)
+    } else {
+        None
     };
-    let url = args.url.clone().unwrap_or_else(|| {
-        format!(
+    let server = match (&args.url, &in_process) {
+        (None, None) => Some(procstat::spawn_chat(&bin, &secret, &extra).await?),
+        _ => None,
+    };
+    let url = match (&args.url, &in_process) {
+        (Some(u), _) => u.clone(),
+        (None, Some((addr, _))) => format!("ws://{addr}/ws"),
+        (None, None) => format!(
             "ws://{}/ws",
             server.as_ref().map(|s| s.addr.clone()).unwrap_or_default()
-        )
-    });
-    let pid = server.as_ref().map(|s| s.pid());
+        ),
+    };
+    let pid = server
+        .as_ref()
+        .map(|s| s.pid())
+        .or(in_process.as_ref().map(|_| std::process::id()));
     let target = Arc::new(chat::Target {
         url: url.clone(),
         auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
@@ -264,10 +305,11 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
         Scenario::Idle => {
-            let server = server
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("idle needs a spawned server (no --url)"))?;
-            let addr: std::net::SocketAddr = server.addr.parse()?;
+            let addr: std::net::SocketAddr = match (&server, &in_process) {
+                (Some(s), _) => s.addr.parse()?,
+                (None, Some((a, _))) => *a,
+                _ => anyhow::bail!("idle needs a server it starts (no --url)"),
+            };
             // One connection first, so the baseline includes warmed-up allocators.
             let warm = target.connect("idle-warmup").await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
