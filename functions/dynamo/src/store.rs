@@ -169,6 +169,42 @@ impl DynamoStore {
         &self.meter
     }
 
+    /// A conditional PutItem that writes only if no item has the key
+    /// (`key_attr` is one of its key attributes). `Ok(None)` when written;
+    /// `Ok(Some(old))` when an item was there (`old` when DynamoDB returned it).
+    async fn put_if_absent(
+        &self,
+        table: &str,
+        item: Item,
+        key_attr: &str,
+    ) -> Result<Option<Option<Item>>> {
+        self.meter.write(item_size(&item), 0, false);
+        let r = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", key_attr)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.meter.call(out.consumed_capacity());
+                Ok(None)
+            }
+            Err(e) => match condition_failed!(e, aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException) {
+                Some(old) => {
+                    self.meter.call(None);
+                    Ok(Some(old))
+                }
+                None => Err(DErr::call("PutItem", table, e).into()),
+            },
+        }
+    }
+
     fn read_message(&self, item: &Item) -> Result<StoredMessage> {
         let t = &self.messages;
         Ok(StoredMessage {
@@ -237,31 +273,14 @@ impl DynamoStore {
             ("message_id".into(), n(id)),
             ("expires_at".into(), n(now_secs() + IDEMPOTENCY_TTL_SECS)),
         ]);
-        self.meter.write(item_size(&item), 0, false);
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.users)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(sk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match r {
-            Ok(out) => {
-                self.meter.call(out.consumed_capacity());
-                Ok(None)
-            }
-            Err(e) => match condition_failed!(e, aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException) {
-                Some(Some(old)) => {
-                    self.meter.call(None);
-                    Ok(Some((get_s(&old, &self.users, "conversation_id")?, get_n(&old, &self.users, "message_id")?)))
-                }
-                // The condition failed but the old item did not come back: read it.
-                Some(None) => self.read_claim(msg).await.map(Some),
-                None => Err(DErr::call("PutItem", &self.users, e).into()),
-            },
+        match self.put_if_absent(&self.users, item, "sk").await? {
+            None => Ok(None),
+            Some(Some(old)) => Ok(Some((
+                get_s(&old, &self.users, "conversation_id")?,
+                get_n(&old, &self.users, "message_id")?,
+            ))),
+            // The condition failed but the old item did not come back: read it.
+            Some(None) => self.read_claim(msg).await.map(Some),
         }
     }
 
@@ -330,31 +349,19 @@ impl DynamoStore {
             // Read by the stream-fed fan-out, so the sending connection is skipped.
             item.insert("origin".into(), s(o));
         }
-        self.meter.write(item_size(&item), 0, false);
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.messages)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(message_id)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match r {
-            Ok(out) => {
-                self.meter.call(out.consumed_capacity());
-                Ok(None)
-            }
-            Err(e) => match condition_failed!(e, aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException) {
-                Some(Some(old)) => Ok(Some(self.read_message(&old)?)),
-                Some(None) => self
-                    .get_message(&m.conversation_id, m.message_id)
-                    .await?
-                    .map(Some)
-                    .ok_or_else(|| DErr::corrupt(&self.messages, "condition failed on a missing item").into()),
-                None => Err(DErr::call("PutItem", &self.messages, e).into()),
-            },
+        match self
+            .put_if_absent(&self.messages, item, "message_id")
+            .await?
+        {
+            None => Ok(None),
+            Some(Some(old)) => Ok(Some(self.read_message(&old)?)),
+            Some(None) => self
+                .get_message(&m.conversation_id, m.message_id)
+                .await?
+                .map(Some)
+                .ok_or_else(|| {
+                    DErr::corrupt(&self.messages, "condition failed on a missing item").into()
+                }),
         }
     }
 
@@ -392,23 +399,10 @@ impl DynamoStore {
     /// Creates a membership row with watermark `acked` unless one exists.
     async fn enroll(&self, user: &str, conv: &str, acked: u64, now_ms: u64) -> Result<()> {
         let item = membership_item(user, conv, acked, now_ms);
-        self.meter.write(item_size(&item), 0, false);
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.users)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(sk)")
-            .send()
-            .await;
-        self.meter.call(None);
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => match condition_failed!(e, aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException) {
-                Some(_) => Ok(()),
-                None => Err(DErr::call("PutItem", &self.users, e).into()),
-            },
-        }
+        // Already a member: nothing to do.
+        self.put_if_absent(&self.users, item, "sk")
+            .await
+            .map(|_| ())
     }
 
     /// Runs a Query to the end (or `max` items), following LastEvaluatedKey.
@@ -773,22 +767,13 @@ impl Store for DynamoStore {
             ("version".into(), n(g.version)),
             ("next_seq".into(), n(g.next_seq)),
         ]);
-        self.meter.write(item_size(&meta), 0, false);
         // The group item first, so an id clash changes nothing.
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.groups)
-            .set_item(Some(meta))
-            .condition_expression("attribute_not_exists(sk)")
-            .send()
-            .await;
-        self.meter.call(None);
-        if let Err(e) = r {
-            return match condition_failed!(e, aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException) {
-                Some(_) => Err(Error::Conflict),
-                None => Err(DErr::call("PutItem", &self.groups, e).into()),
-            };
+        if self
+            .put_if_absent(&self.groups, meta, "sk")
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict);
         }
         let conv = format!("grp#{}", g.group_id);
         let members: Vec<Item> = g
