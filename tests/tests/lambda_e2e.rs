@@ -49,7 +49,16 @@ fn watch(port: u16, env: &[(&str, String)]) -> Watch {
     for (k, v) in env {
         cmd.args(["--env-var", &format!("{k}={v}")]);
     }
-    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    // The functions' logs go to a file: the function processes may outlive
+    // the watch for a moment, and must not write into the test's output.
+    let log_path = std::env::temp_dir().join(format!("chat-lambda-watch-{port}.log"));
+    let log = std::fs::File::create(&log_path).expect("watch log file");
+    eprintln!("cargo lambda watch logs: {}", log_path.display());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("log file")))
+        .stderr(Stdio::from(log))
+        .process_group(0)
+        .kill_on_drop(true);
     Watch(
         cmd.spawn()
             .expect("cargo lambda watch (scripts/ensure-cargo-lambda)"),
