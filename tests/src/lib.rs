@@ -300,15 +300,25 @@ impl TestClient {
     }
 
     /// Runs `sync` and returns the messages before `synced`, de-duplicated
-    /// on `(conversation_id, message_id)` as the protocol tells clients to do
-    /// (a live copy of a message may race its sync copy).
+    /// on `(conversation_id, message_id)` and ordered by it, as the protocol
+    /// tells clients to do: a live copy of a newer message may arrive while
+    /// the sync replays older ones.
     pub async fn sync(&mut self) -> Vec<Value> {
         self.send(json!({"action":"sync"})).await;
         let mut out = Vec::new();
         loop {
             let f = self.recv().await;
             match f["type"].as_str() {
-                Some("synced") => return out,
+                Some("synced") => {
+                    let key = |m: &Value| {
+                        (
+                            m["conversation_id"].as_str().unwrap_or("").to_string(),
+                            m["message_id"].as_u64().unwrap_or(0),
+                        )
+                    };
+                    out.sort_by_key(key);
+                    return out;
+                }
                 Some("message") => {
                     let key = |m: &Value| (m["conversation_id"].clone(), m["message_id"].clone());
                     if !out.iter().any(|m| key(m) == key(&f)) {
