@@ -205,6 +205,28 @@ impl DynamoStore {
         }
     }
 
+    /// A Put inside a transaction (metered at the transactional rate).
+    fn tx_put(&self, table: &str, item: Item) -> Result<TransactWriteItem> {
+        self.meter.write(item_size(&item), 0, true);
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()
+            .map_err(DErr::from)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A Delete inside a transaction.
+    fn tx_delete(&self, table: &str, key: Item) -> Result<TransactWriteItem> {
+        self.meter.write(128, 0, true);
+        let delete = Delete::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .build()
+            .map_err(DErr::from)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
     fn read_message(&self, item: &Item) -> Result<StoredMessage> {
         let t = &self.messages;
         Ok(StoredMessage {
@@ -818,59 +840,17 @@ impl Store for DynamoStore {
         );
         self.meter.write(256, 0, true);
         for (m, acked) in &change.add {
-            let member = member_item(gid, m);
+            items.push(self.tx_put(&self.groups, member_item(gid, m))?);
             let row = membership_item(&m.user_id, &conv, *acked, m.joined_at_ms);
-            self.meter.write(item_size(&member), 0, true);
-            self.meter.write(item_size(&row), 0, true);
-            items.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.groups)
-                            .set_item(Some(member))
-                            .build()
-                            .map_err(DErr::from)?,
-                    )
-                    .build(),
-            );
-            items.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.users)
-                            .set_item(Some(row))
-                            .build()
-                            .map_err(DErr::from)?,
-                    )
-                    .build(),
-            );
+            items.push(self.tx_put(&self.users, row)?);
         }
         for u in &change.remove {
-            self.meter.write(128, 0, true);
-            self.meter.write(128, 0, true);
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.groups)
-                            .key("group_id", s(gid))
-                            .key("sk", s(format!("{MEMBER_PREFIX}{u}")))
-                            .build()
-                            .map_err(DErr::from)?,
-                    )
-                    .build(),
-            );
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.users)
-                            .set_key(Some(conv_key(u, &conv)))
-                            .build()
-                            .map_err(DErr::from)?,
-                    )
-                    .build(),
-            );
+            let member: Item = HashMap::from([
+                ("group_id".into(), s(gid)),
+                ("sk".into(), s(format!("{MEMBER_PREFIX}{u}"))),
+            ]);
+            items.push(self.tx_delete(&self.groups, member)?);
+            items.push(self.tx_delete(&self.users, conv_key(u, &conv))?);
         }
         let r = self
             .client
