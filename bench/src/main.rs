@@ -104,21 +104,20 @@ async fn in_process_server(
     secret: &str,
 ) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(conn_tier::embedded::EmbeddedStore::open(dir.path())?);
     let socket = conn_tier::socket::SocketConfig {
         rate_burst: 1_000_000,
         rate_per_sec: 1_000_000,
         outbound_queue: 65536,
         ..Default::default()
     };
-    let app = conn_tier::server::App::embedded(
-        store,
+    let (app, _store) = conn_tier::App::embedded(
+        dir.path(),
         chat_core::auth::Authenticator::new(secret.as_bytes())?,
         socket,
-    );
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(conn_tier::server::serve(
+    tokio::spawn(conn_tier::http::serve(
         listener,
         app,
         std::future::pending(),

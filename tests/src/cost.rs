@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chat_core::ids::UserId;
 use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, PostError};
 use chat_core::protocol::ServerFrame;
-use chat_core::{Chat, Deliverer, Reply, Session};
+use chat_core::{Chat, Deliverer, MessageDelivery, Reply, Session};
 use chat_dynamo::meter::Usage;
 use chat_dynamo::{DynamoConnections, DynamoStore, Tables};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,7 +128,12 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
     let posts = Arc::new(CountingDelivery::default());
     let held = Arc::new(HeldFanout::default());
     let deliverer = Deliverer::new(store.clone(), conns.clone(), posts.clone());
-    let chat = Chat::new(store.clone(), conns.clone(), held.clone());
+    let chat = Chat::new(
+        store.clone(),
+        conns.clone(),
+        held.clone(),
+        MessageDelivery::Dispatch,
+    );
     let rig = Rig {
         store,
         conns,

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - `src/lib.rs`: the harness: [`TestServer`] (a conn-tier on port 0 with
-//!   its store in a temp dir) and [`TestClient`] (a WebSocket client with
-//!   timeouts).
+//!   its store in a temp dir), [`TestClient`] (a WebSocket client with
+//!   timeouts), and the store under test for the contract suite
+//!   ([`contract_fixture`]).
 //! - `src/bin/chat-server.rs`: the conn-tier binary, built here so the crash
 //!   test can kill a real server process.
 //! - `tests/`: one file per area (direct chat, groups, bad input, crash,
@@ -17,12 +18,13 @@
 pub mod cost;
 
 use anyhow::{bail, Context};
+use chat_cli::client::{connect, Ws, WsError, WsMessage};
 use chat_core::auth::Authenticator;
 use chat_core::memory::MemoryConnections;
 use chat_core::ports::{Connections, Store};
-use conn_tier::client::{connect, Ws, WsError, WsMessage};
-use conn_tier::server::{serve, App};
+use conn_tier::http::serve;
 use conn_tier::socket::SocketConfig;
+use conn_tier::App;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -39,34 +41,13 @@ pub fn store_kind() -> String {
     std::env::var("TEST_STORE").unwrap_or_else(|_| "embedded".into())
 }
 
-/// The table prefix the emulator's tables were created with.
-pub fn table_prefix() -> String {
-    std::env::var("CHAT_TABLE_PREFIX").unwrap_or_else(|_| "chat-".into())
-}
-
 /// Creates a fresh set of tables on the emulator, from infra/template.yaml
 /// through localstack/create-tables.py (the one table-creation path), under a
 /// random prefix, so every test starts from empty tables. Returns the prefix.
 pub async fn fresh_tables() -> anyhow::Result<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let prefix = format!("{}t{}-", table_prefix(), &uuid_hex()[..10]);
-    let out = tokio::process::Command::new(root.join("localstack/.venv/bin/python"))
-        .arg(root.join("localstack/create-tables.py"))
-        .args(["--prefix", &prefix])
-        .output()
+    chat_dynamo::testing::fresh_tables()
         .await
-        .context("running localstack/create-tables.py (start the emulator: localstack/start.sh)")?;
-    if !out.status.success() {
-        bail!(
-            "create-tables.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(prefix)
-}
-
-fn uuid_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+        .map_err(anyhow::Error::msg)
 }
 
 /// Opens the store `TEST_STORE` names (`dir` holds an embedded store), and
@@ -77,7 +58,7 @@ pub async fn open_store(
     let memory_conns = || Arc::new(MemoryConnections::new()) as Arc<dyn Connections>;
     Ok(match store_kind().as_str() {
         "embedded" => (
-            Arc::new(conn_tier::embedded::EmbeddedStore::open(dir)?),
+            Arc::new(chat_embedded::EmbeddedStore::open(dir)?),
             memory_conns(),
         ),
         "memory" => (
@@ -119,14 +100,19 @@ impl TestServer {
         let auth = Authenticator::new(SECRET).expect("auth");
         if store_kind() == "embedded" {
             // As the binary runs it: delivery from the store's commit feed.
-            let embedded =
-                Arc::new(conn_tier::embedded::EmbeddedStore::open(dir.path()).expect("open store"));
-            let app = App::embedded(embedded.clone(), auth.clone(), socket);
+            let (app, embedded) =
+                App::embedded(dir.path(), auth.clone(), socket).expect("open store");
             let connections = app.connections.clone().expect("in-process map");
             return Self::serve_app(app, auth, embedded, connections, dir).await;
         }
         let (store, connections) = open_store(dir.path()).await.expect("open store");
-        let app = App::with_connections(store.clone(), connections.clone(), auth.clone(), socket);
+        let app = App::in_process(
+            store.clone(),
+            connections.clone(),
+            None,
+            auth.clone(),
+            socket,
+        );
         Self::serve_app(app, auth, store, connections, dir).await
     }
 
@@ -160,9 +146,13 @@ impl TestServer {
         let management = mgmt.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (mtx, mrx) = oneshot::channel::<()>();
-        tokio::spawn(conn_tier::mgmt::serve(mgmt, app.hub.clone(), async {
-            let _ = mrx.await;
-        }));
+        tokio::spawn(chat_local_apigw::management::serve(
+            mgmt,
+            app.hub.clone(),
+            async {
+                let _ = mrx.await;
+            },
+        ));
         let task = tokio::spawn(async move {
             serve(listener, app, async {
                 let _ = rx.await;
@@ -368,4 +358,20 @@ pub fn ids(frames: &[Value]) -> Vec<u64> {
         .iter()
         .map(|f| f["message_id"].as_u64().unwrap_or(0))
         .collect()
+}
+
+/// The store `TEST_STORE` names, for the store contract suite.
+pub async fn contract_fixture() -> chat_core::contract::Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _) = open_store(dir.path()).await.expect("open store");
+    chat_core::contract::Fixture {
+        store,
+        keep: Some(Box::new(dir)),
+    }
+}
+
+/// The connection map that goes with the store `TEST_STORE` names.
+pub async fn contract_connections() -> Arc<dyn Connections> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    open_store(dir.path()).await.expect("open store").1
 }

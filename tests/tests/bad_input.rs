@@ -1,9 +1,9 @@
 //! Bad input gets a clear error, the connection stays open, nothing is
 //! stored; bad tokens never reach the upgrade.
 
+use chat_cli::client::WsMessage;
 use chat_core::auth::Authenticator;
 use chat_tests::*;
-use conn_tier::client::WsMessage;
 use serde_json::json;
 
 async fn assert_nothing_stored(server: &TestServer) {

@@ -177,27 +177,31 @@ fn every_route_has_a_function_binary_and_every_binary_a_route_or_trigger() {
         triggered, bins,
         "every binary has a route or a trigger, and nothing else is deployed"
     );
-    // Every protocol action has its route ($default takes `ping`), and
-    // conn-tier routes exactly as the template does.
-    for action in chat_core::protocol::ACTIONS {
-        let want = if action == "ping" { "$default" } else { action };
-        assert!(routed.contains_key(want), "no route for {action}");
-        let (key, function) =
-            conn_tier::lambda::select_route(&format!(r#"{{"action":"{action}"}}"#));
-        assert_eq!(key, want);
+    // Every protocol action has its route, with the function the one table
+    // of actions names (conn-tier routes by that table), and nothing else
+    // is routed.
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    for a in chat_core::protocol::ACTIONS {
         assert_eq!(
-            routed[&key], function,
-            "conn-tier sends {action} to {function}"
+            chat_core::protocol::route(Some(a.name)),
+            (a.route, a.function)
         );
-    }
-    for (key, function) in conn_tier::lambda::ROUTES {
         assert_eq!(
-            routed.get(key).map(String::as_str),
-            Some(function),
-            "route {key}"
+            routed.get(a.route).map(String::as_str),
+            Some(a.function),
+            "route {} of action {}",
+            a.route,
+            a.name
         );
+        want.insert(a.route.to_string(), a.function.to_string());
     }
-    assert_eq!(routed["$default"], "default");
+    for (key, function) in chat_core::protocol::SYSTEM_ROUTES {
+        want.insert(key.to_string(), function.to_string());
+    }
+    assert_eq!(
+        routed, want,
+        "the template routes exactly the table's routes"
+    );
 }
 
 #[test]

@@ -7,15 +7,16 @@
 //! Needs the emulator and cargo-lambda (`scripts/test-all` provides both).
 
 use chat_core::ports::{ConnectionRecord, Connections};
+use chat_core::tasks::Tasks;
+use chat_local_apigw::lambda::LambdaBackend;
+use chat_local_apigw::stream::poll_stream;
 use chat_tests::*;
-use conn_tier::lambda::{poll_stream, LambdaBackend};
-use conn_tier::server::App;
 use conn_tier::socket::SocketConfig;
+use conn_tier::App;
 use serde_json::json;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Kills the whole process group of `cargo lambda watch` (it and the
 /// function processes it started) when dropped.
@@ -117,20 +118,17 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     let endpoint = format!("http://127.0.0.1:{port}");
     let backend =
         Arc::new(LambdaBackend::new(Some(&endpoint), "", &mgmt_addr.to_string(), "local").await);
-    let stop = CancellationToken::new();
+    let tasks = Arc::new(Tasks::new());
     let messages = tables.name(&chat_dynamo::schema::MESSAGES);
-    tokio::spawn(poll_stream(
-        backend.clone(),
-        tables.clone(),
-        messages,
-        stop.clone(),
-    ));
+    let (poller, poll_tables) = (backend.clone(), tables.clone());
+    tasks.spawn(move |stop| poll_stream(poller, poll_tables, messages, stop));
     let hub = Arc::new(conn_tier::hub::Hub::new("lambda-node"));
     let app = App {
         backend,
         hub,
         socket: SocketConfig::default(),
         connections: None,
+        tasks,
     };
     let store: Arc<dyn chat_core::ports::Store> = Arc::new(chat_dynamo::DynamoStore::new(&tables));
     let connections: Arc<dyn Connections> = Arc::new(chat_dynamo::DynamoConnections::new(&tables));
@@ -228,6 +226,5 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     // Bad frames are answered by the functions too.
     bob.send(json!({"action":"teleport"})).await;
     assert_eq!(bob.expect("error").await["code"], "bad_request");
-    stop.cancel();
     server.stop().await;
 }

@@ -3,57 +3,79 @@
 //! check uses fresh, randomly named conversations, so one store instance
 //! can run them all, in any order, even against a shared emulator.
 //!
-//! Adapters run it from a test: `for (name, check) in store_checks() { check(store.clone()).await }`.
+//! An adapter's tests run it with one macro call, which makes one test per
+//! check, named after it, so a failure names the check:
+//!
+//! ```ignore
+//! chat_core::store_contract!(async { Fixture::from(Arc::new(MyStore::new()) as Arc<dyn Store>) });
+//! chat_core::connections_contract!(async { Arc::new(MyConnections::new()) as Arc<dyn Connections> });
+//! ```
 
 use crate::error::Error;
+use crate::ids::{ConversationId, UserId};
 use crate::ports::*;
-use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
-pub type StoreCheck = fn(Arc<dyn Store>) -> BoxFuture<'static, ()>;
-pub type ConnectionsCheck = fn(Arc<dyn Connections>) -> BoxFuture<'static, ()>;
-
-/// Every store check, by name.
-pub fn store_checks() -> Vec<(&'static str, StoreCheck)> {
-    vec![
-        ("ids_start_at_one_and_are_gapless", |s| {
-            Box::pin(ids_start_at_one_and_are_gapless(s))
-        }),
-        ("resend_returns_original_and_stores_nothing", |s| {
-            Box::pin(resend_returns_original_and_stores_nothing(s))
-        }),
-        ("append_moves_sender_watermark_and_enrolls_recipient", |s| {
-            Box::pin(append_moves_sender_watermark_and_enrolls_recipient(s))
-        }),
-        ("concurrent_appends_get_exactly_one_to_n", |s| {
-            Box::pin(concurrent_appends_get_exactly_one_to_n(s))
-        }),
-        ("history_pages_backwards", |s| {
-            Box::pin(history_pages_backwards(s))
-        }),
-        ("messages_after_pages_forwards", |s| {
-            Box::pin(messages_after_pages_forwards(s))
-        }),
-        ("watermark_only_moves_forward", |s| {
-            Box::pin(watermark_only_moves_forward(s))
-        }),
-        ("conversations_list_memberships_with_newest_id", |s| {
-            Box::pin(conversations_list_memberships_with_newest_id(s))
-        }),
-        ("groups_change_only_at_the_expected_version", |s| {
-            Box::pin(groups_change_only_at_the_expected_version(s))
-        }),
-        ("large_unicode_text_round_trips", |s| {
-            Box::pin(large_unicode_text_round_trips(s))
-        }),
-    ]
+/// A store under test, and whatever must live as long as it (a temporary
+/// directory, say).
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    pub keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
-/// Every connection-map check, by name.
-pub fn connections_checks() -> Vec<(&'static str, ConnectionsCheck)> {
-    vec![("connections_are_found_by_user_and_removed", |c| {
-        Box::pin(connections_are_found_by_user_and_removed(c))
-    })]
+impl From<Arc<dyn Store>> for Fixture {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Fixture { store, keep: None }
+    }
+}
+
+/// One test per store check. `$fixture` is a future of a [`Fixture`] (or
+/// of an `Arc<dyn Store>`), evaluated afresh for every check.
+#[macro_export]
+macro_rules! store_contract {
+    ($fixture:expr) => {
+        $crate::store_contract!(@checks $fixture;
+            ids_start_at_one_and_are_gapless,
+            resend_returns_original_and_stores_nothing,
+            append_moves_sender_watermark_and_enrolls_recipient,
+            concurrent_appends_get_exactly_one_to_n,
+            history_pages_backwards,
+            messages_after_pages_forwards,
+            watermark_only_moves_forward,
+            conversations_list_memberships_with_newest_id,
+            groups_change_only_at_the_expected_version,
+            largest_text_round_trips,
+        );
+    };
+    (@checks $fixture:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture: $crate::contract::Fixture = ($fixture).await.into();
+                $crate::contract::$check(fixture.store.clone()).await;
+            }
+        )*
+    };
+}
+
+/// One test per connection-map check; `$connections` is a future of an
+/// `Arc<dyn Connections>`.
+#[macro_export]
+macro_rules! connections_contract {
+    ($connections:expr) => {
+        $crate::connections_contract!(@checks $connections;
+            connections_are_found_by_user_and_removed,
+        );
+    };
+    (@checks $connections:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let c: std::sync::Arc<dyn $crate::ports::Connections> = ($connections).await;
+                $crate::contract::$check(c).await;
+            }
+        )*
+    };
 }
 
 fn unique(prefix: &str) -> String {
@@ -76,14 +98,11 @@ fn msg(conv: &str, sender: &str, cmid: &str, text: &str) -> NewMessage {
 }
 
 fn dm(a: &str, b: &str) -> String {
-    if a <= b {
-        format!("dm#{a}#{b}")
-    } else {
-        format!("dm#{b}#{a}")
-    }
+    let id = |u: &str| UserId::parse(u).expect("a valid user id");
+    ConversationId::direct(&id(a), &id(b)).to_string()
 }
 
-async fn ids_start_at_one_and_are_gapless(s: Arc<dyn Store>) {
+pub async fn ids_start_at_one_and_are_gapless(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     assert_eq!(s.last_message_id(&conv).await.unwrap(), 0);
@@ -104,7 +123,7 @@ async fn ids_start_at_one_and_are_gapless(s: Arc<dyn Store>) {
     assert_eq!(all[1].client_msg_id, "c2");
 }
 
-async fn resend_returns_original_and_stores_nothing(s: Arc<dyn Store>) {
+pub async fn resend_returns_original_and_stores_nothing(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     let first = s.append(msg(&conv, &a, "same", "hello")).await.unwrap();
@@ -121,7 +140,7 @@ async fn resend_returns_original_and_stores_nothing(s: Arc<dyn Store>) {
     assert_eq!(s.messages_after(&conv, 0, 10).await.unwrap().len(), 2);
 }
 
-async fn append_moves_sender_watermark_and_enrolls_recipient(s: Arc<dyn Store>) {
+pub async fn append_moves_sender_watermark_and_enrolls_recipient(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     let mut m = msg(&conv, &a, "c1", "hi");
@@ -139,7 +158,7 @@ async fn append_moves_sender_watermark_and_enrolls_recipient(s: Arc<dyn Store>) 
     assert!(s.membership(&unique("z"), &conv).await.unwrap().is_none());
 }
 
-async fn concurrent_appends_get_exactly_one_to_n(s: Arc<dyn Store>) {
+pub async fn concurrent_appends_get_exactly_one_to_n(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     let n = 24u64;
@@ -167,7 +186,7 @@ async fn concurrent_appends_get_exactly_one_to_n(s: Arc<dyn Store>) {
     assert_eq!(stored, (1..=n).collect::<Vec<_>>());
 }
 
-async fn history_pages_backwards(s: Arc<dyn Store>) {
+pub async fn history_pages_backwards(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     for i in 1..=7 {
@@ -191,7 +210,7 @@ async fn history_pages_backwards(s: Arc<dyn Store>) {
     assert_eq!((ids(&p).len(), p.has_more), (0, false));
 }
 
-async fn messages_after_pages_forwards(s: Arc<dyn Store>) {
+pub async fn messages_after_pages_forwards(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     for i in 1..=5 {
@@ -210,7 +229,7 @@ async fn messages_after_pages_forwards(s: Arc<dyn Store>) {
     assert!(s.messages_after(&conv, 5, 10).await.unwrap().is_empty());
 }
 
-async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
+pub async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
     let mut m = msg(&conv, &a, "c1", "x");
@@ -238,7 +257,7 @@ async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
     );
 }
 
-async fn conversations_list_memberships_with_newest_id(s: Arc<dyn Store>) {
+pub async fn conversations_list_memberships_with_newest_id(s: Arc<dyn Store>) {
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
     let (ab, ac) = (dm(&a, &b), dm(&a, &c));
     for i in 0..3 {
@@ -272,9 +291,9 @@ async fn conversations_list_memberships_with_newest_id(s: Arc<dyn Store>) {
     assert!(s.conversations(&unique("nobody")).await.unwrap().is_empty());
 }
 
-async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
+pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     let gid = unique("g");
-    let conv = format!("grp#{gid}");
+    let conv = ConversationId::group(&gid).to_string();
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
     let member = |u: &str, seq| GroupMember {
         user_id: u.to_string(),
@@ -341,15 +360,17 @@ async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     assert!(s.group(&unique("nope")).await.unwrap().is_none());
 }
 
-async fn large_unicode_text_round_trips(s: Arc<dyn Store>) {
+pub async fn largest_text_round_trips(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
     let conv = dm(&a, &b);
-    let text = "ü€😀\"\\\n".repeat(10_240 / 16);
+    // 853 × 12 bytes + 4: exactly the 10,240-byte limit, in 1- to 4-byte characters.
+    let text = "ü€😀\"\\\n".repeat(853) + "abcd";
+    assert_eq!(text.len(), crate::protocol::MAX_TEXT_BYTES);
     s.append(msg(&conv, &a, "big", &text)).await.unwrap();
     assert_eq!(s.messages_after(&conv, 0, 1).await.unwrap()[0].text, text);
 }
 
-async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {
+pub async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {
     let (u, v) = (unique("u"), unique("v"));
     let rec = |id: &str, user: &str| ConnectionRecord {
         connection_id: id.to_string(),
@@ -379,22 +400,4 @@ async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {
     let left = c.for_user(&u).await.unwrap();
     assert_eq!(left, vec![rec(&c2, &u)]);
     assert!(c.for_user(&unique("nobody")).await.unwrap().is_empty());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::memory::{MemoryConnections, MemoryStore};
-
-    #[tokio::test]
-    async fn memory_store_passes_the_contract() {
-        let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        for (_name, check) in store_checks() {
-            check(s.clone()).await;
-        }
-        let c: Arc<dyn Connections> = Arc::new(MemoryConnections::new());
-        for (_name, check) in connections_checks() {
-            check(c.clone()).await;
-        }
-    }
 }

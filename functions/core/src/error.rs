@@ -1,7 +1,5 @@
-//! The crate's one error type, and its mapping to the wire (the only place
-//! where an [`Error`] becomes an `error` frame).
-
-use crate::protocol::ServerFrame;
+//! The crate's one error type. Its wire form (an `error` frame) is built in
+//! one place: [`crate::protocol::ServerFrame::error`].
 
 /// Every way a chat operation can fail.
 ///
@@ -38,7 +36,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The wire code of DESIGN.md §3.
+    /// The wire code (docs/protocol.md, "Errors").
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(_) => "bad_request",
@@ -49,21 +47,6 @@ impl Error {
             Error::GroupFull { .. } => "group_full",
             Error::RateLimited => "rate_limited",
             Error::Conflict | Error::Store(_) => "internal",
-        }
-    }
-
-    /// The `error` frame a client sees. Internal failures are logged by the
-    /// caller and shown only as a generic message.
-    pub fn to_frame(&self, action: Option<&str>, client_msg_id: Option<&str>) -> ServerFrame {
-        let message = match self {
-            Error::Conflict | Error::Store(_) => "internal error; try again".to_string(),
-            other => other.to_string(),
-        };
-        ServerFrame::Error {
-            code: self.code().to_string(),
-            message,
-            client_msg_id: client_msg_id.map(str::to_string),
-            action: action.map(str::to_string),
         }
     }
 

@@ -52,6 +52,11 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The first `n` characters of `s` (an id echoed back in an error frame).
+pub(crate) fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 /// A conversation: the sorted pair of a direct chat, or a group.
 ///
 /// The wire form is `dm#<a>#<b>` (a < b) or `grp#<group_id>`, so both
@@ -97,18 +102,6 @@ impl ConversationId {
             }
         } else {
             Err(bad())
-        }
-    }
-
-    /// For a direct chat, whether `user` is one of the pair.
-    pub fn is_direct_party(&self, user: &UserId) -> bool {
-        matches!(self, ConversationId::Direct(a, b) if a == user || b == user)
-    }
-
-    pub fn group_id(&self) -> Option<&str> {
-        match self {
-            ConversationId::Group(g) => Some(g),
-            ConversationId::Direct(..) => None,
         }
     }
 }
@@ -230,5 +223,7 @@ mod tests {
     #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(first_chars("héllo", 2), "hé");
+        assert_eq!(first_chars("hé", 5), "hé");
     }
 }

@@ -1,27 +1,37 @@
 //! chat-core: the stateless logic of the chat system, shared by every
 //! deployable (conn-tier, the Lambda functions, the tests). It holds no
-//! AWS SDK, so the embedded build stays fast.
+//! AWS SDK, so the embedded build stays fast. How the pieces fit is in
+//! docs/design.md.
 //!
 //! # Layout
-//! - [`protocol`]: the wire frames of DESIGN.md §3 and the frame parser.
+//! - [`protocol`]: the wire frames, the one table of actions, the parser.
 //! - [`ids`]: user, conversation and group ids and their validation.
 //! - [`auth`]: HS256 JWT verification (and minting for dev tools).
-//! - [`error`]: the one error enum, and its mapping to `error` frames.
-//! - [`ports`]: the `Store`, `Connections`, `Delivery` and `Fanout` traits.
-//! - [`service`]: the services (`Chat`) and the fan-out `Deliverer`.
-//! - [`fanout`]: background and inline fan-out runners.
-//! - [`memory`]: in-memory adapters, for unit tests.
-//! - [`contract`]: the store contract suite every store adapter runs.
+//! - [`error`]: the one error enum (its wire form is in [`protocol`]).
+//! - [`ports`]: the `Store`, `Connections`, `Delivery` and `Fanout` traits
+//!   and the records they carry.
+//! - [`service`]: the services ([`Chat`]), one file per action.
+//! - [`delivery`]: the [`Deliverer`], fan-out workers, the commit-feed bridge.
+//! - [`memory`]: in-memory adapters (unit tests, `--store memory`, the
+//!   connection map of one conn-tier node).
+//! - [`tasks`]: owned background tasks, stopped on shutdown.
+//! - [`time`]: timestamps, in milliseconds since the epoch.
+//! - `contract` (feature `testing`): the store contract suite every store
+//!   adapter runs, one test per check ([`store_contract!`]).
 
 pub mod auth;
+#[cfg(feature = "testing")]
 pub mod contract;
+pub mod delivery;
 pub mod error;
-pub mod fanout;
 pub mod ids;
 pub mod memory;
 pub mod ports;
 pub mod protocol;
 pub mod service;
+pub mod tasks;
+pub mod time;
 
+pub use delivery::Deliverer;
 pub use error::{Error, Result};
-pub use service::{Chat, Deliverer, Reply, Session};
+pub use service::{Chat, MessageDelivery, Reply, Session};

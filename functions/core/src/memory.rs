@@ -1,8 +1,10 @@
-//! In-memory adapters of the ports: for unit tests of the services and as
-//! the reference the store contract suite is written against. Nothing here
-//! is durable.
+//! In-memory adapters of the ports: the reference the store contract suite
+//! is written against, the store of unit tests and of `--store memory`, and
+//! the connection map of a single conn-tier node (whose connections die
+//! with it). Nothing here is durable.
 
 use crate::error::{Error, Result};
+use crate::ids::ConversationId;
 use crate::ports::*;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -195,7 +197,7 @@ impl Store for MemoryStore {
         if g.groups.contains_key(&group.group_id) {
             return Err(Error::Conflict);
         }
-        let conv = format!("grp#{}", group.group_id);
+        let conv = ConversationId::group(&group.group_id).to_string();
         for m in &group.members {
             enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, 0);
         }
@@ -211,8 +213,8 @@ impl Store for MemoryStore {
         if group.version != change.expected_version {
             return Err(Error::Conflict);
         }
-        let group = crate::service::apply_group_change(group, change);
-        let conv = format!("grp#{}", change.group_id);
+        let group = group.apply(change);
+        let conv = ConversationId::group(&change.group_id).to_string();
         for u in &change.remove {
             if let Some(ms) = g.users.get_mut(u) {
                 ms.remove(&conv);

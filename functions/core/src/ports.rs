@@ -1,16 +1,19 @@
 //! The ports: small `Send + Sync` traits the services need, implemented by
 //! the in-memory adapter ([`crate::memory`]), the embedded store
-//! (conn-tier) and DynamoDB / API Gateway (functions/dynamo).
+//! (`conn-tier/embedded`) and DynamoDB / API Gateway (`functions/dynamo`).
 //!
-//! Keys follow DESIGN.md §5 so every adapter behaves alike: messages by
+//! Keys follow docs/design.md ("Data model") so every adapter behaves alike: messages by
 //! (conversation_id, message_id); users by (user_id, conversation);
 //! groups by (group_id, member); connections by connection_id with a
 //! user_id index.
 
 use crate::error::Result;
-use crate::protocol::ServerFrame;
+use crate::protocol::{MessageView, ServerFrame};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+/// Table names' prefix when none is configured (`<prefix>messages`, …).
+pub const DEFAULT_TABLE_PREFIX: &str = "chat-";
 
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +26,29 @@ pub struct StoredMessage {
     pub text: String,
     /// Milliseconds since the Unix epoch, set by the server.
     pub sent_at_ms: u64,
+}
+
+impl StoredMessage {
+    /// The message as clients see it.
+    pub fn view(&self) -> MessageView {
+        MessageView {
+            conversation_id: self.conversation_id.clone(),
+            message_id: self.message_id,
+            from: self.sender.clone(),
+            text: self.text.clone(),
+            sent_at: crate::time::format_ms(self.sent_at_ms),
+        }
+    }
+}
+
+/// A message that is durable, in commit order: what a store's change feed
+/// carries to delivery (the embedded store's commit feed; on AWS, the
+/// messages table's stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub message: StoredMessage,
+    /// The sending connection (it got the `ack` and needs no copy).
+    pub origin: Option<String>,
 }
 
 /// A message to append. The store allocates `message_id`.
@@ -107,6 +133,22 @@ impl Group {
     }
     pub fn member_ids(&self) -> Vec<String> {
         self.members.iter().map(|m| m.user_id.clone()).collect()
+    }
+
+    /// The group after `change` (read at `change.expected_version`). Every
+    /// adapter applies changes with this, so the rule lives in one place.
+    pub fn apply(mut self, change: &GroupChange) -> Group {
+        self.members.retain(|m| !change.remove.contains(&m.user_id));
+        for (m, _) in &change.add {
+            if !self.is_member(&m.user_id) {
+                self.next_seq = self.next_seq.max(m.seq + 1);
+                self.members.push(m.clone());
+            }
+        }
+        self.members.sort_by_key(|m| m.seq);
+        self.admins = change.admins.clone();
+        self.version += 1;
+        self
     }
 }
 

@@ -1,16 +1,17 @@
-//! The DynamoDB [`Connections`] map: one item per connection, found by
-//! user through the `by_user` index (a Query, never a Scan).
+//! The DynamoDB [`Connections`] map: one item per connection
+//! ([`ConnectionItem`]), found by user through the `by_user` index (a
+//! Query, never a Scan).
 
+use crate::codec::{from_item, key, to_item, ConnectionItem, Item};
 use crate::config::Tables;
-use crate::error::Error as DErr;
 use crate::meter::{item_size, Meter};
-use crate::schema::{BY_USER_INDEX, CONNECTIONS, CONNECTION_TTL_SECS};
+use crate::request::call;
+use crate::schema::{BY_USER_INDEX, CONNECTIONS};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodb::Client;
 use chat_core::ports::{ConnectionRecord, Connections};
 use chat_core::Result;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct DynamoConnections {
@@ -32,85 +33,56 @@ impl DynamoConnections {
         &self.meter
     }
 
-    fn read(&self, item: &HashMap<String, Av>) -> Result<ConnectionRecord> {
-        let get = |k: &str| match item.get(k) {
-            Some(Av::S(v)) => Ok(v.clone()),
-            _ => Err(DErr::corrupt(&self.table, format!("missing {k}"))),
-        };
-        let connected_at_ms = match item.get("connected_at") {
-            Some(Av::N(v)) => v.parse().unwrap_or(0),
-            _ => 0,
-        };
-        Ok(ConnectionRecord {
-            connection_id: get("connection_id")?,
-            user_id: get("user_id")?,
-            endpoint: get("endpoint")?,
-            connected_at_ms,
-        })
+    fn record(&self, item: Item) -> Result<ConnectionRecord> {
+        Ok(from_item::<_, ConnectionItem>(&self.table, item)?.record())
     }
 }
 
 #[async_trait]
 impl Connections for DynamoConnections {
     async fn register(&self, rec: &ConnectionRecord) -> Result<()> {
-        let item: HashMap<String, Av> = HashMap::from([
-            ("connection_id".into(), Av::S(rec.connection_id.clone())),
-            ("user_id".into(), Av::S(rec.user_id.clone())),
-            ("endpoint".into(), Av::S(rec.endpoint.clone())),
-            (
-                "connected_at".into(),
-                Av::N(rec.connected_at_ms.to_string()),
-            ),
-            (
-                "expires_at".into(),
-                Av::N((rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS).to_string()),
-            ),
-        ]);
+        let item = to_item(&ConnectionItem::new(rec));
         self.meter.write(item_size(&item), 1, false);
-        self.client
+        let request = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| DErr::call("PutItem", &self.table, e))?;
-        self.meter.call(None);
+            .send();
+        call(&self.meter, "PutItem", &self.table, request).await?;
         Ok(())
     }
 
     async fn remove(&self, connection_id: &str) -> Result<()> {
         self.meter.write(200, 1, false);
-        self.client
+        let request = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .key("connection_id", Av::S(connection_id.to_string()))
-            .send()
-            .await
-            .map_err(|e| DErr::call("DeleteItem", &self.table, e))?;
-        self.meter.call(None);
+            .set_key(Some(key(&[("connection_id", connection_id)])))
+            .send();
+        call(&self.meter, "DeleteItem", &self.table, request).await?;
         Ok(())
     }
 
     async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>> {
-        let out = self
+        let request = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("connection_id", Av::S(connection_id.to_string()))
-            .send()
-            .await
-            .map_err(|e| DErr::call("GetItem", &self.table, e))?;
-        self.meter.call(None);
+            .set_key(Some(key(&[("connection_id", connection_id)])))
+            .send();
+        let out = call(&self.meter, "GetItem", &self.table, request).await?;
         self.meter
             .read(out.item().map(item_size).unwrap_or(0), false);
-        out.item().map(|i| self.read(i)).transpose()
+        out.item().cloned().map(|i| self.record(i)).transpose()
     }
 
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -118,14 +90,12 @@ impl Connections for DynamoConnections {
                 .key_condition_expression("user_id = :u")
                 .expression_attribute_values(":u", Av::S(user_id.to_string()))
                 .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| DErr::call("Query", &self.table, e))?;
-            self.meter.call(None);
+                .send();
+            let page = call(&self.meter, "Query", &self.table, request).await?;
             self.meter
                 .read(page.items().iter().map(item_size).sum(), false);
             for i in page.items() {
-                out.push(self.read(i)?);
+                out.push(self.record(i.clone())?);
             }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),

@@ -60,9 +60,12 @@ struct Rig {
 async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let kind = std::env::var("TEST_STORE").unwrap_or_else(|_| "memory".into());
-    // SAFETY-free: only this process's own view of TEST_STORE matters to open_store.
     let (store, conns) = if kind == "dynamodb" {
-        chat_tests::open_store(dir.path()).await.unwrap()
+        let tables = chat_dynamo::testing::fresh().await;
+        (
+            Arc::new(chat_dynamo::DynamoStore::new(&tables)) as Arc<dyn chat_core::ports::Store>,
+            Arc::new(chat_dynamo::DynamoConnections::new(&tables)) as Arc<dyn Connections>,
+        )
     } else {
         (
             Arc::new(chat_core::memory::MemoryStore::new()) as Arc<dyn chat_core::ports::Store>,

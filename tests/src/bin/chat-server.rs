@@ -7,5 +7,5 @@ use conn_tier::config::{init_tracing, ServerArgs};
 async fn main() -> anyhow::Result<()> {
     let args = ServerArgs::parse();
     init_tracing(args.log_json);
-    Ok(conn_tier::server::run(args).await?)
+    Ok(conn_tier::http::run(args).await?)
 }

@@ -7,7 +7,8 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let secret = std::env::var("CHAT_JWT_SECRET").map_err(|_| "CHAT_JWT_SECRET is not set")?;
-    let auth = &*Box::leak(Box::new(Authenticator::new(secret.as_bytes())?));
+    let auth = Authenticator::new(secret.as_bytes())?;
+    let auth = &auth;
     run(service_fn(move |e: LambdaEvent<_>| async move {
         Ok::<_, Error>(authorize(auth, &e.payload))
     }))

@@ -6,6 +6,8 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let deps = &*Box::leak(Box::new(Deps::from_env().await?));
+    // Built once per cold start, borrowed by every invocation.
+    let deps = Deps::from_env().await?;
+    let deps = &deps;
     run(service_fn(move |e: LambdaEvent<_>| fanout(deps, e.payload))).await
 }

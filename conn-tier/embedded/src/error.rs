@@ -1,0 +1,41 @@
+//! The embedded store's one error type.
+
+use std::path::PathBuf;
+
+/// Failures of the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("embedded store: {0}")]
+    Db(#[from] redb::Error),
+    /// Another process (or another store in this one) has the file open.
+    #[error("the data file {path} is in use by another chat server (redb: {source}); stop it, or give this one its own --data-dir")]
+    Locked {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("embedded store record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the embedded store's writer thread has stopped")]
+    WriterStopped,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn db(e: impl Into<redb::Error>) -> Self {
+        Error::Db(e.into())
+    }
+}
+
+/// The services see every embedded-store failure as a store failure
+/// (`internal` on the wire).
+impl From<Error> for chat_core::Error {
+    fn from(e: Error) -> Self {
+        chat_core::Error::Store(e.to_string())
+    }
+}

@@ -1,0 +1,127 @@
+//! Groups: the group's body and one row per member, changed inside the
+//! write transaction only if the version still matches.
+
+use crate::memberships;
+use crate::tables::*;
+use chat_core::ids::ConversationId;
+use chat_core::ports::*;
+use chat_core::{Error, Result};
+use redb::{ReadableTable, WriteTransaction};
+
+pub(crate) fn read<
+    T: ReadableTable<&'static str, &'static [u8]>,
+    M: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+>(
+    groups: &T,
+    members: &M,
+    group_id: &str,
+) -> Result<Option<Group>> {
+    let Some(body) = groups.get(group_id).map_err(db)? else {
+        return Ok(None);
+    };
+    let body: GroupBody = dec(body.value())?;
+    let mut list = Vec::new();
+    for row in members
+        .range((group_id, "")..(group_id, "\u{7f}"))
+        .map_err(db)?
+    {
+        let (_, v) = row.map_err(db)?;
+        list.push(dec::<GroupMember>(v.value())?);
+    }
+    list.sort_by_key(|m| m.seq);
+    Ok(Some(Group {
+        group_id: group_id.to_string(),
+        name: body.name,
+        created_by: body.created_by,
+        created_at_ms: body.created_at_ms,
+        admins: body.admins,
+        members: list,
+        version: body.version,
+        next_seq: body.next_seq,
+    }))
+}
+
+fn write_body(txn: &WriteTransaction, g: &Group) -> Result<()> {
+    let body = GroupBody {
+        name: g.name.clone(),
+        created_by: g.created_by.clone(),
+        created_at_ms: g.created_at_ms,
+        admins: g.admins.clone(),
+        version: g.version,
+        next_seq: g.next_seq,
+    };
+    txn.open_table(GROUPS)
+        .map_err(db)?
+        .insert(g.group_id.as_str(), enc(&body).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Stores a new group, its members and their membership rows.
+pub(crate) fn create(txn: &WriteTransaction, group: &Group) -> Result<()> {
+    if txn
+        .open_table(GROUPS)
+        .map_err(db)?
+        .get(group.group_id.as_str())
+        .map_err(db)?
+        .is_some()
+    {
+        return Err(Error::Conflict);
+    }
+    write_body(txn, group)?;
+    let conv = ConversationId::group(&group.group_id).to_string();
+    let mut members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
+    for m in &group.members {
+        members
+            .insert(
+                (group.group_id.as_str(), m.user_id.as_str()),
+                enc(m).as_slice(),
+            )
+            .map_err(db)?;
+    }
+    drop(members);
+    for m in &group.members {
+        memberships::put(txn, &m.user_id, &conv, m.joined_at_ms, 0)?;
+    }
+    Ok(())
+}
+
+/// Applies `change` if the group is still at its expected version.
+pub(crate) fn update(txn: &WriteTransaction, change: &GroupChange) -> Result<Group> {
+    let current = {
+        let groups = txn.open_table(GROUPS).map_err(db)?;
+        let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
+        read(&groups, &members, &change.group_id)?
+    };
+    let Some(current) = current else {
+        return Err(Error::NotFound("no such group".into()));
+    };
+    if current.version != change.expected_version {
+        return Err(Error::Conflict);
+    }
+    let updated = current.apply(change);
+    write_body(txn, &updated)?;
+    let gid = change.group_id.as_str();
+    let conv = ConversationId::group(gid).to_string();
+    {
+        let mut members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
+        for u in &change.remove {
+            members.remove((gid, u.as_str())).map_err(db)?;
+        }
+        for (m, _) in &change.add {
+            members
+                .insert((gid, m.user_id.as_str()), enc(m).as_slice())
+                .map_err(db)?;
+        }
+    }
+    {
+        let mut users = txn.open_table(USERS).map_err(db)?;
+        for u in &change.remove {
+            users.remove((u.as_str(), conv.as_str())).map_err(db)?;
+        }
+    }
+    for (m, acked) in &change.add {
+        memberships::put(txn, &m.user_id, &conv, m.joined_at_ms, *acked)?;
+    }
+    Ok(updated)
+}

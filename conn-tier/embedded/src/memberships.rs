@@ -1,0 +1,103 @@
+//! Memberships: one row per (user, conversation) holding the watermark.
+
+use crate::tables::*;
+use chat_core::ports::*;
+use chat_core::Result;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+/// Creates the row (watermark `acked`, joined `at`) or moves its watermark
+/// up to `acked`; never down.
+pub(crate) fn put(
+    txn: &WriteTransaction,
+    user: &str,
+    conv: &str,
+    at: u64,
+    acked: u64,
+) -> Result<()> {
+    let mut users = txn.open_table(USERS).map_err(db)?;
+    let current = match users.get((user, conv)).map_err(db)? {
+        Some(v) => Some(dec::<MembershipBody>(v.value())?),
+        None => None,
+    };
+    let body = match current {
+        Some(m) if m.acked_up_to >= acked => return Ok(()),
+        Some(m) => MembershipBody {
+            acked_up_to: acked,
+            joined_at_ms: m.joined_at_ms,
+        },
+        None => MembershipBody {
+            acked_up_to: acked,
+            joined_at_ms: at,
+        },
+    };
+    users
+        .insert((user, conv), enc(&body).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) fn get(txn: &ReadTransaction, user: &str, conv: &str) -> Result<Option<Membership>> {
+    let t = txn.open_table(USERS).map_err(db)?;
+    match t.get((user, conv)).map_err(db)? {
+        None => Ok(None),
+        Some(v) => {
+            let b: MembershipBody = dec(v.value())?;
+            Ok(Some(Membership {
+                conversation_id: conv.to_string(),
+                acked_up_to: b.acked_up_to,
+                joined_at_ms: b.joined_at_ms,
+            }))
+        }
+    }
+}
+
+/// Every conversation of `user`, with its newest id.
+pub(crate) fn of_user(txn: &ReadTransaction, user: &str) -> Result<Vec<ConversationState>> {
+    let users = txn.open_table(USERS).map_err(db)?;
+    let last = txn.open_table(LAST_ID).map_err(db)?;
+    let mut out = Vec::new();
+    for row in users.range((user, "")..(user, "\u{7f}")).map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        let conv = k.value().1.to_string();
+        let b: MembershipBody = dec(v.value())?;
+        let last_message_id = last
+            .get(conv.as_str())
+            .map_err(db)?
+            .map_or(0, |g| g.value());
+        out.push(ConversationState {
+            membership: Membership {
+                conversation_id: conv,
+                acked_up_to: b.acked_up_to,
+                joined_at_ms: b.joined_at_ms,
+            },
+            last_message_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Moves the watermark forward to `up_to`; the watermark afterwards and
+/// whether it moved, or `None` if not a member.
+pub(crate) fn advance(
+    txn: &WriteTransaction,
+    user: &str,
+    conv: &str,
+    up_to: u64,
+) -> Result<Option<(u64, bool)>> {
+    let mut users = txn.open_table(USERS).map_err(db)?;
+    let current = match users.get((user, conv)).map_err(db)? {
+        None => return Ok(None),
+        Some(v) => dec::<MembershipBody>(v.value())?,
+    };
+    if up_to <= current.acked_up_to {
+        return Ok(Some((current.acked_up_to, false)));
+    }
+    let body = MembershipBody {
+        acked_up_to: up_to,
+        joined_at_ms: current.joined_at_ms,
+    };
+    users
+        .insert((user, conv), enc(&body).as_slice())
+        .map_err(db)?;
+    Ok(Some((up_to, true)))
+}

@@ -1,0 +1,59 @@
+//! The redb tables (the key layout of docs/design.md, "Data model") and the
+//! JSON bodies stored in them.
+
+use crate::error::Error as StoreErr;
+use chat_core::{Error, Result};
+use redb::TableDefinition;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// messages: (conversation_id, message_id) -> MessageBody
+pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// conversation_id -> newest message_id (the id allocator)
+pub(crate) const LAST_ID: TableDefinition<&str, u64> = TableDefinition::new("conversation_last_id");
+/// (sender, client_msg_id) -> (conversation_id, message_id): idempotency
+pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str), (&str, u64)> =
+    TableDefinition::new("idempotency");
+/// users: (user_id, conversation_id) -> MembershipBody
+pub(crate) const USERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("users");
+/// groups: group_id -> GroupBody (name, admins, version)
+pub(crate) const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// group members: (group_id, user_id) -> GroupMember
+pub(crate) const GROUP_MEMBERS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("group_members");
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MessageBody {
+    pub sender: String,
+    pub client_msg_id: String,
+    pub text: String,
+    pub sent_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MembershipBody {
+    pub acked_up_to: u64,
+    pub joined_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct GroupBody {
+    pub name: String,
+    pub created_by: String,
+    pub created_at_ms: u64,
+    pub admins: Vec<String>,
+    pub version: u64,
+    pub next_seq: u64,
+}
+
+pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| StoreErr::Corrupt(e.to_string()).into())
+}
+
+/// A redb failure as the services see it.
+pub(crate) fn db<E: Into<redb::Error>>(e: E) -> Error {
+    StoreErr::db(e).into()
+}

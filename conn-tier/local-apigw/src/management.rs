@@ -1,0 +1,125 @@
+//! The API Gateway management API (`@connections`) for this node's
+//! connections, so the unmodified Lambda functions deliver through it with
+//! the real `aws-sdk-apigatewaymanagement` client:
+//!
+//! - `POST /@connections/{id}`: the body is sent to the connection as one
+//!   text frame; 410 Gone if the connection is not open here.
+//! - `GET /@connections/{id}`: `connectedAt` and `lastActiveAt`, or 410.
+//! - `DELETE /@connections/{id}`: closes the connection, or 410.
+//!
+//! The same routes answer under a stage prefix (`/{stage}/@connections/{id}`).
+//! It is served on its own listener (default 127.0.0.1:8081), never on the
+//! client-facing one, so no client can post to other people's connections.
+//! Requests are not authenticated: keep the listener on a private address.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chat_core::ports::PostError;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What the management API manages: the connections one node holds.
+pub trait ConnectionHost: Send + Sync + 'static {
+    /// Sends `text` to the connection as one text frame; `Gone` if it is
+    /// not open here.
+    fn post(&self, connection_id: &str, text: String) -> Result<(), PostError>;
+    /// When the connection was opened (ms since the epoch), if it is open here.
+    fn connected_at(&self, connection_id: &str) -> Option<u64>;
+    /// Closes the connection; false if it is not open here.
+    fn close(&self, connection_id: &str) -> bool;
+}
+
+type Host = Arc<dyn ConnectionHost>;
+
+/// The management routes over a host.
+pub fn router(hub: Host) -> Router {
+    Router::new()
+        .route(
+            "/@connections/{id}",
+            post(post_to).get(get_info).delete(delete),
+        )
+        .route(
+            "/{stage}/@connections/{id}",
+            post(post_staged).get(get_staged).delete(delete_staged),
+        )
+        .with_state(hub)
+}
+
+/// Serves the management API until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Host,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "@connections management API listening");
+    axum::serve(listener, router(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn gone() -> Response {
+    (
+        StatusCode::GONE,
+        [(HeaderName::from_static("x-amzn-errortype"), "GoneException")],
+        Json(json!({"message": "the connection is gone"})),
+    )
+        .into_response()
+}
+
+fn iso(ms: u64) -> String {
+    chat_core::time::format_ms(ms)
+}
+
+async fn post_to(State(hub): State<Host>, Path(id): Path<String>, body: Bytes) -> Response {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "data must be UTF-8 text"})),
+        )
+            .into_response();
+    };
+    match hub.post(&id, text) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(PostError::Gone) | Err(PostError::Failed(_)) => gone(),
+    }
+}
+
+async fn get_info(State(hub): State<Host>, Path(id): Path<String>) -> Response {
+    match hub.connected_at(&id) {
+        Some(at) => Json(json!({
+            "connectedAt": iso(at),
+            "lastActiveAt": iso(chat_core::time::now_ms()),
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "conn-tier"}
+        }))
+        .into_response(),
+        None => gone(),
+    }
+}
+
+async fn delete(State(hub): State<Host>, Path(id): Path<String>) -> Response {
+    if hub.close(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        gone()
+    }
+}
+
+async fn post_staged(
+    s: State<Host>,
+    Path((_stage, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    post_to(s, Path(id), body).await
+}
+async fn get_staged(s: State<Host>, Path((_stage, id)): Path<(String, String)>) -> Response {
+    get_info(s, Path(id)).await
+}
+async fn delete_staged(s: State<Host>, Path((_stage, id)): Path<(String, String)>) -> Response {
+    delete(s, Path(id)).await
+}

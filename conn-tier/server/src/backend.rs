@@ -1,0 +1,161 @@
+//! Where a connection's frames go: the services in this process
+//! ([`InProcess`]), or the Lambda functions through the Invoke API
+//! (`chat_local_apigw::lambda`, feature `lambda`). The socket loop only
+//! knows this trait.
+
+use crate::error::Error;
+use async_trait::async_trait;
+use chat_core::auth::Authenticator;
+use chat_core::ids::UserId;
+use chat_core::protocol::{ClientFrame, FrameError};
+use chat_core::service::Deferred;
+use chat_core::{Chat, Reply, Session};
+use std::sync::Arc;
+
+/// Why a connection is refused before the upgrade.
+#[derive(Debug)]
+pub enum Refusal {
+    /// HTTP 401: no valid token.
+    Unauthorized(String),
+    /// HTTP 500: the authorizer itself failed.
+    Failed(Error),
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The user a token names (runs before the upgrade).
+    async fn authenticate(
+        &self,
+        token: Option<&str>,
+        connection_id: &str,
+    ) -> Result<UserId, Refusal>;
+    /// `$connect`: the connection is accepted once this succeeds.
+    async fn connect(&self, session: &Session) -> Result<(), Error>;
+    /// One text frame, as the socket parsed it (once). An answer that comes
+    /// later (a `send`'s `ack`) is returned as a [`Deferred`], which the
+    /// socket awaits in frame order with the connection's other answers;
+    /// any other answer goes through `reply` before this returns.
+    async fn frame(
+        &self,
+        session: &Session,
+        text: &str,
+        frame: Result<ClientFrame, FrameError>,
+        reply: &Arc<dyn Reply>,
+    ) -> Option<Deferred>;
+    /// `$disconnect`.
+    async fn disconnect(&self, session: &Session);
+}
+
+/// The services linked into this process (the default).
+pub struct InProcess {
+    pub chat: Arc<Chat>,
+    pub auth: Authenticator,
+    /// This node's name, recorded as the endpoint of its connections.
+    pub node: String,
+}
+
+#[async_trait]
+impl Backend for InProcess {
+    async fn authenticate(
+        &self,
+        token: Option<&str>,
+        _connection_id: &str,
+    ) -> Result<UserId, Refusal> {
+        match token {
+            None => Err(Refusal::Unauthorized(
+                "missing token: use ?token= or Authorization: Bearer".into(),
+            )),
+            Some(t) => self
+                .auth
+                .verify(t)
+                .map_err(|e| Refusal::Unauthorized(e.to_string())),
+        }
+    }
+
+    async fn connect(&self, session: &Session) -> Result<(), Error> {
+        Ok(self.chat.connect(session, &self.node).await?)
+    }
+
+    async fn frame(
+        &self,
+        session: &Session,
+        _text: &str,
+        frame: Result<ClientFrame, FrameError>,
+        reply: &Arc<dyn Reply>,
+    ) -> Option<Deferred> {
+        match frame {
+            Err(e) => Some(Box::pin(std::future::ready(e.to_frame()))),
+            Ok(ClientFrame::Send {
+                to,
+                client_msg_id,
+                text,
+            }) => Some(
+                self.chat
+                    .send_pipelined(session, &to, client_msg_id, text)
+                    .await,
+            ),
+            Ok(other) => {
+                self.chat.handle(session, other, reply.as_ref()).await;
+                None
+            }
+        }
+    }
+
+    async fn disconnect(&self, session: &Session) {
+        if let Err(e) = self.chat.disconnect(&session.connection_id).await {
+            tracing::warn!(error = %e, "cannot remove connection record");
+        }
+    }
+}
+
+#[cfg(feature = "lambda")]
+mod lambda {
+    use super::*;
+    use chat_core::protocol::ServerFrame;
+    use chat_local_apigw::lambda::{Authorization, LambdaBackend};
+
+    /// API Gateway's side of the Lambda functions.
+    #[async_trait]
+    impl Backend for LambdaBackend {
+        async fn authenticate(
+            &self,
+            token: Option<&str>,
+            connection_id: &str,
+        ) -> Result<UserId, Refusal> {
+            match self.authorize(token, connection_id).await {
+                Ok(Authorization::Allowed(user)) => Ok(user),
+                Ok(Authorization::Denied(why)) => Err(Refusal::Unauthorized(why)),
+                Err(e) => Err(Refusal::Failed(e.into())),
+            }
+        }
+
+        async fn connect(&self, session: &Session) -> Result<(), Error> {
+            Ok(LambdaBackend::connect(self, session).await?)
+        }
+
+        async fn frame(
+            &self,
+            session: &Session,
+            text: &str,
+            frame: Result<ClientFrame, FrameError>,
+            reply: &Arc<dyn Reply>,
+        ) -> Option<Deferred> {
+            // API Gateway selects the route on the action alone.
+            let action = match &frame {
+                Ok(f) => Some(f.action()),
+                Err(e) => e.action.as_deref(),
+            };
+            if let Err(e) = self.message(session, text, action).await {
+                tracing::error!(error = %e, ?action, "function failed");
+                let err = chat_core::Error::Store(e.to_string());
+                let _ = reply.send(ServerFrame::error(&err, action, None)).await;
+            }
+            // The function answered through @connections already.
+            None
+        }
+
+        async fn disconnect(&self, session: &Session) {
+            LambdaBackend::disconnect(self, session).await
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The chat server (embedded mode by default): `cargo run -p conn-tier`.
+use clap::Parser;
+use conn_tier::config::{init_tracing, ServerArgs};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = ServerArgs::parse();
+    init_tracing(args.log_json);
+    Ok(conn_tier::http::run(args).await?)
+}

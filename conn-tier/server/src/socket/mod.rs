@@ -1,0 +1,342 @@
+//! One connection's loop: a reader that parses each text frame once and
+//! routes it to the backend, and a writer that drains the connection's
+//! bounded outbound queue, pings idle peers and closes on shutdown. Generic
+//! over `Sink`/`Stream` of axum messages so unit tests can drive it with
+//! channels.
+//!
+//! Answers keep frame order: a `send` is answered later (once durable), so
+//! every answer that could overtake it (an error, a `rate_limited`) waits
+//! in the same ordered queue, and any other action runs only after the
+//! earlier sends are answered.
+//!
+//! # Layout
+//! - this file: [`run_socket`], the reader and writer loops, [`SocketConfig`];
+//! - `rate`: the token bucket;
+//! - `tests`: the loop driven through channels.
+
+mod rate;
+#[cfg(test)]
+mod tests;
+
+use crate::backend::Backend;
+use crate::hub::{Hub, Outbound};
+use async_trait::async_trait;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use chat_core::ports::PostError;
+use chat_core::protocol::{parse_client_frame, ClientFrame, ServerFrame, MAX_FRAME_BYTES};
+use chat_core::service::Deferred;
+use chat_core::{Error, Reply, Session};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use rate::RateLimit;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Close codes of RFC 6455 used here.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+}
+
+/// Defaults of [`SocketConfig`], shared with the command-line flags.
+pub mod defaults {
+    /// Frames queued per connection before a slow reader is dropped.
+    pub const OUTBOUND_QUEUE: usize = 1024;
+    /// Token bucket: frames a connection may send at once...
+    pub const RATE_BURST: u32 = 200;
+    /// ...and per second after that.
+    pub const RATE_PER_SEC: u32 = 100;
+    /// Seconds between pings to an idle connection.
+    pub const PING_SECS: u64 = 30;
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// API Gateway's frame limit: a bigger frame closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames waiting to be written; a peer that lets it fill is dropped.
+    pub outbound_queue: usize,
+    /// How often an idle connection is pinged.
+    pub ping_interval: Duration,
+    /// A peer silent this long (no frame, no pong) is closed.
+    pub idle_timeout: Duration,
+    /// A single write that takes longer than this closes the socket.
+    pub write_timeout: Duration,
+    /// Token bucket: frames allowed at once...
+    pub rate_burst: u32,
+    /// ...and refilled per second.
+    pub rate_per_sec: u32,
+}
+
+impl SocketConfig {
+    /// The configuration for a ping interval (the idle timeout is 2.5×).
+    pub fn with_ping(mut self, ping: Duration) -> Self {
+        self.ping_interval = ping;
+        self.idle_timeout = ping * 5 / 2;
+        self
+    }
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            outbound_queue: defaults::OUTBOUND_QUEUE,
+            ping_interval: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            write_timeout: Duration::from_secs(10),
+            rate_burst: defaults::RATE_BURST,
+            rate_per_sec: defaults::RATE_PER_SEC,
+        }
+        .with_ping(Duration::from_secs(defaults::PING_SECS))
+    }
+}
+
+/// A read error of the socket, classified for the close code it earns.
+pub trait ReadError: std::fmt::Display {
+    fn close_code(&self) -> u16;
+}
+
+impl ReadError for axum::Error {
+    fn close_code(&self) -> u16 {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let inner = std::error::Error::source(self).and_then(|s| s.downcast_ref::<WsError>());
+        match inner {
+            Some(WsError::Capacity(_)) => close::TOO_BIG,
+            Some(WsError::Utf8(_)) => close::INVALID_DATA,
+            _ => close::PROTOCOL,
+        }
+    }
+}
+
+/// Test sockets fail with a text.
+impl ReadError for String {
+    fn close_code(&self) -> u16 {
+        close::PROTOCOL
+    }
+}
+
+/// Answers to the connection itself go on its queue, waiting for room:
+/// a client that asks for a big `sync` is slowed down, not dropped.
+struct QueueReply(mpsc::Sender<Outbound>);
+
+/// Sends of one connection waiting for their group commit at once.
+const MAX_PENDING_ACKS: usize = 256;
+
+#[async_trait]
+impl Reply for QueueReply {
+    async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
+        self.0
+            .send(Outbound::Text(Utf8Bytes::from(frame.to_json())))
+            .await
+            .map_err(|_| PostError::Gone)
+    }
+}
+
+fn now_ms(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
+
+/// Runs one authenticated connection until either side closes, the peer
+/// goes silent or too slow, or `shutdown` fires.
+pub async fn run_socket<S, E>(
+    socket: S,
+    backend: Arc<dyn Backend>,
+    hub: Arc<Hub>,
+    session: Session,
+    cfg: SocketConfig,
+    shutdown: CancellationToken,
+) where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
+    E: ReadError,
+{
+    let conn = session.connection_id.clone();
+    let (tx, rx) = mpsc::channel::<Outbound>(cfg.outbound_queue.max(1));
+    let kick = Arc::new(Notify::new());
+    hub.insert(&conn, tx.clone(), kick.clone());
+    if let Err(e) = backend.connect(&session).await {
+        tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
+        hub.remove(&conn);
+        let (mut sink, _) = socket.split();
+        let _ = sink
+            .send(close_msg(close::INTERNAL, "internal error"))
+            .await;
+        return;
+    }
+    tracing::debug!(user = %session.user_id, "connected");
+
+    let origin = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let (sink, stream) = socket.split();
+    let mut writer = Box::pin(write_loop(
+        sink,
+        rx,
+        kick,
+        cfg.clone(),
+        shutdown,
+        origin,
+        last_seen.clone(),
+    ));
+    let reader = read_loop(
+        stream,
+        backend.as_ref(),
+        &session,
+        &tx,
+        &cfg,
+        origin,
+        &last_seen,
+    );
+    tokio::select! {
+        _ = reader => {
+            // The reader queued a close frame (or the peer left); let the
+            // writer send it, briefly.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        }
+        _ = &mut writer => {}
+    }
+    hub.remove(&conn);
+    backend.disconnect(&session).await;
+    tracing::debug!(user = %session.user_id, "disconnected");
+}
+
+fn close_msg(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+fn ready(frame: ServerFrame) -> Deferred {
+    Box::pin(std::future::ready(frame))
+}
+
+async fn read_loop<R, E>(
+    mut stream: R,
+    backend: &dyn Backend,
+    session: &Session,
+    tx: &mpsc::Sender<Outbound>,
+    cfg: &SocketConfig,
+    origin: Instant,
+    last_seen: &AtomicU64,
+) where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: ReadError,
+{
+    let reply: Arc<dyn Reply> = Arc::new(QueueReply(tx.clone()));
+    let mut rate = RateLimit::new(cfg.rate_burst, cfg.rate_per_sec);
+    // Answers still to come, in frame order.
+    let mut pending: FuturesOrdered<Deferred> = FuturesOrdered::new();
+    let (code, reason) = loop {
+        let msg = tokio::select! {
+            biased;
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                let _ = reply.send(answer).await;
+                continue;
+            }
+            msg = stream.next(), if pending.len() < MAX_PENDING_ACKS => msg,
+        };
+        let Some(msg) = msg else {
+            break (close::NORMAL, "");
+        };
+        last_seen.store(now_ms(origin), Ordering::Relaxed);
+        match msg {
+            Ok(Message::Text(text)) => {
+                if text.len() > cfg.max_frame_bytes {
+                    tracing::info!(bytes = text.len(), "frame too large; closing");
+                    break (close::TOO_BIG, "frame exceeds 32 KB");
+                }
+                let frame = parse_client_frame(text.as_str());
+                if !rate.take() {
+                    let (action, id) = match &frame {
+                        Ok(f) => (Some(f.action()), f.client_msg_id()),
+                        Err(e) => (e.action.as_deref(), e.client_msg_id.as_deref()),
+                    };
+                    pending.push_back(ready(ServerFrame::error(&Error::RateLimited, action, id)));
+                    continue;
+                }
+                if matches!(&frame, Ok(f) if !matches!(f, ClientFrame::Send { .. })) {
+                    // Any other action sees every earlier send committed,
+                    // and is answered after their acks.
+                    while let Some(answer) = pending.next().await {
+                        let _ = reply.send(answer).await;
+                    }
+                }
+                if let Some(answer) = backend.frame(session, text.as_str(), frame, &reply).await {
+                    pending.push_back(answer);
+                }
+            }
+            Ok(Message::Binary(_)) => {
+                let e = Error::BadRequest(
+                    "binary frames are not supported; send JSON text frames".into(),
+                );
+                pending.push_back(ready(ServerFrame::error(&e, None, None)));
+            }
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(_)) => break (close::NORMAL, ""),
+            Err(e) => {
+                let code = e.close_code();
+                tracing::info!(error = %e, code, "read error; closing");
+                break match code {
+                    close::TOO_BIG => (code, "frame exceeds the size limit"),
+                    close::INVALID_DATA => (code, "text frame is not valid UTF-8"),
+                    _ => (code, "protocol error"),
+                };
+            }
+        }
+    };
+    // Sends already queued still get their acks before the close.
+    while let Some(answer) = pending.next().await {
+        let _ = reply.send(answer).await;
+    }
+    let _ = tx.try_send(Outbound::Close(code, reason));
+}
+
+async fn write_loop<W>(
+    mut sink: W,
+    mut rx: mpsc::Receiver<Outbound>,
+    kick: Arc<Notify>,
+    cfg: SocketConfig,
+    shutdown: CancellationToken,
+    origin: Instant,
+    last_seen: Arc<AtomicU64>,
+) where
+    W: Sink<Message> + Unpin,
+{
+    let mut ping = tokio::time::interval(cfg.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let idle_ms = cfg.idle_timeout.as_millis() as u64;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => close_msg(close::GOING_AWAY, "server shutting down"),
+            _ = kick.notified() => close_msg(close::POLICY, "too slow: outbound queue overflowed"),
+            out = rx.recv() => match out {
+                Some(Outbound::Text(t)) => Message::Text(t),
+                Some(Outbound::Close(code, reason)) => close_msg(code, reason),
+                None => return,
+            },
+            _ = ping.tick() => {
+                if now_ms(origin).saturating_sub(last_seen.load(Ordering::Relaxed)) > idle_ms {
+                    close_msg(close::GOING_AWAY, "idle timeout")
+                } else {
+                    Message::Ping(Default::default())
+                }
+            }
+        };
+        let closing = matches!(msg, Message::Close(_));
+        match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
+            Ok(Ok(())) if !closing => {}
+            _ => return,
+        }
+    }
+}

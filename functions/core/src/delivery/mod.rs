@@ -1,0 +1,128 @@
+//! Delivery: how a frame reaches the connections of its audience.
+//!
+//! # Layout
+//! - this file: [`Deliverer`], which resolves an audience to connections
+//!   and posts to each (one failed post never fails the others; a gone
+//!   connection is pruned, and only that one), and [`shard_of`].
+//! - [`workers`]: the fan-out runners: background workers
+//!   ([`InProcessFanout`]) and inline delivery ([`InlineFanout`]).
+//! - [`feed`]: the bridge from a store's commit feed to the workers.
+
+pub mod feed;
+pub mod workers;
+
+pub use workers::{InProcessFanout, InlineFanout};
+
+use crate::error::Result;
+use crate::ids::ConversationId;
+use crate::ports::*;
+use futures_util::{stream, StreamExt};
+use std::sync::Arc;
+
+/// FNV-1a: a stable, dependency-free hash for sharding.
+pub fn hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The shard (of `n`) a key belongs to.
+pub fn shard_of(key: &str, n: usize) -> usize {
+    (hash(key) % n.max(1) as u64) as usize
+}
+
+/// Runs fan-out jobs: resolves the audience to connections and posts to
+/// each. One failed post never fails the others; a gone connection (410)
+/// is pruned, and only that one.
+pub struct Deliverer {
+    store: Arc<dyn Store>,
+    connections: Arc<dyn Connections>,
+    delivery: Arc<dyn Delivery>,
+    /// Posts in flight at once for one job.
+    concurrency: usize,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        delivery: Arc<dyn Delivery>,
+    ) -> Self {
+        Deliverer {
+            store,
+            connections,
+            delivery,
+            concurrency: 32,
+        }
+    }
+
+    async fn audience(&self, audience: &Audience) -> Result<Vec<String>> {
+        Ok(match audience {
+            Audience::Users(u) => u.clone(),
+            Audience::Conversation(c) => match ConversationId::parse(c)? {
+                ConversationId::Direct(a, b) if a == b => vec![a.to_string()],
+                ConversationId::Direct(a, b) => vec![a.to_string(), b.to_string()],
+                ConversationId::Group(g) => self
+                    .store
+                    .group(&g)
+                    .await?
+                    .map(|g| g.member_ids())
+                    .unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Delivers one job; returns how many posts succeeded.
+    pub async fn run(&self, job: &FanoutJob) -> Result<usize> {
+        let users = self.audience(&job.audience).await?;
+        let json = job.frame.to_json();
+        let conns: Vec<ConnectionRecord> = stream::iter(users)
+            .map(|u| async move { self.connections.for_user(&u).await })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .filter_map(|r| {
+                r.map_err(|e| tracing::warn!(error = %e, "connection lookup failed"))
+                    .ok()
+            })
+            .flatten()
+            .filter(|c| Some(&c.connection_id) != job.except_connection.as_ref())
+            .collect();
+        let json = &json;
+        let delivered = stream::iter(conns)
+            .map(|c| async move {
+                match self.delivery.post(&c, json).await {
+                    Ok(()) => true,
+                    Err(PostError::Gone) => {
+                        tracing::debug!(user = %c.user_id, "pruning gone connection");
+                        if let Err(e) = self.connections.remove(&c.connection_id).await {
+                            tracing::warn!(error = %e, "pruning failed");
+                        }
+                        false
+                    }
+                    Err(PostError::Failed(e)) => {
+                        tracing::warn!(user = %c.user_id, error = %e, "post failed");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        Ok(delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("dm#a#b", 8), shard_of("dm#a#b", 8));
+        assert!((0..100).all(|i| shard_of(&format!("k{i}"), 8) < 8));
+        assert_eq!(shard_of("x", 0), 0);
+    }
+}

@@ -1,0 +1,35 @@
+//! The wire protocol of docs/protocol.md as serde types: client frames and
+//! their parser ([`parse_client_frame`]), server frames, and the limits a
+//! frame must respect.
+//!
+//! # Layout
+//! - [`actions`]: the one table of client actions, routes and functions,
+//!   and the [`ClientFrame`] enum generated from it.
+//! - `client`: parsing and validating an untrusted text frame (one JSON
+//!   parse on the hot path).
+//! - `server`: the frames the server sends, and the one mapping of an
+//!   [`Error`](crate::Error) to an `error` frame.
+
+pub mod actions;
+mod client;
+mod server;
+
+pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};
+pub use client::{parse_client_frame, FrameError};
+pub use server::{ConversationItem, MessageView, ServerFrame};
+
+/// Longest message text, in bytes of UTF-8 after JSON decoding.
+pub const MAX_TEXT_BYTES: usize = 10_240;
+/// Largest WebSocket frame a client may send (API Gateway's limit); a
+/// bigger one closes the connection with 1009.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// Largest group, creator included.
+pub const MAX_GROUP_MEMBERS: usize = 100;
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
+/// Largest `history` page.
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+/// `history` page size when the client gives no `limit`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Longest `client_msg_id`, in characters.
+pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;

@@ -1,0 +1,208 @@
+//! The services: what each client action does, written once against the
+//! ports, and run unchanged by conn-tier and by the Lambda functions.
+//!
+//! # Layout
+//! - this file: [`Chat`] (the services over their ports), [`Session`],
+//!   [`Reply`], [`MessageDelivery`], frame dispatch and the checks several
+//!   actions share;
+//! - one file per action: `send`, `ack`, `sync`, `history`,
+//!   `conversations`, `groups` (createGroup, addMember, removeMember);
+//! - `tests`: the services' rules over the in-memory store.
+
+mod ack;
+mod conversations;
+mod groups;
+mod history;
+mod send;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use crate::error::{Error, Result};
+use crate::ids::{ConversationId, UserId};
+use crate::ports::*;
+use crate::protocol::{parse_client_frame, ClientFrame, ServerFrame};
+use crate::time::now_ms;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use groups::group_frame;
+pub use send::Deferred;
+
+/// An authenticated connection: who is speaking, on which connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub connection_id: String,
+    pub user_id: UserId,
+}
+
+/// Answers to the requesting connection itself (conn-tier: its own
+/// outbound queue; Lambda: a post to the caller's connection).
+#[async_trait]
+pub trait Reply: Send + Sync {
+    async fn send(&self, frame: ServerFrame) -> Result<(), PostError>;
+}
+
+/// How message frames reach the members of a conversation. Chosen once,
+/// when the services are built, to match the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDelivery {
+    /// The store's change feed delivers every durable message in commit
+    /// order (the embedded store's commit feed, bridged by
+    /// [`crate::delivery::feed`]; on AWS, the messages table's stream into
+    /// the `fanout` function). The services only store, so concurrent sends
+    /// to one conversation share group commits.
+    StoreFeed,
+    /// The store has no feed: each send appends and queues its delivery
+    /// under a per-conversation lock, so delivery jobs are queued in id
+    /// order.
+    Dispatch,
+}
+
+/// The chat services over their ports.
+pub struct Chat {
+    store: Arc<dyn Store>,
+    connections: Arc<dyn Connections>,
+    /// Receipts and group frames always go here; message frames only with
+    /// [`MessageDelivery::Dispatch`].
+    fanout: Arc<dyn Fanout>,
+    /// Serialises append-then-dispatch per conversation; `None` with
+    /// [`MessageDelivery::StoreFeed`].
+    order: Option<send::OrderLocks>,
+}
+
+impl Chat {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        fanout: Arc<dyn Fanout>,
+        messages: MessageDelivery,
+    ) -> Self {
+        let order = match messages {
+            MessageDelivery::StoreFeed => None,
+            MessageDelivery::Dispatch => Some(send::OrderLocks::new(1024)),
+        };
+        Chat {
+            store,
+            connections,
+            fanout,
+            order,
+        }
+    }
+
+    /// Records a new authenticated connection.
+    pub async fn connect(&self, session: &Session, endpoint: &str) -> Result<()> {
+        self.connections
+            .register(&ConnectionRecord {
+                connection_id: session.connection_id.clone(),
+                user_id: session.user_id.to_string(),
+                endpoint: endpoint.to_string(),
+                connected_at_ms: now_ms(),
+            })
+            .await
+    }
+
+    pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
+        self.connections.remove(connection_id).await
+    }
+
+    /// Parses one text frame, runs it and answers through `reply`.
+    /// Failures become `error` frames; nothing here panics on client input.
+    pub async fn handle_text(&self, session: &Session, text: &str, reply: &dyn Reply) {
+        match parse_client_frame(text) {
+            Err(e) => {
+                let _ = reply.send(e.to_frame()).await;
+            }
+            Ok(frame) => self.handle(session, frame, reply).await,
+        }
+    }
+
+    /// Runs one parsed frame; its answer (or `error` frame) goes through
+    /// `reply`.
+    pub async fn handle(&self, session: &Session, frame: ClientFrame, reply: &dyn Reply) {
+        let action = frame.action();
+        let client_msg_id = frame.client_msg_id().map(str::to_string);
+        if let Err(e) = self.run(session, frame, reply).await {
+            log_refusal(&e, action, &session.user_id);
+            let _ = reply
+                .send(ServerFrame::error(
+                    &e,
+                    Some(action),
+                    client_msg_id.as_deref(),
+                ))
+                .await;
+        }
+    }
+
+    async fn run(&self, session: &Session, frame: ClientFrame, reply: &dyn Reply) -> Result<()> {
+        let answer = match frame {
+            ClientFrame::Send {
+                to,
+                client_msg_id,
+                text,
+            } => self.send(session, &to, client_msg_id, text).await?,
+            ClientFrame::Ack {
+                conversation_id,
+                up_to,
+            } => {
+                self.ack(session, &conversation_id, up_to).await?;
+                return Ok(());
+            }
+            ClientFrame::Sync {} => return self.sync(session, reply).await,
+            ClientFrame::History {
+                conversation_id,
+                before,
+                limit,
+            } => {
+                self.history(session, &conversation_id, before, limit)
+                    .await?
+            }
+            ClientFrame::Conversations {} => self.conversations(session).await?,
+            ClientFrame::CreateGroup { name, members } => {
+                self.create_group(session, name, members).await?
+            }
+            ClientFrame::AddMember { group_id, user_id } => {
+                self.add_member(session, &group_id, &user_id).await?
+            }
+            ClientFrame::RemoveMember { group_id, user_id } => {
+                self.remove_member(session, &group_id, &user_id).await?
+            }
+            ClientFrame::Ping {} => ServerFrame::Pong {},
+        };
+        let _ = reply.send(answer).await;
+        Ok(())
+    }
+
+    /// Queues a fan-out job. Delivery is best effort: the data is stored
+    /// already, and members catch up with `sync`.
+    async fn dispatch(&self, job: FanoutJob, what: &'static str) {
+        if let Err(e) = self.fanout.dispatch(job).await {
+            tracing::warn!(error = %e, what, "fan-out dispatch failed");
+        }
+    }
+
+    async fn require_member(&self, user: &UserId, conv: &str) -> Result<Membership> {
+        self.store
+            .membership(user.as_str(), conv)
+            .await?
+            .ok_or(Error::Forbidden)
+    }
+
+    /// Parses a client's conversation id and checks membership: anything
+    /// the user is not in is `forbidden`, existing or not.
+    async fn member_conversation(&self, user: &UserId, conversation_id: &str) -> Result<String> {
+        let conv = ConversationId::parse(conversation_id)?.to_string();
+        self.require_member(user, &conv).await?;
+        Ok(conv)
+    }
+}
+
+/// One log line per refused or failed action: internal failures at error
+/// level, the client's mistakes at debug.
+fn log_refusal(e: &Error, action: &str, user: &UserId) {
+    if e.is_internal() {
+        tracing::error!(error = %e, action, %user, "action failed");
+    } else {
+        tracing::debug!(code = e.code(), action, %user, "action refused");
+    }
+}

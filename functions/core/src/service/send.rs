@@ -1,0 +1,144 @@
+//! `send`: validate, authorise, store (durably, idempotently), answer with
+//! the `ack`; delivery to the members never holds the ack back.
+
+use super::{log_refusal, Chat, Session};
+use crate::delivery::shard_of;
+use crate::error::{Error, Result};
+use crate::ids::{ConversationId, Recipient};
+use crate::ports::*;
+use crate::protocol::ServerFrame;
+use crate::time::now_ms;
+use futures_util::future::BoxFuture;
+use tokio::sync::Mutex;
+
+/// An answer still to come: resolves to the frame for the sender (its
+/// `ack`, or an `error`) once the message is durable. A connection awaits
+/// these in frame order.
+pub type Deferred = BoxFuture<'static, ServerFrame>;
+
+/// Serialises append-and-dispatch per conversation, so fan-out jobs are
+/// queued in id order ([`super::MessageDelivery::Dispatch`]). Striped: a fixed set
+/// of locks, no per-conversation state to clean up.
+pub(super) struct OrderLocks {
+    stripes: Vec<Mutex<()>>,
+}
+
+impl OrderLocks {
+    pub(super) fn new(n: usize) -> Self {
+        OrderLocks {
+            stripes: (0..n).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[shard_of(key, self.stripes.len())].lock().await
+    }
+}
+
+impl Chat {
+    /// Stores a message and returns the sender's `ack`.
+    pub async fn send(
+        &self,
+        session: &Session,
+        to: &str,
+        client_msg_id: String,
+        text: String,
+    ) -> Result<ServerFrame> {
+        self.send_queued(session, to, client_msg_id, text)
+            .await?
+            .await
+    }
+
+    /// A `send` for a connection that pipelines: this future validates,
+    /// authorises and queues the append (so a connection's messages keep
+    /// their frame order); the [`Deferred`] it returns resolves to the
+    /// `ack`, or to the `error` frame, once the outcome is known. Many sends
+    /// of one connection can so wait for one group commit.
+    pub async fn send_pipelined(
+        &self,
+        session: &Session,
+        to: &str,
+        client_msg_id: String,
+        text: String,
+    ) -> Deferred {
+        let user = session.user_id.clone();
+        let id = client_msg_id.clone();
+        let fail = move |e: Error| {
+            log_refusal(&e, "send", &user);
+            ServerFrame::error(&e, Some("send"), Some(&id))
+        };
+        match self.send_queued(session, to, client_msg_id, text).await {
+            Err(e) => {
+                let frame = fail(e);
+                Box::pin(std::future::ready(frame))
+            }
+            Ok(pending) => Box::pin(async move { pending.await.unwrap_or_else(fail) }),
+        }
+    }
+
+    /// Validates, authorises and queues the append; the returned future
+    /// resolves to the `ack` once the message is durable.
+    async fn send_queued(
+        &self,
+        session: &Session,
+        to: &str,
+        client_msg_id: String,
+        text: String,
+    ) -> Result<BoxFuture<'static, Result<ServerFrame>>> {
+        let sender = &session.user_id;
+        let (conversation, enroll) = match Recipient::parse(to)? {
+            Recipient::User(u) => {
+                let enroll = if &u == sender {
+                    vec![]
+                } else {
+                    vec![u.to_string()]
+                };
+                (ConversationId::direct(sender, &u), enroll)
+            }
+            Recipient::Group(g) => {
+                let conv = ConversationId::group(&g);
+                self.require_member(sender, &conv.to_string()).await?;
+                (conv, vec![])
+            }
+        };
+        let conv = conversation.to_string();
+        let msg = NewMessage {
+            conversation_id: conv.clone(),
+            sender: sender.to_string(),
+            client_msg_id: client_msg_id.clone(),
+            text,
+            sent_at_ms: now_ms(),
+            enroll,
+            origin: Some(session.connection_id.clone()),
+        };
+        let ack = move |a: &Appended| ServerFrame::Ack {
+            client_msg_id,
+            conversation_id: a.message.conversation_id.clone(),
+            message_id: a.message.message_id,
+            sent_at: crate::time::format_ms(a.message.sent_at_ms),
+        };
+        let Some(locks) = &self.order else {
+            // MessageDelivery::StoreFeed: the feed delivers it once durable.
+            let pending = self.store.append_queued(msg).await?;
+            return Ok(Box::pin(async move { pending.await.map(|a| ack(&a)) }));
+        };
+        // MessageDelivery::Dispatch: append and queue the delivery under
+        // the conversation's lock, so delivery jobs are queued in id order.
+        let appended = {
+            let _order = locks.lock(&conv).await;
+            let appended = self.store.append(msg).await?;
+            if !appended.duplicate {
+                let job = FanoutJob {
+                    audience: Audience::Conversation(conv.clone()),
+                    frame: ServerFrame::Message(appended.message.view()),
+                    except_connection: Some(session.connection_id.clone()),
+                    order_key: conv.clone(),
+                };
+                self.dispatch(job, "message").await;
+            }
+            appended
+        };
+        let frame = ack(&appended);
+        Ok(Box::pin(std::future::ready(Ok(frame))))
+    }
+}

@@ -1,0 +1,320 @@
+//! The one attribute codec: every item the adapters write or read, as a
+//! serde struct converted by `serde_dynamo`. The same structs decode items
+//! from the SDK (store, connection map) and from the messages table's
+//! stream (the `fanout` function, conn-tier's stream poller), so the three
+//! cannot drift apart.
+//!
+//! Key layout (docs/design.md, "Data model"; declared in
+//! `infra/template.yaml`):
+//! - messages `(conversation_id, message_id)`: [`MessageItem`];
+//! - users `(user_id, "conv#<conversation_id>")`: [`MembershipItem`], and
+//!   `(user_id, "idem#<client_msg_id>")`: [`ClaimItem`];
+//! - groups `(group_id, "meta")`: [`GroupMetaItem`], and
+//!   `(group_id, "member#<user_id>")`: [`MemberItem`];
+//! - connections `(connection_id)`: [`ConnectionItem`].
+
+use crate::error::Error;
+use crate::schema::*;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chat_core::ports::{ConnectionRecord, GroupMember, Membership, StoredMessage};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// An item as the SDK sends and returns it.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The item of a value; infallible for the structs of this module (plain
+/// strings, numbers and lists).
+pub fn to_item<T: Serialize>(value: &T) -> Item {
+    serde_dynamo::to_item(value).unwrap_or_default()
+}
+
+/// Decodes an item of `table`; a malformed one is [`Error::Corrupt`].
+/// `item` is an SDK item or a stream record's image.
+pub fn from_item<I, T>(table: &str, item: I) -> Result<T, Error>
+where
+    I: Into<serde_dynamo::Item>,
+    T: DeserializeOwned,
+{
+    serde_dynamo::from_item(item).map_err(|e| Error::corrupt(table, e.to_string()))
+}
+
+/// The key attributes of an item (for DeleteItem, GetItem).
+pub fn key(pairs: &[(&str, &str)]) -> Item {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+        .collect()
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageItem {
+    pub conversation_id: String,
+    pub message_id: u64,
+    pub sender: String,
+    pub client_msg_id: String,
+    pub text: String,
+    pub sent_at: u64,
+    /// The sending connection: the stream-fed fan-out skips it (it got the
+    /// `ack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl MessageItem {
+    pub fn new(m: &StoredMessage, origin: Option<&str>) -> Self {
+        MessageItem {
+            conversation_id: m.conversation_id.clone(),
+            message_id: m.message_id,
+            sender: m.sender.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            text: m.text.clone(),
+            sent_at: m.sent_at_ms,
+            origin: origin.map(str::to_string),
+        }
+    }
+
+    pub fn message(self) -> StoredMessage {
+        StoredMessage {
+            conversation_id: self.conversation_id,
+            message_id: self.message_id,
+            sender: self.sender,
+            client_msg_id: self.client_msg_id,
+            text: self.text,
+            sent_at_ms: self.sent_at,
+        }
+    }
+}
+
+/// The idempotency record of `(sender, client_msg_id)`: which message it
+/// became (or is about to become).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimItem {
+    pub user_id: String,
+    pub sk: String,
+    pub conversation_id: String,
+    pub message_id: u64,
+    /// TTL: a client retries within minutes, the record goes after a week.
+    pub expires_at: u64,
+}
+
+impl ClaimItem {
+    pub fn sort_key(client_msg_id: &str) -> String {
+        format!("{IDEM_PREFIX}{client_msg_id}")
+    }
+}
+
+/// One user's row for one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipItem {
+    pub user_id: String,
+    pub sk: String,
+    pub conversation_id: String,
+    pub acked_up_to: u64,
+    pub joined_at: u64,
+}
+
+impl MembershipItem {
+    pub fn new(user: &str, conv: &str, acked_up_to: u64, joined_at: u64) -> Self {
+        MembershipItem {
+            user_id: user.to_string(),
+            sk: Self::sort_key(conv),
+            conversation_id: conv.to_string(),
+            acked_up_to,
+            joined_at,
+        }
+    }
+
+    pub fn sort_key(conv: &str) -> String {
+        format!("{CONV_PREFIX}{conv}")
+    }
+
+    pub fn key(user: &str, conv: &str) -> Item {
+        key(&[("user_id", user), ("sk", &Self::sort_key(conv))])
+    }
+
+    pub fn membership(self) -> Membership {
+        Membership {
+            conversation_id: self.conversation_id,
+            acked_up_to: self.acked_up_to,
+            joined_at_ms: self.joined_at,
+        }
+    }
+}
+
+/// A group's own item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMetaItem {
+    pub group_id: String,
+    pub sk: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub admins: Vec<String>,
+    pub version: u64,
+    pub next_seq: u64,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberItem {
+    pub group_id: String,
+    pub sk: String,
+    pub user_id: String,
+    pub joined_at: u64,
+    pub seq: u64,
+}
+
+impl MemberItem {
+    pub fn new(group_id: &str, m: &GroupMember) -> Self {
+        MemberItem {
+            group_id: group_id.to_string(),
+            sk: Self::sort_key(&m.user_id),
+            user_id: m.user_id.clone(),
+            joined_at: m.joined_at_ms,
+            seq: m.seq,
+        }
+    }
+
+    pub fn sort_key(user: &str) -> String {
+        format!("{MEMBER_PREFIX}{user}")
+    }
+
+    pub fn member(self) -> GroupMember {
+        GroupMember {
+            user_id: self.user_id,
+            joined_at_ms: self.joined_at,
+            seq: self.seq,
+        }
+    }
+}
+
+/// One open connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionItem {
+    pub connection_id: String,
+    pub user_id: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub connected_at: u64,
+    /// TTL: a row whose disconnect was never seen goes after a while.
+    pub expires_at: u64,
+}
+
+impl ConnectionItem {
+    pub fn new(rec: &ConnectionRecord) -> Self {
+        ConnectionItem {
+            connection_id: rec.connection_id.clone(),
+            user_id: rec.user_id.clone(),
+            endpoint: rec.endpoint.clone(),
+            connected_at: rec.connected_at_ms,
+            expires_at: rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS,
+        }
+    }
+
+    pub fn record(self) -> ConnectionRecord {
+        ConnectionRecord {
+            connection_id: self.connection_id,
+            user_id: self.user_id,
+            endpoint: self.endpoint,
+            connected_at_ms: self.connected_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> StoredMessage {
+        StoredMessage {
+            conversation_id: "dm#a#b".into(),
+            message_id: 7,
+            sender: "a".into(),
+            client_msg_id: "c-7".into(),
+            text: "héllo \"there\"".into(),
+            sent_at_ms: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn items_have_the_documented_attributes_and_round_trip() {
+        let item = to_item(&MessageItem::new(&message(), Some("conn-1")));
+        assert_eq!(item.get("message_id"), Some(&AttributeValue::N("7".into())));
+        assert_eq!(
+            item.get("text"),
+            Some(&AttributeValue::S("héllo \"there\"".into()))
+        );
+        assert_eq!(
+            item.get("origin"),
+            Some(&AttributeValue::S("conn-1".into()))
+        );
+        let back: MessageItem = from_item("messages", item).unwrap();
+        assert_eq!(back.origin.as_deref(), Some("conn-1"));
+        assert_eq!(back.message(), message());
+        // No origin: no attribute at all.
+        let item = to_item(&MessageItem::new(&message(), None));
+        assert!(!item.contains_key("origin"));
+    }
+
+    #[test]
+    fn a_malformed_item_is_corrupt_and_names_its_table() {
+        let mut item = to_item(&MessageItem::new(&message(), None));
+        item.insert("message_id".into(), AttributeValue::S("seven".into()));
+        let err = from_item::<_, MessageItem>("chat-messages", item).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("chat-messages"), "{err}");
+        let mut item = to_item(&MessageItem::new(&message(), None));
+        item.remove("text");
+        assert!(from_item::<_, MessageItem>("m", item).is_err());
+    }
+
+    #[test]
+    fn a_stream_image_in_dynamodb_json_decodes_with_the_same_struct() {
+        let image: serde_dynamo::Item = serde_json::from_value(serde_json::json!({
+            "conversation_id": {"S": "grp#g1"},
+            "message_id": {"N": "3"},
+            "sender": {"S": "carol"},
+            "client_msg_id": {"S": "g-1"},
+            "text": {"S": "hello all"},
+            "sent_at": {"N": "1700000000000"},
+            "origin": {"S": "c-9"}
+        }))
+        .unwrap();
+        let m: MessageItem = from_item("messages", image).unwrap();
+        assert_eq!((m.message_id, m.origin.as_deref()), (3, Some("c-9")));
+        // And an SDK item serialises to the same DynamoDB JSON.
+        let item = serde_dynamo::Item::from(to_item(&m));
+        let json = serde_json::to_value(&item).unwrap();
+        assert_eq!(json["message_id"], serde_json::json!({"N": "3"}));
+    }
+
+    #[test]
+    fn groups_lists_and_connections_round_trip() {
+        let g = GroupMetaItem {
+            group_id: "g".into(),
+            sk: GROUP_META.into(),
+            name: "team ✨".into(),
+            created_by: "a".into(),
+            created_at: 1,
+            admins: vec!["a".into(), "b".into()],
+            version: 2,
+            next_seq: 3,
+        };
+        let item = to_item(&g);
+        assert!(matches!(item.get("admins"), Some(AttributeValue::L(l)) if l.len() == 2));
+        assert_eq!(from_item::<_, GroupMetaItem>("groups", item).unwrap(), g);
+        let rec = ConnectionRecord {
+            connection_id: "c1".into(),
+            user_id: "u".into(),
+            endpoint: "http://node".into(),
+            connected_at_ms: 5_000,
+        };
+        let item = to_item(&ConnectionItem::new(&rec));
+        let back: ConnectionItem = from_item("connections", item).unwrap();
+        assert_eq!(back.expires_at, 5 + CONNECTION_TTL_SECS);
+        assert_eq!(back.record(), rec);
+    }
+}

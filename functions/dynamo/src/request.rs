@@ -1,0 +1,112 @@
+//! The one way the adapters send a request: run it, record the call and the
+//! capacity DynamoDB reported in the [`Meter`], and turn a failed condition
+//! into a value instead of an error (it is an answer, not a fault).
+
+use crate::codec::Item;
+use crate::error::Error;
+use crate::meter::Meter;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::{
+    delete_item::{DeleteItemError, DeleteItemOutput},
+    get_item::GetItemOutput,
+    put_item::{PutItemError, PutItemOutput},
+    query::QueryOutput,
+    update_item::{UpdateItemError, UpdateItemOutput},
+};
+use aws_sdk_dynamodb::types::ConsumedCapacity;
+use std::future::Future;
+
+/// An output that may report consumed capacity.
+pub trait Consumed {
+    fn consumed(&self) -> Option<&ConsumedCapacity>;
+}
+
+macro_rules! consumed {
+    ($($t:ty),*) => {$(
+        impl Consumed for $t {
+            fn consumed(&self) -> Option<&ConsumedCapacity> {
+                self.consumed_capacity()
+            }
+        }
+    )*};
+}
+consumed!(
+    PutItemOutput,
+    UpdateItemOutput,
+    DeleteItemOutput,
+    GetItemOutput,
+    QueryOutput
+);
+
+/// An operation error that may be a failed condition.
+pub trait ConditionFailed {
+    /// `Some(old item, if DynamoDB returned it)` when the condition failed.
+    fn failed_condition(&self) -> Option<Option<Item>>;
+}
+
+macro_rules! condition_failed {
+    ($($t:ident),*) => {$(
+        impl ConditionFailed for $t {
+            fn failed_condition(&self) -> Option<Option<Item>> {
+                match self {
+                    $t::ConditionalCheckFailedException(c) => Some(c.item().cloned()),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+condition_failed!(PutItemError, UpdateItemError, DeleteItemError);
+
+/// What a conditional write came to.
+#[derive(Debug)]
+pub enum Written<T> {
+    Done(T),
+    /// The condition failed; the item that was there, if DynamoDB sent it.
+    ConditionFailed(Option<Item>),
+}
+
+/// Runs a request, metering the call.
+pub async fn call<T, E, R>(
+    meter: &Meter,
+    op: &'static str,
+    table: &str,
+    request: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T, Error>
+where
+    T: Consumed,
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let out = request.await.map_err(|e| Error::call(op, table, e))?;
+    meter.call(out.consumed());
+    Ok(out)
+}
+
+/// Runs a conditional write, metering the call; a failed condition is
+/// [`Written::ConditionFailed`].
+pub async fn conditional<T, E, R>(
+    meter: &Meter,
+    op: &'static str,
+    table: &str,
+    request: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<Written<T>, Error>
+where
+    T: Consumed,
+    E: ConditionFailed + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match request.await {
+        Ok(out) => {
+            meter.call(out.consumed());
+            Ok(Written::Done(out))
+        }
+        Err(e) => match e.as_service_error().and_then(|s| s.failed_condition()) {
+            Some(old) => {
+                meter.call(None);
+                Ok(Written::ConditionFailed(old))
+            }
+            None => Err(Error::call(op, table, e)),
+        },
+    }
+}

@@ -1,0 +1,225 @@
+//! Groups: the group item and one item per member in the groups table, and
+//! the members' conversation rows in the users table. Changes are one
+//! transaction, conditional on the group's version.
+
+use super::DynamoStore;
+use crate::codec::{from_item, key, to_item, GroupMetaItem, Item, MemberItem, MembershipItem};
+use crate::error::Error as DErr;
+use crate::meter::item_size;
+use crate::schema::*;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue as Av, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
+use chat_core::ids::ConversationId;
+use chat_core::ports::*;
+use chat_core::{Error, Result};
+
+fn n(v: u64) -> Av {
+    Av::N(v.to_string())
+}
+
+impl DynamoStore {
+    pub(super) async fn read_group(&self, group_id: &str) -> Result<Option<Group>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.groups)
+            .key_condition_expression("group_id = :g")
+            .expression_attribute_values(":g", Av::S(group_id.to_string()));
+        let table = self.groups.clone();
+        let items = self.query_all(q, &table, usize::MAX, true).await?;
+        let mut meta = None;
+        let mut members = Vec::new();
+        for i in items {
+            match i.get("sk") {
+                Some(Av::S(k)) if k == GROUP_META => {
+                    meta = Some(from_item::<_, GroupMetaItem>(&table, i)?)
+                }
+                Some(Av::S(k)) if k.starts_with(MEMBER_PREFIX) => {
+                    members.push(from_item::<_, MemberItem>(&table, i)?.member())
+                }
+                _ => {}
+            }
+        }
+        let Some(meta) = meta else { return Ok(None) };
+        members.sort_by_key(|m| m.seq);
+        Ok(Some(Group {
+            group_id: group_id.to_string(),
+            name: meta.name,
+            created_by: meta.created_by,
+            created_at_ms: meta.created_at,
+            admins: meta.admins,
+            members,
+            version: meta.version,
+            next_seq: meta.next_seq,
+        }))
+    }
+
+    pub(super) async fn write_new_group(&self, g: &Group) -> Result<()> {
+        let meta = GroupMetaItem {
+            group_id: g.group_id.clone(),
+            sk: GROUP_META.into(),
+            name: g.name.clone(),
+            created_by: g.created_by.clone(),
+            created_at: g.created_at_ms,
+            admins: g.admins.clone(),
+            version: g.version,
+            next_seq: g.next_seq,
+        };
+        // The group item first, so an id clash changes nothing.
+        if self
+            .put_if_absent(&self.groups, &meta, "sk")
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict);
+        }
+        let conv = ConversationId::group(&g.group_id).to_string();
+        let members: Vec<Item> = g
+            .members
+            .iter()
+            .map(|m| to_item(&MemberItem::new(&g.group_id, m)))
+            .collect();
+        self.batch_put(&self.groups.clone(), members).await?;
+        let rows: Vec<Item> = g
+            .members
+            .iter()
+            .map(|m| to_item(&MembershipItem::new(&m.user_id, &conv, 0, m.joined_at_ms)))
+            .collect();
+        self.batch_put(&self.users.clone(), rows).await
+    }
+
+    pub(super) async fn write_group_change(&self, change: &GroupChange) -> Result<Group> {
+        let gid = &change.group_id;
+        let conv = ConversationId::group(gid).to_string();
+        let mut items = Vec::new();
+        let next_seq = change.add.iter().map(|(m, _)| m.seq + 1).max();
+        let mut update = Update::builder()
+            .table_name(&self.groups)
+            .set_key(Some(key(&[("group_id", gid), ("sk", GROUP_META)])))
+            .update_expression(if next_seq.is_some() {
+                "SET version = :v1, admins = :a, next_seq = :ns"
+            } else {
+                "SET version = :v1, admins = :a"
+            })
+            .condition_expression("version = :v0")
+            .expression_attribute_values(":v0", n(change.expected_version))
+            .expression_attribute_values(":v1", n(change.expected_version + 1))
+            .expression_attribute_values(
+                ":a",
+                Av::L(change.admins.iter().map(|a| Av::S(a.clone())).collect()),
+            );
+        if let Some(ns) = next_seq {
+            update = update.expression_attribute_values(":ns", n(ns));
+        }
+        items.push(
+            TransactWriteItem::builder()
+                .update(update.build().map_err(DErr::from)?)
+                .build(),
+        );
+        self.meter.write(256, 0, true);
+        for (m, acked) in &change.add {
+            items.push(self.tx_put(&self.groups, to_item(&MemberItem::new(gid, m)))?);
+            let row = MembershipItem::new(&m.user_id, &conv, *acked, m.joined_at_ms);
+            items.push(self.tx_put(&self.users, to_item(&row))?);
+        }
+        for u in &change.remove {
+            let member = key(&[("group_id", gid), ("sk", &MemberItem::sort_key(u))]);
+            items.push(self.tx_delete(&self.groups, member)?);
+            items.push(self.tx_delete(&self.users, MembershipItem::key(u, &conv))?);
+        }
+        let r = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        self.meter.call(None);
+        if let Err(e) = r {
+            let conflict = matches!(
+                e.as_service_error(),
+                Some(TransactWriteItemsError::TransactionCanceledException(c))
+                    if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+            );
+            return Err(if conflict {
+                Error::Conflict
+            } else {
+                DErr::call("TransactWriteItems", &self.groups, e).into()
+            });
+        }
+        self.read_group(gid)
+            .await?
+            .ok_or_else(|| DErr::corrupt(&self.groups, "group vanished after an update").into())
+    }
+
+    /// A Put inside a transaction (metered at the transactional rate).
+    fn tx_put(&self, table: &str, item: Item) -> Result<TransactWriteItem> {
+        self.meter.write(item_size(&item), 0, true);
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()
+            .map_err(DErr::from)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A Delete inside a transaction.
+    fn tx_delete(&self, table: &str, key: Item) -> Result<TransactWriteItem> {
+        self.meter.write(128, 0, true);
+        let delete = Delete::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .build()
+            .map_err(DErr::from)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// BatchWriteItem in chunks of 25, retrying unprocessed items.
+    async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()> {
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|i| {
+                    self.meter.write(item_size(i), 0, false);
+                    Ok(WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(i.clone()))
+                                .build()
+                                .map_err(DErr::from)?,
+                        )
+                        .build())
+                })
+                .collect::<Result<_>>()?;
+            for attempt in 0..8u32 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table, requests.clone())
+                    .send()
+                    .await
+                    .map_err(|e| DErr::call("BatchWriteItem", table, e))?;
+                self.meter.call(None);
+                requests = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(table))
+                    .cloned()
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+            if !requests.is_empty() {
+                return Err(DErr::Call {
+                    op: "BatchWriteItem",
+                    table: table.to_string(),
+                    detail: "items left unprocessed after retries".into(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Memberships: one users-table row per (user, conversation), holding the
+//! user's watermark.
+
+use super::DynamoStore;
+use crate::codec::{from_item, MembershipItem};
+use crate::request::{conditional, Written};
+use crate::schema::CONV_PREFIX;
+use aws_sdk_dynamodb::types::{
+    AttributeValue as Av, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
+use chat_core::ports::*;
+use chat_core::Result;
+use futures_util::{stream, StreamExt, TryStreamExt};
+
+/// Parallel reads when one request needs many (newest ids of a user's conversations).
+const READ_FANOUT: usize = 16;
+
+fn n(v: u64) -> Av {
+    Av::N(v.to_string())
+}
+
+/// The write units of a membership update.
+fn membership_write_bytes(user: &str, conv: &str) -> usize {
+    96 + conv.len() * 2 + user.len()
+}
+
+impl DynamoStore {
+    pub(super) async fn read_membership(
+        &self,
+        user: &str,
+        conv: &str,
+    ) -> Result<Option<Membership>> {
+        match self
+            .get(&self.users, MembershipItem::key(user, conv))
+            .await?
+        {
+            Some(i) => Ok(Some(
+                from_item::<_, MembershipItem>(&self.users, i)?.membership(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn read_conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.users)
+            .key_condition_expression("user_id = :u AND begins_with(sk, :p)")
+            .expression_attribute_values(":u", Av::S(user.to_string()))
+            .expression_attribute_values(":p", Av::S(CONV_PREFIX.to_string()));
+        let table = self.users.clone();
+        let items = self.query_all(q, &table, usize::MAX, true).await?;
+        let memberships: Vec<Membership> = items
+            .into_iter()
+            .map(|i| Ok(from_item::<_, MembershipItem>(&table, i)?.membership()))
+            .collect::<Result<_>>()?;
+        stream::iter(memberships)
+            .map(|m| async move {
+                let last_message_id = self.newest_id(&m.conversation_id, false).await?;
+                Ok(ConversationState {
+                    membership: m,
+                    last_message_id,
+                })
+            })
+            .buffered(READ_FANOUT)
+            .try_collect()
+            .await
+    }
+
+    pub(super) async fn move_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>> {
+        self.meter
+            .write(membership_write_bytes(user, conv), 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(MembershipItem::key(user, conv)))
+            .update_expression("SET acked_up_to = :u")
+            .condition_expression("attribute_exists(sk) AND acked_up_to < :u")
+            .expression_attribute_values(":u", n(up_to))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        match conditional(&self.meter, "UpdateItem", &self.users, request).await? {
+            Written::Done(_) => Ok(Some((up_to, true))),
+            Written::ConditionFailed(Some(old)) if !old.is_empty() => {
+                let old: MembershipItem = from_item(&self.users, old)?;
+                Ok(Some((old.acked_up_to, false)))
+            }
+            Written::ConditionFailed(_) => Ok(self
+                .read_membership(user, conv)
+                .await?
+                .map(|m| (m.acked_up_to, false))),
+        }
+    }
+
+    /// Moves the sender's watermark to `id`; true if this created the
+    /// membership (the sender's first message in the conversation).
+    pub(super) async fn sender_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        self.meter
+            .write(membership_write_bytes(user, conv), 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(MembershipItem::key(user, conv)))
+            .update_expression("SET acked_up_to = :id, conversation_id = :c, joined_at = if_not_exists(joined_at, :now)")
+            .condition_expression("attribute_not_exists(acked_up_to) OR acked_up_to < :id")
+            .expression_attribute_values(":id", n(id))
+            .expression_attribute_values(":c", Av::S(conv.to_string()))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        match conditional(&self.meter, "UpdateItem", &self.users, request).await? {
+            // No old item: the membership was created just now.
+            Written::Done(out) => Ok(out.attributes().is_none_or(|a| a.is_empty())),
+            Written::ConditionFailed(_) => Ok(false),
+        }
+    }
+
+    /// Creates a membership row with watermark `acked` unless one exists.
+    pub(super) async fn enroll(
+        &self,
+        user: &str,
+        conv: &str,
+        acked: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let row = MembershipItem::new(user, conv, acked, now_ms);
+        // Already a member: nothing to do.
+        self.put_if_absent(&self.users, &row, "sk")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Keeps the size helper honest against a real item.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::item_size;
+
+    #[test]
+    fn the_metered_size_of_a_membership_update_covers_the_item() {
+        let row = crate::codec::to_item(&MembershipItem::new("alice", "dm#alice#bob", 5, 1));
+        assert!(membership_write_bytes("alice", "dm#alice#bob") >= item_size(&row));
+    }
+}

@@ -1,0 +1,270 @@
+//! Messages: allocating ids with conditional puts, the idempotency claim,
+//! and reading pages of a conversation.
+
+use super::DynamoStore;
+use crate::codec::{from_item, key, ClaimItem, MessageItem};
+use crate::error::Error as DErr;
+use crate::meter::item_size;
+use crate::request::{call, conditional, Written};
+use crate::schema::IDEMPOTENCY_TTL_SECS;
+use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity};
+use chat_core::ports::*;
+use chat_core::{Error, Result};
+
+/// Attempts at allocating an id before giving up under contention.
+const MAX_APPEND_ATTEMPTS: usize = 32;
+
+/// Waits a little before another attempt at a contended id: exponential,
+/// capped at ~100 ms, with jitter so contenders spread out.
+async fn backoff(attempt: usize, salt: &str) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let jitter = chat_core::delivery::hash(salt) ^ nanos;
+    let cap = (2u64 << attempt.min(6)).min(100);
+    tokio::time::sleep(std::time::Duration::from_millis(jitter % cap + 1)).await;
+}
+
+fn n(v: u64) -> Av {
+    Av::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> Av {
+    Av::S(v.into())
+}
+
+impl DynamoStore {
+    pub(super) async fn append_message(&self, msg: NewMessage) -> Result<Appended> {
+        let conv = msg.conversation_id.clone();
+        let mut stored = None;
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt, &msg.client_msg_id).await;
+            }
+            let id = self.newest_id(&conv, true).await? + 1;
+            if let Some((c0, id0)) = self.claim(&msg, id).await? {
+                // Sent before (or being sent): find out what became of it.
+                match self.get_message(&c0, id0).await? {
+                    Some(m) if m.sender == msg.sender && m.client_msg_id == msg.client_msg_id => {
+                        return Ok(Appended {
+                            message: m,
+                            duplicate: true,
+                        });
+                    }
+                    // A claim that never got its message, at the id we want now.
+                    None if (c0.as_str(), id0) == (conv.as_str(), id) => {}
+                    // Its id went to someone else, or it was never written:
+                    // point it at the id we are about to try.
+                    _ => {
+                        if !self.repoint(&msg, &c0, id0, id).await? {
+                            continue;
+                        }
+                    }
+                }
+            }
+            let m = StoredMessage {
+                conversation_id: conv.clone(),
+                message_id: id,
+                sender: msg.sender.clone(),
+                client_msg_id: msg.client_msg_id.clone(),
+                text: msg.text.clone(),
+                sent_at_ms: msg.sent_at_ms,
+            };
+            match self.put_message(&m, msg.origin.as_deref()).await? {
+                None => {
+                    stored = Some(m);
+                    break;
+                }
+                Some(existing)
+                    if existing.sender == msg.sender
+                        && existing.client_msg_id == msg.client_msg_id =>
+                {
+                    // A concurrent retry of this very send won the put.
+                    return Ok(Appended {
+                        message: existing,
+                        duplicate: true,
+                    });
+                }
+                Some(_) => continue, // lost the id to another sender; try the next
+            }
+        }
+        let Some(m) = stored else {
+            return Err(Error::Store(format!(
+                "could not allocate an id in {conv} after {MAX_APPEND_ATTEMPTS} attempts"
+            )));
+        };
+        let first = self
+            .sender_watermark(&msg.sender, &conv, m.message_id, msg.sent_at_ms)
+            .await?;
+        if first {
+            for u in &msg.enroll {
+                self.enroll(u, &conv, 0, msg.sent_at_ms).await?;
+            }
+        }
+        Ok(Appended {
+            message: m,
+            duplicate: false,
+        })
+    }
+
+    /// The newest id of a conversation; `consistent` for id allocation.
+    pub(super) async fn newest_id(&self, conv: &str, consistent: bool) -> Result<u64> {
+        let request = self
+            .client
+            .query()
+            .table_name(&self.messages)
+            .key_condition_expression("conversation_id = :c")
+            .expression_attribute_values(":c", s(conv))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(consistent)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        let out = call(&self.meter, "Query", &self.messages, request).await?;
+        let items = out.items();
+        self.meter
+            .read(items.iter().map(item_size).sum(), consistent);
+        match items.first() {
+            Some(i) => Ok(from_item::<_, MessageItem>(&self.messages, i.clone())?.message_id),
+            None => Ok(0),
+        }
+    }
+
+    async fn get_message(&self, conv: &str, id: u64) -> Result<Option<StoredMessage>> {
+        let mut k = key(&[("conversation_id", conv)]);
+        k.insert("message_id".into(), n(id));
+        match self.get(&self.messages, k).await? {
+            Some(i) => Ok(Some(
+                from_item::<_, MessageItem>(&self.messages, i)?.message(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims `(sender, client_msg_id)` for `(conv, id)`. `Ok(None)` when
+    /// claimed; `Ok(Some((conv, id)))` for the claim that already exists.
+    async fn claim(&self, msg: &NewMessage, id: u64) -> Result<Option<(String, u64)>> {
+        let claim = ClaimItem {
+            user_id: msg.sender.clone(),
+            sk: ClaimItem::sort_key(&msg.client_msg_id),
+            conversation_id: msg.conversation_id.clone(),
+            message_id: id,
+            expires_at: chat_core::time::now_ms() / 1000 + IDEMPOTENCY_TTL_SECS,
+        };
+        let old = match self.put_if_absent(&self.users, &claim, "sk").await? {
+            None => return Ok(None),
+            Some(Some(old)) => old,
+            // The condition failed but the old item did not come back: read it.
+            Some(None) => {
+                let k = key(&[("user_id", &claim.user_id), ("sk", &claim.sk)]);
+                self.get(&self.users, k).await?.ok_or_else(|| {
+                    Error::from(DErr::corrupt(&self.users, "idempotency record vanished"))
+                })?
+            }
+        };
+        let old: ClaimItem = from_item(&self.users, old)?;
+        Ok(Some((old.conversation_id, old.message_id)))
+    }
+
+    /// Re-points a claim from `(c0, id0)` to the message's conversation and
+    /// `id`; false if someone else moved it first.
+    async fn repoint(&self, msg: &NewMessage, c0: &str, id0: u64, id: u64) -> Result<bool> {
+        self.meter.write(128, 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(key(&[
+                ("user_id", &msg.sender),
+                ("sk", &ClaimItem::sort_key(&msg.client_msg_id)),
+            ])))
+            .update_expression("SET conversation_id = :c, message_id = :id")
+            .condition_expression("conversation_id = :c0 AND message_id = :id0")
+            .expression_attribute_values(":c", s(&msg.conversation_id))
+            .expression_attribute_values(":id", n(id))
+            .expression_attribute_values(":c0", s(c0))
+            .expression_attribute_values(":id0", n(id0))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        Ok(matches!(
+            conditional(&self.meter, "UpdateItem", &self.users, request).await?,
+            Written::Done(_)
+        ))
+    }
+
+    /// Puts the message at its id if free. `Ok(None)` when written,
+    /// `Ok(Some(existing))` when the id is taken.
+    async fn put_message(
+        &self,
+        m: &StoredMessage,
+        origin: Option<&str>,
+    ) -> Result<Option<StoredMessage>> {
+        let item = MessageItem::new(m, origin);
+        match self
+            .put_if_absent(&self.messages, &item, "message_id")
+            .await?
+        {
+            None => Ok(None),
+            Some(Some(old)) => Ok(Some(
+                from_item::<_, MessageItem>(&self.messages, old)?.message(),
+            )),
+            Some(None) => self
+                .get_message(&m.conversation_id, m.message_id)
+                .await?
+                .map(Some)
+                .ok_or_else(|| {
+                    DErr::corrupt(&self.messages, "condition failed on a missing item").into()
+                }),
+        }
+    }
+
+    pub(super) async fn read_after(
+        &self,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.messages)
+            .key_condition_expression("conversation_id = :c AND message_id > :a")
+            .expression_attribute_values(":c", s(conv))
+            .expression_attribute_values(":a", n(after))
+            .limit(limit.min(1000) as i32);
+        let table = self.messages.clone();
+        let items = self.query_all(q, &table, limit, true).await?;
+        items
+            .into_iter()
+            .map(|i| Ok(from_item::<_, MessageItem>(&table, i)?.message()))
+            .collect()
+    }
+
+    pub(super) async fn read_before(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.messages)
+            .key_condition_expression("conversation_id = :c AND message_id < :b")
+            .expression_attribute_values(":c", s(conv))
+            .expression_attribute_values(":b", n(before.unwrap_or(u64::MAX / 2)))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1);
+        let table = self.messages.clone();
+        let items = self.query_all(q, &table, limit + 1, false).await?;
+        let has_more = items.len() > limit;
+        let mut messages: Vec<StoredMessage> = items
+            .into_iter()
+            .take(limit)
+            .map(|i| Ok(from_item::<_, MessageItem>(&table, i)?.message()))
+            .collect::<Result<_>>()?;
+        messages.reverse();
+        Ok(HistoryPage { messages, has_more })
+    }
+}

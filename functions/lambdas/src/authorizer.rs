@@ -1,0 +1,54 @@
+//! The REQUEST authorizer on `$connect`: verifies the token of `?token=`
+//! (or `Authorization: Bearer`), allows the connection with the user id as
+//! principal and in the context, or denies it.
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ApiGatewayCustomAuthorizerResponse,
+};
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use chat_core::auth::Authenticator;
+use serde_json::json;
+
+/// The REQUEST authorizer: verifies `?token=` and allows the connection
+/// with principalId = user id and `user_id` in the context, or denies it.
+pub fn authorize(
+    auth: &Authenticator,
+    e: &ApiGatewayCustomAuthorizerRequestTypeRequest,
+) -> ApiGatewayCustomAuthorizerResponse {
+    let token = e
+        .query_string_parameters
+        .first("token")
+        .map(str::to_string)
+        .or_else(|| {
+            e.headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+        });
+    let user = token.as_deref().map(|t| auth.verify(t));
+    let (effect, principal, context) = match user {
+        Some(Ok(u)) => (
+            IamPolicyEffect::Allow,
+            u.to_string(),
+            json!({"user_id": u.as_str()}),
+        ),
+        Some(Err(err)) => {
+            tracing::info!(reason = %err, "denied");
+            (IamPolicyEffect::Deny, "anonymous".to_string(), json!({}))
+        }
+        None => (IamPolicyEffect::Deny, "anonymous".to_string(), json!({})),
+    };
+    let mut statement = IamPolicyStatement::default();
+    statement.action = vec!["execute-api:Invoke".into()];
+    statement.effect = effect;
+    statement.resource = vec![e.method_arn.clone().unwrap_or_else(|| "*".into())];
+    let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+    policy.version = Some("2012-10-17".into());
+    policy.statement = vec![statement];
+    let mut r = ApiGatewayCustomAuthorizerResponse::default();
+    r.principal_id = Some(principal);
+    r.policy_document = policy;
+    r.context = context;
+    r
+}
