@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Starts the AWS emulator (moto_server) on 127.0.0.1:4566 and creates the
-# tables of infra/template.yaml. Installs the pinned emulator into
-# localstack/.venv on first use. Safe to run twice: a running emulator is reused.
+# Starts the AWS emulator (moto_server) on 127.0.0.1:${EMULATOR_PORT:-4566}
+# and creates the tables of infra/template.yaml. Installs the pinned
+# emulator into localstack/.venv on first use. Safe to run twice: an
+# emulator this script started on that port is reused.
 #
 #   localstack/start.sh        then   source localstack/env.sh
+#
+# EMULATOR_STATE_DIR (default: this folder) holds moto.pid and moto.log, so
+# several runs (CI and a developer's, say) can each own an emulator on its
+# own port. If start-up fails half-way, the emulator it started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 PORT="${EMULATOR_PORT:-4566}"
+STATE="${EMULATOR_STATE_DIR:-$PWD}"
+mkdir -p "$STATE"
+PIDFILE="$STATE/moto.pid"
+LOG="$STATE/moto.log"
 ENDPOINT="http://127.0.0.1:${PORT}"
 
 if ! .venv/bin/python -c "import moto, boto3, yaml" 2>/dev/null; then
@@ -24,22 +33,38 @@ except Exception:
 PY
 }
 
+ours() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+started=""
+cleanup_on_failure() {
+  if [ -n "$started" ]; then
+    echo "start-up failed; stopping the emulator it started" >&2
+    EMULATOR_STATE_DIR="$STATE" ./stop.sh >&2 || true
+  fi
+}
+trap cleanup_on_failure ERR
+
 if up; then
-  echo "emulator already running at $ENDPOINT"
+  if ours; then
+    echo "emulator already running at $ENDPOINT (pid $(cat "$PIDFILE"))"
+  else
+    echo "port $PORT answers like an emulator that this state dir ($STATE) did not start; reusing it" >&2
+  fi
 else
-  .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" > moto.log 2>&1 &
-  echo $! > moto.pid
+  .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
+  echo $! > "$PIDFILE"
+  started=1
   for _ in $(seq 1 100); do
     up && break
-    if ! kill -0 "$(cat moto.pid)" 2>/dev/null; then
-      echo "the emulator exited; see localstack/moto.log:" >&2
-      tail -20 moto.log >&2
-      exit 1
+    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      echo "the emulator exited; see $LOG:" >&2
+      tail -20 "$LOG" >&2
+      false
     fi
     sleep 0.2
   done
-  up || { echo "the emulator did not answer at $ENDPOINT within 20 s" >&2; exit 1; }
-  echo "emulator (moto_server) running at $ENDPOINT, pid $(cat moto.pid)"
+  up || { echo "the emulator did not answer at $ENDPOINT within 20 s" >&2; false; }
+  echo "emulator (moto_server) running at $ENDPOINT, pid $(cat "$PIDFILE")"
 fi
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" AWS_REGION="${AWS_REGION:-us-east-1}"

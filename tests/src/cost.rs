@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chat_core::ids::UserId;
-use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, PostError};
+use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, Outgoing, PostError};
 use chat_core::protocol::ServerFrame;
 use chat_core::{Chat, Deliverer, MessageDelivery, Reply, Session};
 use chat_dynamo::meter::Usage;
@@ -48,7 +48,7 @@ struct CountingDelivery(AtomicU64);
 
 #[async_trait]
 impl Delivery for CountingDelivery {
-    async fn post(&self, _c: &ConnectionRecord, _f: &str) -> Result<(), PostError> {
+    async fn post(&self, _c: &ConnectionRecord, _f: &Outgoing) -> Result<(), PostError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! tables prefixed with `CHAT_TABLE_PREFIX`; `scripts/test-all` starts it).
 
 pub mod cost;
+pub mod order;
 
 use anyhow::{bail, Context};
 use chat_cli::client::{connect, Ws, WsError, WsMessage};
@@ -146,7 +147,7 @@ impl TestServer {
         let management = mgmt.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (mtx, mrx) = oneshot::channel::<()>();
-        tokio::spawn(chat_local_apigw::management::serve(
+        let management_task = tokio::spawn(chat_local_apigw::management::serve(
             mgmt,
             app.hub.clone(),
             async {
@@ -154,12 +155,16 @@ impl TestServer {
             },
         ));
         let task = tokio::spawn(async move {
-            serve(listener, app, async {
+            let served = serve(listener, app, async {
                 let _ = rx.await;
             })
-            .await
-            .expect("serve");
+            .await;
             let _ = mtx.send(());
+            let managed = management_task.await;
+            served.expect("the client listener served and shut down cleanly");
+            managed
+                .expect("the management API task did not panic")
+                .expect("the management API served and shut down cleanly");
         });
         TestServer {
             addr,
@@ -181,19 +186,64 @@ impl TestServer {
         self.auth.mint(user, 3600).expect("mint")
     }
 
+    /// A client that has sent its first frame (a `ping`) and got the
+    /// `pong`: the server has registered the connection, and live
+    /// messages flow to it from now on.
     pub async fn client(&self, user: &str) -> TestClient {
+        let mut c = self.raw_client(user).await;
+        c.send(json!({"action":"ping"})).await;
+        c.expect("pong").await;
+        c
+    }
+
+    /// A registered, live client (as [`TestServer::client`]) whose socket
+    /// receives into a tiny kernel buffer: once it stops reading, the
+    /// server's writes to it block after a few KB instead of the megabytes
+    /// loopback buffers by default.
+    pub async fn tight_client(&self, user: &str) -> TestClient {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+        let stream = sock.connect(self.addr).await.expect("connect");
+        let url = format!("{}?token={}", self.url(), self.token(user));
+        let (ws, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .expect("upgrade");
+        let mut c = TestClient { ws, n: 0 };
+        c.send(json!({"action":"ping"})).await;
+        c.expect("pong").await;
+        c
+    }
+
+    /// A client whose first frame was `sync`, answered: registered, live,
+    /// and with everything above its watermarks (returned) in order.
+    pub async fn syncing_client(&self, user: &str) -> (TestClient, Vec<Value>) {
+        let mut c = self.raw_client(user).await;
+        let got = c.sync().await;
+        (c, got)
+    }
+
+    /// A client that has sent nothing yet (its first frame decides how
+    /// live messages reach it: see docs/protocol.md, "Order").
+    pub async fn raw_client(&self, user: &str) -> TestClient {
         TestClient::connect(&self.url(), &self.token(user))
             .await
             .expect("connect")
     }
 
-    /// Stops gracefully and waits.
+    /// Stops gracefully and waits; a panic or an error in the server's
+    /// tasks fails the test.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
-            let _ = t.await;
+            match tokio::time::timeout(WAIT, t).await {
+                Err(_) => panic!("the server did not stop within {WAIT:?}"),
+                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Ok(Err(e)) => panic!("the server task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
         }
     }
 }
@@ -278,43 +328,41 @@ impl TestClient {
         }
     }
 
-    /// Sends a text and returns the `ack` (or the error frame).
+    /// Sends a text and returns its `ack` (anything else fails the test).
     pub async fn send_text(&mut self, to: &str, text: &str) -> Value {
+        let f = self.send_text_answer(to, text).await;
+        assert_eq!(f["type"], "ack", "expected an ack, got {f}");
+        f
+    }
+
+    /// Sends a text that must be refused; returns the `error` frame, which
+    /// names the send's `client_msg_id`.
+    pub async fn send_text_refused(&mut self, to: &str, text: &str) -> Value {
+        let f = self.send_text_answer(to, text).await;
+        assert_eq!(f["type"], "error", "expected an error, got {f}");
+        assert_eq!(f["client_msg_id"], format!("t-{}", self.n), "{f}");
+        f
+    }
+
+    async fn send_text_answer(&mut self, to: &str, text: &str) -> Value {
         self.n += 1;
         let id = format!("t-{}", self.n);
         self.send(json!({"action":"send","to":to,"client_msg_id":id,"text":text}))
             .await;
-        let f = self.recv().await;
-        assert!(f["type"] == "ack" || f["type"] == "error", "{f}");
-        f
+        self.recv().await
     }
 
-    /// Runs `sync` and returns the messages before `synced`, de-duplicated
-    /// on `(conversation_id, message_id)` and ordered by it, as the protocol
-    /// tells clients to do: a live copy of a newer message may arrive while
-    /// the sync replays older ones.
+    /// Runs `sync` and returns the messages before `synced`, exactly as
+    /// they arrived (no sorting, no de-duplication: a test sees what a
+    /// client sees).
     pub async fn sync(&mut self) -> Vec<Value> {
         self.send(json!({"action":"sync"})).await;
         let mut out = Vec::new();
         loop {
             let f = self.recv().await;
             match f["type"].as_str() {
-                Some("synced") => {
-                    let key = |m: &Value| {
-                        (
-                            m["conversation_id"].as_str().unwrap_or("").to_string(),
-                            m["message_id"].as_u64().unwrap_or(0),
-                        )
-                    };
-                    out.sort_by_key(key);
-                    return out;
-                }
-                Some("message") => {
-                    let key = |m: &Value| (m["conversation_id"].clone(), m["message_id"].clone());
-                    if !out.iter().any(|m| key(m) == key(&f)) {
-                        out.push(f)
-                    }
-                }
+                Some("synced") => return out,
+                Some("message") => out.push(f),
                 _ => panic!("unexpected frame during sync: {f}"),
             }
         }

@@ -2,6 +2,7 @@
 //! receipts, idempotency, history, concurrency.
 
 use chat_tests::*;
+use conn_tier::socket::SocketConfig;
 use serde_json::json;
 use std::time::Duration;
 
@@ -101,19 +102,72 @@ async fn resending_a_client_msg_id_returns_the_same_ack_and_stores_one_message()
     let frame = json!({"action":"send","to":"user:bob","client_msg_id":"retry-me","text":"once"});
     alice.send(frame.clone()).await;
     let first = alice.expect("ack").await;
-    bob.expect("message").await;
-    alice.send(frame).await;
+    assert_eq!(
+        (
+            first["client_msg_id"].as_str(),
+            first["conversation_id"].as_str(),
+            first["message_id"].as_u64()
+        ),
+        (Some("retry-me"), Some("dm#alice#bob"), Some(1))
+    );
+    let m = bob.expect("message").await;
+    alice.send(frame.clone()).await;
     let second = alice.expect("ack").await;
     assert_eq!(first, second);
     bob.expect_silence(Duration::from_millis(300)).await;
+
+    // The one stored message is what was sent, as the ack and the live
+    // copy described it.
+    let (message_id, sent_at) = (first["message_id"].clone(), first["sent_at"].clone());
+    let stored = json!([{
+        "conversation_id": "dm#alice#bob",
+        "message_id": message_id,
+        "from": "alice",
+        "text": "once",
+        "sent_at": sent_at
+    }]);
     let h = alice.history("dm#alice#bob", None, None).await;
-    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
-    // A fresh connection of the same user gets the original too.
+    assert_eq!(h["messages"], stored);
+    assert_eq!(h["has_more"], false);
+    let mut live = stored[0].clone();
+    live["type"] = json!("message");
+    assert_eq!(m, live);
+
+    // A fresh connection of the same user gets the original too, and still
+    // nothing new is stored or delivered.
     let mut alice2 = server.client("alice").await;
-    alice2
-        .send(json!({"action":"send","to":"user:bob","client_msg_id":"retry-me","text":"once"}))
-        .await;
+    alice2.send(frame).await;
     assert_eq!(alice2.expect("ack").await, first);
+    bob.expect_silence(Duration::from_millis(300)).await;
+    let h = alice2.history("dm#alice#bob", None, None).await;
+    assert_eq!(h["messages"], stored);
+    assert_eq!(h["has_more"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_msg_id_reused_with_a_different_text_currently_gets_the_original_ack_and_changes_nothing(
+) {
+    // Today the retry's text is ignored; this is to become a `conflict`
+    // error, and this test with it.
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    alice
+        .send(json!({"action":"send","to":"user:bob","client_msg_id":"same-id","text":"original"}))
+        .await;
+    let first = alice.expect("ack").await;
+    assert_eq!(first["message_id"], 1);
+    assert_eq!(bob.expect("message").await["text"], "original");
+
+    alice
+        .send(json!({"action":"send","to":"user:bob","client_msg_id":"same-id","text":"changed"}))
+        .await;
+    assert_eq!(alice.expect("ack").await, first);
+    bob.expect_silence(Duration::from_millis(300)).await;
+    let h = bob.history("dm#alice#bob", None, None).await;
+    assert_eq!(ids(h["messages"].as_array().unwrap()), vec![1]);
+    assert_eq!(h["messages"][0]["text"], "original");
     server.stop().await;
 }
 
@@ -215,5 +269,69 @@ async fn pipelined_sends_keep_their_order_and_a_later_frame_sees_them_all() {
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, (0..50).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_is_closed_with_1008_and_never_holds_the_sender_back() {
+    let server = TestServer::start_with(SocketConfig {
+        outbound_queue: 8,
+        // alice's ping and 500 sends must not meet the rate limit.
+        rate_burst: 1000,
+        // The stuck writer waits for bob rather than dropping the socket
+        // (on the DynamoDB emulator alice's 500 sends take ~20 s).
+        write_timeout: Duration::from_secs(120),
+        ..SocketConfig::default()
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    // bob's connection is registered and live, then never reads again; its
+    // kernel buffer is tiny, so the server's writes to it block once the
+    // server's own send buffer is full (Linux grows it to 4 MB at most:
+    // 500 texts of 10 KB are more than that).
+    let mut stuck = server.tight_client("bob").await;
+    let n: u64 = 500;
+    let pad = "z".repeat(10_000);
+    for i in 1..=n {
+        alice
+            .send(json!({"action":"send","to":"user:bob","client_msg_id":format!("s{i}"),"text":format!("{i} {pad}")}))
+            .await;
+    }
+    // Every ack arrives, in order, while the reader still reads nothing.
+    for i in 1..=n {
+        let ack = alice.recv().await;
+        let want = format!("s{i}");
+        assert_eq!(
+            (
+                ack["type"].as_str(),
+                ack["client_msg_id"].as_str(),
+                ack["message_id"].as_u64()
+            ),
+            (Some("ack"), Some(want.as_str()), Some(i)),
+            "{ack}"
+        );
+    }
+    alice.expect_silence(Duration::from_millis(100)).await;
+
+    // The reader, reading at last, finds the frames that fit its queue and
+    // then the close: 1008.
+    assert_eq!(stuck.expect_close().await, 1008);
+
+    // bob reconnects and syncs everything he missed (a connection whose
+    // first frame is `sync` gets any late live copy in order with it)...
+    let mut bob = server.raw_client("bob").await;
+    let got = bob.sync().await;
+    assert_eq!(ids(&got), (1..=n).collect::<Vec<u64>>());
+    assert_eq!(got[0]["text"], format!("1 {pad}"));
+    // ...and alice still reaches him live.
+    assert_eq!(
+        alice.send_text("user:bob", "after").await["message_id"],
+        n + 1
+    );
+    let m = bob.expect("message").await;
+    assert_eq!(
+        (m["message_id"].as_u64(), m["text"].as_str()),
+        (Some(n + 1), Some("after"))
+    );
     server.stop().await;
 }

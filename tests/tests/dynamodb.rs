@@ -96,6 +96,20 @@ async fn fault_proxy(rate: f64) -> (tokio::process::Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
+/// What the fault proxy did so far (`GET /`).
+async fn proxy_stats(url: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    serde_json::from_str(body).unwrap()
+}
+
 #[tokio::test]
 async fn throttling_and_5xx_never_lose_an_acked_message_nor_ack_an_unstored_one() {
     let prefix = fresh_tables().await.unwrap();
@@ -154,8 +168,14 @@ async fn throttling_and_5xx_never_lose_an_acked_message_nor_ack_an_unstored_one(
     );
     for m in &stored {
         assert_eq!(acked.get(&m.client_msg_id), Some(&m.message_id));
+        assert_eq!(m.text, format!("message {}", &m.client_msg_id[1..]));
     }
-    eprintln!("{n} messages, {failures} sends failed after the SDK's retries and were retried");
+    // Faults were really injected: the proxy counts what it did.
+    let stats = proxy_stats(&url).await;
+    eprintln!("{n} messages, {failures} sends failed after the SDK's retries and were retried; proxy: {stats}");
+    assert!(stats["throttled"].as_u64().unwrap() > 10, "{stats}");
+    assert!(stats["failed"].as_u64().unwrap() > 3, "{stats}");
+    assert!(stats["forwarded"].as_u64().unwrap() > 0, "{stats}");
 }
 
 #[tokio::test]
@@ -171,12 +191,108 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
             .unwrap_or_else(|| panic!("{name}"))
     };
     // A short message: claim + message + sender watermark, no transaction.
-    assert!(row("100-byte 1:1 send").write_units() <= 3.0);
+    assert_eq!(row("100-byte 1:1 send").write_units(), 3.0);
     // 1,000 bytes of text make a 1.1 KB item: two units for the message itself.
-    assert!(row("1 KB 1:1 send").write_units() <= 4.0);
+    assert_eq!(row("1 KB 1:1 send").write_units(), 4.0);
+    // Each send also reads: the newest id (consistent) at least.
+    assert!(row("100-byte 1:1 send").read_units() >= 1.0);
     // A group message is written once, however many members read it.
     let group = row("1 KB send to a 100-member group");
     assert_eq!(group.write_units(), row("1 KB 1:1 send").write_units());
     assert_eq!(group.posts, 99);
-    assert!(row("1:1 resend of an acked client_msg_id").write_units() <= 1.0);
+    // The fan-out reads who is in the group and where they are connected.
+    assert!(group.read_units() >= 50.0, "{}", group.read_units());
+    // A resend writes at most the failed claim, and reads the original.
+    let resend = row("1:1 resend of an acked client_msg_id");
+    assert!(resend.write_units() <= 1.0 && resend.read_units() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_send_retried_after_a_restart_or_a_crash_between_claim_and_message_is_stored_once() {
+    use chat_dynamo::codec::{to_item, ClaimItem};
+    let prefix = fresh_tables().await.unwrap();
+    let conv = "dm#alice#bob";
+    let msg = |sender: &str, cmid: &str, text: &str| NewMessage {
+        conversation_id: conv.into(),
+        sender: sender.into(),
+        client_msg_id: cmid.into(),
+        text: text.into(),
+        sent_at_ms: 1,
+        enroll: vec![],
+        origin: None,
+    };
+    let first = DynamoStore::new(&connect(&prefix).await.unwrap())
+        .append(msg("alice", "kept", "before the restart"))
+        .await
+        .unwrap();
+    assert_eq!(first.message.message_id, 1);
+    // A new process (new client, nothing in memory): the retry finds it.
+    let tables = connect(&prefix).await.unwrap();
+    let store = DynamoStore::new(&tables);
+    let again = store
+        .append(msg("alice", "kept", "before the restart"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, first.message);
+
+    // A process died between the claim and the message: the claim points
+    // at id 2, which was never written.
+    let users = tables.name(&chat_dynamo::schema::USERS);
+    let orphan = |cmid: &str, id: u64| ClaimItem {
+        user_id: "alice".into(),
+        sk: ClaimItem::sort_key(cmid),
+        conversation_id: conv.into(),
+        message_id: id,
+        expires_at: u64::MAX / 2,
+    };
+    tables
+        .client
+        .put_item()
+        .table_name(&users)
+        .set_item(Some(to_item(&orphan("ghost", 2))))
+        .send()
+        .await
+        .unwrap();
+    let stored = store.append(msg("alice", "ghost", "boo")).await.unwrap();
+    assert!(!stored.duplicate);
+    assert_eq!(
+        (stored.message.message_id, stored.message.text.as_str()),
+        (2, "boo")
+    );
+    let retried = store.append(msg("alice", "ghost", "boo")).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.message.message_id, 2);
+
+    // An orphan claim whose id someone else took meanwhile is re-pointed.
+    tables
+        .client
+        .put_item()
+        .table_name(&users)
+        .set_item(Some(to_item(&orphan("late", 3))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .append(msg("bob", "b1", "bob took 3"))
+            .await
+            .unwrap()
+            .message
+            .message_id,
+        3
+    );
+    let late = store.append(msg("alice", "late", "finally")).await.unwrap();
+    assert_eq!((late.message.message_id, late.duplicate), (4, false));
+    let texts: Vec<String> = store
+        .messages_after(conv, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["before the restart", "boo", "bob took 3", "finally"]
+    );
 }

@@ -51,13 +51,9 @@ async fn a_non_member_gets_forbidden_for_send_history_and_ack_and_learns_nothing
     alice.send_text(&format!("group:{gid}"), "classified").await;
 
     let e = mallory
-        .send_text(&format!("group:{gid}"), "let me in")
+        .send_text_refused(&format!("group:{gid}"), "let me in")
         .await;
-    assert_eq!(
-        (e["type"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("forbidden"))
-    );
-    assert_eq!(e["client_msg_id"], "t-1");
+    assert_eq!(e["code"], "forbidden");
     let h = mallory.history(&format!("grp#{gid}"), None, None).await;
     assert_eq!(h["code"], "forbidden");
     // A group that does not exist answers exactly the same.
@@ -154,29 +150,134 @@ async fn only_admins_add_or_remove_but_a_member_may_leave() {
 }
 
 #[tokio::test]
-async fn when_the_last_admin_leaves_the_earliest_joined_member_becomes_admin() {
+async fn when_the_last_admin_leaves_the_earliest_joined_member_becomes_admin_not_the_first_by_name()
+{
+    let server = TestServer::start().await;
+    let mut mia = server.client("mia").await;
+    let mut zed = server.client("zed").await;
+    let mut aaron = server.client("aaron").await;
+
+    let g = mia.create_group("heirs", &["zed"]).await;
+    assert_eq!(g["members"], json!(["mia", "zed"]));
+    assert_eq!(g["admins"], json!(["mia"]));
+    let gid = g["group_id"].as_str().unwrap().to_string();
+    assert_eq!(zed.expect("group").await, g);
+
+    // aaron joins later, although his name sorts first.
+    mia.send(json!({"action":"addMember","group_id":gid,"user_id":"aaron"}))
+        .await;
+    let g = mia.expect("group").await;
+    assert_eq!(g["members"], json!(["mia", "zed", "aaron"]));
+    assert_eq!(g["admins"], json!(["mia"]));
+    assert_eq!(zed.expect("group").await, g);
+    assert_eq!(aaron.expect("group").await, g);
+
+    // The only admin leaves: zed, the earliest-joined of the rest, takes over.
+    mia.send(json!({"action":"removeMember","group_id":gid,"user_id":"mia"}))
+        .await;
+    let g = mia.expect("group").await;
+    assert_eq!(g["members"], json!(["zed", "aaron"]));
+    assert_eq!(g["admins"], json!(["zed"]));
+    assert_eq!(zed.expect("group").await, g);
+    assert_eq!(aaron.expect("group").await, g);
+
+    // aaron is not an admin; zed is, and may add others.
+    aaron
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"bea"}))
+        .await;
+    let e = aaron.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["action"].as_str()),
+        (Some("forbidden"), Some("addMember"))
+    );
+    zed.send(json!({"action":"addMember","group_id":gid,"user_id":"bea"}))
+        .await;
+    let g = zed.expect("group").await;
+    assert_eq!(g["members"], json!(["zed", "aaron", "bea"]));
+    assert_eq!(g["admins"], json!(["zed"]));
+    assert_eq!(aaron.expect("group").await, g);
+    // mia left: she hears nothing more of the group.
+    mia.expect_silence(Duration::from_millis(300)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_member_cannot_sync_list_or_send_in_the_group_and_can_be_added_back() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
-    let gid = alice.create_group("g", &["bob", "carol"]).await["group_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let mut bob = server.client("bob").await;
+    let g = alice.create_group("comeback", &["bob", "carol"]).await;
+    let gid = g["group_id"].as_str().unwrap().to_string();
+    let (to, conv) = (format!("group:{gid}"), format!("grp#{gid}"));
+    assert_eq!(bob.expect("group").await, g);
+
+    // (No message is sent before the removal: bob's connection would see
+    // it live, and then fill the gap up to the next one it gets.)
     alice
-        .send(json!({"action":"removeMember","group_id":gid,"user_id":"alice"}))
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"bob"}))
         .await;
     let g = alice.expect("group").await;
-    assert_eq!(g["members"], json!(["bob", "carol"]));
-    assert_eq!(g["admins"], json!(["bob"]));
-    let mut bob = server.client("bob").await;
-    bob.send(json!({"action":"addMember","group_id":gid,"user_id":"erin"}))
+    assert_eq!(g["members"], json!(["alice", "carol"]));
+    assert_eq!(g["admins"], json!(["alice"]));
+    assert_eq!(bob.expect("group").await, g);
+
+    assert_eq!(alice.send_text(&to, "while away").await["message_id"], 1);
+    bob.expect_silence(Duration::from_millis(300)).await;
+    // No group messages in his sync (a member would get message 1)...
+    let got = bob.sync().await;
+    assert!(got.is_empty(), "{got:?}");
+    // ...no group in his conversations...
+    bob.send(json!({"action":"conversations"})).await;
+    assert_eq!(bob.expect("conversations").await["items"], json!([]));
+    // ...and no sending or reading.
+    let e = bob.send_text_refused(&to, "let me back in").await;
+    assert_eq!(
+        (e["code"].as_str(), e["action"].as_str()),
+        (Some("forbidden"), Some("send"))
+    );
+    assert_eq!(bob.history(&conv, None, None).await["code"], "forbidden");
+
+    // An admin adds him back: he hears it, and new messages reach him live.
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"bob"}))
         .await;
-    // The announcement of alice leaving may still reach bob's new
-    // connection first (delivery is at-least-once); the answer follows.
-    let mut g = bob.expect("group").await;
-    if g["members"] == json!(["bob", "carol"]) {
-        g = bob.expect("group").await;
-    }
-    assert_eq!(g["members"], json!(["bob", "carol", "erin"]));
+    let g = alice.expect("group").await;
+    assert_eq!(g["members"], json!(["alice", "carol", "bob"]));
+    assert_eq!(bob.expect("group").await, g);
+    assert_eq!(alice.send_text(&to, "welcome back").await["message_id"], 2);
+    let m = bob.expect("message").await;
+    assert_eq!(
+        (
+            m["message_id"].as_u64(),
+            m["from"].as_str(),
+            m["text"].as_str()
+        ),
+        (Some(2), Some("alice"), Some("welcome back"))
+    );
+    bob.expect_silence(Duration::from_millis(200)).await;
+    // The group is listed again, read up to where he rejoined.
+    bob.send(json!({"action":"conversations"})).await;
+    assert_eq!(
+        bob.expect("conversations").await["items"],
+        json!([{
+            "conversation_id": conv,
+            "kind": "group",
+            "group_id": gid,
+            "name": "comeback",
+            "last_message_id": 2,
+            "acked_up_to": 1,
+            "unread": 1
+        }])
+    );
+    // A fresh connection's sync replays what came after rejoining, and
+    // nothing from before.
+    let mut bob2 = server.raw_client("bob").await;
+    let got = bob2.sync().await;
+    assert_eq!(ids(&got), vec![2]);
+    assert_eq!(got[0]["text"], "welcome back");
+    // The refused send stored nothing.
+    let h = alice.history(&conv, None, None).await;
+    assert_eq!(ids(h["messages"].as_array().unwrap()), vec![1, 2]);
     server.stop().await;
 }
 

@@ -52,7 +52,13 @@ fn watch(port: u16, env: &[(&str, String)]) -> Watch {
     }
     // The functions' logs go to a file: the function processes may outlive
     // the watch for a moment, and must not write into the test's output.
-    let log_path = std::env::temp_dir().join(format!("chat-lambda-watch-{port}.log"));
+    // Under scripts/test-all it is in the run's directory, with the process
+    // group's id, so the run's cleanup stops the group even if this test
+    // process is killed.
+    let run_dir = std::env::var("CHAT_RUN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let log_path = run_dir.join(format!("lambda-watch-{port}.log"));
     let log = std::fs::File::create(&log_path).expect("watch log file");
     eprintln!("cargo lambda watch logs: {}", log_path.display());
     cmd.stdin(Stdio::null())
@@ -60,10 +66,16 @@ fn watch(port: u16, env: &[(&str, String)]) -> Watch {
         .stderr(Stdio::from(log))
         .process_group(0)
         .kill_on_drop(true);
-    Watch(
-        cmd.spawn()
-            .expect("cargo lambda watch (scripts/ensure-cargo-lambda)"),
-    )
+    let child = cmd
+        .spawn()
+        .expect("cargo lambda watch (scripts/ensure-cargo-lambda)");
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(
+            run_dir.join(format!("lambda-watch-{port}.pgid")),
+            pid.to_string(),
+        );
+    }
+    Watch(child)
 }
 
 async fn free_port() -> u16 {
@@ -122,12 +134,14 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     let messages = tables.name(&chat_dynamo::schema::MESSAGES);
     let (poller, poll_tables) = (backend.clone(), tables.clone());
     tasks.spawn(move |stop| poll_stream(poller, poll_tables, messages, stop));
-    let hub = Arc::new(conn_tier::hub::Hub::new("lambda-node"));
+    // The functions keep order in Lambda mode: posts pass through.
+    let hub = Arc::new(conn_tier::hub::Hub::new("lambda-node", false));
     let app = App {
         backend,
         hub,
         socket: SocketConfig::default(),
         connections: None,
+        store: None,
         tasks,
     };
     let store: Arc<dyn chat_core::ports::Store> = Arc::new(chat_dynamo::DynamoStore::new(&tables));
@@ -136,6 +150,20 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::serve_app_with(app, auth, store, connections.clone(), dir, mgmt).await;
 
+    // Warm up as a client would: a cold authorizer answers 503 with
+    // Retry-After (the first invoke may build or start the functions).
+    let warm = std::time::Instant::now();
+    loop {
+        let url = format!("{}?token={}", server.url(), server.token("warmup"));
+        match handshake_status(&url).await.unwrap() {
+            101 => break,
+            503 if warm.elapsed() < Duration::from_secs(300) => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            other => panic!("warm-up handshake answered {other}"),
+        }
+    }
+    eprintln!("functions warm after {:?}", warm.elapsed());
     // The authorizer function refuses bad tokens before the upgrade.
     assert_eq!(
         handshake_status(&format!("{}?token=garbage", server.url()))
@@ -145,16 +173,26 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     );
     assert_eq!(handshake_status(&server.url()).await.unwrap(), 401);
 
-    // The first calls may compile functions: allow for it once.
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
-    alice.send(json!({"action":"ping"})).await;
-    let pong = alice
+    // Clients sync first, as every client should: then they are live. The
+    // first sync may start the function cold: allow for it once.
+    let mut alice = server.raw_client("alice").await;
+    alice.send(json!({"action":"sync"})).await;
+    let synced = alice
         .try_recv(Duration::from_secs(300))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(pong, json!({"type":"pong"}));
+    assert_eq!(synced, json!({"type":"synced"}));
+    let (mut bob, _) = server.syncing_client("bob").await;
+    alice.send(json!({"action":"ping"})).await;
+    assert_eq!(
+        alice
+            .try_recv(Duration::from_secs(300))
+            .await
+            .unwrap()
+            .unwrap(),
+        json!({"type":"pong"})
+    );
 
     // A stale connection of bob's: its post answers 410 and it is pruned.
     connections
@@ -163,6 +201,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
             user_id: "bob".into(),
             endpoint: format!("http://{mgmt_addr}"),
             connected_at_ms: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -196,8 +235,8 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     assert!(pruned, "the stale connection was pruned");
     alice.expect_silence(Duration::from_millis(500)).await;
 
-    // Groups, fan-out to every member, history and sync through the functions.
-    let mut carol = server.client("carol").await;
+    // Groups, fan-out to every member, history, receipts through the functions.
+    let (mut carol, _) = server.syncing_client("carol").await;
     alice
         .send(json!({"action":"createGroup","name":"lambda team","members":["bob","carol"]}))
         .await;
@@ -209,7 +248,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     assert_eq!(g["type"], "group", "{g}");
     assert_eq!(bob.expect("group").await, g);
     assert_eq!(carol.expect("group").await, g);
-    let gid = g["group_id"].as_str().unwrap();
+    let gid = g["group_id"].as_str().unwrap().to_string();
     carol.send(json!({"action":"send","to":format!("group:{gid}"),"client_msg_id":"g-1","text":"hello all"})).await;
     assert_eq!(carol.expect("ack").await["message_id"], 1);
     assert_eq!(alice.expect("message").await["text"], "hello all");
@@ -223,8 +262,62 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
         .await;
     assert_eq!(alice.expect("receipt").await["up_to"], 1);
 
+    // conversations, addMember, removeMember, and a later sync.
+    bob.send(json!({"action":"conversations"})).await;
+    let c = bob.expect("conversations").await;
+    let mut listed: Vec<(String, u64)> = c["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["conversation_id"].as_str().unwrap().to_string(),
+                i["unread"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut want = vec![("dm#alice#bob".to_string(), 0), (format!("grp#{gid}"), 1)];
+    want.sort();
+    assert_eq!(listed, want);
+    let (mut dave, _) = server.syncing_client("dave").await;
+    alice
+        .send(json!({"action":"addMember","group_id":gid,"user_id":"dave"}))
+        .await;
+    let g = alice.expect("group").await;
+    assert_eq!(g["members"], json!(["alice", "bob", "carol", "dave"]));
+    for c in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(c.expect("group").await, g);
+    }
+    bob.send(json!({"action":"removeMember","group_id":gid,"user_id":"bob"}))
+        .await;
+    let g = bob.expect("group").await;
+    assert_eq!(g["members"], json!(["alice", "carol", "dave"]));
+    for c in [&mut alice, &mut carol, &mut dave] {
+        assert_eq!(c.expect("group").await, g);
+    }
+    alice.send(json!({"action":"send","to":format!("group:{gid}"),"client_msg_id":"g-2","text":"bob has left"})).await;
+    assert_eq!(alice.expect("ack").await["message_id"], 2);
+    assert_eq!(dave.expect("message").await["text"], "bob has left");
+    assert_eq!(carol.expect("message").await["text"], "bob has left");
+    bob.expect_silence(Duration::from_millis(500)).await;
+    // carol syncs from another device: what she has not acked (her own
+    // message moved her watermark past it).
+    let (_carol2, got) = server.syncing_client("carol").await;
+    let texts: Vec<&str> = got.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["bob has left"]);
+
     // Bad frames are answered by the functions too.
     bob.send(json!({"action":"teleport"})).await;
     assert_eq!(bob.expect("error").await["code"], "bad_request");
+
+    // Order: a receiver syncing while two peers send through the functions
+    // and the stream-fed fan-out; and one that never syncs.
+    let repeats = chat_tests::order::sync_while_peers_send(&server, 2, 20, 30).await;
+    eprintln!("local cloud: {repeats} repeated ids in 2 rounds of 80 messages");
+    assert!(repeats <= 10, "{repeats} repeats");
+    let seen = chat_tests::order::never_syncs_on_a_busy_group(&server, 20).await;
+    assert_eq!(seen.ids.last(), Some(&60));
+    assert_eq!(seen.repeats, 0);
     server.stop().await;
 }

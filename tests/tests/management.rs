@@ -2,7 +2,7 @@
 //! `aws-sdk-apigatewaymanagement` client (through the API Gateway delivery
 //! adapter the Lambda functions use).
 
-use chat_core::ports::{ConnectionRecord, Delivery, PostError};
+use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
 use chat_dynamo::apigw::ApiGatewayDelivery;
 use chat_tests::*;
 use serde_json::json;
@@ -25,12 +25,20 @@ async fn delivery(server: &TestServer) -> ApiGatewayDelivery {
     ApiGatewayDelivery::new(conf, Some(format!("http://{}", server.management)))
 }
 
+fn outgoing(json: &'static str) -> Outgoing {
+    Outgoing {
+        json: json.as_bytes().to_vec().into(),
+        seq: None,
+    }
+}
+
 fn rec(id: &str) -> ConnectionRecord {
     ConnectionRecord {
         connection_id: id.into(),
         user_id: "x".into(),
         endpoint: "ignored".into(),
         connected_at_ms: 0,
+        ..Default::default()
     }
 }
 
@@ -40,12 +48,14 @@ async fn posts_reach_the_connection_and_unknown_connections_are_gone() {
     let mut alice = server.client("alice").await;
     let d = delivery(&server).await;
     assert_eq!(
-        d.post(&rec("no-such-connection"), "{}").await,
+        d.post(&rec("no-such-connection"), &outgoing("{}")).await,
         Err(PostError::Gone)
     );
 
     let id = server_connection_id(&server, "alice").await;
-    d.post(&rec(&id), r#"{"type":"pong"}"#).await.unwrap();
+    d.post(&rec(&id), &outgoing(r#"{"type":"pong"}"#))
+        .await
+        .unwrap();
     assert_eq!(alice.recv().await, json!({"type":"pong"}));
 
     let http = format!("http://{}/@connections/{id}", server.management);

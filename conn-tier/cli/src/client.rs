@@ -1,5 +1,5 @@
-//! A small WebSocket client for the chat protocol: the `chat` CLI, the
-//! end-to-end tests and the benchmarks use it.
+//! A small WebSocket client for the chat protocol: the `chat` CLI and the
+//! end-to-end tests use it.
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

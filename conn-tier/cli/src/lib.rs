@@ -1,5 +1,5 @@
 //! chat-cli: the `chat` command-line client (`src/main.rs`) and the small
-//! WebSocket client it shares with the end-to-end tests and the benchmarks.
+//! WebSocket client it shares with the end-to-end tests.
 //!
 //! # Layout
 //! - [`client`]: connect to `/ws` with a token.

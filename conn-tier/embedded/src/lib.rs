@@ -31,6 +31,7 @@ use chat_core::ports::*;
 use chat_core::Result;
 use redb::{Database, ReadableDatabase, WriteTransaction};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tables::*;
 use tokio::sync::mpsc;
@@ -44,6 +45,8 @@ pub struct EmbeddedStore {
     writer: Option<mpsc::Sender<writer::WriteOp>>,
     /// Joined on drop, so the file is released when the store is gone.
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set on drop: the writer stops waiting for room in the commit feed.
+    closing: Arc<AtomicBool>,
 }
 
 impl EmbeddedStore {
@@ -62,12 +65,12 @@ impl EmbeddedStore {
     pub fn open_with_feed(
         dir: &Path,
         bound: usize,
-    ) -> Result<(Self, mpsc::Receiver<Committed>), Error> {
+    ) -> Result<(Self, mpsc::Receiver<StoredMessage>), Error> {
         let (tx, rx) = mpsc::channel(bound.max(1));
         Ok((Self::start(dir, Some(tx))?, rx))
     }
 
-    fn start(dir: &Path, feed: Option<mpsc::Sender<Committed>>) -> Result<Self, Error> {
+    fn start(dir: &Path, feed: Option<mpsc::Sender<StoredMessage>>) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             context: format!("creating data directory {}", dir.display()),
             source,
@@ -92,9 +95,11 @@ impl EmbeddedStore {
         txn.commit().map_err(Error::db)?;
         let (tx, rx) = mpsc::channel::<writer::WriteOp>(WRITE_QUEUE);
         let wdb = db.clone();
+        let closing = Arc::new(AtomicBool::new(false));
+        let flag = closing.clone();
         let thread = std::thread::Builder::new()
             .name("embedded-store-writer".into())
-            .spawn(move || writer::run(&wdb, rx, feed))
+            .spawn(move || writer::run(&wdb, rx, feed, &flag))
             .map_err(|source| Error::Io {
                 context: "starting the store writer thread".into(),
                 source,
@@ -104,6 +109,7 @@ impl EmbeddedStore {
             db,
             writer: Some(tx),
             thread: Some(thread),
+            closing,
         })
     }
 
@@ -124,7 +130,7 @@ impl EmbeddedStore {
     async fn queue<R, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<R>>>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<(R, Option<Committed>)> + Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
     {
         let (op, rx) = writer::op(f);
         let sender = self
@@ -148,6 +154,7 @@ impl Drop for EmbeddedStore {
     /// Closes the write queue and waits for the writer to finish its batch,
     /// so the data file is released when the store is dropped.
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         self.writer.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -303,7 +310,7 @@ mod tests {
         }
         for want in 1..=3 {
             let c = feed.recv().await.unwrap();
-            assert_eq!(c.message.message_id, want);
+            assert_eq!(c.message_id, want);
         }
         // A resend is not fed again.
         s.append(message("m0")).await.unwrap();

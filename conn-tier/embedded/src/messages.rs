@@ -17,6 +17,7 @@ pub(crate) fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMes
         client_msg_id: b.client_msg_id,
         text: b.text,
         sent_at_ms: b.sent_at_ms,
+        origin: b.origin,
     })
 }
 
@@ -25,7 +26,7 @@ pub(crate) fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMes
 pub(crate) fn append(
     txn: &WriteTransaction,
     msg: NewMessage,
-) -> Result<(Appended, Option<Committed>)> {
+) -> Result<(Appended, Option<StoredMessage>)> {
     {
         let idem = txn.open_table(IDEMPOTENCY).map_err(db)?;
         let hit = idem
@@ -67,6 +68,7 @@ pub(crate) fn append(
         client_msg_id: msg.client_msg_id.clone(),
         text: msg.text,
         sent_at_ms: msg.sent_at_ms,
+        origin: msg.origin.clone(),
     };
     txn.open_table(MESSAGES)
         .map_err(db)?
@@ -90,17 +92,14 @@ pub(crate) fn append(
         client_msg_id: body.client_msg_id,
         text: body.text,
         sent_at_ms: body.sent_at_ms,
-    };
-    let committed = Committed {
-        message: message.clone(),
-        origin: msg.origin.clone(),
+        origin: body.origin,
     };
     Ok((
         Appended {
-            message,
+            message: message.clone(),
             duplicate: false,
         },
-        Some(committed),
+        Some(message),
     ))
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct MessageBody {
     pub client_msg_id: String,
     pub text: String,
     pub sent_at_ms: u64,
+    /// The sending connection (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -5,9 +5,12 @@
 //! concurrent sends share the fsync. The queue is bounded: when the disk
 //! falls behind, callers wait (backpressure) instead of piling up memory.
 
-use chat_core::ports::Committed;
+use chat_core::ports::StoredMessage;
 use chat_core::{Error, Result};
 use redb::{Database, WriteTransaction};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes applied in one transaction.
@@ -21,7 +24,7 @@ pub(crate) struct Applied {
     /// It failed part-way: the batch must not commit.
     poisoned: bool,
     /// A newly appended message, for the commit feed.
-    appended: Option<Committed>,
+    appended: Option<StoredMessage>,
 }
 
 pub(crate) type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Applied + Send>;
@@ -32,7 +35,7 @@ pub(crate) type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Applied + Send>;
 pub(crate) fn op<R, F>(f: F) -> (WriteOp, oneshot::Receiver<Result<R>>)
 where
     R: Send + 'static,
-    F: FnOnce(&WriteTransaction) -> Result<(R, Option<Committed>)> + Send + 'static,
+    F: FnOnce(&WriteTransaction) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel::<Result<R>>();
     let op: WriteOp = Box::new(move |txn| {
@@ -56,13 +59,31 @@ where
     (op, rx)
 }
 
+/// Hands a durable message to the feed, waiting for room (delivery's
+/// backpressure slows commits down), unless the store is closing or
+/// nobody listens any more.
+fn feed_one(feed: &mpsc::Sender<StoredMessage>, mut c: StoredMessage, closing: &AtomicBool) {
+    loop {
+        match feed.try_send(c) {
+            Ok(()) | Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(back)) => {
+                if closing.load(Ordering::Relaxed) {
+                    return;
+                }
+                c = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 /// The group-commit loop: one transaction and one fsync per batch. Runs
-/// until every sender of `rx` is gone. Each durable message goes to `feed`
-/// (waiting for room: delivery's backpressure slows commits down).
+/// until every sender of `rx` is gone. Each durable message goes to `feed`.
 pub(crate) fn run(
     db: &Database,
     mut rx: mpsc::Receiver<WriteOp>,
-    feed: Option<mpsc::Sender<Committed>>,
+    feed: Option<mpsc::Sender<StoredMessage>>,
+    closing: &AtomicBool,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut ops = vec![first];
@@ -103,8 +124,7 @@ pub(crate) fn run(
             (Ok(()), Some(feed)) => {
                 tracing::trace!(batch, "group commit");
                 for c in appended {
-                    // Durable now. A closed feed (delivery stopped) is fine.
-                    let _ = feed.blocking_send(c);
+                    feed_one(feed, c, closing);
                 }
             }
             (Ok(()), None) => tracing::trace!(batch, "group commit"),

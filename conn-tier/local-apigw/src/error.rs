@@ -9,7 +9,4 @@ pub enum Error {
     /// A function answered something API Gateway would not accept.
     #[error("{function} answered {detail}")]
     BadAnswer { function: String, detail: String },
-    /// The messages table's stream cannot be read.
-    #[error("stream poller: {0}")]
-    Stream(String),
 }

@@ -9,7 +9,7 @@
 //! - Frames: route selection `$request.body.action`; an action with no
 //!   route, or a frame that is not JSON, goes to `$default`.
 //! - The functions answer through the `@connections` management API
-//!   ([`crate::mgmt`]): `domainName` and `stage` in the events name it.
+//!   ([`crate::management`]): `domainName` and `stage` in the events name it.
 //! - Routes and their functions come from chat-core's one table of actions
 //!   ([`chat_core::protocol::route`]), as the SAM template's do.
 
@@ -167,7 +167,10 @@ impl LambdaBackend {
             .map(Authorization::Allowed)
             .map_err(|_| Error::BadAnswer {
                 function: "authorizer".into(),
-                detail: "an invalid user id".into(),
+                detail: format!(
+                    "Allow with an invalid user id {:?}",
+                    user.chars().take(80).collect::<String>()
+                ),
             })
     }
 

@@ -27,6 +27,20 @@ pub async fn poll_stream(
     table: String,
     stop: CancellationToken,
 ) {
+    // A call in flight (an invoke may wait minutes for a cold build) is
+    // dropped at once when the poller is told to stop.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = poll(backend, tables, table, stop.clone()) => {}
+    }
+}
+
+async fn poll(
+    backend: Arc<LambdaBackend>,
+    tables: chat_dynamo::Tables,
+    table: String,
+    stop: CancellationToken,
+) {
     use aws_sdk_dynamodbstreams::types::ShardIteratorType;
     let conf = chat_dynamo::config::sdk_config(None).await;
     let streams = aws_sdk_dynamodbstreams::Client::new(&conf);

@@ -11,7 +11,7 @@ use chat_core::auth::{Authenticator, DEV_SECRET};
 use chat_core::delivery::{feed, InProcessFanout};
 use chat_core::ids::new_connection_id;
 use chat_core::memory::{MemoryConnections, MemoryStore};
-use chat_core::ports::{Committed, Connections, Store};
+use chat_core::ports::{Connections, Store, StoredMessage};
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ pub struct App {
     /// The connection map the in-process services use (`None` when the
     /// functions keep their own).
     pub connections: Option<Arc<dyn Connections>>,
+    /// Where a socket reads the messages missing from a conversation's
+    /// sequence (`None` when the functions keep order: Lambda mode).
+    pub store: Option<Arc<dyn Store>>,
     /// Background work (fan-out workers, the commit-feed bridge, the stream
     /// poller), stopped by [`App::shutdown`].
     pub tasks: Arc<Tasks>,
@@ -52,11 +55,14 @@ impl App {
     pub fn in_process(
         store: Arc<dyn Store>,
         connections: Arc<dyn Connections>,
-        feed: Option<mpsc::Receiver<Committed>>,
+        feed: Option<mpsc::Receiver<StoredMessage>>,
         auth: Authenticator,
         socket: SocketConfig,
     ) -> Self {
-        let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
+        let hub = Arc::new(Hub::new(
+            format!("node-{}", &new_connection_id()[..8]),
+            true,
+        ));
         let tasks = Arc::new(Tasks::new());
         let deliverer = Arc::new(Deliverer::new(
             store.clone(),
@@ -76,7 +82,7 @@ impl App {
             }
             None => MessageDelivery::Dispatch,
         };
-        let chat = Chat::new(store, connections.clone(), fanout, messages);
+        let chat = Chat::new(store.clone(), connections.clone(), fanout, messages);
         let backend = InProcess {
             chat: Arc::new(chat),
             auth,
@@ -87,6 +93,7 @@ impl App {
             hub,
             socket,
             connections: Some(connections),
+            store: Some(store),
             tasks,
         }
     }
@@ -158,7 +165,10 @@ impl App {
     #[cfg(feature = "lambda")]
     async fn lambda_from_args(args: &ServerArgs) -> Result<Self, Error> {
         use chat_local_apigw::lambda::LambdaBackend;
-        let hub = Arc::new(Hub::new(format!("node-{}", &new_connection_id()[..8])));
+        let hub = Arc::new(Hub::new(
+            format!("node-{}", &new_connection_id()[..8]),
+            false,
+        ));
         let tasks = Arc::new(Tasks::new());
         let domain = args.management_listen.to_string();
         let backend = Arc::new(
@@ -189,6 +199,7 @@ impl App {
             hub,
             socket: args.socket_config(),
             connections: None,
+            store: None,
             tasks,
         })
     }

@@ -80,6 +80,15 @@ pub struct ServerArgs {
     /// Seconds between pings to an idle connection.
     #[arg(long, env = "CHAT_PING_SECS", default_value_t = defaults::PING_SECS)]
     pub ping_secs: u64,
+    /// Milliseconds live messages wait for a new connection's first frame:
+    /// a `sync` sent first gets them after its replay, in one increasing
+    /// sequence per conversation.
+    #[arg(long, env = "CHAT_LIVE_HOLD_MS", default_value_t = defaults::LIVE_HOLD_MS)]
+    pub live_hold_ms: u64,
+    /// Milliseconds the authorizer may take on an upgrade before the client
+    /// gets HTTP 503 with Retry-After (a cold Lambda authorizer).
+    #[arg(long, env = "CHAT_AUTHORIZER_TIMEOUT_MS", default_value_t = defaults::AUTHORIZER_TIMEOUT_MS)]
+    pub authorizer_timeout_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAT_LOG_JSON")]
     pub log_json: bool,
@@ -91,6 +100,8 @@ impl ServerArgs {
             outbound_queue: self.outbound_queue.max(1),
             rate_burst: self.rate_burst.max(1),
             rate_per_sec: self.rate_per_sec,
+            live_hold: Duration::from_millis(self.live_hold_ms),
+            authorizer_timeout: Duration::from_millis(self.authorizer_timeout_ms),
             ..SocketConfig::default()
         }
         .with_ping(Duration::from_secs(self.ping_secs.max(1)))

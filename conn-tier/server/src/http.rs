@@ -95,12 +95,26 @@ async fn ws_handler(
     // Authenticate before anything else: no upgrade, no record without a valid token.
     let connection_id = new_connection_id();
     let token = token(&uri, &headers);
-    let user = match ctx
-        .app
-        .backend
-        .authenticate(token.as_deref(), &connection_id)
-        .await
-    {
+    let deadline = ctx.app.socket.authorizer_timeout;
+    let authenticated = tokio::time::timeout(
+        deadline,
+        ctx.app
+            .backend
+            .authenticate(token.as_deref(), &connection_id),
+    )
+    .await;
+    let Ok(authenticated) = authenticated else {
+        // A cold authorizer (a Lambda compiling or starting): the client
+        // gets a clear "try again", not a hang.
+        tracing::warn!(?deadline, "the authorizer did not answer in time");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "the authorizer did not answer in time; retry shortly\n",
+        )
+            .into_response();
+    };
+    let user = match authenticated {
         Ok(u) => u,
         Err(Refusal::Unauthorized(reason)) => {
             tracing::info!(%reason, "refused connection");
@@ -130,16 +144,7 @@ async fn ws_handler(
         // far more than the frames it carries; grown on demand anyway.
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            sockets.track_future(run_socket(
-                socket,
-                app.backend,
-                app.hub,
-                session,
-                app.socket,
-                stop,
-            ))
-        })
+        .on_upgrade(move |socket| sockets.track_future(run_socket(socket, app, session, stop)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

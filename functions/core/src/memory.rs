@@ -80,6 +80,7 @@ impl Store for MemoryStore {
             client_msg_id: msg.client_msg_id.clone(),
             text: msg.text,
             sent_at_ms: msg.sent_at_ms,
+            origin: msg.origin.clone(),
         };
         list.push(stored.clone());
         g.idempotency.insert(key, (msg.conversation_id.clone(), id));
@@ -239,6 +240,8 @@ pub struct MemoryConnections {
 struct ConnInner {
     by_id: HashMap<String, ConnectionRecord>,
     by_user: HashMap<String, Vec<String>>,
+    /// Per syncing connection: live messages skipped, and their conversations.
+    skipped: HashMap<String, (u64, std::collections::BTreeSet<String>)>,
 }
 
 impl MemoryConnections {
@@ -261,6 +264,7 @@ impl Connections for MemoryConnections {
 
     async fn remove(&self, connection_id: &str) -> Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.skipped.remove(connection_id);
         if let Some(rec) = g.by_id.remove(connection_id) {
             if let Some(ids) = g.by_user.get_mut(&rec.user_id) {
                 ids.retain(|c| c != connection_id);
@@ -283,5 +287,47 @@ impl Connections for MemoryConnections {
             .get(user_id)
             .map(|ids| ids.iter().filter_map(|c| g.by_id.get(c).cloned()).collect())
             .unwrap_or_default())
+    }
+    async fn begin_sync(&self, connection_id: &str) -> Result<bool> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = g.by_id.get_mut(connection_id) else {
+            return Ok(false);
+        };
+        rec.sync = SyncState::Syncing;
+        g.skipped.remove(connection_id);
+        Ok(true)
+    }
+
+    async fn note_skipped(&self, connection_id: &str, conversation: &str) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.by_id.get(connection_id).map(|r| r.sync) == Some(SyncState::Syncing) {
+            let noted = g.skipped.entry(connection_id.to_string()).or_default();
+            noted.0 += 1;
+            noted.1.insert(conversation.to_string());
+        }
+        Ok(())
+    }
+
+    async fn go_live(
+        &self,
+        connection_id: &str,
+        replayed: &BTreeMap<String, u64>,
+        seen: u64,
+    ) -> Result<GoLive> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((skips, convs)) = g.skipped.get(connection_id) {
+            if *skips != seen {
+                return Ok(GoLive::Skipped {
+                    conversations: convs.iter().cloned().collect(),
+                    skips: *skips,
+                });
+            }
+        }
+        g.skipped.remove(connection_id);
+        if let Some(rec) = g.by_id.get_mut(connection_id) {
+            rec.sync = SyncState::Live;
+            rec.replayed = replayed.clone();
+        }
+        Ok(GoLive::Done)
     }
 }

@@ -26,6 +26,11 @@ pub struct StoredMessage {
     pub text: String,
     /// Milliseconds since the Unix epoch, set by the server.
     pub sent_at_ms: u64,
+    /// The connection that sent it (it got the `ack`, not the message).
+    /// Kept so delivery skips it, and so a connection filling a gap in its
+    /// sequence knows which ids it holds as acks. Never shown to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl StoredMessage {
@@ -39,16 +44,6 @@ impl StoredMessage {
             sent_at: crate::time::format_ms(self.sent_at_ms),
         }
     }
-}
-
-/// A message that is durable, in commit order: what a store's change feed
-/// carries to delivery (the embedded store's commit feed; on AWS, the
-/// messages table's stream).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    pub message: StoredMessage,
-    /// The sending connection (it got the `ack` and needs no copy).
-    pub origin: Option<String>,
 }
 
 /// A message to append. The store allocates `message_id`.
@@ -230,13 +225,51 @@ pub trait Store: Send + Sync {
 }
 
 /// Where a connection lives, so anyone can post to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConnectionRecord {
     pub connection_id: String,
     pub user_id: String,
     /// The conn-tier node or the API Gateway callback URL that holds it.
     pub endpoint: String,
     pub connected_at_ms: u64,
+    /// Where the connection is in its first `sync`, for the stateless
+    /// functions' fan-out (docs/design.md, "Order in Lambda mode");
+    /// conn-tier keeps order in its sockets and records `Live`.
+    #[serde(default)]
+    pub sync: SyncState,
+    /// Per conversation, the newest id its last `sync` replayed: the
+    /// fan-out skips those ids (the connection has them already).
+    #[serde(default)]
+    pub replayed: std::collections::BTreeMap<String, u64>,
+}
+
+/// A connection's place in its sync, as the stateless fan-out sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncState {
+    /// Just connected: live messages wait (they are skipped, and the first
+    /// `sync` replays them) unless no sync starts within the grace period.
+    Pending,
+    /// A `sync` is replaying: live messages are skipped and noted, and the
+    /// sync replays them before it goes live.
+    Syncing,
+    /// Live messages are posted.
+    #[default]
+    Live,
+}
+
+/// How a `sync` may go live: atomically, only if no live message was
+/// skipped since the sync last looked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoLive {
+    /// The connection is live, with the replay marks given.
+    Done,
+    /// `skips` live messages were skipped so far, in these conversations:
+    /// replay them, then try again with `seen = skips`.
+    Skipped {
+        conversations: Vec<String>,
+        skips: u64,
+    },
 }
 
 /// The connection map.
@@ -247,6 +280,25 @@ pub trait Connections: Send + Sync {
     async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>>;
     /// The user's connections (an index lookup, never a scan).
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>>;
+
+    /// A `sync` starts on the connection: [`SyncState::Syncing`], no
+    /// skipped conversations noted. False if the connection is gone.
+    async fn begin_sync(&self, connection_id: &str) -> Result<bool>;
+
+    /// The fan-out skipped a live message of `conversation` because the
+    /// connection is syncing: noted, so the sync replays it before it goes
+    /// live. Nothing happens unless the connection is syncing.
+    async fn note_skipped(&self, connection_id: &str, conversation: &str) -> Result<()>;
+
+    /// Goes live with `replayed` as the replay marks, atomically, if
+    /// exactly `seen` skips were noted since `begin_sync` (0 at first);
+    /// otherwise answers how many, and in which conversations.
+    async fn go_live(
+        &self,
+        connection_id: &str,
+        replayed: &std::collections::BTreeMap<String, u64>,
+        seen: u64,
+    ) -> Result<GoLive>;
 }
 
 /// Why a post failed.
@@ -258,11 +310,48 @@ pub enum PostError {
     Failed(String),
 }
 
+/// Where a `message` frame sits in its conversation, so a connection can
+/// keep a conversation's messages in id order and fill gaps from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Seq {
+    pub conversation_id: String,
+    pub message_id: u64,
+}
+
+/// A frame on its way to connections: its JSON, serialised once and shared
+/// by every post of a fan-out (cloning it copies no bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub json: bytes::Bytes,
+    /// Set for a `message` frame.
+    pub seq: Option<Seq>,
+}
+
+impl Outgoing {
+    pub fn new(frame: &ServerFrame) -> Self {
+        let seq = match frame {
+            ServerFrame::Message(m) => Some(Seq {
+                conversation_id: m.conversation_id.clone(),
+                message_id: m.message_id,
+            }),
+            _ => None,
+        };
+        Outgoing {
+            json: bytes::Bytes::from(frame.to_json()),
+            seq,
+        }
+    }
+
+    /// The JSON as text (it was made from a `String`).
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.json).unwrap_or("")
+    }
+}
+
 /// Posts a frame to one connection.
 #[async_trait]
 pub trait Delivery: Send + Sync {
-    /// `frame` is the frame's JSON, serialised once per fan-out.
-    async fn post(&self, connection: &ConnectionRecord, frame: &str) -> Result<(), PostError>;
+    async fn post(&self, connection: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError>;
 }
 
 /// Who a fan-out job reaches.

@@ -1,6 +1,5 @@
 //! Owned background tasks. A [`Tasks`] group is held by whoever started the
-//! tasks (fan-out workers, the commit-feed bridge, the stream poller, node
-//! heartbeats); [`Tasks::shutdown`] stops them and waits, and dropping the
+//! tasks (fan-out workers, the commit-feed bridge, the stream poller); [`Tasks::shutdown`] stops them and waits, and dropping the
 //! group tells them to stop (as mini-redis's `DbDropGuard` does). No task is
 //! ever detached.
 
@@ -29,11 +28,6 @@ impl Tasks {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.tracker.spawn(task(self.stop.clone()));
-    }
-
-    /// The token the group's tasks watch (cancelled at shutdown).
-    pub fn token(&self) -> CancellationToken {
-        self.stop.clone()
     }
 
     /// How many tasks are still running.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
-use chat_core::ports::{ConnectionRecord, Delivery, PostError};
+use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -63,12 +63,12 @@ pub fn callback_url(domain_name: &str, stage: &str) -> String {
 
 #[async_trait]
 impl Delivery for ApiGatewayDelivery {
-    async fn post(&self, connection: &ConnectionRecord, frame: &str) -> Result<(), PostError> {
+    async fn post(&self, connection: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError> {
         let call = self
             .client(&connection.endpoint)
             .post_to_connection()
             .connection_id(&connection.connection_id)
-            .data(Blob::new(frame.as_bytes().to_vec()))
+            .data(Blob::new(frame.json.to_vec()))
             .send();
         match tokio::time::timeout(self.post_timeout, call).await {
             Err(_) => Err(PostError::Failed("post timed out".into())),

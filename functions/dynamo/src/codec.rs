@@ -16,8 +16,9 @@
 use crate::error::Error;
 use crate::schema::*;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chat_core::ports::{ConnectionRecord, GroupMember, Membership, StoredMessage};
+use chat_core::ports::{ConnectionRecord, GroupMember, Membership, StoredMessage, SyncState};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// An item as the SDK sends and returns it.
@@ -63,7 +64,7 @@ pub struct MessageItem {
 }
 
 impl MessageItem {
-    pub fn new(m: &StoredMessage, origin: Option<&str>) -> Self {
+    pub fn new(m: &StoredMessage) -> Self {
         MessageItem {
             conversation_id: m.conversation_id.clone(),
             message_id: m.message_id,
@@ -71,7 +72,7 @@ impl MessageItem {
             client_msg_id: m.client_msg_id.clone(),
             text: m.text.clone(),
             sent_at: m.sent_at_ms,
-            origin: origin.map(str::to_string),
+            origin: m.origin.clone(),
         }
     }
 
@@ -83,6 +84,7 @@ impl MessageItem {
             client_msg_id: self.client_msg_id,
             text: self.text,
             sent_at_ms: self.sent_at,
+            origin: self.origin,
         }
     }
 }
@@ -200,7 +202,20 @@ pub struct ConnectionItem {
     #[serde(default)]
     pub connected_at: u64,
     /// TTL: a row whose disconnect was never seen goes after a while.
+    #[serde(default)]
     pub expires_at: u64,
+    /// Where the connection is in its first sync (absent: live).
+    #[serde(default)]
+    pub sync_state: SyncState,
+    /// Per conversation, the newest id its last sync replayed.
+    #[serde(default)]
+    pub replayed: BTreeMap<String, u64>,
+    /// Live messages skipped during the current sync...
+    #[serde(default)]
+    pub skips: u64,
+    /// ...and their conversations (a string set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl ConnectionItem {
@@ -211,6 +226,10 @@ impl ConnectionItem {
             endpoint: rec.endpoint.clone(),
             connected_at: rec.connected_at_ms,
             expires_at: rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS,
+            sync_state: rec.sync,
+            replayed: rec.replayed.clone(),
+            skips: 0,
+            skipped: vec![],
         }
     }
 
@@ -220,6 +239,8 @@ impl ConnectionItem {
             user_id: self.user_id,
             endpoint: self.endpoint,
             connected_at_ms: self.connected_at,
+            sync: self.sync_state,
+            replayed: self.replayed,
         }
     }
 }
@@ -236,12 +257,17 @@ mod tests {
             client_msg_id: "c-7".into(),
             text: "héllo \"there\"".into(),
             sent_at_ms: 1_700_000_000_123,
+            origin: None,
         }
     }
 
     #[test]
     fn items_have_the_documented_attributes_and_round_trip() {
-        let item = to_item(&MessageItem::new(&message(), Some("conn-1")));
+        let sent = StoredMessage {
+            origin: Some("conn-1".into()),
+            ..message()
+        };
+        let item = to_item(&MessageItem::new(&sent));
         assert_eq!(item.get("message_id"), Some(&AttributeValue::N("7".into())));
         assert_eq!(
             item.get("text"),
@@ -253,20 +279,20 @@ mod tests {
         );
         let back: MessageItem = from_item("messages", item).unwrap();
         assert_eq!(back.origin.as_deref(), Some("conn-1"));
-        assert_eq!(back.message(), message());
+        assert_eq!(back.message(), sent);
         // No origin: no attribute at all.
-        let item = to_item(&MessageItem::new(&message(), None));
+        let item = to_item(&MessageItem::new(&message()));
         assert!(!item.contains_key("origin"));
     }
 
     #[test]
     fn a_malformed_item_is_corrupt_and_names_its_table() {
-        let mut item = to_item(&MessageItem::new(&message(), None));
+        let mut item = to_item(&MessageItem::new(&message()));
         item.insert("message_id".into(), AttributeValue::S("seven".into()));
         let err = from_item::<_, MessageItem>("chat-messages", item).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("chat-messages"), "{err}");
-        let mut item = to_item(&MessageItem::new(&message(), None));
+        let mut item = to_item(&MessageItem::new(&message()));
         item.remove("text");
         assert!(from_item::<_, MessageItem>("m", item).is_err());
     }
@@ -311,6 +337,8 @@ mod tests {
             user_id: "u".into(),
             endpoint: "http://node".into(),
             connected_at_ms: 5_000,
+            sync: SyncState::Pending,
+            replayed: BTreeMap::from([("dm#a#b".to_string(), 4)]),
         };
         let item = to_item(&ConnectionItem::new(&rec));
         let back: ConnectionItem = from_item("connections", item).unwrap();

@@ -6,7 +6,7 @@
 //! from the sizes of the items they send and receive, and also keep what the
 //! endpoint reported.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity};
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -67,9 +67,10 @@ impl Meter {
         );
     }
 
-    pub fn call(&self, reported: Option<&ConsumedCapacity>) {
+    /// One call, and the units the endpoint reported for it, if any.
+    pub fn call(&self, reported: Option<f64>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(units) = reported.and_then(|c| c.capacity_units()) {
+        if let Some(units) = reported {
             self.reported_milli
                 .fetch_add((units * 1000.0) as u64, Ordering::Relaxed);
         }

@@ -7,25 +7,27 @@ use crate::error::Error;
 use crate::meter::Meter;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::{
+    batch_write_item::BatchWriteItemOutput,
     delete_item::{DeleteItemError, DeleteItemOutput},
     get_item::GetItemOutput,
     put_item::{PutItemError, PutItemOutput},
     query::QueryOutput,
+    transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput},
     update_item::{UpdateItemError, UpdateItemOutput},
 };
-use aws_sdk_dynamodb::types::ConsumedCapacity;
 use std::future::Future;
 
 /// An output that may report consumed capacity.
 pub trait Consumed {
-    fn consumed(&self) -> Option<&ConsumedCapacity>;
+    /// The capacity units the endpoint reported, if it did.
+    fn consumed(&self) -> Option<f64>;
 }
 
 macro_rules! consumed {
     ($($t:ty),*) => {$(
         impl Consumed for $t {
-            fn consumed(&self) -> Option<&ConsumedCapacity> {
-                self.consumed_capacity()
+            fn consumed(&self) -> Option<f64> {
+                self.consumed_capacity().and_then(|c| c.capacity_units())
             }
         }
     )*};
@@ -37,6 +39,18 @@ consumed!(
     GetItemOutput,
     QueryOutput
 );
+
+macro_rules! consumed_per_table {
+    ($($t:ty),*) => {$(
+        impl Consumed for $t {
+            fn consumed(&self) -> Option<f64> {
+                let units = self.consumed_capacity().iter().filter_map(|c| c.capacity_units());
+                units.reduce(|a, b| a + b)
+            }
+        }
+    )*};
+}
+consumed_per_table!(TransactWriteItemsOutput, BatchWriteItemOutput);
 
 /// An operation error that may be a failed condition.
 pub trait ConditionFailed {
@@ -57,6 +71,22 @@ macro_rules! condition_failed {
     )*};
 }
 condition_failed!(PutItemError, UpdateItemError, DeleteItemError);
+
+/// A transaction fails its condition when any item's condition failed.
+impl ConditionFailed for TransactWriteItemsError {
+    fn failed_condition(&self) -> Option<Option<Item>> {
+        match self {
+            TransactWriteItemsError::TransactionCanceledException(c)
+                if c.cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+            {
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+}
 
 /// What a conditional write came to.
 #[derive(Debug)]

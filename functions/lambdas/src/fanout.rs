@@ -4,7 +4,6 @@
 use crate::{Deps, Error};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use chat_core::delivery::feed;
-use chat_core::ports::Committed;
 use chat_dynamo::codec::{from_item, MessageItem};
 use serde_json::{json, Value};
 
@@ -26,11 +25,7 @@ pub async fn fanout(d: &Deps, e: StreamEvent) -> Result<Value, Error> {
                 continue;
             }
         };
-        let origin = item.origin.clone();
-        let job = feed::job(Committed {
-            message: item.message(),
-            origin,
-        });
+        let job = feed::job(item.message());
         match d.deliverer.run(&job).await {
             Ok(n) => delivered += n,
             // Members catch up with sync; retrying the batch would re-deliver the rest.

@@ -63,6 +63,9 @@ impl From<Error> for lambda_runtime::Diagnostic {
     }
 }
 
+/// How long a new connection's live messages wait for its first `sync`.
+pub const DEFAULT_SYNC_GRACE_MS: u64 = 1000;
+
 /// A handler's dependencies.
 pub struct Deps {
     pub chat: Chat,
@@ -75,18 +78,20 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// Wires the services to any ports.
+    /// Wires the services to any ports. `sync_grace_ms`: how long a new
+    /// connection's live messages wait for its first `sync` (connections
+    /// keep their order through sync states: docs/design.md).
     pub fn new(
         store: Arc<dyn Store>,
         connections: Arc<dyn Connections>,
         delivery: Arc<dyn Delivery>,
         callback_override: Option<String>,
+        sync_grace_ms: u64,
     ) -> Self {
-        let deliverer = Arc::new(Deliverer::new(
-            store.clone(),
-            connections.clone(),
-            delivery.clone(),
-        ));
+        let deliverer = Arc::new(
+            Deliverer::new(store.clone(), connections.clone(), delivery.clone())
+                .with_sync_states(sync_grace_ms),
+        );
         // Message frames come from the messages table's stream (the `fanout`
         // function, in id order per conversation); receipts and group frames
         // are delivered inline.
@@ -97,7 +102,8 @@ impl Deps {
                 connections.clone(),
                 fanout,
                 MessageDelivery::StoreFeed,
-            ),
+            )
+            .with_sync_states(),
             connections,
             delivery,
             deliverer,
@@ -106,8 +112,8 @@ impl Deps {
     }
 
     /// From the environment: `CHAT_TABLE_PREFIX`, `CHAT_CALLBACK_URL`
-    /// (optional) and the standard AWS variables. Makes no network call, so
-    /// a cold start stays short.
+    /// (optional), `CHAT_SYNC_GRACE_MS` (default 1000) and the standard AWS
+    /// variables. Makes no network call, so a cold start stays short.
     pub async fn from_env() -> Result<Self, Error> {
         let prefix =
             std::env::var("CHAT_TABLE_PREFIX").unwrap_or_else(|_| DEFAULT_TABLE_PREFIX.into());
@@ -120,11 +126,18 @@ impl Deps {
             conf,
             callback.clone(),
         ));
+        let grace = match std::env::var("CHAT_SYNC_GRACE_MS") {
+            Err(_) => DEFAULT_SYNC_GRACE_MS,
+            Ok(v) => v.parse().map_err(|_| {
+                Error::Config(format!("CHAT_SYNC_GRACE_MS={v:?} is not a number of ms"))
+            })?,
+        };
         Ok(Deps::new(
             Arc::new(chat_dynamo::DynamoStore::new(&tables)),
             Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
             delivery,
             callback,
+            grace,
         ))
     }
 

@@ -4,7 +4,7 @@
 use crate::{ok, Deps, Error};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use chat_core::ports::{ConnectionRecord, Delivery, PostError};
+use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
 use chat_core::protocol::{ServerFrame, MAX_FRAME_BYTES};
 use chat_core::Reply;
 
@@ -17,7 +17,7 @@ struct PostReply<'a> {
 #[async_trait]
 impl Reply for PostReply<'_> {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        self.delivery.post(&self.me, &frame.to_json()).await
+        self.delivery.post(&self.me, &Outgoing::new(&frame)).await
     }
 }
 
@@ -35,6 +35,7 @@ pub async fn message(
             user_id: session.user_id.to_string(),
             endpoint: d.endpoint(&e)?,
             connected_at_ms: 0,
+            ..Default::default()
         },
     };
     let body = e.body.as_deref().unwrap_or("");

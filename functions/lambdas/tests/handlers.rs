@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chat_core::auth::Authenticator;
-use chat_core::ports::{ConnectionRecord, Connections, Delivery, PostError};
+use chat_core::ports::{ConnectionRecord, Connections, Delivery, Outgoing, PostError};
 use chat_lambdas::{authorize, Deps};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
@@ -37,14 +37,14 @@ impl Recorder {
 
 #[async_trait]
 impl Delivery for Recorder {
-    async fn post(&self, c: &ConnectionRecord, frame: &str) -> Result<(), PostError> {
+    async fn post(&self, c: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError> {
         if self.gone.lock().unwrap().contains(&c.connection_id) {
             return Err(PostError::Gone);
         }
         assert_eq!(c.endpoint, ENDPOINT, "posted to the wrong endpoint");
         self.posts.lock().unwrap().push((
             c.connection_id.clone(),
-            serde_json::from_str(frame).unwrap(),
+            serde_json::from_str(frame.text()).unwrap(),
         ));
         Ok(())
     }
@@ -58,6 +58,10 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with_grace(0).await
+}
+
+async fn rig_with_grace(grace_ms: u64) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let kind = std::env::var("TEST_STORE").unwrap_or_else(|_| "memory".into());
     let (store, conns) = if kind == "dynamodb" {
@@ -73,7 +77,8 @@ async fn rig() -> Rig {
         )
     };
     let rec = Arc::new(Recorder::default());
-    let deps = Deps::new(store, conns.clone(), rec.clone(), None);
+    // Grace 0: a connection that has not synced is live at once.
+    let deps = Deps::new(store, conns.clone(), rec.clone(), None, grace_ms);
     Rig {
         deps,
         rec,
@@ -325,4 +330,93 @@ async fn an_event_without_authorizer_context_uses_the_connection_record_or_fails
     v["requestContext"]["connectionId"] = json!("never-connected");
     let e = LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default()).payload;
     assert!(chat_lambdas::message(&r.deps, e).await.is_err());
+}
+
+/// A stream event of `records`: (event name, message id) in conversation
+/// dm#alice#bob, sent by alice from connection a1.
+fn stream_batch(records: &[(&str, u64)]) -> aws_lambda_events::dynamodb::Event {
+    let template = fixture("stream")["Records"][0].clone();
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(name, id)| {
+            let mut r = template.clone();
+            r["eventName"] = json!(name);
+            r["dynamodb"]["Keys"]["message_id"] = json!({"N": id.to_string()});
+            r["dynamodb"]["NewImage"]["message_id"] = json!({"N": id.to_string()});
+            r["dynamodb"]["NewImage"]["text"] = json!({"S": format!("m{id}")});
+            r["dynamodb"]["NewImage"]["origin"] = json!({"S": "a1"});
+            if *name == "REMOVE" {
+                r["dynamodb"]["NewImage"] = json!({});
+            }
+            r
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+#[tokio::test]
+async fn fanout_delivers_a_batch_in_order_and_skips_records_that_are_not_inserts() {
+    let r = rig().await;
+    connect(&r, "alice", "a1").await;
+    connect(&r, "bob", "b1").await;
+    let event = stream_batch(&[
+        ("INSERT", 1),
+        ("INSERT", 2),
+        ("MODIFY", 2),
+        ("INSERT", 3),
+        ("REMOVE", 1),
+    ]);
+    let out = chat_lambdas::fanout(&r.deps, event).await.unwrap();
+    assert_eq!(out["delivered"], 3);
+    let got: Vec<(u64, String)> = r
+        .rec
+        .to("b1")
+        .iter()
+        .map(|f| {
+            (
+                f["message_id"].as_u64().unwrap(),
+                f["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, "m1".into()), (2, "m2".into()), (3, "m3".into())]
+    );
+    assert!(r.rec.to("a1").is_empty(), "the sender's connection");
+}
+
+#[tokio::test]
+async fn fanout_holds_messages_back_from_a_connection_until_its_first_sync_replayed_them() {
+    // A long grace: a new connection that has not synced gets nothing live.
+    let r = rig_with_grace(60_000).await;
+    connect(&r, "alice", "a1").await;
+    connect(&r, "bob", "b1").await;
+    for (i, text) in ["one", "two"].iter().enumerate() {
+        say(&r, "alice", "a1", json!({"action":"send","to":"user:bob","client_msg_id":format!("c{i}"),"text":text}))
+            .await;
+    }
+    chat_lambdas::fanout(&r.deps, stream_batch(&[("INSERT", 1)]))
+        .await
+        .unwrap();
+    assert!(r.rec.to("b1").is_empty(), "pending: held back");
+    // bob syncs: the replay brings 1 and 2, and he is live after it.
+    say(&r, "bob", "b1", json!({"action":"sync"})).await;
+    let frames = r.rec.to("b1");
+    let kinds: Vec<String> = frames
+        .iter()
+        .map(|f| format!("{}{}", f["type"].as_str().unwrap(), f["message_id"]))
+        .collect();
+    assert_eq!(kinds, vec!["message1", "message2", "syncednull"]);
+    let rec = r.conns.get("b1").await.unwrap().unwrap();
+    assert_eq!(rec.sync, chat_core::ports::SyncState::Live);
+    // The stream's late copy of 2 is not posted again; 3 is.
+    chat_lambdas::fanout(&r.deps, stream_batch(&[("INSERT", 2), ("INSERT", 3)]))
+        .await
+        .unwrap();
+    let after: Vec<u64> = r.rec.to("b1")[3..]
+        .iter()
+        .map(|f| f["message_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(after, vec![3]);
 }

@@ -9,30 +9,38 @@
 //! in the same ordered queue, and any other action runs only after the
 //! earlier sends are answered.
 //!
+//! Messages keep each conversation's id order on the connection, and live
+//! ones wait for a first `sync`: see [`sequencer`].
+//!
 //! # Layout
 //! - this file: [`run_socket`], the reader and writer loops, [`SocketConfig`];
 //! - `rate`: the token bucket;
+//! - [`sequencer`]: per-conversation order, gap filling, the first-frame hold;
 //! - `tests`: the loop driven through channels.
 
 mod rate;
+pub mod sequencer;
 #[cfg(test)]
 mod tests;
 
+use crate::app::App;
 use crate::backend::Backend;
-use crate::hub::{Hub, Outbound};
+use crate::hub::Outbound;
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use chat_core::ports::PostError;
+use chat_core::ports::{PostError, Seq};
 use chat_core::protocol::{parse_client_frame, ClientFrame, ServerFrame, MAX_FRAME_BYTES};
 use chat_core::service::Deferred;
 use chat_core::{Error, Reply, Session};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rate::RateLimit;
+use sequencer::Sequencer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Close codes of RFC 6455 used here.
@@ -56,6 +64,10 @@ pub mod defaults {
     pub const RATE_PER_SEC: u32 = 100;
     /// Seconds between pings to an idle connection.
     pub const PING_SECS: u64 = 30;
+    /// Milliseconds live messages wait for a new connection's first frame.
+    pub const LIVE_HOLD_MS: u64 = 2000;
+    /// Milliseconds the authorizer may take before an upgrade gets 503.
+    pub const AUTHORIZER_TIMEOUT_MS: u64 = 5000;
 }
 
 /// Per-connection limits.
@@ -75,6 +87,12 @@ pub struct SocketConfig {
     pub rate_burst: u32,
     /// ...and refilled per second.
     pub rate_per_sec: u32,
+    /// Live messages for a new connection wait this long at most for its
+    /// first frame (a `sync` puts them after its replay).
+    pub live_hold: Duration,
+    /// Longest wait for the authorizer on an upgrade; past it, HTTP 503
+    /// with `Retry-After` (a cold Lambda authorizer, say).
+    pub authorizer_timeout: Duration,
 }
 
 impl SocketConfig {
@@ -96,6 +114,8 @@ impl Default for SocketConfig {
             write_timeout: Duration::from_secs(10),
             rate_burst: defaults::RATE_BURST,
             rate_per_sec: defaults::RATE_PER_SEC,
+            live_hold: Duration::from_millis(defaults::LIVE_HOLD_MS),
+            authorizer_timeout: Duration::from_millis(defaults::AUTHORIZER_TIMEOUT_MS),
         }
         .with_ping(Duration::from_secs(defaults::PING_SECS))
     }
@@ -126,19 +146,47 @@ impl ReadError for String {
 }
 
 /// Answers to the connection itself go on its queue, waiting for room:
-/// a client that asks for a big `sync` is slowed down, not dropped.
+/// a client that asks for a big `sync` is slowed down, not dropped. A
+/// replayed message is sequenced like a live one.
 struct QueueReply(mpsc::Sender<Outbound>);
 
 /// Sends of one connection waiting for their group commit at once.
 const MAX_PENDING_ACKS: usize = 256;
 
+/// At shutdown, how long a socket may take to answer what it has read
+/// before it is closed anyway.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 #[async_trait]
 impl Reply for QueueReply {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        self.0
-            .send(Outbound::Text(Utf8Bytes::from(frame.to_json())))
-            .await
-            .map_err(|_| PostError::Gone)
+        let text = Utf8Bytes::from(frame.to_json());
+        let out = match frame {
+            ServerFrame::Message(m) => Outbound::Message {
+                seq: Seq {
+                    conversation_id: m.conversation_id,
+                    message_id: m.message_id,
+                },
+                text,
+            },
+            ServerFrame::Ack {
+                conversation_id,
+                message_id,
+                ..
+            } => Outbound::Ack {
+                seq: Seq {
+                    conversation_id,
+                    message_id,
+                },
+                text,
+            },
+            _ => Outbound::Text(text),
+        };
+        self.0.send(out).await.map_err(|_| PostError::Gone)
+    }
+
+    async fn sync_started(&self, baselines: Vec<(String, u64)>) {
+        let _ = self.0.send(Outbound::SyncStarted(baselines)).await;
     }
 }
 
@@ -148,17 +196,18 @@ fn now_ms(origin: Instant) -> u64 {
 
 /// Runs one authenticated connection until either side closes, the peer
 /// goes silent or too slow, or `shutdown` fires.
-pub async fn run_socket<S, E>(
-    socket: S,
-    backend: Arc<dyn Backend>,
-    hub: Arc<Hub>,
-    session: Session,
-    cfg: SocketConfig,
-    shutdown: CancellationToken,
-) where
+pub async fn run_socket<S, E>(socket: S, app: App, session: Session, shutdown: CancellationToken)
+where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
     E: ReadError,
 {
+    let App {
+        backend,
+        hub,
+        socket: cfg,
+        store,
+        ..
+    } = app;
     let conn = session.connection_id.clone();
     let (tx, rx) = mpsc::channel::<Outbound>(cfg.outbound_queue.max(1));
     let kick = Arc::new(Notify::new());
@@ -172,17 +221,19 @@ pub async fn run_socket<S, E>(
             .await;
         return;
     }
-    tracing::debug!(user = %session.user_id, "connected");
+    tracing::debug!(user = %session.user_id, connection = %conn, "connected");
 
     let origin = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let (sink, stream) = socket.split();
+    let sequencer = Sequencer::new(store, &conn, cfg.outbound_queue);
     let mut writer = Box::pin(write_loop(
         sink,
         rx,
+        sequencer,
         kick,
         cfg.clone(),
-        shutdown,
+        shutdown.clone(),
         origin,
         last_seen.clone(),
     ));
@@ -194,6 +245,7 @@ pub async fn run_socket<S, E>(
         &cfg,
         origin,
         &last_seen,
+        &shutdown,
     );
     tokio::select! {
         _ = reader => {
@@ -205,7 +257,7 @@ pub async fn run_socket<S, E>(
     }
     hub.remove(&conn);
     backend.disconnect(&session).await;
-    tracing::debug!(user = %session.user_id, "disconnected");
+    tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
 }
 
 fn close_msg(code: u16, reason: &'static str) -> Message {
@@ -219,6 +271,7 @@ fn ready(frame: ServerFrame) -> Deferred {
     Box::pin(std::future::ready(frame))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop<R, E>(
     mut stream: R,
     backend: &dyn Backend,
@@ -227,6 +280,7 @@ async fn read_loop<R, E>(
     cfg: &SocketConfig,
     origin: Instant,
     last_seen: &AtomicU64,
+    shutdown: &CancellationToken,
 ) where
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: ReadError,
@@ -235,9 +289,14 @@ async fn read_loop<R, E>(
     let mut rate = RateLimit::new(cfg.rate_burst, cfg.rate_per_sec);
     // Answers still to come, in frame order.
     let mut pending: FuturesOrdered<Deferred> = FuturesOrdered::new();
+    // Live messages wait for the first frame: a sync puts them after its
+    // replay, anything else lets them go.
+    let mut first = true;
     let (code, reason) = loop {
         let msg = tokio::select! {
             biased;
+            // Shutting down: read no more; what was read is answered below.
+            _ = shutdown.cancelled() => break (close::GOING_AWAY, "server shutting down"),
             Some(answer) = pending.next(), if !pending.is_empty() => {
                 let _ = reply.send(answer).await;
                 continue;
@@ -255,6 +314,9 @@ async fn read_loop<R, E>(
                     break (close::TOO_BIG, "frame exceeds 32 KB");
                 }
                 let frame = parse_client_frame(text.as_str());
+                if std::mem::take(&mut first) && !matches!(frame, Ok(ClientFrame::Sync {})) {
+                    let _ = tx.send(Outbound::GoLive).await;
+                }
                 if !rate.take() {
                     let (action, id) = match &frame {
                         Ok(f) => (Some(f.action()), f.client_msg_id()),
@@ -275,6 +337,9 @@ async fn read_loop<R, E>(
                 }
             }
             Ok(Message::Binary(_)) => {
+                if std::mem::take(&mut first) {
+                    let _ = tx.send(Outbound::GoLive).await;
+                }
                 let e = Error::BadRequest(
                     "binary frames are not supported; send JSON text frames".into(),
                 );
@@ -300,9 +365,11 @@ async fn read_loop<R, E>(
     let _ = tx.try_send(Outbound::Close(code, reason));
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_loop<W>(
     mut sink: W,
     mut rx: mpsc::Receiver<Outbound>,
+    mut sequencer: Sequencer,
     kick: Arc<Notify>,
     cfg: SocketConfig,
     shutdown: CancellationToken,
@@ -315,28 +382,43 @@ async fn write_loop<W>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let idle_ms = cfg.idle_timeout.as_millis() as u64;
+    let hold = tokio::time::sleep(cfg.live_hold);
+    tokio::pin!(hold);
+    // At shutdown the reader answers what it has read, then queues the
+    // close; if it cannot (a peer that does not read), this closes anyway.
+    let fallback = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(fallback);
+    let mut shutting = false;
     loop {
-        let msg = tokio::select! {
+        let batch = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => close_msg(close::GOING_AWAY, "server shutting down"),
-            _ = kick.notified() => close_msg(close::POLICY, "too slow: outbound queue overflowed"),
+            _ = shutdown.cancelled(), if !shutting => {
+                shutting = true;
+                fallback.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
+                continue;
+            }
+            _ = &mut fallback, if shutting => vec![close_msg(close::GOING_AWAY, "server shutting down")],
+            _ = kick.notified() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
             out = rx.recv() => match out {
-                Some(Outbound::Text(t)) => Message::Text(t),
-                Some(Outbound::Close(code, reason)) => close_msg(code, reason),
+                Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
+                Some(out) => sequencer.order(out).await,
                 None => return,
             },
+            _ = &mut hold, if sequencer.holding() => sequencer.go_live().await,
             _ = ping.tick() => {
                 if now_ms(origin).saturating_sub(last_seen.load(Ordering::Relaxed)) > idle_ms {
-                    close_msg(close::GOING_AWAY, "idle timeout")
+                    vec![close_msg(close::GOING_AWAY, "idle timeout")]
                 } else {
-                    Message::Ping(Default::default())
+                    vec![Message::Ping(Default::default())]
                 }
             }
         };
-        let closing = matches!(msg, Message::Close(_));
-        match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
-            Ok(Ok(())) if !closing => {}
-            _ => return,
+        for msg in batch {
+            let closing = matches!(msg, Message::Close(_));
+            match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
+                Ok(Ok(())) if !closing => {}
+                _ => return,
+            }
         }
     }
 }

@@ -2,11 +2,14 @@
 //! services over the in-memory store.
 
 use super::*;
+use crate::hub::Hub;
 use chat_core::delivery::InlineFanout;
 use chat_core::ids::UserId;
 use chat_core::memory::{MemoryConnections, MemoryStore};
+use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
 use futures_channel::mpsc as fmpsc;
+use serde_json::json;
 
 type Input = fmpsc::UnboundedSender<Result<Message, String>>;
 
@@ -67,24 +70,32 @@ impl<St: Unpin, Si: Sink<Message>> Sink<Message> for Duplex<St, Si> {
     }
 }
 
-fn setup() -> (Arc<dyn Backend>, Arc<Hub>) {
+/// The services over the in-memory store, delivering inline to the hub.
+fn app(socket: SocketConfig) -> App {
     let store = Arc::new(MemoryStore::new());
     let conns = Arc::new(MemoryConnections::new());
-    let hub = Arc::new(Hub::new("test-node"));
+    let hub = Arc::new(Hub::new("test-node", true));
     let deliverer = Arc::new(Deliverer::new(store.clone(), conns.clone(), hub.clone()));
     let chat = Arc::new(Chat::new(
-        store,
-        conns,
+        store.clone(),
+        conns.clone(),
         Arc::new(InlineFanout(deliverer)),
         MessageDelivery::Dispatch,
     ));
-    let auth = chat_core::auth::Authenticator::new(b"unit").unwrap();
+    let auth = chat_core::auth::Authenticator::new(&[7u8; 32]).unwrap();
     let backend = crate::backend::InProcess {
         chat,
         auth,
         node: "test-node".into(),
     };
-    (Arc::new(backend), hub)
+    App {
+        backend: Arc::new(backend),
+        hub,
+        socket,
+        connections: Some(conns),
+        store: Some(store),
+        tasks: Arc::new(Tasks::new()),
+    }
 }
 
 fn session(conn: &str, user: &str) -> Session {
@@ -92,6 +103,35 @@ fn session(conn: &str, user: &str) -> Session {
         connection_id: conn.into(),
         user_id: UserId::parse(user).unwrap(),
     }
+}
+
+/// Runs a socket for `user` as connection `conn`.
+fn spawn<S>(
+    app: &App,
+    sock: S,
+    conn: &str,
+    user: &str,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Stream<Item = Result<Message, String>> + Sink<Message> + Send + 'static,
+{
+    tokio::spawn(run_socket(sock, app.clone(), session(conn, user), stop))
+}
+
+fn text(frame: serde_json::Value) -> Result<Message, String> {
+    Ok(Message::Text(frame.to_string().into()))
+}
+
+/// Waits (a bounded number of scheduler turns) until the hub holds `conn`.
+async fn registered(app: &App, conn: &str) {
+    for _ in 0..10_000 {
+        if app.hub.contains(conn) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{conn} never registered");
 }
 
 async fn next_text(rx: &mut fmpsc::UnboundedReceiver<Message>) -> serde_json::Value {
@@ -110,23 +150,16 @@ async fn next_text(rx: &mut fmpsc::UnboundedReceiver<Message>) -> serde_json::Va
 
 #[tokio::test]
 async fn a_binary_frame_gets_bad_request_and_the_socket_stays_open() {
-    let (chat, hub) = setup();
+    let app = app(SocketConfig::default());
     let (sock, input, mut output) = fake_socket();
-    let task = tokio::spawn(run_socket(
-        sock,
-        chat,
-        hub,
-        session("c1", "alice"),
-        SocketConfig::default(),
-        CancellationToken::new(),
-    ));
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
     input
         .unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into())))
         .unwrap();
     let f = next_text(&mut output).await;
     assert_eq!(f["code"], "bad_request");
     input
-        .unbounded_send(Ok(Message::Text(r#"{"action":"ping"}"#.into())))
+        .unbounded_send(text(json!({"action":"ping"})))
         .unwrap();
     assert_eq!(next_text(&mut output).await["type"], "pong");
     drop(input);
@@ -135,16 +168,9 @@ async fn a_binary_frame_gets_bad_request_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
-    let (chat, hub) = setup();
+    let app = app(SocketConfig::default());
     let (sock, input, mut output) = fake_socket();
-    let task = tokio::spawn(run_socket(
-        sock,
-        chat,
-        hub,
-        session("c1", "alice"),
-        SocketConfig::default(),
-        CancellationToken::new(),
-    ));
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
     input
         .unbounded_send(Ok(Message::Text("x".repeat(33 * 1024).into())))
         .unwrap();
@@ -160,13 +186,62 @@ async fn an_oversized_frame_closes_with_1009() {
 }
 
 #[tokio::test]
-async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_sender() {
-    let (chat, hub) = setup();
-    let cfg = SocketConfig {
-        outbound_queue: 4,
-        write_timeout: Duration::from_secs(3),
+async fn answers_keep_frame_order_whatever_each_send_comes_to() {
+    // A bucket of 6 frames that does not refill: the 7th is rate limited.
+    let app = app(SocketConfig {
+        rate_burst: 6,
+        rate_per_sec: 0,
         ..SocketConfig::default()
-    };
+    });
+    let (sock, input, mut output) = fake_socket();
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
+    let send = |id: &str, to: &str, text: &str| json!({"action":"send","to":to,"client_msg_id":id,"text":text});
+    for f in [
+        send("ok-1", "user:bob", "one"),
+        send("bad-to", "bob", "no kind prefix"),
+        send("ok-2", "user:bob", "two"),
+        send("stranger", "group:nosuchgroup", "let me in"),
+        json!({"action":"send","to":"user:bob","client_msg_id":"no-text"}),
+        send("ok-3", "user:bob", "three"),
+        send("limited", "user:bob", "over the budget"),
+    ] {
+        input.unbounded_send(text(f)).unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        let f = next_text(&mut output).await;
+        got.push((
+            f["type"].as_str().unwrap().to_string(),
+            f["code"].as_str().unwrap_or("").to_string(),
+            f["client_msg_id"].as_str().unwrap_or("").to_string(),
+            f["action"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    let want = [
+        ("ack", "", "ok-1", ""),
+        ("error", "bad_request", "bad-to", "send"),
+        ("ack", "", "ok-2", ""),
+        ("error", "forbidden", "stranger", "send"),
+        ("error", "bad_request", "no-text", "send"),
+        ("ack", "", "ok-3", ""),
+        ("error", "rate_limited", "limited", "send"),
+    ];
+    let want: Vec<(String, String, String, String)> = want
+        .iter()
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    drop(input);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_sender() {
+    let app = app(SocketConfig {
+        outbound_queue: 4,
+        write_timeout: Duration::from_millis(300),
+        ..SocketConfig::default()
+    });
     // bob's socket: a sink that never accepts anything.
     let (bob_in_tx, bob_in_rx) = fmpsc::unbounded::<Result<Message, String>>();
     let stuck = futures_util::sink::unfold((), |_, _m: Message| async {
@@ -176,29 +251,18 @@ async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_
         stream: bob_in_rx,
         sink: Box::pin(stuck),
     };
-    let bob_task = tokio::spawn(run_socket(
-        bob,
-        chat.clone(),
-        hub.clone(),
-        session("b1", "bob"),
-        cfg.clone(),
-        CancellationToken::new(),
-    ));
+    let bob_task = spawn(&app, bob, "b1", "bob", CancellationToken::new());
+    // bob's first frame lets live messages through.
+    bob_in_tx
+        .unbounded_send(text(json!({"action":"ping"})))
+        .unwrap();
     let (alice, a_in, mut a_out) = fake_socket();
-    let alice_task = tokio::spawn(run_socket(
-        alice,
-        chat,
-        hub.clone(),
-        session("a1", "alice"),
-        cfg,
-        CancellationToken::new(),
-    ));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alice_task = spawn(&app, alice, "a1", "alice", CancellationToken::new());
+    registered(&app, "b1").await;
     for i in 0..20 {
-        a_in.unbounded_send(Ok(Message::Text(
-            format!(r#"{{"action":"send","to":"user:bob","client_msg_id":"m{i}","text":"hi"}}"#)
-                .into(),
-        )))
+        a_in.unbounded_send(text(
+            json!({"action":"send","to":"user:bob","client_msg_id":format!("m{i}"),"text":"hi"}),
+        ))
         .unwrap();
     }
     for i in 0..20 {
@@ -207,8 +271,8 @@ async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_
         assert_eq!(ack["message_id"], i + 1);
     }
     // bob was dropped from the hub as soon as his queue overflowed (long
-    // before his 10 s write timeout), and his socket then closes.
-    assert_eq!(hub.len(), 1);
+    // before his write timeout), and his socket then closes.
+    assert!(!app.hub.contains("b1"));
     tokio::time::timeout(Duration::from_secs(15), bob_task)
         .await
         .expect("bob's socket closed")
@@ -220,18 +284,11 @@ async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_
 
 #[tokio::test]
 async fn shutdown_closes_with_going_away() {
-    let (chat, hub) = setup();
+    let app = app(SocketConfig::default());
     let (sock, _input, mut output) = fake_socket();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_socket(
-        sock,
-        chat,
-        hub.clone(),
-        session("c1", "alice"),
-        SocketConfig::default(),
-        stop.clone(),
-    ));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let task = spawn(&app, sock, "c1", "alice", stop.clone());
+    registered(&app, "c1").await;
     stop.cancel();
     match tokio::time::timeout(Duration::from_secs(5), output.next())
         .await
@@ -242,67 +299,39 @@ async fn shutdown_closes_with_going_away() {
         other => panic!("unexpected {other:?}"),
     }
     task.await.unwrap();
-    assert!(hub.is_empty());
+    assert!(app.hub.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_peer_is_pinged_then_closed_when_it_stays_silent() {
-    let (chat, hub) = setup();
+    let app = app(SocketConfig::default().with_ping(Duration::from_secs(30)));
     let (sock, input, mut output) = fake_socket();
-    let cfg = SocketConfig {
-        ping_interval: Duration::from_millis(40),
-        idle_timeout: Duration::from_millis(150),
-        ..SocketConfig::default()
-    };
-    let task = tokio::spawn(run_socket(
-        sock,
-        chat,
-        hub,
-        session("c1", "alice"),
-        cfg,
-        CancellationToken::new(),
-    ));
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
+    let started = tokio::time::Instant::now();
     let mut pings = 0;
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), output.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match output.next().await.unwrap() {
             Message::Ping(_) => pings += 1,
             Message::Close(Some(f)) => break f.code,
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert!(pings >= 2, "pinged {pings} times");
+    // Pinged at 30 s and 60 s; closed at the first tick past 75 s of silence.
+    assert_eq!(pings, 2);
     assert_eq!(code, 1001);
+    assert_eq!(started.elapsed(), Duration::from_secs(90));
     drop(input);
     task.await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_answers_pings_stays_connected() {
-    let (chat, hub) = setup();
+    let app = app(SocketConfig::default().with_ping(Duration::from_secs(30)));
     let (sock, input, mut output) = fake_socket();
-    let cfg = SocketConfig {
-        ping_interval: Duration::from_millis(40),
-        idle_timeout: Duration::from_millis(150),
-        ..SocketConfig::default()
-    };
-    let task = tokio::spawn(run_socket(
-        sock,
-        chat,
-        hub,
-        session("c1", "alice"),
-        cfg,
-        CancellationToken::new(),
-    ));
-    for _ in 0..10 {
-        match tokio::time::timeout(Duration::from_secs(5), output.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
+    // Ten minutes of pings, each answered.
+    for _ in 0..20 {
+        match output.next().await.unwrap() {
             Message::Ping(p) => input.unbounded_send(Ok(Message::Pong(p))).unwrap(),
             other => panic!("unexpected {other:?}"),
         }
@@ -310,4 +339,38 @@ async fn a_peer_that_answers_pings_stays_connected() {
     assert!(!task.is_finished());
     drop(input);
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_live_message_racing_the_first_sync_waits_behind_its_replay() {
+    let app = app(SocketConfig::default());
+    let (alice, a_in, mut a_out) = fake_socket();
+    let alice_task = spawn(&app, alice, "a1", "alice", CancellationToken::new());
+    for i in 1..=3 {
+        a_in.unbounded_send(text(json!({"action":"send","to":"user:bob","client_msg_id":format!("m{i}"),"text":format!("m{i}")})))
+            .unwrap();
+        assert_eq!(next_text(&mut a_out).await["message_id"], i);
+    }
+    // bob connects; message 4 is delivered live before bob's sync is read.
+    let (bob, b_in, mut b_out) = fake_socket();
+    let bob_task = spawn(&app, bob, "b1", "bob", CancellationToken::new());
+    registered(&app, "b1").await;
+    a_in.unbounded_send(text(
+        json!({"action":"send","to":"user:bob","client_msg_id":"m4","text":"m4"}),
+    ))
+    .unwrap();
+    assert_eq!(next_text(&mut a_out).await["message_id"], 4);
+    b_in.unbounded_send(text(json!({"action":"sync"}))).unwrap();
+    let mut ids = Vec::new();
+    loop {
+        let f = next_text(&mut b_out).await;
+        if f["type"] == "synced" {
+            break;
+        }
+        ids.push(f["message_id"].as_u64().unwrap());
+    }
+    assert_eq!(ids, vec![1, 2, 3, 4], "in order, once each");
+    drop((a_in, b_in));
+    alice_task.await.unwrap();
+    bob_task.await.unwrap();
 }

@@ -4,26 +4,26 @@
 //! each conversation's jobs are queued in id order; the embedded
 //! counterpart of the DynamoDB stream that triggers the `fanout` function.
 
-use crate::ports::{Audience, Committed, Fanout, FanoutJob};
+use crate::ports::{Audience, Fanout, FanoutJob, StoredMessage};
 use crate::protocol::ServerFrame;
 use crate::tasks::Tasks;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// The delivery job of one committed message.
-pub fn job(c: Committed) -> FanoutJob {
-    let conv = c.message.conversation_id.clone();
+/// The delivery job of one durable message.
+pub fn job(m: StoredMessage) -> FanoutJob {
+    let conv = m.conversation_id.clone();
     FanoutJob {
         audience: Audience::Conversation(conv.clone()),
-        frame: ServerFrame::Message(c.message.view()),
-        except_connection: c.origin,
+        frame: ServerFrame::Message(m.view()),
+        except_connection: m.origin,
         order_key: conv,
     }
 }
 
 /// Starts the bridge in `tasks`: it reads `feed` until it closes or the
 /// group shuts down, and dispatches each message to `fanout`.
-pub fn spawn(mut feed: mpsc::Receiver<Committed>, fanout: Arc<dyn Fanout>, tasks: &Tasks) {
+pub fn spawn(mut feed: mpsc::Receiver<StoredMessage>, fanout: Arc<dyn Fanout>, tasks: &Tasks) {
     tasks.spawn(move |stop| async move {
         loop {
             let committed = tokio::select! {
@@ -34,7 +34,9 @@ pub fn spawn(mut feed: mpsc::Receiver<Committed>, fanout: Arc<dyn Fanout>, tasks
                 },
             };
             if let Err(e) = fanout.dispatch(job(committed)).await {
-                tracing::error!(error = %e, "fan-out stopped; the commit feed bridge stops");
+                if !stop.is_cancelled() {
+                    tracing::error!(error = %e, "fan-out stopped; the commit feed bridge stops");
+                }
                 break;
             }
         }
@@ -44,7 +46,6 @@ pub fn spawn(mut feed: mpsc::Receiver<Committed>, fanout: Arc<dyn Fanout>, tasks
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::StoredMessage;
     use async_trait::async_trait;
     use std::sync::Mutex;
 
@@ -66,15 +67,13 @@ mod tests {
         let tasks = Tasks::new();
         spawn(rx, rec.clone(), &tasks);
         for id in 1..=3 {
-            tx.send(Committed {
-                message: StoredMessage {
-                    conversation_id: "dm#a#b".into(),
-                    message_id: id,
-                    sender: "a".into(),
-                    client_msg_id: format!("c{id}"),
-                    text: "x".into(),
-                    sent_at_ms: 1,
-                },
+            tx.send(StoredMessage {
+                conversation_id: "dm#a#b".into(),
+                message_id: id,
+                sender: "a".into(),
+                client_msg_id: format!("c{id}"),
+                text: "x".into(),
+                sent_at_ms: 1,
                 origin: Some("conn-a".into()),
             })
             .await

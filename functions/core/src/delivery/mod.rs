@@ -40,6 +40,9 @@ pub struct Deliverer {
     delivery: Arc<dyn Delivery>,
     /// Posts in flight at once for one job.
     concurrency: usize,
+    /// With sync states (the stateless functions): how long a new
+    /// connection's live messages wait for its first `sync`.
+    sync_grace_ms: Option<u64>,
 }
 
 impl Deliverer {
@@ -53,6 +56,42 @@ impl Deliverer {
             connections,
             delivery,
             concurrency: 32,
+            sync_grace_ms: None,
+        }
+    }
+
+    /// For the stateless functions (with [`crate::Chat::with_sync_states`]):
+    /// a message is not posted to a connection whose sync has not replayed
+    /// what comes before it. A syncing connection's skip is noted (its sync
+    /// replays it); a new connection's live messages wait up to `grace_ms`
+    /// for its first sync (which replays them); a message a sync already
+    /// replayed is not posted again.
+    pub fn with_sync_states(mut self, grace_ms: u64) -> Self {
+        self.sync_grace_ms = Some(grace_ms);
+        self
+    }
+
+    /// Whether a message frame goes to `c` now; notes a skip for a syncing one.
+    async fn admits(&self, c: &ConnectionRecord, seq: &Seq) -> bool {
+        let Some(grace) = self.sync_grace_ms else {
+            return true;
+        };
+        match c.sync {
+            SyncState::Syncing => {
+                if let Err(e) = self
+                    .connections
+                    .note_skipped(&c.connection_id, &seq.conversation_id)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot note a skipped message");
+                }
+                false
+            }
+            SyncState::Pending if crate::time::now_ms() < c.connected_at_ms + grace => false,
+            _ => c
+                .replayed
+                .get(&seq.conversation_id)
+                .is_none_or(|&r| seq.message_id > r),
         }
     }
 
@@ -75,7 +114,7 @@ impl Deliverer {
     /// Delivers one job; returns how many posts succeeded.
     pub async fn run(&self, job: &FanoutJob) -> Result<usize> {
         let users = self.audience(&job.audience).await?;
-        let json = job.frame.to_json();
+        let frame = Outgoing::new(&job.frame);
         let conns: Vec<ConnectionRecord> = stream::iter(users)
             .map(|u| async move { self.connections.for_user(&u).await })
             .buffer_unordered(self.concurrency)
@@ -89,13 +128,18 @@ impl Deliverer {
             .flatten()
             .filter(|c| Some(&c.connection_id) != job.except_connection.as_ref())
             .collect();
-        let json = &json;
+        let frame = &frame;
         let delivered = stream::iter(conns)
             .map(|c| async move {
-                match self.delivery.post(&c, json).await {
+                if let Some(seq) = &frame.seq {
+                    if !self.admits(&c, seq).await {
+                        return false;
+                    }
+                }
+                match self.delivery.post(&c, frame).await {
                     Ok(()) => true,
                     Err(PostError::Gone) => {
-                        tracing::debug!(user = %c.user_id, "pruning gone connection");
+                        tracing::debug!(user = %c.user_id, connection = %c.connection_id, "pruning gone connection");
                         if let Err(e) = self.connections.remove(&c.connection_id).await {
                             tracing::warn!(error = %e, "pruning failed");
                         }

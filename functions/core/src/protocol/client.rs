@@ -33,23 +33,26 @@ impl FrameError {
 /// Parses one text frame. Never panics; every failure is `bad_request`
 /// (or `too_large` for an over-long text) with a message a developer can act on.
 pub fn parse_client_frame(text: &str) -> std::result::Result<ClientFrame, FrameError> {
-    match serde_json::from_str::<ClientFrame>(text) {
-        Ok(frame) => match validate(&frame) {
-            Ok(()) => Ok(frame),
-            Err(error) => Err(FrameError {
-                error,
-                action: Some(frame.action().to_string()),
-                client_msg_id: frame
-                    .client_msg_id()
-                    .map(|s| first_chars(s, MAX_CLIENT_MSG_ID_CHARS).to_string()),
-            }),
-        },
-        Err(_) => Err(explain(text)),
+    let frame = match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => frame,
+        Err(_) => slow_path(text)?,
+    };
+    match validate(&frame) {
+        Ok(()) => Ok(frame),
+        Err(error) => Err(FrameError {
+            error,
+            action: Some(frame.action().to_string()),
+            client_msg_id: frame
+                .client_msg_id()
+                .map(|s| first_chars(s, MAX_CLIENT_MSG_ID_CHARS).to_string()),
+        }),
     }
 }
 
-/// The slow path: why a frame did not parse, with what it names.
-fn explain(text: &str) -> FrameError {
+/// The slow path: the frame as a JSON value first (where a repeated key
+/// means its last value, as in most JSON parsers), then the frame, or why
+/// it is not one, with what it names.
+fn slow_path(text: &str) -> std::result::Result<ClientFrame, FrameError> {
     let fail = |error, action: Option<String>, id: Option<String>| FrameError {
         error,
         action,
@@ -58,19 +61,19 @@ fn explain(text: &str) -> FrameError {
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return fail(
+            return Err(fail(
                 Error::BadRequest(format!("malformed JSON: {e}")),
                 None,
                 None,
-            )
+            ))
         }
     };
     let Some(obj) = value.as_object() else {
-        return fail(
+        return Err(fail(
             Error::BadRequest("a frame must be a JSON object".into()),
             None,
             None,
-        );
+        ));
     };
     let client_msg_id = obj
         .get("client_msg_id")
@@ -79,40 +82,38 @@ fn explain(text: &str) -> FrameError {
     let action = match obj.get("action") {
         Some(serde_json::Value::String(a)) => truncate(a, 64).to_string(),
         Some(_) => {
-            return fail(
+            return Err(fail(
                 Error::BadRequest("`action` must be a string".into()),
                 None,
                 client_msg_id,
-            )
+            ))
         }
         None => {
-            return fail(
+            return Err(fail(
                 Error::BadRequest("missing field `action`".into()),
                 None,
                 client_msg_id,
-            )
+            ))
         }
     };
     if !ACTIONS.iter().any(|a| a.name == action) {
         let names: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
-        return fail(
+        return Err(fail(
             Error::BadRequest(format!(
                 "unknown action {action:?}; expected one of {}",
                 names.join(", ")
             )),
             Some(action),
             client_msg_id,
-        );
+        ));
     }
-    let why = match serde_json::from_value::<ClientFrame>(value) {
-        Err(e) => e.to_string(),
-        Ok(_) => "not a valid frame".to_string(),
-    };
-    fail(
-        Error::BadRequest(format!("invalid {action} frame: {why}")),
-        Some(action),
-        client_msg_id,
-    )
+    serde_json::from_value::<ClientFrame>(value).map_err(|e| {
+        fail(
+            Error::BadRequest(format!("invalid {action} frame: {e}")),
+            Some(action),
+            client_msg_id,
+        )
+    })
 }
 
 /// Field rules that serde cannot express.
@@ -237,6 +238,9 @@ mod tests {
             code(r#"{"action":"ack","conversation_id":"x","up_to":-1}"#),
             "bad_request"
         );
+        // A repeated key means its last value, as in most JSON parsers.
+        let f = parse_client_frame(r#"{"action":"ping","action":"sync"}"#).unwrap();
+        assert_eq!(f.action(), "sync");
         assert_eq!(
             code(r#"{"action":"history","conversation_id":"x","limit":0}"#),
             "bad_request"

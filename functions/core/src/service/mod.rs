@@ -41,6 +41,12 @@ pub struct Session {
 #[async_trait]
 pub trait Reply: Send + Sync {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError>;
+
+    /// A `sync` starts: for each of the user's conversations, the watermark
+    /// its replay starts above. A connection that keeps per-conversation
+    /// order (conn-tier's socket) takes these as the point its gapless
+    /// sequence continues from; others ignore it.
+    async fn sync_started(&self, _baselines: Vec<(String, u64)>) {}
 }
 
 /// How message frames reach the members of a conversation. Chosen once,
@@ -69,6 +75,10 @@ pub struct Chat {
     /// Serialises append-then-dispatch per conversation; `None` with
     /// [`MessageDelivery::StoreFeed`].
     order: Option<send::OrderLocks>,
+    /// Whether connections keep their order through sync states in the
+    /// connection map (the stateless functions) rather than in their socket
+    /// (conn-tier). See [`Chat::with_sync_states`].
+    sync_states: bool,
 }
 
 impl Chat {
@@ -87,7 +97,18 @@ impl Chat {
             connections,
             fanout,
             order,
+            sync_states: false,
         }
+    }
+
+    /// For the stateless functions: new connections start
+    /// [`SyncState::Pending`], and `sync` goes live through the connection
+    /// map's sync states, so the stream-fed fan-out (a [`crate::Deliverer`]
+    /// built `with_sync_states`) never sends a live message before the
+    /// replay below it (docs/design.md, "Order in Lambda mode").
+    pub fn with_sync_states(mut self) -> Self {
+        self.sync_states = true;
+        self
     }
 
     /// Records a new authenticated connection.
@@ -98,6 +119,12 @@ impl Chat {
                 user_id: session.user_id.to_string(),
                 endpoint: endpoint.to_string(),
                 connected_at_ms: now_ms(),
+                sync: if self.sync_states {
+                    SyncState::Pending
+                } else {
+                    SyncState::Live
+                },
+                replayed: Default::default(),
             })
             .await
     }
@@ -176,8 +203,9 @@ impl Chat {
     /// Queues a fan-out job. Delivery is best effort: the data is stored
     /// already, and members catch up with `sync`.
     async fn dispatch(&self, job: FanoutJob, what: &'static str) {
+        let conversation = job.order_key.clone();
         if let Err(e) = self.fanout.dispatch(job).await {
-            tracing::warn!(error = %e, what, "fan-out dispatch failed");
+            tracing::error!(error = %e, what, %conversation, "fan-out dispatch failed");
         }
     }
 

@@ -6,8 +6,8 @@ use super::DynamoStore;
 use crate::codec::{from_item, key, to_item, GroupMetaItem, Item, MemberItem, MembershipItem};
 use crate::error::Error as DErr;
 use crate::meter::item_size;
+use crate::request::{call, conditional, Written};
 use crate::schema::*;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue as Av, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
@@ -129,24 +129,16 @@ impl DynamoStore {
             items.push(self.tx_delete(&self.groups, member)?);
             items.push(self.tx_delete(&self.users, MembershipItem::key(u, &conv))?);
         }
-        let r = self
+        let request = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
-            .send()
-            .await;
-        self.meter.call(None);
-        if let Err(e) = r {
-            let conflict = matches!(
-                e.as_service_error(),
-                Some(TransactWriteItemsError::TransactionCanceledException(c))
-                    if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-            );
-            return Err(if conflict {
-                Error::Conflict
-            } else {
-                DErr::call("TransactWriteItems", &self.groups, e).into()
-            });
+            .send();
+        let table = &self.groups;
+        if let Written::ConditionFailed(_) =
+            conditional(&self.meter, "TransactWriteItems", table, request).await?
+        {
+            return Err(Error::Conflict);
         }
         self.read_group(gid)
             .await?
@@ -193,14 +185,12 @@ impl DynamoStore {
                 })
                 .collect::<Result<_>>()?;
             for attempt in 0..8u32 {
-                let out = self
+                let request = self
                     .client
                     .batch_write_item()
                     .request_items(table, requests.clone())
-                    .send()
-                    .await
-                    .map_err(|e| DErr::call("BatchWriteItem", table, e))?;
-                self.meter.call(None);
+                    .send();
+                let out = call(&self.meter, "BatchWriteItem", table, request).await?;
                 requests = out
                     .unprocessed_items()
                     .and_then(|u| u.get(table))

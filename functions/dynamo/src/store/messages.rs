@@ -70,8 +70,9 @@ impl DynamoStore {
                 client_msg_id: msg.client_msg_id.clone(),
                 text: msg.text.clone(),
                 sent_at_ms: msg.sent_at_ms,
+                origin: msg.origin.clone(),
             };
-            match self.put_message(&m, msg.origin.as_deref()).await? {
+            match self.put_message(&m).await? {
                 None => {
                     stored = Some(m);
                     break;
@@ -195,12 +196,8 @@ impl DynamoStore {
 
     /// Puts the message at its id if free. `Ok(None)` when written,
     /// `Ok(Some(existing))` when the id is taken.
-    async fn put_message(
-        &self,
-        m: &StoredMessage,
-        origin: Option<&str>,
-    ) -> Result<Option<StoredMessage>> {
-        let item = MessageItem::new(m, origin);
+    async fn put_message(&self, m: &StoredMessage) -> Result<Option<StoredMessage>> {
+        let item = MessageItem::new(m);
         match self
             .put_if_absent(&self.messages, &item, "message_id")
             .await?

@@ -1,0 +1,371 @@
+//! Per-connection order: the writer passes every outbound item through a
+//! [`Sequencer`], which makes each conversation's `message` frames leave in
+//! strictly increasing id order with no gaps after the first one the
+//! connection sees (docs/design.md, "Order on every connection"):
+//!
+//! - it remembers, per conversation, the last id written;
+//! - a repeat (an id at or below it) is dropped;
+//! - the connection's own sends are in its sequence as their acks (the
+//!   sending connection never gets its own message): an ack right after the
+//!   last id moves it on;
+//! - a frame that would leave a gap first has the missing ids read from
+//!   the store and written, except the connection's own (the store never
+//!   shows a higher id before a lower one, so the read is complete);
+//! - a `sync` sets, for each conversation not seen yet, its watermark as
+//!   the point the sequence continues from, so a live message that races
+//!   the replay either waits behind it or pulls it in first; for a
+//!   conversation whose live messages already reached the connection, it
+//!   first sends the older ones above the watermark that the connection
+//!   never saw (after the newer live ones: the one case where ids step
+//!   back, documented in docs/protocol.md);
+//! - live messages that arrive before the connection's first frame are
+//!   held until that frame is read: if it is a `sync`, they follow its
+//!   replay; otherwise, or after `hold` without any frame, they go out.
+
+use crate::hub::Outbound;
+use axum::extract::ws::{Message, Utf8Bytes};
+use chat_core::ports::{Seq, Store};
+use chat_core::protocol::ServerFrame;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most messages read from the store at once to fill a gap.
+const FILL_PAGE: usize = 500;
+
+/// Counters a test or a metric can read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SequencerStats {
+    /// Repeats dropped.
+    pub repeats: u64,
+    /// Messages read from the store to fill gaps.
+    pub filled: u64,
+    /// Older messages a late `sync` sent below what the connection had seen.
+    pub backfilled: u64,
+}
+
+/// The ids of one conversation this connection holds: every id in
+/// `first..=last`, others' as `message` frames, its own as `ack`s.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: u64,
+    last: u64,
+}
+
+pub struct Sequencer {
+    /// Where gaps are filled from; `None` passes messages through unordered
+    /// (Lambda mode, where the functions keep order).
+    store: Option<Arc<dyn Store>>,
+    /// This connection's id: a filled message it sent is held as its ack.
+    me: String,
+    /// Per conversation, the ids written.
+    spans: HashMap<String, Span>,
+    /// Live messages held until the connection's first frame; `None` once live.
+    held: Option<Vec<(Seq, Utf8Bytes)>>,
+    /// Most held messages; past it they go out (the connection goes live).
+    max_held: usize,
+    pub stats: SequencerStats,
+}
+
+impl Sequencer {
+    pub fn new(store: Option<Arc<dyn Store>>, me: &str, max_held: usize) -> Self {
+        let held = store.as_ref().map(|_| Vec::new());
+        Sequencer {
+            store,
+            me: me.to_string(),
+            spans: HashMap::new(),
+            held,
+            max_held,
+            stats: SequencerStats::default(),
+        }
+    }
+
+    /// Whether live messages are still held for the first frame.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The frames to write for one outbound item, in order (none for a
+    /// repeat or a held message). `Close` is the caller's.
+    pub async fn order(&mut self, out: Outbound) -> Vec<Message> {
+        match out {
+            Outbound::Text(t) => vec![Message::Text(t)],
+            Outbound::Ack { seq, text } => {
+                if let Some(span) = self.spans.get_mut(&seq.conversation_id) {
+                    if seq.message_id == span.last + 1 {
+                        span.last = seq.message_id;
+                    }
+                }
+                vec![Message::Text(text)]
+            }
+            Outbound::Message { seq, text } => {
+                if let Some(held) = &mut self.held {
+                    held.push((seq, text));
+                    if held.len() <= self.max_held {
+                        return vec![];
+                    }
+                    tracing::debug!("too many held live messages; going live");
+                    return self.go_live().await;
+                }
+                self.admit(seq, text).await
+            }
+            Outbound::SyncStarted(baselines) => {
+                let mut out = Vec::new();
+                for (conversation, watermark) in baselines {
+                    out.extend(self.sync_from(conversation, watermark).await);
+                }
+                out.extend(self.go_live().await);
+                out
+            }
+            Outbound::GoLive => self.go_live().await,
+            Outbound::Close(..) => vec![],
+        }
+    }
+
+    /// Releases the held messages, in order of arrival, through `admit`.
+    pub async fn go_live(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (seq, text) in self.held.take().unwrap_or_default() {
+            out.extend(self.admit(seq, text).await);
+        }
+        out
+    }
+
+    /// A sync replays `conversation` above `watermark`: the sequence
+    /// continues from there, after the older ids the connection never saw.
+    async fn sync_from(&mut self, conversation: String, watermark: u64) -> Vec<Message> {
+        match self.spans.get(&conversation).copied() {
+            None => {
+                self.spans.insert(
+                    conversation,
+                    Span {
+                        first: watermark + 1,
+                        last: watermark,
+                    },
+                );
+                vec![]
+            }
+            Some(span) if span.first > watermark + 1 => {
+                let out = self.read(&conversation, watermark, span.first).await;
+                self.stats.backfilled += out.len() as u64;
+                if let Some(s) = self.spans.get_mut(&conversation) {
+                    s.first = watermark + 1;
+                }
+                out
+            }
+            Some(_) => vec![],
+        }
+    }
+
+    async fn admit(&mut self, seq: Seq, text: Utf8Bytes) -> Vec<Message> {
+        if self.store.is_none() {
+            return vec![Message::Text(text)];
+        }
+        let id = seq.message_id;
+        let mut out = Vec::new();
+        match self.spans.get(&seq.conversation_id).copied() {
+            Some(span) if id <= span.last => {
+                self.stats.repeats += 1;
+                return out;
+            }
+            Some(span) if id > span.last + 1 => {
+                out = self.read(&seq.conversation_id, span.last, id).await;
+                self.stats.filled += out.len() as u64;
+            }
+            _ => {}
+        }
+        let span = self.spans.entry(seq.conversation_id).or_insert(Span {
+            first: id,
+            last: id,
+        });
+        span.last = id;
+        out.push(Message::Text(text));
+        out
+    }
+
+    /// The messages of `conv` strictly between `after` and `before`, from
+    /// the store, as frames, except the connection's own (it holds their
+    /// acks). A failed read is logged and ends early: the sequence goes on,
+    /// and `sync` fills what is missing.
+    async fn read(&self, conv: &str, after: u64, before: u64) -> Vec<Message> {
+        let Some(store) = &self.store else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while cursor + 1 < before {
+            let want = ((before - cursor - 1) as usize).min(FILL_PAGE);
+            let page = match store.messages_after(conv, cursor, want).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the messages missing on a connection");
+                    break;
+                }
+            };
+            let Some(end) = page.last().map(|m| m.message_id) else {
+                break;
+            };
+            for m in page {
+                if m.message_id < before && m.origin.as_deref() != Some(self.me.as_str()) {
+                    out.push(Message::Text(Utf8Bytes::from(
+                        ServerFrame::Message(m.view()).to_json(),
+                    )));
+                }
+            }
+            cursor = end;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_core::memory::MemoryStore;
+    use chat_core::ports::NewMessage;
+
+    fn texts(ms: &[Message]) -> Vec<u64> {
+        ms.iter()
+            .map(|m| match m {
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    v["message_id"].as_u64().unwrap_or(0)
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+
+    fn msg(id: u64) -> Outbound {
+        let frame = ServerFrame::Message(chat_core::protocol::MessageView {
+            conversation_id: "dm#a#b".into(),
+            message_id: id,
+            from: "a".into(),
+            text: format!("m{id}"),
+            sent_at: "t".into(),
+        });
+        Outbound::Message {
+            seq: Seq {
+                conversation_id: "dm#a#b".into(),
+                message_id: id,
+            },
+            text: Utf8Bytes::from(frame.to_json()),
+        }
+    }
+
+    async fn store_with(n: u64) -> Arc<dyn Store> {
+        store_sent_by(n, |_| None).await
+    }
+
+    /// `n` messages; `origin(i)` is the connection that sent message `i`.
+    async fn store_sent_by(n: u64, origin: impl Fn(u64) -> Option<&'static str>) -> Arc<dyn Store> {
+        let s = Arc::new(MemoryStore::new());
+        for i in 1..=n {
+            s.append(NewMessage {
+                conversation_id: "dm#a#b".into(),
+                sender: "a".into(),
+                client_msg_id: format!("c{i}"),
+                text: format!("m{i}"),
+                sent_at_ms: 1,
+                enroll: vec!["b".into()],
+                origin: origin(i).map(str::to_string),
+            })
+            .await
+            .unwrap();
+        }
+        s
+    }
+
+    fn ack(id: u64) -> Outbound {
+        Outbound::Ack {
+            seq: Seq {
+                conversation_id: "dm#a#b".into(),
+                message_id: id,
+            },
+            text: Utf8Bytes::from_static(r#"{"type":"ack"}"#),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connections_own_sends_count_as_their_acks_not_as_gaps() {
+        // Messages 3 and 5 were sent by this connection (c1).
+        let store = store_sent_by(6, |i| (i == 3 || i == 5).then_some("c1")).await;
+        let mut s = Sequencer::new(Some(store), "c1", 100);
+        s.order(Outbound::GoLive).await;
+        assert_eq!(texts(&s.order(msg(2)).await), vec![2]);
+        // Live 4 overtook the ack of 3: 3 is not sent back as a message.
+        assert_eq!(texts(&s.order(msg(4)).await), vec![4]);
+        assert_eq!(texts(&s.order(ack(3)).await), vec![0], "the ack itself");
+        // The ack of 5 comes first: 6 then follows without a store read.
+        s.order(ack(5)).await;
+        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        assert_eq!(s.stats.filled, 0);
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
+        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 100);
+        assert!(s.order(Outbound::GoLive).await.is_empty());
+        assert_eq!(texts(&s.order(msg(2)).await), vec![2], "first seen");
+        assert_eq!(texts(&s.order(msg(5)).await), vec![3, 4, 5], "gap filled");
+        assert!(s.order(msg(4)).await.is_empty(), "repeat dropped");
+        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        assert_eq!((s.stats.repeats, s.stats.filled), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
+        let mut s = Sequencer::new(Some(store_with(5).await), "c1", 100);
+        // Live 4 and 5 arrive before the client's sync is read.
+        assert!(s.order(msg(4)).await.is_empty());
+        assert!(s.order(msg(5)).await.is_empty());
+        // The sync starts above watermark 1: 2 and 3 are pulled in first.
+        let out = s
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .await;
+        assert_eq!(texts(&out), vec![2, 3, 4, 5]);
+        // The replay's own copies are repeats now.
+        for id in 2..=5 {
+            assert!(s.order(msg(id)).await.is_empty());
+        }
+        assert_eq!(s.stats.repeats, 4);
+    }
+
+    #[tokio::test]
+    async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
+        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 100);
+        s.order(Outbound::GoLive).await;
+        // Live 5 was the first this connection saw; the user had acked 1.
+        assert_eq!(texts(&s.order(msg(5)).await), vec![5]);
+        let out = s
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .await;
+        assert_eq!(texts(&out), vec![2, 3, 4], "never seen here: sent");
+        for id in 2..=5 {
+            assert!(s.order(msg(id)).await.is_empty(), "the replay's {id}");
+        }
+        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        // A second sync sends nothing again.
+        let again = s
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .await;
+        assert!(again.is_empty());
+        assert_eq!(s.stats.backfilled, 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_store_messages_pass_through_unheld() {
+        let mut s = Sequencer::new(None, "c1", 100);
+        assert!(!s.holding());
+        assert_eq!(texts(&s.order(msg(3)).await), vec![3]);
+        assert_eq!(texts(&s.order(msg(1)).await), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn too_many_held_messages_go_live() {
+        let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2);
+        assert!(s.order(msg(1)).await.is_empty());
+        assert!(s.order(msg(2)).await.is_empty());
+        assert_eq!(texts(&s.order(msg(3)).await), vec![1, 2, 3]);
+        assert!(!s.holding());
+    }
+}
