@@ -23,8 +23,14 @@ pub struct Target {
 impl Target {
     pub async fn connect(&self, user: &str) -> anyhow::Result<Ws> {
         let token = self.auth.mint(user, 3600)?;
-        let (ws, _) =
-            tokio_tungstenite::connect_async(format!("{}?token={token}", self.url)).await?;
+        // TCP_NODELAY: small pipelined frames must not wait for the peer's
+        // delayed ACK (Nagle); the third argument is `disable_nagle`.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(
+            format!("{}?token={token}", self.url),
+            None,
+            true,
+        )
+        .await?;
         Ok(ws)
     }
 
@@ -56,6 +62,7 @@ impl Target {
         }
         sock.bind(SocketAddr::new(source.into(), 0))?;
         let stream = sock.connect(server).await?;
+        stream.set_nodelay(true)?;
         let (ws, _) = tokio_tungstenite::client_async(
             format!("{}?token={token}", self.url),
             tokio_tungstenite::MaybeTlsStream::Plain(stream),
@@ -94,31 +101,46 @@ pub struct DirectCfg {
     /// Sends in flight per connection when flat out.
     pub window: usize,
     pub text_bytes: usize,
+    /// Prefix of the user names (`{users}0`, `{users}1`, …): runs against
+    /// one server use a fresh one each, so no run meets another's backlog.
+    pub users: String,
+    /// The server's pid: its CPU time is then read at the start and at the
+    /// end of the load (not while connecting or draining).
+    pub cpu_pid: Option<u32>,
 }
 
-/// (a) 1:1 messages between pairs of connections.
+/// (a) 1:1 messages between pairs of connections. Returns what the
+/// connections saw and, with `cfg.cpu_pid`, the server's CPU seconds
+/// during the load (from the start to the deadline).
 pub async fn direct(
     target: Arc<Target>,
     cfg: &DirectCfg,
     counters: Arc<Counters>,
-) -> anyhow::Result<(ConnStats, Duration)> {
+) -> anyhow::Result<(ConnStats, Option<f64>)> {
     let n = cfg.connections.max(2) & !1;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         conns.push(
             target
-                .connect(&format!("u{i}"))
+                .connect(&format!("{}{i}", cfg.users))
                 .await
                 .with_context(|| format!("connection {i}"))?,
         );
     }
+    let cpu_start = cfg.cpu_pid.map(crate::procstat::sample);
     let start = Instant::now();
     let deadline = start + cfg.duration;
+    let cpu_end = cfg.cpu_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            crate::procstat::sample(pid)
+        })
+    });
     let per_conn_interval =
         (cfg.rate > 0).then(|| Duration::from_secs_f64(n as f64 / cfg.rate as f64));
     let mut tasks = Vec::new();
     for (i, ws) in conns.into_iter().enumerate() {
-        let peer = format!("user:u{}", i ^ 1);
+        let peer = format!("user:{}{}", cfg.users, i ^ 1);
         let counters = counters.clone();
         let (window, text_bytes) = (cfg.window, cfg.text_bytes);
         tasks.push(tokio::spawn(async move {
@@ -138,10 +160,13 @@ pub async fn direct(
     let mut total = ConnStats::default();
     for t in tasks {
         let s = t.await??;
-        total.ack.add(&s.ack)?;
-        total.deliver.add(&s.deliver)?;
+        total.merge(&s)?;
     }
-    Ok((total, cfg.duration))
+    let window_cpu = match (cpu_start, cpu_end) {
+        (Some(a), Some(end)) => Some(end.await?.cpu_secs - a.cpu_secs),
+        _ => None,
+    };
+    Ok((total, window_cpu))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,12 +254,18 @@ async fn run_pair_conn(
             if let Some(at) = at {
                 let _ = stats.ack.record(now_us().saturating_sub(at).max(1));
             }
+            if Instant::now() <= deadline {
+                stats.acked_in_window += 1;
+            }
             acked += 1;
             counters.acked.fetch_add(1, Ordering::Relaxed);
             permits.add_permits(1);
         } else if t.starts_with(r#"{"type":"message""#) {
             if let Some(at) = stamp(t) {
                 let _ = stats.deliver.record(now_us().saturating_sub(at).max(1));
+            }
+            if Instant::now() <= deadline {
+                stats.delivered_in_window += 1;
             }
             counters.delivered.fetch_add(1, Ordering::Relaxed);
         } else if t.starts_with(r#"{"type":"error""#) {
@@ -254,6 +285,12 @@ pub struct GroupReport {
     pub to_all_members: Latency,
     pub messages: u64,
     pub incomplete: u64,
+    /// Acks the sender received for its sends.
+    pub acked: u64,
+    /// Error frames the sender received.
+    pub errors: u64,
+    /// Deliveries seen, all members together.
+    pub deliveries: u64,
 }
 
 /// (b) one member sends to a group at `rate`; every member records latency.
@@ -290,7 +327,29 @@ pub async fn group(
     let arrivals: Arc<Mutex<HashMap<u64, (u32, u64)>>> = Arc::new(Mutex::new(HashMap::new()));
     let deadline = Instant::now() + duration;
     let mut readers = Vec::new();
-    let mut sender = socks.remove(0);
+    // The sender reads its acks (and errors) on the side, for the counters.
+    let (mut sender, mut sender_in) = socks.remove(0).split();
+    let sender_acks = {
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let until = deadline + Duration::from_secs(3);
+            let (mut acked, mut errors) = (0u64, 0u64);
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout_at(until.into(), sender_in.next()).await
+            {
+                let Message::Text(t) = m else { continue };
+                let t = t.as_str();
+                if t.starts_with(r#"{"type":"ack""#) {
+                    acked += 1;
+                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                } else if t.starts_with(r#"{"type":"error""#) {
+                    errors += 1;
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (acked, errors)
+        })
+    };
     for mut ws in socks {
         let (arrivals, counters) = (arrivals.clone(), counters.clone());
         readers.push(tokio::spawn(async move {
@@ -329,6 +388,8 @@ pub async fn group(
     for r in readers {
         per.add(&r.await?)?;
     }
+    let (acked, errors) = sender_acks.await?;
+    let _ = sender.close().await;
     let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner());
     let mut all = hist();
     let mut incomplete = 0;
@@ -345,6 +406,9 @@ pub async fn group(
         to_all_members: Latency::of(&all),
         messages: seq,
         incomplete,
+        acked,
+        errors,
+        deliveries: per.len(),
     })
 }
 

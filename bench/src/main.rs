@@ -6,18 +6,21 @@
 //! - `chat.rs`: the WebSocket scenarios (direct, group, idle, storm).
 //! - `mqtt.rs`: the same 1:1 pattern over MQTT QoS 1 (Mosquitto).
 //! - `stats.rs`: histograms (hdrhistogram), counters, progress line.
-//! - `procstat.rs`: spawning the servers; CPU and RSS from /proc.
+//! - `procstat.rs`: spawning the servers (optionally pinned with taskset);
+//!   CPU and RSS from /proc; this process's CPU affinity.
+//! - `plot.rs`: the sweep's latency curve as an SVG (plotters).
 //!
 //! Timings are figures for docs/benchmarks.md, never assertions in tests.
 
 mod chat;
 mod mqtt;
+mod plot;
 mod procstat;
 mod stats;
 
 use clap::{Parser, ValueEnum};
 use serde_json::json;
-use stats::{Counters, Latency};
+use stats::{Counters, Field, Latency, Shown};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -35,7 +38,40 @@ enum Scenario {
     Idle,
     /// (d) reconnect storm: every client syncs missed messages at once.
     Storm,
+    /// (a'') `direct` at rising offered rates against one server: the latency
+    /// curve (table, JSON steps, SVG).
+    Sweep,
 }
+
+/// The sweep's offered rates when `--rates` is not given; it then goes on
+/// doubling the last one until the server saturates.
+const SWEEP_RATES: [u64; 6] = [1000, 2000, 5000, 10000, 20000, 40000];
+/// A step is saturated when it achieves less than this share of its offer.
+const SATURATED: f64 = 0.9;
+/// Saturated steps in a row that end a default sweep.
+const SATURATED_STEPS_TO_STOP: u32 = 2;
+/// A bound on any sweep's length.
+const MAX_SWEEP_STEPS: usize = 24;
+/// Pause between sweep steps, so one step's closing does not overlap the next.
+const SWEEP_PAUSE: Duration = Duration::from_secs(1);
+
+const DIRECT_SHOWN: Shown = &[
+    ("sent", Field::Sent),
+    ("acked", Field::Acked),
+    ("delivered", Field::Delivered),
+    ("errors", Field::Errors),
+];
+const GROUP_SHOWN: Shown = &[
+    ("messages sent", Field::Sent),
+    ("acked", Field::Acked),
+    ("deliveries to members", Field::Delivered),
+    ("errors", Field::Errors),
+];
+const IDLE_SHOWN: Shown = &[("connections open", Field::Acked)];
+const STORM_SHOWN: Shown = &[
+    ("messages stored", Field::Sent),
+    ("messages synced", Field::Delivered),
+];
 
 #[derive(Debug, Parser)]
 #[command(name = "chat-bench", about = "Benchmarks for the chat server")]
@@ -53,7 +89,7 @@ struct Args {
     #[arg(long)]
     in_process: bool,
     /// JWT secret of --url's server.
-    #[arg(long, default_value = "bench-secret")]
+    #[arg(long, default_value = "bench-secret-of-at-least-32-bytes")]
     jwt_secret: String,
     /// Connections (direct: pairs of them; idle: how many to open).
     #[arg(long, default_value_t = 100)]
@@ -64,6 +100,22 @@ struct Args {
     /// Messages per second in all (0 = flat out).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Sweep: offered rates to run, in msgs/s (e.g. 1000,5000,20000); all of
+    /// them are run. Default: 1000,2000,5000,10000,20000,40000, then doubling
+    /// until two steps in a row achieve < 0.9 × their offer.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<u64>,
+    /// Sweep: no step above this offered rate (0 = no bound).
+    #[arg(long, default_value_t = 0)]
+    max_rate: u64,
+    /// Sweep: write the latency curve here (default docs/latency-curve.svg).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// With at least 2 CPUs: run the server (and Mosquitto) on the first CPU
+    /// this process may use (taskset -c) and the load generator on the
+    /// second (sched_setaffinity). Not with --in-process.
+    #[arg(long)]
+    pin: bool,
     /// Sends in flight per connection when flat out.
     #[arg(long, default_value_t = 16)]
     window: usize,
@@ -91,12 +143,135 @@ fn cpu_rss(
 ) -> serde_json::Value {
     json!({
         "server_cpu_percent": if secs > 0.0 { (after.cpu_secs - before.cpu_secs) / secs * 100.0 } else { 0.0 },
+        "server_cpu_secs": after.cpu_secs - before.cpu_secs,
         "server_rss_mb": after.rss_kb as f64 / 1024.0,
     })
 }
 
+/// Delivered messages per CPU-second of the server (none without CPU time:
+/// no pid to read, as with --url, or under one clock tick).
+fn per_cpu_sec(delivered: u64, cpu_secs: f64) -> Option<f64> {
+    if cpu_secs > 0.0 {
+        Some(delivered as f64 / cpu_secs)
+    } else {
+        None
+    }
+}
+
+fn or_na(v: Option<f64>, decimals: usize) -> String {
+    v.map(|v| format!("{:.*}", decimals, v))
+        .unwrap_or_else(|| "n/a".to_string())
+}
+
 fn lat(l: &Latency) -> String {
     format!("{:.2} / {:.2} / {:.2} ms", l.p50_ms, l.p99_ms, l.p999_ms)
+}
+
+/// Where the processes run (--pin), decided before the runtime starts so
+/// that every thread of the load generator inherits the affinity.
+struct Pinning {
+    /// CPU for the servers the bench starts (taskset -c).
+    server_cpu: Option<usize>,
+    /// What was done, for the report.
+    note: String,
+}
+
+fn pin(args: &Args) -> Pinning {
+    let none = |note: String| Pinning {
+        server_cpu: None,
+        note,
+    };
+    if !args.pin {
+        return none("none (no --pin)".to_string());
+    }
+    if args.in_process && args.url.is_none() {
+        return none(
+            "none: --in-process runs the server in the load generator's process".to_string(),
+        );
+    }
+    let cpus = procstat::allowed_cpus();
+    if cpus.len() < 2 {
+        return none(format!(
+            "none: --pin needs 2 CPUs, this process may use {}",
+            cpus.len()
+        ));
+    }
+    let (server, bench) = (cpus[0], cpus[1]);
+    if let Err(e) = procstat::pin_process(bench) {
+        return none(format!(
+            "none: sched_setaffinity to CPU {bench} failed: {e}"
+        ));
+    }
+    if args.url.is_some() {
+        return none(format!(
+            "load generator on CPU {bench}; the --url server is not started here, not pinned"
+        ));
+    }
+    Pinning {
+        server_cpu: Some(server),
+        note: format!(
+            "server{} on CPU {server} (taskset -c {server}), load generator on CPU {bench} (sched_setaffinity)",
+            if args.scenario == Scenario::DirectVsMosquitto {
+                " and Mosquitto"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// One step of a sweep.
+#[derive(Debug, serde::Serialize)]
+struct SweepStep {
+    offered_per_sec: u64,
+    /// Acks received during the load window, per second of it.
+    acked_per_sec: f64,
+    /// Deliveries received during the load window, per second of it.
+    delivered_per_sec: f64,
+    /// Totals, the drain after the window included.
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    errors: u64,
+    acked_in_window: u64,
+    delivered_in_window: u64,
+    /// send→deliver and send→ack, every message of the step.
+    deliver: Latency,
+    ack: Latency,
+    /// The server's CPU during the load window.
+    server_cpu_secs: Option<f64>,
+    server_cpu_percent: Option<f64>,
+    /// delivered_in_window / server_cpu_secs.
+    msgs_per_server_cpu_sec: Option<f64>,
+    /// acked_per_sec < 0.9 × offered_per_sec.
+    saturated: bool,
+    /// Connect + load + drain.
+    wall_secs: f64,
+}
+
+fn sweep_table(steps: &[SweepStep]) -> String {
+    let mut t = String::from(
+        "| offered msgs/s | acked msgs/s | delivered msgs/s | send→deliver p50 | p99 | p999 | send→ack p50 | p99 | server CPU | msgs per server CPU-s |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for s in steps {
+        t.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |\n",
+            s.offered_per_sec,
+            s.acked_per_sec,
+            s.delivered_per_sec,
+            s.deliver.p50_ms,
+            s.deliver.p99_ms,
+            s.deliver.p999_ms,
+            s.ack.p50_ms,
+            s.ack.p99_ms,
+            s.server_cpu_percent
+                .map(|c| format!("{c:.0}%"))
+                .unwrap_or_else(|| "n/a".to_string()),
+            or_na(s.msgs_per_server_cpu_sec, 0),
+        ));
+    }
+    t
 }
 
 /// The chat server in this process, on a free port; the temp dir lives as long as the result.
@@ -104,16 +279,26 @@ async fn in_process_server(
     secret: &str,
 ) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let socket = conn_tier::socket::SocketConfig {
-        rate_burst: 1_000_000,
-        rate_per_sec: 1_000_000,
-        outbound_queue: 65536,
+    // A load generator is no user, and opens many connections from one IP.
+    let settings = conn_tier::app::Settings {
+        users: conn_tier::hub::UserLimits {
+            max_connections: 1_000_000,
+            burst: 1_000_000,
+            per_sec: 1_000_000,
+        },
+        limits: conn_tier::listener::Limits {
+            max_connections: 1_000_000,
+            max_per_ip: 1_000_000,
+            new_per_ip_per_sec: 1_000_000,
+            new_per_ip_burst: 1_000_000,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (app, _store) = conn_tier::App::embedded(
         dir.path(),
         chat_core::auth::Authenticator::new(secret.as_bytes())?,
-        socket,
+        settings,
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -125,9 +310,17 @@ async fn in_process_server(
     Ok((addr, dir))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before the runtime exists, so that all its threads inherit the affinity.
+    let pinning = pin(&args);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, pinning))
+}
+
+async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     stats::now_us();
     let nofile = procstat::raise_nofile();
     let bin = args
@@ -139,14 +332,29 @@ async fn main() -> anyhow::Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let duration = Duration::from_secs_f64(args.duration);
     let mut rows: Vec<(String, String)> = Vec::new();
-    let mut report = json!({"scenario": format!("{:?}", args.scenario), "connections": args.connections, "text_bytes": args.text_bytes});
+    let mut report = json!({"scenario": format!("{:?}", args.scenario), "connections": args.connections, "text_bytes": args.text_bytes, "pinning": pinning.note});
+    rows.push(("pinning".into(), pinning.note.clone()));
+    // A second table (the sweep's steps), and the SVG to write at the end.
+    let mut steps_table: Option<String> = None;
+    let mut svg_out: Option<(PathBuf, String)> = None;
 
     // The server under test (unless --url).
-    // A load generator is no user: lift the per-connection rate limit.
-    let mut extra: Vec<&str> = vec!["--rate-burst", "1000000", "--rate-per-sec", "1000000"];
-    match args.scenario {
-        Scenario::Idle => extra.extend(["--ping-secs", "600"]),
-        _ => extra.extend(["--outbound-queue", "65536"]),
+    // A load generator is no user: lift the per-user rate limit and the
+    // per-IP and per-user connection caps (it connects from one address).
+    let mut extra: Vec<&str> = vec![
+        "--rate-burst",
+        "1000000",
+        "--rate-per-sec",
+        "1000000",
+        "--max-connections-per-user",
+        "1000000",
+        "--max-connections-per-ip",
+        "1000000",
+        "--new-connections-per-ip-per-sec",
+        "1000000",
+    ];
+    if let Scenario::Idle = args.scenario {
+        extra.extend(["--ping-secs", "600"]);
     }
     let in_process = if args.in_process && args.url.is_none() {
         Some(in_process_server(&secret).await?)
@@ -154,7 +362,9 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let server = match (&args.url, &in_process) {
-        (None, None) => Some(procstat::spawn_chat(&bin, &secret, &extra).await?),
+        (None, None) => {
+            Some(procstat::spawn_chat(&bin, &secret, &extra, pinning.server_cpu).await?)
+        }
         _ => None,
     };
     let url = match (&args.url, &in_process) {
@@ -174,7 +384,13 @@ async fn main() -> anyhow::Result<()> {
         auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
     });
     let label = format!("{:?}", args.scenario).to_lowercase();
-    stats::progress(label, counters.clone(), done.clone());
+    let shown = match args.scenario {
+        Scenario::Direct | Scenario::DirectVsMosquitto | Scenario::Sweep => DIRECT_SHOWN,
+        Scenario::Group => GROUP_SHOWN,
+        Scenario::Idle => IDLE_SHOWN,
+        Scenario::Storm => STORM_SHOWN,
+    };
+    stats::progress(label, counters.clone(), done.clone(), shown);
     let sample = || pid.map(procstat::sample).unwrap_or_default();
 
     match args.scenario {
@@ -185,14 +401,19 @@ async fn main() -> anyhow::Result<()> {
                 rate: args.rate,
                 window: args.window,
                 text_bytes: args.text_bytes,
+                users: "u".to_string(),
+                cpu_pid: None,
             };
-            let mut theirs = None;
+            // (acked/s, delivered msgs per CPU-second) of Mosquitto.
+            let mut theirs: Option<(f64, Option<f64>)> = None;
             if args.scenario == Scenario::DirectVsMosquitto {
-                let mq = procstat::spawn_mosquitto().await?;
+                // Mosquitto is this process's child (not a daemon), so its
+                // pid is the one to read in /proc; taskset execs it in place.
+                let mq = procstat::spawn_mosquitto(pinning.server_cpu).await?;
                 let port: u16 = mq.addr.rsplit(':').next().unwrap_or("0").parse()?;
                 let before = procstat::sample(mq.pid());
-                let c = Arc::new(Counters::default());
                 let t = Instant::now();
+                // The shared counters, so the progress line shows this phase too.
                 let s = mqtt::direct(
                     "127.0.0.1",
                     port,
@@ -200,21 +421,27 @@ async fn main() -> anyhow::Result<()> {
                     duration,
                     args.window,
                     args.text_bytes,
-                    c.clone(),
+                    counters.clone(),
                 )
                 .await?;
+                let after = procstat::sample(mq.pid());
                 let secs = t
                     .elapsed()
                     .as_secs_f64()
                     .min(args.duration + 0.5)
                     .max(0.001);
-                let (_, acked, delivered, _) = c.get();
+                let (sent, acked, delivered, errors) = counters.get();
+                counters.reset();
                 let rate = acked as f64 / secs;
-                theirs = Some(rate);
+                let cpu = after.cpu_secs - before.cpu_secs;
+                let per_cpu = per_cpu_sec(delivered, cpu);
+                theirs = Some((rate, per_cpu));
                 report["mosquitto"] = json!({
+                    "sent": sent, "acked": acked, "delivered": delivered, "errors": errors,
                     "acked_per_sec": rate, "delivered_per_sec": delivered as f64 / secs,
                     "ack": Latency::of(&s.ack), "deliver": Latency::of(&s.deliver),
-                    "server": cpu_rss(before, procstat::sample(mq.pid()), secs),
+                    "server": cpu_rss(before, after, secs),
+                    "msgs_per_server_cpu_sec": per_cpu,
                 });
                 rows.push(("Mosquitto: PUBACKed msgs/s".into(), format!("{rate:.0}")));
                 rows.push((
@@ -225,6 +452,16 @@ async fn main() -> anyhow::Result<()> {
                     "Mosquitto: publish→deliver p50/p99/p999".into(),
                     lat(&Latency::of(&s.deliver)),
                 ));
+                rows.push((
+                    "Mosquitto: server CPU".into(),
+                    format!("{:.0}%", cpu / secs * 100.0),
+                ));
+                rows.push((
+                    "Mosquitto: delivered msgs per server CPU-second".into(),
+                    or_na(per_cpu, 0),
+                ));
+                drop(mq);
+                eprintln!("mosquitto done; now the chat server");
             }
             let before = sample();
             let t = Instant::now();
@@ -233,11 +470,15 @@ async fn main() -> anyhow::Result<()> {
             let (sent, acked, delivered, errors) = counters.get();
             let after = sample();
             let rate = acked as f64 / secs;
+            let cpu = after.cpu_secs - before.cpu_secs;
+            let per_cpu = per_cpu_sec(delivered, cpu);
             report["chat"] = json!({
                 "sent": sent, "acked": acked, "delivered": delivered, "errors": errors,
                 "acked_per_sec": rate, "delivered_per_sec": delivered as f64 / secs,
+                "acked_in_window_per_sec": s.acked_in_window as f64 / args.duration.max(0.001),
                 "ack": Latency::of(&s.ack), "deliver": Latency::of(&s.deliver),
                 "server": cpu_rss(before, after, secs),
+                "msgs_per_server_cpu_sec": per_cpu,
             });
             rows.push(("acked sends/s (durable)".into(), format!("{rate:.0}")));
             rows.push((
@@ -257,14 +498,190 @@ async fn main() -> anyhow::Result<()> {
                 "server RSS".into(),
                 format!("{:.1} MB", after.rss_kb as f64 / 1024.0),
             ));
-            if let Some(theirs) = theirs {
+            rows.push((
+                format!(
+                    "delivered msgs per server CPU-second{}",
+                    if in_process.is_some() {
+                        " (CPU includes the load generator: --in-process)"
+                    } else {
+                        ""
+                    }
+                ),
+                or_na(per_cpu, 0),
+            ));
+            if let Some((theirs, theirs_per_cpu)) = theirs {
                 let ratio = rate / theirs.max(1.0);
                 report["ratio_ours_to_mosquitto"] = json!(ratio);
                 rows.push((
                     "ratio ours/Mosquitto (acked/s)".into(),
                     format!("{ratio:.2}"),
                 ));
+                let per_cpu_ratio = match (per_cpu, theirs_per_cpu) {
+                    (Some(o), Some(t)) if t > 0.0 => Some(o / t),
+                    _ => None,
+                };
+                report["ratio_per_cpu_ours_to_mosquitto"] = json!(per_cpu_ratio);
+                rows.push((
+                    "ratio ours/Mosquitto (msgs per server CPU-second)".into(),
+                    or_na(per_cpu_ratio, 2),
+                ));
             }
+        }
+        Scenario::Sweep => {
+            let explicit = !args.rates.is_empty();
+            let cap = if args.max_rate > 0 {
+                args.max_rate
+            } else {
+                u64::MAX
+            };
+            let mut planned: Vec<u64> = if explicit {
+                args.rates.clone()
+            } else {
+                SWEEP_RATES.to_vec()
+            };
+            planned.retain(|&r| r > 0 && r <= cap);
+            if planned.is_empty() {
+                anyhow::bail!("--scenario sweep: no rate to run (see --rates and --max-rate)");
+            }
+            let mut steps: Vec<SweepStep> = Vec::new();
+            let mut saturated_in_a_row = 0u32;
+            let stopped: String;
+            loop {
+                let k = steps.len();
+                let offered = if k < planned.len() {
+                    planned[k]
+                } else if explicit {
+                    stopped = "every rate of --rates run".to_string();
+                    break;
+                } else {
+                    let next = steps
+                        .last()
+                        .map(|s| s.offered_per_sec.saturating_mul(2))
+                        .unwrap_or(SWEEP_RATES[0]);
+                    if next > cap {
+                        stopped = format!("the next rate, {next}/s, is above --max-rate");
+                        break;
+                    }
+                    next
+                };
+                if k >= MAX_SWEEP_STEPS {
+                    stopped = format!("{MAX_SWEEP_STEPS} steps run (the bound)");
+                    break;
+                }
+                if k > 0 {
+                    tokio::time::sleep(SWEEP_PAUSE).await;
+                }
+                eprintln!(
+                    "sweep step {}: offering {offered} msgs/s for {} s over {} connections",
+                    k + 1,
+                    args.duration,
+                    args.connections.max(2) & !1
+                );
+                let cfg = chat::DirectCfg {
+                    connections: args.connections,
+                    duration,
+                    rate: offered,
+                    window: args.window,
+                    text_bytes: args.text_bytes,
+                    // Fresh users per step: no step meets another's backlog.
+                    users: format!("s{k}u"),
+                    cpu_pid: pid,
+                };
+                let c0 = counters.get();
+                let t = Instant::now();
+                let (s, window_cpu) = chat::direct(target.clone(), &cfg, counters.clone()).await?;
+                let wall = t.elapsed().as_secs_f64();
+                let c1 = counters.get();
+                let secs = args.duration.max(0.001);
+                let acked_per_sec = s.acked_in_window as f64 / secs;
+                let step = SweepStep {
+                    offered_per_sec: offered,
+                    acked_per_sec,
+                    delivered_per_sec: s.delivered_in_window as f64 / secs,
+                    sent: c1.0.saturating_sub(c0.0),
+                    acked: c1.1.saturating_sub(c0.1),
+                    delivered: c1.2.saturating_sub(c0.2),
+                    errors: c1.3.saturating_sub(c0.3),
+                    acked_in_window: s.acked_in_window,
+                    delivered_in_window: s.delivered_in_window,
+                    deliver: Latency::of(&s.deliver),
+                    ack: Latency::of(&s.ack),
+                    server_cpu_secs: window_cpu,
+                    server_cpu_percent: window_cpu.map(|c| c / secs * 100.0),
+                    msgs_per_server_cpu_sec: window_cpu
+                        .and_then(|c| per_cpu_sec(s.delivered_in_window, c)),
+                    saturated: acked_per_sec < SATURATED * offered as f64,
+                    wall_secs: wall,
+                };
+                eprintln!(
+                    "sweep step {}: {:.0} acked/s, send→deliver p99 {:.2} ms{}",
+                    k + 1,
+                    step.acked_per_sec,
+                    step.deliver.p99_ms,
+                    if step.saturated { " (saturated)" } else { "" }
+                );
+                let saturated = step.saturated;
+                steps.push(step);
+                if !explicit {
+                    saturated_in_a_row = if saturated { saturated_in_a_row + 1 } else { 0 };
+                    if saturated_in_a_row >= SATURATED_STEPS_TO_STOP {
+                        stopped = format!(
+                            "{SATURATED_STEPS_TO_STOP} steps in a row achieved < {SATURATED} × their offer"
+                        );
+                        break;
+                    }
+                }
+            }
+            let svg_path = args
+                .svg
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("docs/latency-curve.svg"));
+            let points: Vec<plot::Point> = steps
+                .iter()
+                .map(|s| plot::Point {
+                    offered: s.offered_per_sec as f64,
+                    acked_per_sec: s.acked_per_sec,
+                    delivered_per_sec: s.delivered_per_sec,
+                    p50_ms: s.deliver.p50_ms,
+                    p99_ms: s.deliver.p99_ms,
+                    p999_ms: s.deliver.p999_ms,
+                })
+                .collect();
+            let title = format!(
+                "chat-bench sweep: send→deliver latency, {} connections, {} s per step, {} B texts",
+                args.connections.max(2) & !1,
+                args.duration,
+                args.text_bytes
+            );
+            svg_out = Some((svg_path.clone(), plot::svg(&points, &title)?));
+            report["sweep"] = json!({
+                "duration_secs": args.duration,
+                "connections": args.connections.max(2) & !1,
+                "rates": if explicit { "--rates" } else { "default, then doubling" },
+                "max_rate": if args.max_rate > 0 { Some(args.max_rate) } else { None },
+                "stopped": stopped,
+                "server_cpu_includes_load_generator": in_process.is_some(),
+                "svg": svg_path.display().to_string(),
+                "steps": steps,
+            });
+            rows.push((
+                "steps".into(),
+                format!(
+                    "{} of {} s each over {} connections",
+                    steps.len(),
+                    args.duration,
+                    args.connections.max(2) & !1
+                ),
+            ));
+            rows.push(("stopped because".into(), stopped.clone()));
+            rows.push(("latency curve".into(), svg_path.display().to_string()));
+            if in_process.is_some() {
+                rows.push((
+                    "server CPU".into(),
+                    "includes the load generator (--in-process)".into(),
+                ));
+            }
+            steps_table = Some(sweep_table(&steps));
         }
         Scenario::Group => {
             let rate = if args.rate == 0 { 20 } else { args.rate };
@@ -283,12 +700,17 @@ async fn main() -> anyhow::Result<()> {
             let after = sample();
             report["group"] = json!({
                 "members": args.members, "rate": rate, "messages": g.messages, "incomplete": g.incomplete,
+                "acked": g.acked, "errors": g.errors, "deliveries": g.deliveries,
                 "per_delivery": g.per_delivery, "to_all_members": g.to_all_members,
                 "server": cpu_rss(before, after, secs),
             });
             rows.push((
                 "messages sent".into(),
                 format!("{} at {rate}/s to {} members", g.messages, args.members),
+            ));
+            rows.push((
+                "acked / errors / deliveries".into(),
+                format!("{} / {} / {}", g.acked, g.errors, g.deliveries),
             ));
             rows.push((
                 "send→deliver, each member p50/p99/p999".into(),
@@ -371,10 +793,21 @@ async fn main() -> anyhow::Result<()> {
     for (k, v) in &rows {
         println!("| {k} | {v} |");
     }
+    if let Some(t) = &steps_table {
+        println!();
+        print!("{t}");
+    }
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &args.json {
         std::fs::write(p, &text)?;
     }
     eprintln!("{text}");
+    if let Some((path, svg)) = svg_out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, svg)?;
+        eprintln!("latency curve written to {}", path.display());
+    }
     Ok(())
 }

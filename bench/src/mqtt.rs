@@ -2,7 +2,7 @@
 //! (PUBACK plays the role of our `ack`), persistence on.
 
 use crate::stats::{now_us, ConnStats, Counters};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +28,11 @@ pub async fn direct(
         opts.set_clean_session(true);
         opts.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut events) = AsyncClient::new(opts, window * 2 + 10);
+        // TCP_NODELAY, as on our WebSocket clients (rumqttc's default is off);
+        // the event loop connects on its first poll, so this applies.
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        events.set_network_options(net);
         client
             .subscribe(format!("chat/u{i}"), QoS::AtLeastOnce)
             .await?;
@@ -109,8 +114,7 @@ pub async fn direct(
     let mut total = ConnStats::default();
     for t in tasks {
         let s = t.await?;
-        total.ack.add(&s.ack)?;
-        total.deliver.add(&s.deliver)?;
+        total.merge(&s)?;
     }
     Ok(total)
 }

@@ -47,6 +47,64 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// The CPUs this process may run on (`sched_getaffinity`), lowest first.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at
+    // most `size_of::<cpu_set_t>()` bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins every thread of this process to `cpu` (`sched_setaffinity` per
+/// thread, as it applies to one thread); threads started later inherit it.
+pub fn pin_process(cpu: usize) -> std::io::Result<()> {
+    let mut tids: Vec<libc::pid_t> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+                .collect::<Vec<libc::pid_t>>()
+        })
+        .unwrap_or_default();
+    if tids.is_empty() {
+        tids.push(0); // the calling thread
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
+    // it for cpu < CPU_SETSIZE (checked); the kernel only reads the set.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        for tid in tids {
+            if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The command that starts `program`, under `taskset -c CPU` when pinned
+/// (taskset sets the affinity and execs it, so the pid is the server's).
+fn command(program: &std::ffi::OsStr, pin: Option<usize>) -> tokio::process::Command {
+    match pin {
+        Some(cpu) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
 /// A spawned server, killed on drop.
 pub struct Server {
     pub child: tokio::process::Child,
@@ -89,18 +147,18 @@ async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
     bail!("{what} did not listen on {port} within 20 s")
 }
 
-/// Starts conn-tier (embedded store in a temp dir) and waits until it listens.
-pub async fn spawn_chat(bin: &Path, secret: &str, extra: &[&str]) -> anyhow::Result<Server> {
+/// Starts conn-tier (embedded store in a temp dir) and waits until it
+/// listens; pinned to one CPU with `taskset` when `pin` is given.
+pub async fn spawn_chat(
+    bin: &Path,
+    secret: &str,
+    extra: &[&str],
+    pin: Option<usize>,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = free_port().await?;
-    let child = tokio::process::Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--management-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+    let child = command(bin.as_os_str(), pin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())
         .args(extra)
         .env("CHAT_JWT_SECRET", secret)
@@ -111,7 +169,12 @@ pub async fn spawn_chat(bin: &Path, secret: &str, extra: &[&str]) -> anyhow::Res
         .spawn()
         .with_context(|| {
             format!(
-                "starting {} (build it: cargo build --release -p conn-tier)",
+                "starting {}{} (build it: cargo build --release -p conn-tier)",
+                if pin.is_some() {
+                    "taskset (util-linux) with "
+                } else {
+                    ""
+                },
                 bin.display()
             )
         })?;
@@ -123,8 +186,9 @@ pub async fn spawn_chat(bin: &Path, secret: &str, extra: &[&str]) -> anyhow::Res
     })
 }
 
-/// Starts mosquitto with persistence on, on a free port.
-pub async fn spawn_mosquitto() -> anyhow::Result<Server> {
+/// Starts mosquitto with persistence on, on a free port; pinned to one CPU
+/// with `taskset` when `pin` is given.
+pub async fn spawn_mosquitto(pin: Option<usize>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = free_port().await?;
     let conf = dir.path().join("mosquitto.conf");
@@ -135,14 +199,23 @@ pub async fn spawn_mosquitto() -> anyhow::Result<Server> {
             dir.path().display()
         ),
     )?;
-    let child = tokio::process::Command::new("mosquitto")
+    let child = command(std::ffi::OsStr::new("mosquitto"), pin)
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .context("starting mosquitto (apt-get install mosquitto)")?;
+        .with_context(|| {
+            format!(
+                "starting {}mosquitto (apt-get install mosquitto)",
+                if pin.is_some() {
+                    "taskset (util-linux) with "
+                } else {
+                    ""
+                }
+            )
+        })?;
     wait_port(port, "mosquitto").await?;
     Ok(Server {
         child,

@@ -22,6 +22,10 @@ pub fn hist() -> Histogram<u64> {
 pub struct ConnStats {
     pub ack: Histogram<u64>,
     pub deliver: Histogram<u64>,
+    /// Acks received before the load's deadline (the rest came while draining).
+    pub acked_in_window: u64,
+    /// Deliveries received before the load's deadline.
+    pub delivered_in_window: u64,
 }
 
 impl Default for ConnStats {
@@ -29,7 +33,20 @@ impl Default for ConnStats {
         ConnStats {
             ack: hist(),
             deliver: hist(),
+            acked_in_window: 0,
+            delivered_in_window: 0,
         }
+    }
+}
+
+impl ConnStats {
+    /// Adds another connection's figures to these.
+    pub fn merge(&mut self, other: &ConnStats) -> anyhow::Result<()> {
+        self.ack.add(&other.ack)?;
+        self.deliver.add(&other.deliver)?;
+        self.acked_in_window += other.acked_in_window;
+        self.delivered_in_window += other.delivered_in_window;
+        Ok(())
     }
 }
 
@@ -50,6 +67,13 @@ impl Counters {
             self.delivered.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
         )
+    }
+
+    /// Back to zero (between two phases of one run).
+    pub fn reset(&self) {
+        for c in [&self.sent, &self.acked, &self.delivered, &self.errors] {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -76,11 +100,36 @@ impl Latency {
     }
 }
 
+/// One of the [`Counters`], for the progress line.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    Sent,
+    Acked,
+    Delivered,
+    Errors,
+}
+
+impl Field {
+    fn of(self, c: (u64, u64, u64, u64)) -> u64 {
+        match self {
+            Field::Sent => c.0,
+            Field::Acked => c.1,
+            Field::Delivered => c.2,
+            Field::Errors => c.3,
+        }
+    }
+}
+
+/// What a scenario's progress line shows: each counter under the name of
+/// what that scenario counts with it (errors as a total, the rest with a rate).
+pub type Shown = &'static [(&'static str, Field)];
+
 /// Prints a progress line every second until `done` is set.
 pub fn progress(
     label: String,
     counters: std::sync::Arc<Counters>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shown: Shown,
 ) {
     tokio::spawn(async move {
         let start = Instant::now();
@@ -88,16 +137,15 @@ pub fn progress(
         while !done.load(Ordering::Relaxed) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let now = counters.get();
-            eprintln!(
-                "[{label} {:>3.0}s] sent {} acked {} (+{}/s) delivered {} (+{}/s) errors {}",
-                start.elapsed().as_secs_f64(),
-                now.0,
-                now.1,
-                now.1 - last.1,
-                now.2,
-                now.2 - last.2,
-                now.3
-            );
+            let mut line = format!("[{label} {:>3.0}s]", start.elapsed().as_secs_f64());
+            for &(name, field) in shown {
+                let (n, before) = (field.of(now), field.of(last));
+                match field {
+                    Field::Errors => line.push_str(&format!(" {name} {n}")),
+                    _ => line.push_str(&format!(" {name} {n} (+{}/s)", n.saturating_sub(before))),
+                }
+            }
+            eprintln!("{line}");
             last = now;
         }
     });

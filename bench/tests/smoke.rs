@@ -51,12 +51,85 @@ fn every_scenario_runs_and_reports() {
         "--duration",
         "1",
     ]);
-    assert!(r["group"]["messages"].as_u64().unwrap() > 0, "{r}");
+    let messages = r["group"]["messages"].as_u64().unwrap();
+    assert!(messages > 0, "{r}");
     assert_eq!(r["group"]["incomplete"], 0, "{r}");
+    // The sender's acks are counted now (they were 0 throughout), and every
+    // message reached the 4 other members.
+    assert_eq!(r["group"]["acked"].as_u64(), Some(messages), "{r}");
+    assert_eq!(r["group"]["errors"], 0, "{r}");
+    assert_eq!(r["group"]["deliveries"].as_u64(), Some(messages * 4), "{r}");
 
     let (_, r) = run(&["--scenario", "storm", "--clients", "20", "--missed", "3"]);
     assert_eq!(r["storm"]["messages_synced"], 60, "{r}");
 
     let (_, r) = run(&["--scenario", "idle", "--connections", "50"]);
     assert_eq!(r["idle"]["connections"], 50, "{r}");
+}
+
+/// A two-step sweep: a table row, a JSON step and a curve per rate.
+#[test]
+fn a_sweep_reports_every_step_and_draws_the_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("curve.svg");
+    let svg_arg = svg_path.to_str().unwrap();
+    let (table, r) = run(&[
+        "--scenario",
+        "sweep",
+        "--rates",
+        "200,400",
+        "--duration",
+        "1",
+        "--connections",
+        "4",
+        "--svg",
+        svg_arg,
+        "--pin",
+    ]);
+
+    // The steps' table: one row per rate, in order (rows whose first cell is a number).
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("| ")
+                .and_then(|rest| rest.split(" |").next())
+                .is_some_and(|cell| cell.trim().parse::<u64>().is_ok())
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].starts_with("| 200 |"), "{table}");
+    assert!(rows[1].starts_with("| 400 |"), "{table}");
+    assert!(table.contains("msgs per server CPU-s"), "{table}");
+
+    // The JSON steps: the offered rates, and work done at each.
+    let steps = r["sweep"]["steps"].as_array().expect("sweep.steps");
+    assert_eq!(steps.len(), 2, "{r}");
+    for (step, offered) in steps.iter().zip([200u64, 400]) {
+        assert_eq!(step["offered_per_sec"].as_u64(), Some(offered), "{step}");
+        let acked = step["acked"].as_u64().unwrap();
+        assert!(acked > 0, "{step}");
+        assert_eq!(step["delivered"].as_u64(), Some(acked), "{step}");
+        assert_eq!(step["sent"].as_u64(), Some(acked), "{step}");
+        assert_eq!(step["errors"], 0, "{step}");
+        assert!(step["acked_in_window"].as_u64().unwrap() > 0, "{step}");
+        assert!(step["deliver"]["count"].as_u64().unwrap() > 0, "{step}");
+        assert!(step["ack"]["count"].as_u64().unwrap() > 0, "{step}");
+        assert!(step["acked_per_sec"].as_f64().unwrap() > 0.0, "{step}");
+        // The server's pid is known (this process, --in-process), so its
+        // CPU time over the window is read: a number (maybe 0, never null).
+        assert!(step["server_cpu_secs"].is_number(), "{step}");
+        // Null when under one clock tick of CPU, but always reported.
+        assert!(step.get("msgs_per_server_cpu_sec").is_some(), "{step}");
+    }
+    assert_eq!(r["sweep"]["stopped"], "every rate of --rates run", "{r}");
+    // --in-process: nothing to pin, and the report says so.
+    assert!(r["pinning"].as_str().unwrap().starts_with("none"), "{r}");
+
+    // The SVG: a document with drawn lines and the three percentiles' legend.
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG was written");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.contains("<path") || svg.contains("<polyline"), "{svg}");
+    for label in ["p50", "p99", "p999"] {
+        assert!(svg.contains(label), "{label} missing from the SVG");
+    }
 }

@@ -23,6 +23,7 @@ use chat_cli::client::{connect, Ws, WsError, WsMessage};
 use chat_core::auth::Authenticator;
 use chat_core::memory::MemoryConnections;
 use chat_core::ports::{Connections, Store};
+use conn_tier::app::Settings;
 use conn_tier::http::serve;
 use conn_tier::socket::SocketConfig;
 use conn_tier::App;
@@ -33,7 +34,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub const SECRET: &[u8] = b"test-secret";
+/// The JWT secret of the test servers (at least 32 bytes).
+pub const SECRET: &[u8] = b"test-secret-of-at-least-32-bytes";
+
+/// The credential the `@connections` API of the test servers verifies;
+/// the AWS SDK clients of the tests sign with it.
+pub fn management_credential() -> chat_local_apigw::sigv4::Credential {
+    chat_local_apigw::sigv4::Credential {
+        key_id: "test".into(),
+        secret: "test".into(),
+    }
+}
 /// How long a test waits for a frame that must come.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -91,18 +102,50 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
+/// Server logs on stderr when `TEST_LOG` is set (an env-filter, such as
+/// `info` or `conn_tier=debug`): for a failing test, not for CI.
+pub fn init_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(SocketConfig::default()).await
     }
 
     pub async fn start_with(socket: SocketConfig) -> Self {
+        Self::start_with_settings(Settings {
+            socket,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A server with these settings (the management API's credential is
+    /// [`management_credential`] unless one is given).
+    pub async fn start_with_settings(mut settings: Settings) -> Self {
+        init_log();
         let dir = tempfile::tempdir().expect("temp dir");
         let auth = Authenticator::new(SECRET).expect("auth");
+        settings
+            .management
+            .get_or_insert_with(management_credential);
+        // A `dev_tokens` placeholder means "mint with this server's secret".
+        if settings.dev_tokens.is_some() {
+            settings.dev_tokens = Some(auth.clone());
+        }
         if store_kind() == "embedded" {
             // As the binary runs it: delivery from the store's commit feed.
             let (app, embedded) =
-                App::embedded(dir.path(), auth.clone(), socket).expect("open store");
+                App::embedded(dir.path(), auth.clone(), settings).expect("open store");
             let connections = app.connections.clone().expect("in-process map");
             return Self::serve_app(app, auth, embedded, connections, dir).await;
         }
@@ -112,7 +155,7 @@ impl TestServer {
             connections.clone(),
             None,
             auth.clone(),
-            socket,
+            settings,
         );
         Self::serve_app(app, auth, store, connections, dir).await
     }
@@ -147,13 +190,13 @@ impl TestServer {
         let management = mgmt.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (mtx, mrx) = oneshot::channel::<()>();
-        let management_task = tokio::spawn(chat_local_apigw::management::serve(
-            mgmt,
-            app.hub.clone(),
-            async {
+        let mgmt_app = app.clone();
+        let management_task = tokio::spawn(async move {
+            conn_tier::http::serve_management(mgmt, &mgmt_app, async {
                 let _ = mrx.await;
-            },
-        ));
+            })
+            .await
+        });
         let task = tokio::spawn(async move {
             let served = serve(listener, app, async {
                 let _ = rx.await;
@@ -377,7 +420,13 @@ impl TestClient {
             f["limit"] = json!(l);
         }
         self.send(f).await;
-        self.recv().await
+        // Pushes (live messages, group changes) may come first.
+        loop {
+            let f = self.recv().await;
+            if f["type"] != "message" && f["type"] != "group" {
+                return f;
+            }
+        }
     }
 
     pub async fn create_group(&mut self, name: &str, members: &[&str]) -> Value {
@@ -422,4 +471,30 @@ pub async fn contract_fixture() -> chat_core::contract::Fixture {
 pub async fn contract_connections() -> Arc<dyn Connections> {
     let dir = tempfile::tempdir().expect("temp dir");
     open_store(dir.path()).await.expect("open store").1
+}
+
+/// A plain HTTP/1.1 GET; the status, the headers (lower-case names) and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }

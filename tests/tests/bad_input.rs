@@ -104,7 +104,7 @@ async fn a_frame_over_32_kb_closes_the_connection_with_1009() {
 async fn bad_tokens_are_refused_with_401_before_the_upgrade() {
     let server = TestServer::start().await;
     let url = server.url();
-    let other = Authenticator::new(b"someone-elses-secret").unwrap();
+    let other = Authenticator::new(b"someone-elses-secret-of-32-bytes!").unwrap();
     let b64 = |s: &str| {
         const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let d = s.as_bytes();

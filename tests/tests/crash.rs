@@ -10,13 +10,7 @@ use tokio::process::{Child, Command};
 /// Starts the server binary on a free port; returns it and its WebSocket URL.
 async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
         .env("CHAT_LOG_JSON", "true")

@@ -146,10 +146,7 @@ async fn resending_a_client_msg_id_returns_the_same_ack_and_stores_one_message()
 }
 
 #[tokio::test]
-async fn a_client_msg_id_reused_with_a_different_text_currently_gets_the_original_ack_and_changes_nothing(
-) {
-    // Today the retry's text is ignored; this is to become a `conflict`
-    // error, and this test with it.
+async fn a_client_msg_id_reused_for_another_text_or_recipient_is_a_conflict_and_changes_nothing() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;
@@ -160,14 +157,32 @@ async fn a_client_msg_id_reused_with_a_different_text_currently_gets_the_origina
     assert_eq!(first["message_id"], 1);
     assert_eq!(bob.expect("message").await["text"], "original");
 
+    for (to, text) in [("user:bob", "changed"), ("user:carol", "original")] {
+        alice
+            .send(json!({"action":"send","to":to,"client_msg_id":"same-id","text":text}))
+            .await;
+        let e = alice.expect("error").await;
+        assert_eq!(
+            (
+                e["code"].as_str(),
+                e["client_msg_id"].as_str(),
+                e["action"].as_str()
+            ),
+            (Some("conflict"), Some("same-id"), Some("send")),
+            "{e}"
+        );
+    }
+    // The exact resend still answers the original ack.
     alice
-        .send(json!({"action":"send","to":"user:bob","client_msg_id":"same-id","text":"changed"}))
+        .send(json!({"action":"send","to":"user:bob","client_msg_id":"same-id","text":"original"}))
         .await;
     assert_eq!(alice.expect("ack").await, first);
     bob.expect_silence(Duration::from_millis(300)).await;
     let h = bob.history("dm#alice#bob", None, None).await;
     assert_eq!(ids(h["messages"].as_array().unwrap()), vec![1]);
     assert_eq!(h["messages"][0]["text"], "original");
+    let (_carol, got) = server.syncing_client("carol").await;
+    assert!(got.is_empty(), "nothing reached carol: {got:?}");
     server.stop().await;
 }
 
@@ -274,14 +289,21 @@ async fn pipelined_sends_keep_their_order_and_a_later_frame_sees_them_all() {
 
 #[tokio::test]
 async fn a_reader_that_never_reads_is_closed_with_1008_and_never_holds_the_sender_back() {
-    let server = TestServer::start_with(SocketConfig {
-        outbound_queue: 8,
+    let server = TestServer::start_with_settings(conn_tier::app::Settings {
+        socket: SocketConfig {
+            // A small queue: it fills once bob's socket stops taking frames.
+            outbound_bytes: 64 * 1024,
+            // The stuck writer waits for bob rather than dropping the socket
+            // (on the DynamoDB emulator alice's 500 sends take ~20 s).
+            write_timeout: Duration::from_secs(120),
+            ..SocketConfig::default()
+        },
         // alice's ping and 500 sends must not meet the rate limit.
-        rate_burst: 1000,
-        // The stuck writer waits for bob rather than dropping the socket
-        // (on the DynamoDB emulator alice's 500 sends take ~20 s).
-        write_timeout: Duration::from_secs(120),
-        ..SocketConfig::default()
+        users: conn_tier::hub::UserLimits {
+            burst: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
     })
     .await;
     let mut alice = server.client("alice").await;

@@ -6,7 +6,7 @@
 use chat_core::ports::{NewMessage, Store};
 use chat_dynamo::schema::ALL;
 use chat_dynamo::{connect, connect_to, DynamoStore};
-use chat_tests::{fresh_tables, WAIT};
+use chat_tests::{fresh_tables, SECRET, WAIT};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -47,13 +47,12 @@ async fn a_missing_table_is_a_startup_error_that_names_it() {
         .args([
             "--listen",
             "127.0.0.1:0",
-            "--management-listen",
-            "127.0.0.1:0",
             "--store",
             "dynamodb",
             "--table-prefix",
             "no-such-prefix-",
         ])
+        .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
         .stdin(Stdio::null())
         .output()
         .await
@@ -127,6 +126,7 @@ async fn throttling_and_5xx_never_lose_an_acked_message_nor_ack_an_unstored_one(
         sent_at_ms: 1,
         enroll: vec![],
         origin: None,
+        member_only: false,
     };
     let n = 40;
     // Every message is sent until it is acked, as a client would, retrying
@@ -196,9 +196,15 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
     assert_eq!(row("1 KB 1:1 send").write_units(), 4.0);
     // Each send also reads: the newest id (consistent) at least.
     assert!(row("100-byte 1:1 send").read_units() >= 1.0);
-    // A group message is written once, however many members read it.
+    // A group message is written once, however many members read it, in
+    // one transaction with a check that the sender is still a member
+    // (docs/security.md): the transaction doubles the message's 2 units and
+    // the check costs 2 more.
     let group = row("1 KB send to a 100-member group");
-    assert_eq!(group.write_units(), row("1 KB 1:1 send").write_units());
+    assert_eq!(
+        group.write_units(),
+        row("1 KB 1:1 send").write_units() + 4.0
+    );
     assert_eq!(group.posts, 99);
     // The fan-out reads who is in the group and where they are connected.
     assert!(group.read_units() >= 50.0, "{}", group.read_units());
@@ -220,6 +226,7 @@ async fn a_send_retried_after_a_restart_or_a_crash_between_claim_and_message_is_
         sent_at_ms: 1,
         enroll: vec![],
         origin: None,
+        member_only: false,
     };
     let first = DynamoStore::new(&connect(&prefix).await.unwrap())
         .append(msg("alice", "kept", "before the restart"))

@@ -227,3 +227,37 @@ fn only_functions_that_post_may_manage_connections_and_the_secret_comes_from_ssm
     );
     assert!(text.contains("CHAT_JWT_SECRET: !Ref JwtSecret"));
 }
+
+#[test]
+fn the_stage_throttles_every_route_and_connect_and_group_admin_lower() {
+    let t = template();
+    let stage = &resources(&t, "AWS::ApiGatewayV2::Stage")["Stage"]["Properties"];
+    let param = |name: &str| t["Parameters"][name]["Default"].as_u64().unwrap();
+    let refd = |v: &Value| s(v);
+    assert_eq!(
+        refd(&stage["DefaultRouteSettings"]["ThrottlingRateLimit"]),
+        "ThrottleRate"
+    );
+    let routes = stage["RouteSettings"].as_mapping().unwrap();
+    for (route, p) in [
+        ("$connect", "ConnectThrottleRate"),
+        ("createGroup", "GroupAdminThrottleRate"),
+        ("addMember", "GroupAdminThrottleRate"),
+        ("removeMember", "GroupAdminThrottleRate"),
+    ] {
+        let r = &routes[&Value::from(route)];
+        assert_eq!(refd(&r["ThrottlingRateLimit"]), p, "{route}");
+        assert!(
+            param(p) < param("ThrottleRate"),
+            "{route} is throttled lower"
+        );
+    }
+    // Every throttled route is a route of the API.
+    let keys: BTreeSet<String> = resources(&t, "AWS::ApiGatewayV2::Route")
+        .values()
+        .map(|r| s(&r["Properties"]["RouteKey"]))
+        .collect();
+    for route in routes.keys() {
+        assert!(keys.contains(route.as_str().unwrap()), "{route:?}");
+    }
+}

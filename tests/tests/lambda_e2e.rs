@@ -136,14 +136,18 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     tasks.spawn(move |stop| poll_stream(poller, poll_tables, messages, stop));
     // The functions keep order in Lambda mode: posts pass through.
     let hub = Arc::new(conn_tier::hub::Hub::new("lambda-node", false));
-    let app = App {
+    let app = App::assemble(
         backend,
         hub,
-        socket: SocketConfig::default(),
-        connections: None,
-        store: None,
+        None,
+        None,
         tasks,
-    };
+        conn_tier::app::Settings {
+            socket: SocketConfig::default(),
+            management: Some(management_credential()),
+            ..Default::default()
+        },
+    );
     let store: Arc<dyn chat_core::ports::Store> = Arc::new(chat_dynamo::DynamoStore::new(&tables));
     let connections: Arc<dyn Connections> = Arc::new(chat_dynamo::DynamoConnections::new(&tables));
     let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();

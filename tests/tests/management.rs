@@ -8,15 +8,10 @@ use chat_tests::*;
 use serde_json::json;
 
 async fn delivery(server: &TestServer) -> ApiGatewayDelivery {
-    // SigV4 needs some credentials; the management API does not check them.
-    std::env::set_var(
-        "AWS_ACCESS_KEY_ID",
-        std::env::var("AWS_ACCESS_KEY_ID").unwrap_or("test".into()),
-    );
-    std::env::set_var(
-        "AWS_SECRET_ACCESS_KEY",
-        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or("test".into()),
-    );
+    // The SDK signs with the credential the test servers verify.
+    let cred = management_credential();
+    std::env::set_var("AWS_ACCESS_KEY_ID", &cred.key_id);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &cred.secret);
     std::env::set_var(
         "AWS_REGION",
         std::env::var("AWS_REGION").unwrap_or("us-east-1".into()),
@@ -58,22 +53,82 @@ async fn posts_reach_the_connection_and_unknown_connections_are_gone() {
         .unwrap();
     assert_eq!(alice.recv().await, json!({"type":"pong"}));
 
-    let http = format!("http://{}/@connections/{id}", server.management);
-    let (status, body) = raw("GET", &http).await;
+    let host = server.management.to_string();
+    let path = format!("/@connections/{id}");
+    let (status, body) = signed("GET", &host, &path, &management_credential(), 0).await;
     assert_eq!(status, 200);
     assert!(body.contains("connectedAt"), "{body}");
-    let (status, _) = raw(
-        "GET",
-        &format!("http://{}/dev/@connections/{id}", server.management),
-    )
-    .await;
+    let staged = format!("/dev/@connections/{id}");
+    let (status, _) = signed("GET", &host, &staged, &management_credential(), 0).await;
     assert_eq!(status, 200, "stage-prefixed path works too");
-    let (status, _) = raw("DELETE", &http).await;
+    let (status, _) = signed("DELETE", &host, &path, &management_credential(), 0).await;
     assert_eq!(status, 204);
     assert_eq!(alice.expect_close().await, 1000);
-    let (status, _) = raw("GET", &http).await;
+    let (status, _) = signed("GET", &host, &path, &management_credential(), 0).await;
     assert_eq!(status, 410);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let id = server_connection_id(&server, "alice").await;
+    let host = server.management.to_string();
+    let path = format!("/@connections/{id}");
+    let (status, _) = raw("DELETE", &format!("http://{host}{path}")).await;
+    assert_eq!(status, 403, "unsigned");
+    let stranger = chat_local_apigw::sigv4::Credential {
+        key_id: "test".into(),
+        secret: "not the secret".into(),
+    };
+    assert_eq!(
+        signed("DELETE", &host, &path, &stranger, 0).await.0,
+        403,
+        "wrong secret"
+    );
+    let other_key = chat_local_apigw::sigv4::Credential {
+        key_id: "someone-else".into(),
+        ..management_credential()
+    };
+    assert_eq!(
+        signed("DELETE", &host, &path, &other_key, 0).await.0,
+        403,
+        "unknown key"
+    );
+    // A request signed six minutes ago (a replay) is refused.
+    assert_eq!(
+        signed("DELETE", &host, &path, &management_credential(), 360)
+            .await
+            .0,
+        403,
+        "stale"
+    );
+    // None of it touched alice's connection; a signed request does.
+    alice.send(json!({"action":"ping"})).await;
+    assert_eq!(alice.expect("pong").await, json!({"type":"pong"}));
+    assert_eq!(
+        signed("DELETE", &host, &path, &management_credential(), 0)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(alice.expect_close().await, 1000);
+    server.stop().await;
+}
+
+/// A request signed with `cred`, dated `age_secs` ago; the status and body.
+async fn signed(
+    method: &str,
+    host: &str,
+    path: &str,
+    cred: &chat_local_apigw::sigv4::Credential,
+    age_secs: u64,
+) -> (u16, String) {
+    use chat_local_apigw::sigv4::{amz_date, now_secs, sign_headers};
+    let date = amz_date(now_secs() - age_secs);
+    let headers = sign_headers(cred, method, host, path, b"", &date, "us-east-1");
+    request(method, host, path, &headers).await
 }
 
 #[tokio::test]
@@ -97,13 +152,28 @@ async fn server_connection_id(server: &TestServer, user: &str) -> String {
     panic!("{user} has no connection");
 }
 
-/// A bare HTTP/1.1 request; returns the status and body.
+/// A bare, unsigned HTTP/1.1 request; returns the status and body.
 async fn raw(method: &str, url: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
+    request(method, host, path, &[]).await
+}
+
+/// An HTTP/1.1 request with these extra headers; returns the status and body.
+async fn request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .filter(|(k, _)| k != "host")
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();

@@ -3,6 +3,10 @@
 //!
 //! # Layout
 //! - [`client`]: connect to `/ws` with a token.
-//! - `main.rs`: the `chat` binary (token, connect, send, group).
+//! - `main.rs`: the `chat` binary (token, connect, send, group), wiring its
+//!   modules: `commands` (typed lines → frames), `session` (the interactive
+//!   loop: reconnects, resends), `show` (frames → lines), `backoff`,
+//!   `outbox` (unanswered sends), `inbox` (de-duplication, acks), `net`,
+//!   `oneshot` (the script commands).
 
 pub mod client;

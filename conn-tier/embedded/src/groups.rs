@@ -66,7 +66,7 @@ pub(crate) fn create(txn: &WriteTransaction, group: &Group) -> Result<()> {
         .map_err(db)?
         .is_some()
     {
-        return Err(Error::Conflict);
+        return Err(Error::Contended);
     }
     write_body(txn, group)?;
     let conv = ConversationId::group(&group.group_id).to_string();
@@ -97,7 +97,7 @@ pub(crate) fn update(txn: &WriteTransaction, change: &GroupChange) -> Result<Gro
         return Err(Error::NotFound("no such group".into()));
     };
     if current.version != change.expected_version {
-        return Err(Error::Conflict);
+        return Err(Error::Contended);
     }
     let updated = current.apply(change);
     write_body(txn, &updated)?;

@@ -29,7 +29,7 @@ pub use error::Error;
 use async_trait::async_trait;
 use chat_core::ports::*;
 use chat_core::Result;
-use redb::{Database, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,6 +91,7 @@ impl EmbeddedStore {
             txn.open_table(USERS).map_err(Error::db)?;
             txn.open_table(GROUPS).map_err(Error::db)?;
             txn.open_table(GROUP_MEMBERS).map_err(Error::db)?;
+            txn.open_table(QUOTAS).map_err(Error::db)?;
         }
         txn.commit().map_err(Error::db)?;
         let (tx, rx) = mpsc::channel::<writer::WriteOp>(WRITE_QUEUE);
@@ -212,6 +213,38 @@ impl Store for EmbeddedStore {
         self.read(|t| memberships::of_user(t, user))
     }
 
+    async fn conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        self.read(|t| memberships::page(t, user, after, limit))
+    }
+
+    async fn take_quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        _expires_at_secs: u64,
+    ) -> Result<bool> {
+        let (user, key) = (user.to_string(), key.to_string());
+        self.write(move |txn| {
+            let mut t = txn.open_table(QUOTAS).map_err(db)?;
+            let n = t
+                .get((user.as_str(), key.as_str()))
+                .map_err(db)?
+                .map_or(0, |g| g.value());
+            if n >= limit {
+                return Ok(false);
+            }
+            t.insert((user.as_str(), key.as_str()), n + 1).map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn advance_watermark(
         &self,
         user: &str,
@@ -267,6 +300,7 @@ mod tests {
             sent_at_ms: 1,
             enroll: vec!["b".into()],
             origin: None,
+            member_only: false,
         }
     }
 

@@ -36,6 +36,56 @@ pub(crate) fn put(
     Ok(())
 }
 
+/// A membership read inside the write transaction.
+pub(crate) fn get_in(
+    txn: &WriteTransaction,
+    user: &str,
+    conv: &str,
+) -> Result<Option<MembershipBody>> {
+    let t = txn.open_table(USERS).map_err(db)?;
+    let row = t.get((user, conv)).map_err(db)?;
+    row.map(|v| dec::<MembershipBody>(v.value())).transpose()
+}
+
+/// Up to `limit` of the user's conversations after `after`, and whether
+/// more follow.
+pub(crate) fn page(
+    txn: &ReadTransaction,
+    user: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<ConversationState>, bool)> {
+    use std::ops::Bound;
+    let users = txn.open_table(USERS).map_err(db)?;
+    let last = txn.open_table(LAST_ID).map_err(db)?;
+    let lower = match after {
+        Some(a) => Bound::Excluded((user, a)),
+        None => Bound::Included((user, "")),
+    };
+    let mut rows = users
+        .range::<(&str, &str)>((lower, Bound::Excluded((user, "\u{7f}"))))
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows.by_ref().take(limit) {
+        let (k, v) = row.map_err(db)?;
+        let conv = k.value().1.to_string();
+        let b: MembershipBody = dec(v.value())?;
+        let last_message_id = last
+            .get(conv.as_str())
+            .map_err(db)?
+            .map_or(0, |g| g.value());
+        out.push(ConversationState {
+            membership: Membership {
+                conversation_id: conv,
+                acked_up_to: b.acked_up_to,
+                joined_at_ms: b.joined_at_ms,
+            },
+            last_message_id,
+        });
+    }
+    Ok((out, rows.next().is_some()))
+}
+
 pub(crate) fn get(txn: &ReadTransaction, user: &str, conv: &str) -> Result<Option<Membership>> {
     let t = txn.open_table(USERS).map_err(db)?;
     match t.get((user, conv)).map_err(db)? {

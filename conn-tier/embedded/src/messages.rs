@@ -56,6 +56,10 @@ pub(crate) fn append(
             ));
         }
     }
+    if msg.member_only && memberships::get_in(txn, &msg.sender, &msg.conversation_id)?.is_none() {
+        // Checked before anything is written: the batch is untouched.
+        return Err(Error::Forbidden);
+    }
     let conv = msg.conversation_id.as_str();
     let id = {
         let mut last = txn.open_table(LAST_ID).map_err(db)?;

@@ -17,6 +17,8 @@ pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str), (&str, u64)> =
 pub(crate) const USERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("users");
 /// groups: group_id -> GroupBody (name, admins, version)
 pub(crate) const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// quotas: (user_id, key) -> units taken
+pub(crate) const QUOTAS: TableDefinition<(&str, &str), u64> = TableDefinition::new("quotas");
 /// group members: (group_id, user_id) -> GroupMember
 pub(crate) const GROUP_MEMBERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("group_members");

@@ -10,12 +10,15 @@
 //!   `$request.body.action`, the exact WebSocket event JSON, the Invoke API.
 //! - `stream` (feature `lambda`): where an emulator has no event source
 //!   mapping, polls the messages table's stream and invokes `fanout`.
+//! - [`sigv4`]: verification of AWS Signature Version 4, which every
+//!   `@connections` request must carry.
 //! - [`error`]: the crate's error enum.
 
 pub mod error;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod management;
+pub mod sigv4;
 #[cfg(feature = "lambda")]
 pub mod stream;
 

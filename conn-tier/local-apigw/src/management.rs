@@ -8,21 +8,25 @@
 //! - `DELETE /@connections/{id}`: closes the connection, or 410.
 //!
 //! The same routes answer under a stage prefix (`/{stage}/@connections/{id}`).
-//! It is served on its own listener (default 127.0.0.1:8081), never on the
-//! client-facing one, so no client can post to other people's connections.
-//! Requests are not authenticated: keep the listener on a private address.
+//! It is served on its own listener, never on the client-facing one, and
+//! every request must be signed with AWS Signature Version 4 by the
+//! configured credential ([`crate::sigv4`]), as API Gateway's own requires
+//! IAM-signed calls: anything else is 403.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use crate::sigv4::{self, Credential};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chat_core::ports::PostError;
 use serde_json::json;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+
+/// Largest request body: API Gateway's post limit (128 KB) and some.
+const MAX_BODY: usize = 256 * 1024;
 
 /// What the management API manages: the connections one node holds.
 pub trait ConnectionHost: Send + Sync + 'static {
@@ -37,8 +41,8 @@ pub trait ConnectionHost: Send + Sync + 'static {
 
 type Host = Arc<dyn ConnectionHost>;
 
-/// The management routes over a host.
-pub fn router(hub: Host) -> Router {
+/// The management routes over a host, each request verified against `credential`.
+pub fn router(hub: Host, credential: Credential) -> Router {
     Router::new()
         .route(
             "/@connections/{id}",
@@ -49,17 +53,51 @@ pub fn router(hub: Host) -> Router {
             post(post_staged).get(get_staged).delete(delete_staged),
         )
         .with_state(hub)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(credential),
+            require_signature,
+        ))
 }
 
-/// Serves the management API until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    hub: Host,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "@connections management API listening");
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(shutdown)
+/// Lets a request through only if it is signed by the credential.
+async fn require_signature(
+    State(credential): State<Arc<Credential>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"message": "the body is too large"})),
+        )
+            .into_response();
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let signed = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &headers,
+        body: &bytes,
+    };
+    if let Err(why) = sigv4::verify(&signed, &credential) {
+        tracing::debug!(reason = %why, "@connections request refused");
+        return (
+            StatusCode::FORBIDDEN,
+            [(
+                HeaderName::from_static("x-amzn-errortype"),
+                "ForbiddenException",
+            )],
+            Json(json!({"message": "Forbidden"})),
+        )
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 

@@ -5,15 +5,20 @@
 use crate::backend::{Backend, InProcess};
 use crate::config::{FunctionsKind, ServerArgs, StoreKind};
 use crate::error::Error;
-use crate::hub::Hub;
+use crate::hub::{Hub, UserLimits};
+use crate::listener::Limits;
+use crate::refusals::LogLimiter;
 use crate::socket::SocketConfig;
-use chat_core::auth::{Authenticator, DEV_SECRET};
+use chat_core::auth::Authenticator;
 use chat_core::delivery::{feed, InProcessFanout};
 use chat_core::ids::new_connection_id;
 use chat_core::memory::{MemoryConnections, MemoryStore};
 use chat_core::ports::{Connections, Store, StoredMessage};
+use chat_core::service::ChatLimits;
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
+use chat_local_apigw::sigv4::Credential;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +29,25 @@ const FANOUT_SHARDS: usize = 8;
 const FANOUT_QUEUE: usize = 4096;
 /// Durable messages waiting for delivery before commits wait.
 const FEED_BOUND: usize = 8192;
+
+/// What the flags configure, besides the store and the backend.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Per-connection limits.
+    pub socket: SocketConfig,
+    /// Per-listener caps (both listeners).
+    pub limits: Limits,
+    /// Per-user caps and rate budget.
+    pub users: UserLimits,
+    /// Answer sizes and quotas of the services.
+    pub chat: ChatLimits,
+    /// `--dev`: `/dev/token` mints tokens with this.
+    pub dev_tokens: Option<Authenticator>,
+    /// Where the `@connections` API listens (`None`: it does not).
+    pub management_addr: Option<SocketAddr>,
+    /// The credential every `@connections` request must be signed with.
+    pub management: Option<Credential>,
+}
 
 /// Everything a connection needs, built once.
 #[derive(Clone)]
@@ -42,6 +66,16 @@ pub struct App {
     /// Background work (fan-out workers, the commit-feed bridge, the stream
     /// poller), stopped by [`App::shutdown`].
     pub tasks: Arc<Tasks>,
+    /// Caps of both listeners.
+    pub limits: Limits,
+    /// `--dev` only: mints tokens at `/dev/token`.
+    pub dev_tokens: Option<Authenticator>,
+    /// Where the `@connections` API listens, if anywhere.
+    pub management_addr: Option<SocketAddr>,
+    /// The credential `@connections` requests must be signed with.
+    pub management: Option<Credential>,
+    /// Keeps refused-connection log lines bounded per IP.
+    pub refusals: Arc<LogLimiter>,
 }
 
 impl App {
@@ -57,11 +91,12 @@ impl App {
         connections: Arc<dyn Connections>,
         feed: Option<mpsc::Receiver<StoredMessage>>,
         auth: Authenticator,
-        socket: SocketConfig,
+        settings: Settings,
     ) -> Self {
-        let hub = Arc::new(Hub::new(
+        let hub = Arc::new(Hub::with_limits(
             format!("node-{}", &new_connection_id()[..8]),
             true,
+            settings.users,
         ));
         let tasks = Arc::new(Tasks::new());
         let deliverer = Arc::new(Deliverer::new(
@@ -82,19 +117,44 @@ impl App {
             }
             None => MessageDelivery::Dispatch,
         };
-        let chat = Chat::new(store.clone(), connections.clone(), fanout, messages);
+        let chat = Chat::new(store.clone(), connections.clone(), fanout, messages)
+            .with_limits(settings.chat);
         let backend = InProcess {
             chat: Arc::new(chat),
             auth,
             node: hub.node().to_string(),
         };
-        App {
-            backend: Arc::new(backend),
+        Self::assemble(
+            Arc::new(backend),
             hub,
-            socket,
-            connections: Some(connections),
-            store: Some(store),
+            Some(connections),
+            Some(store),
             tasks,
+            settings,
+        )
+    }
+
+    /// An app of these parts, with `settings`.
+    pub fn assemble(
+        backend: Arc<dyn Backend>,
+        hub: Arc<Hub>,
+        connections: Option<Arc<dyn Connections>>,
+        store: Option<Arc<dyn Store>>,
+        tasks: Arc<Tasks>,
+        settings: Settings,
+    ) -> Self {
+        App {
+            backend,
+            hub,
+            socket: settings.socket,
+            connections,
+            store,
+            tasks,
+            limits: settings.limits,
+            dev_tokens: settings.dev_tokens,
+            management_addr: settings.management_addr,
+            management: settings.management,
+            refusals: Arc::new(LogLimiter::default()),
         }
     }
 
@@ -103,7 +163,7 @@ impl App {
     pub fn embedded(
         dir: &std::path::Path,
         auth: Authenticator,
-        socket: SocketConfig,
+        settings: Settings,
     ) -> Result<(Self, Arc<chat_embedded::EmbeddedStore>), Error> {
         let (store, feed) = chat_embedded::EmbeddedStore::open_with_feed(dir, FEED_BOUND)?;
         let store = Arc::new(store);
@@ -112,7 +172,7 @@ impl App {
             Arc::new(MemoryConnections::new()),
             Some(feed),
             auth,
-            socket,
+            settings,
         );
         Ok((app, store))
     }
@@ -129,10 +189,10 @@ impl App {
         if args.functions == FunctionsKind::Lambda {
             return Self::lambda_from_args(args).await;
         }
-        let auth = authenticator(args)?;
-        let socket = args.socket_config();
+        let auth = args.authenticator()?;
+        let settings = args.settings(&auth)?;
         match args.store {
-            StoreKind::Embedded => Ok(Self::embedded(&args.data_dir, auth, socket)?.0),
+            StoreKind::Embedded => Ok(Self::embedded(&args.data_dir, auth, settings)?.0),
             StoreKind::Memory => {
                 tracing::warn!("--store memory: nothing survives a restart");
                 Ok(Self::in_process(
@@ -140,7 +200,7 @@ impl App {
                     Arc::new(MemoryConnections::new()),
                     None,
                     auth,
-                    socket,
+                    settings,
                 ))
             }
             #[cfg(feature = "dynamodb")]
@@ -152,7 +212,7 @@ impl App {
                     Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
                     None,
                     auth,
-                    socket,
+                    settings,
                 ))
             }
             #[cfg(not(feature = "dynamodb"))]
@@ -165,12 +225,20 @@ impl App {
     #[cfg(feature = "lambda")]
     async fn lambda_from_args(args: &ServerArgs) -> Result<Self, Error> {
         use chat_local_apigw::lambda::LambdaBackend;
-        let hub = Arc::new(Hub::new(
+        let auth = args.authenticator()?;
+        let settings = args.settings(&auth)?;
+        let hub = Arc::new(Hub::with_limits(
             format!("node-{}", &new_connection_id()[..8]),
             false,
+            settings.users,
         ));
         let tasks = Arc::new(Tasks::new());
-        let domain = args.management_listen.to_string();
+        let Some(management_addr) = settings.management_addr else {
+            return Err(Error::Config(
+                "--functions lambda needs the @connections API: set --management-listen".into(),
+            ));
+        };
+        let domain = management_addr.to_string();
         let backend = Arc::new(
             LambdaBackend::new(
                 args.lambda_endpoint.as_deref(),
@@ -194,14 +262,7 @@ impl App {
                 chat_local_apigw::stream::poll_stream(poller, tables, table, stop)
             });
         }
-        Ok(App {
-            backend,
-            hub,
-            socket: args.socket_config(),
-            connections: None,
-            store: None,
-            tasks,
-        })
+        Ok(Self::assemble(backend, hub, None, None, tasks, settings))
     }
 
     #[cfg(not(feature = "lambda"))]
@@ -210,20 +271,4 @@ impl App {
             "--functions lambda needs a build with the `lambda` feature: cargo run -p conn-tier --features lambda".into(),
         ))
     }
-}
-
-/// The JWT verifier of the flags; the public development secret, with a
-/// loud warning, when none is set.
-fn authenticator(args: &ServerArgs) -> Result<Authenticator, Error> {
-    let secret = match &args.jwt_secret {
-        Some(s) if !s.is_empty() => s.clone(),
-        _ => {
-            tracing::warn!(
-                "NO --jwt-secret / CHAT_JWT_SECRET SET: using the public development secret. \
-                 Anyone can mint tokens for any user. Never run this way in production."
-            );
-            DEV_SECRET.to_string()
-        }
-    };
-    Authenticator::new(secret.as_bytes()).map_err(|e| Error::Config(e.to_string()))
 }

@@ -1,7 +1,16 @@
-//! Command-line flags of the `conn-tier` binary, each with an env fallback.
+//! Command-line flags of the `conn-tier` binary, each with an environment
+//! fallback; switches accept `1/0/true/false/yes/no/on/off`.
 
+use crate::app::Settings;
+use crate::error::Error;
+use crate::hub::UserLimits;
+use crate::listener::Limits;
 use crate::socket::{defaults, SocketConfig};
+use chat_core::auth::{Authenticator, TokenRules, DEFAULT_MAX_LIFETIME_SECS};
 use chat_core::ports::DEFAULT_TABLE_PREFIX;
+use chat_core::service::ChatLimits;
+use chat_local_apigw::sigv4::Credential;
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,20 +40,45 @@ pub enum FunctionsKind {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "conn-tier", version, about)]
 pub struct ServerArgs {
-    /// Address to serve WebSockets on (path /ws).
+    /// Address to serve WebSockets on (path /ws; the web client on /).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Address of the `@connections` management API (its own listener;
-    /// keep it private: it can post to any connection).
-    #[arg(long, env = "CHAT_MANAGEMENT_LISTEN", default_value = "127.0.0.1:8081")]
-    pub management_listen: SocketAddr,
+    /// Development mode: the public development JWT secret (unless
+    /// --jwt-secret is given) and `GET /dev/token?user=…` to mint tokens.
+    /// Never in production.
+    #[arg(long, env = "CHAT_DEV", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub dev: bool,
+    /// HS256 secret that client tokens are signed with, at least 32 bytes
+    /// (`openssl rand -hex 32`). Required unless --dev.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The secret being rotated out: tokens it signed are still accepted
+    /// (docs/security.md, "Rotating the secret").
+    #[arg(long, env = "CHAT_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// Longest token lifetime accepted (exp − iat, or exp − now).
+    #[arg(long, env = "CHAT_JWT_MAX_LIFETIME_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
+    pub jwt_max_lifetime_secs: u64,
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Address of the `@connections` management API (its own listener).
+    /// Off unless set, or needed (--functions lambda: 127.0.0.1:8081).
+    #[arg(long, env = "CHAT_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
+    /// Access key id every `@connections` request must be signed with
+    /// (SigV4). Default: AWS_ACCESS_KEY_ID, on a loopback address only.
+    #[arg(long, env = "CHAT_MANAGEMENT_KEY_ID")]
+    pub management_key_id: Option<String>,
+    /// Its secret. Default: AWS_SECRET_ACCESS_KEY, on a loopback address only.
+    #[arg(long, env = "CHAT_MANAGEMENT_SECRET", hide_env_values = true)]
+    pub management_secret: Option<String>,
     /// Directory of the embedded store.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// HS256 secret that client tokens are signed with. Without it a public
-    /// development secret is used, and a warning is logged.
-    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
     /// Where messages, users and groups are kept.
     #[arg(long, env = "CHAT_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
@@ -66,17 +100,45 @@ pub struct ServerArgs {
     pub stage: String,
     /// With `--functions lambda`: poll the messages table's stream and invoke
     /// `fanout`, standing in for the event source mapping an emulator lacks.
-    #[arg(long, env = "CHAT_STREAM_POLL")]
+    #[arg(long, env = "CHAT_STREAM_POLL", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub stream_poll: bool,
-    /// Frames queued per connection before a slow reader is dropped.
-    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = defaults::OUTBOUND_QUEUE)]
-    pub outbound_queue: usize,
-    /// Frames a connection may send at once (token bucket size)...
+    /// Bytes queued per connection (live frames and answers) before a
+    /// reader too slow to take them is closed with 1008.
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE_BYTES", default_value_t = defaults::OUTBOUND_BYTES)]
+    pub outbound_queue_bytes: usize,
+    /// Frames (and connection attempts) a user may send at once, all their
+    /// connections together...
     #[arg(long, env = "CHAT_RATE_BURST", default_value_t = defaults::RATE_BURST)]
     pub rate_burst: u32,
     /// ...and per second after that.
     #[arg(long, env = "CHAT_RATE_PER_SEC", default_value_t = defaults::RATE_PER_SEC)]
     pub rate_per_sec: u32,
+    /// Connections a user may have open on this node (a new one past it
+    /// gets HTTP 429).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+    /// Groups a user may create per day.
+    #[arg(long, env = "CHAT_MAX_GROUPS_PER_DAY", default_value_t = 500)]
+    pub max_groups_per_day: u64,
+    /// Largest answer frame (a history page, a conversations page), bytes.
+    #[arg(long, env = "CHAT_MAX_ANSWER_BYTES", default_value_t = 256 * 1024)]
+    pub max_answer_bytes: usize,
+    /// Connections open at once on each listener, all clients together.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 500)]
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address (bursts of twice this).
+    #[arg(
+        long,
+        env = "CHAT_NEW_CONNECTIONS_PER_IP_PER_SEC",
+        default_value_t = 50
+    )]
+    pub new_connections_per_ip_per_sec: u32,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "CHAT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
     /// Seconds between pings to an idle connection.
     #[arg(long, env = "CHAT_PING_SECS", default_value_t = defaults::PING_SECS)]
     pub ping_secs: u64,
@@ -90,21 +152,119 @@ pub struct ServerArgs {
     #[arg(long, env = "CHAT_AUTHORIZER_TIMEOUT_MS", default_value_t = defaults::AUTHORIZER_TIMEOUT_MS)]
     pub authorizer_timeout_ms: u64,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "CHAT_LOG_JSON")]
+    #[arg(long, env = "CHAT_LOG_JSON", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub log_json: bool,
 }
 
 impl ServerArgs {
     pub fn socket_config(&self) -> SocketConfig {
         SocketConfig {
-            outbound_queue: self.outbound_queue.max(1),
-            rate_burst: self.rate_burst.max(1),
-            rate_per_sec: self.rate_per_sec,
+            outbound_bytes: self.outbound_queue_bytes.max(1024),
             live_hold: Duration::from_millis(self.live_hold_ms),
             authorizer_timeout: Duration::from_millis(self.authorizer_timeout_ms),
             ..SocketConfig::default()
         }
         .with_ping(Duration::from_secs(self.ping_secs.max(1)))
+    }
+
+    /// The JWT verifier: the configured secret (at least 32 bytes), or the
+    /// public development secret with `--dev`; nothing else starts.
+    pub fn authenticator(&self) -> Result<Authenticator, Error> {
+        let rules = TokenRules {
+            max_lifetime_secs: self.jwt_max_lifetime_secs,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        };
+        let secret = match (&self.jwt_secret, self.dev) {
+            (Some(s), _) if !s.is_empty() => s.clone(),
+            (_, true) => {
+                tracing::warn!(
+                    "--dev: using the public development JWT secret and serving /dev/token. \
+                     Anyone can sign in as anyone. Never run this way in production."
+                );
+                chat_core::auth::DEV_SECRET.to_string()
+            }
+            _ => {
+                return Err(Error::Config(
+                    "no JWT secret: set --jwt-secret or CHAT_JWT_SECRET (at least 32 bytes, \
+                     e.g. `openssl rand -hex 32`), or run with --dev to use the public \
+                     development secret"
+                        .into(),
+                ))
+            }
+        };
+        let auth = Authenticator::with_rules(secret.as_bytes(), rules)
+            .map_err(|e| Error::Config(format!("--jwt-secret / CHAT_JWT_SECRET: {e}")))?;
+        match self.jwt_previous_secret.as_deref() {
+            Some(p) if !p.is_empty() => auth.with_previous(p.as_bytes()).map_err(|e| {
+                Error::Config(format!(
+                    "--jwt-previous-secret / CHAT_JWT_PREVIOUS_SECRET: {e}"
+                ))
+            }),
+            _ => Ok(auth),
+        }
+    }
+
+    /// Everything else the flags configure.
+    pub fn settings(&self, auth: &Authenticator) -> Result<Settings, Error> {
+        let management_addr = match (self.management_listen, self.functions) {
+            (Some(a), _) => Some(a),
+            (None, FunctionsKind::Lambda) => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            (None, FunctionsKind::InProcess) => None,
+        };
+        let management = match management_addr {
+            Some(addr) => Some(self.management_credential(addr)?),
+            None => None,
+        };
+        Ok(Settings {
+            socket: self.socket_config(),
+            limits: Limits {
+                max_connections: self.max_connections.max(1),
+                max_per_ip: self.max_connections_per_ip.max(1),
+                new_per_ip_per_sec: self.new_connections_per_ip_per_sec,
+                new_per_ip_burst: self.new_connections_per_ip_per_sec.saturating_mul(2).max(1),
+                header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            },
+            users: UserLimits {
+                max_connections: self.max_connections_per_user.max(1),
+                burst: self.rate_burst.max(1),
+                per_sec: self.rate_per_sec,
+            },
+            chat: ChatLimits {
+                max_answer_bytes: self.max_answer_bytes.max(16 * 1024),
+                groups_per_day: self.max_groups_per_day,
+            },
+            dev_tokens: self.dev.then(|| auth.clone()),
+            management_addr,
+            management,
+        })
+    }
+
+    /// The credential `@connections` requests must be signed with: the
+    /// flags, or (on a loopback address only) the AWS credentials in the
+    /// environment, which is what the local functions sign with.
+    fn management_credential(&self, addr: SocketAddr) -> Result<Credential, Error> {
+        if let (Some(key_id), Some(secret)) = (&self.management_key_id, &self.management_secret) {
+            return Ok(Credential {
+                key_id: key_id.clone(),
+                secret: secret.clone(),
+            });
+        }
+        let from_env = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
+        match from_env {
+            Some((key_id, secret)) if addr.ip().is_loopback() => Ok(Credential { key_id, secret }),
+            Some(_) => Err(Error::Config(format!(
+                "the @connections API on {addr} (not loopback) needs its own credential: \
+                 set --management-key-id and --management-secret"
+            ))),
+            None => Err(Error::Config(format!(
+                "the @connections API on {addr} needs a credential to verify requests: set \
+                 --management-key-id and --management-secret (or, on loopback, \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            ))),
+        }
     }
 }
 
@@ -119,5 +279,57 @@ pub fn init_tracing(json: bool) {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerArgs, clap::Error> {
+        ServerArgs::try_parse_from(std::iter::once("conn-tier").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn switches_accept_one_zero_yes_and_no() {
+        assert!(parse(&["--log-json", "1"]).unwrap().log_json);
+        assert!(!parse(&["--log-json", "no"]).unwrap().log_json);
+        assert!(parse(&["--dev"]).unwrap().dev);
+        assert!(parse(&["--stream-poll", "yes"]).unwrap().stream_poll);
+        assert!(parse(&["--log-json", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn no_secret_without_dev_is_a_start_up_error_that_says_what_to_do() {
+        let args = parse(&[]).unwrap();
+        let err = args.authenticator().unwrap_err().to_string();
+        assert!(
+            err.contains("--jwt-secret") && err.contains("--dev"),
+            "{err}"
+        );
+        let short = parse(&["--jwt-secret", "short"]).unwrap();
+        let err = short.authenticator().unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(parse(&["--dev"]).unwrap().authenticator().is_ok());
+    }
+
+    #[test]
+    fn the_management_api_is_off_unless_asked_for_or_needed_and_then_needs_a_credential() {
+        let auth = Authenticator::dev();
+        let s = parse(&["--dev"]).unwrap().settings(&auth).unwrap();
+        assert_eq!(s.management_addr, None);
+        let s = parse(&[
+            "--dev",
+            "--management-listen",
+            "10.0.0.1:8081",
+            "--management-key-id",
+            "k",
+            "--management-secret",
+            "s",
+        ])
+        .unwrap()
+        .settings(&auth)
+        .unwrap();
+        assert_eq!(s.management.map(|c| c.key_id), Some("k".to_string()));
     }
 }

@@ -1,22 +1,31 @@
-//! The HTTP side: `/ws` upgrades after authenticating the token, `/healthz`
-//! answers `ok`. [`serve`] runs until its shutdown future resolves, then
-//! closes every socket with 1001, waits for them, and stops the app's
-//! background tasks. [`run`] is the `conn-tier` binary's body.
+//! The HTTP side: `/ws` upgrades after authenticating the token (and
+//! admitting the user under the per-user caps), `/healthz` answers `ok`,
+//! `/` serves the web client, `/dev/token` mints tokens with `--dev`.
+//! [`serve`] runs until its shutdown future resolves, then closes every
+//! socket with 1001, waits for them, and stops the app's background tasks.
+//! [`run`] is the `conn-tier` binary's body. Both listeners run the
+//! capped accept loop of [`crate::listener`].
 
 use crate::app::App;
 use crate::backend::Refusal;
 use crate::config::ServerArgs;
 use crate::error::Error;
+use crate::hub::UserRefused;
+use crate::listener::Admitted;
 use crate::socket::run_socket;
+use crate::web;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use chat_core::ids::new_connection_id;
 use chat_core::Session;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,16 +57,17 @@ pub async fn serve(
     let router = Router::new()
         .route("/ws", get(ws_handler))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(web::router(ctx.app.dev_tokens.clone()))
         .with_state(ctx.clone());
     let stop = ctx.stop.clone();
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        })
-        .await;
+    let limits = ctx.app.limits.clone();
+    let served = crate::listener::serve(listener, router, limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    })
+    .await;
     ctx.stop.cancel();
     ctx.sockets.close();
     if tokio::time::timeout(Duration::from_secs(5), ctx.sockets.wait())
@@ -86,10 +96,27 @@ fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         .then(|| t.trim().to_string())
 }
 
+/// Serves the `@connections` management API of `app`'s hub on its own
+/// listener, until `shutdown` resolves.
+pub async fn serve_management(
+    listener: TcpListener,
+    app: &App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let credential = app.management.clone().ok_or_else(|| {
+        std::io::Error::other("the @connections API needs a credential to verify requests")
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "@connections management API listening");
+    let router = chat_local_apigw::management::router(app.hub.clone(), credential);
+    crate::listener::serve(listener, router, app.limits.clone(), shutdown).await
+}
+
 async fn ws_handler(
     State(ctx): State<Ctx>,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    admitted: Option<Extension<Arc<Admitted>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Authenticate before anything else: no upgrade, no record without a valid token.
@@ -117,7 +144,10 @@ async fn ws_handler(
     let user = match authenticated {
         Ok(u) => u,
         Err(Refusal::Unauthorized(reason)) => {
-            tracing::info!(%reason, "refused connection");
+            let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
+            if ctx.app.refusals.should_log(ip) {
+                tracing::info!(%reason, ?ip, "refused connection");
+            }
             let body = "missing or invalid token: use ?token= or Authorization: Bearer\n";
             return (StatusCode::UNAUTHORIZED, body).into_response();
         }
@@ -129,6 +159,26 @@ async fn ws_handler(
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
+    };
+    let ticket = match ctx.app.hub.admit_user(user.as_str()) {
+        Ok(t) => t,
+        Err(why) => {
+            let body = match why {
+                UserRefused::TooManyConnections => format!(
+                    "too many open connections for this user (at most {}); close one first\n",
+                    ctx.app.hub.max_connections_per_user()
+                ),
+                UserRefused::TooFast => {
+                    "too many frames or connections from this user; slow down\n".into()
+                }
+            };
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                body,
+            )
+                .into_response();
+        }
     };
     let session = Session {
         connection_id,
@@ -144,7 +194,13 @@ async fn ws_handler(
         // far more than the frames it carries; grown on demand anyway.
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| sockets.track_future(run_socket(socket, app, session, stop)))
+        .on_upgrade(move |socket| {
+            sockets.track_future(async move {
+                // The listener's place is held for the socket's whole life.
+                let _admitted = admitted;
+                run_socket(socket, app, session, ticket, stop).await
+            })
+        })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -176,21 +232,26 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             "cannot listen on {} (--listen)",
             args.listen
         )))?;
-    let management = TcpListener::bind(args.management_listen)
-        .await
-        .map_err(Error::io(format!(
-            "cannot listen on {} (--management-listen)",
-            args.management_listen
-        )))?;
+    let management = match app.management_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::io(format!(
+            "cannot listen on {addr} (--management-listen)"
+        )))?),
+        None => None,
+    };
     let addr = listener.local_addr().map_err(Error::io("local address"))?;
     tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
     // The management API stops with the client listener.
     let stop = CancellationToken::new();
-    let mgmt = tokio::spawn(chat_local_apigw::management::serve(
-        management,
-        app.hub.clone(),
-        stop.clone().cancelled_owned(),
-    ));
+    let mgmt = match management {
+        Some(listener) => {
+            let app = app.clone();
+            let stopped = stop.clone().cancelled_owned();
+            Some(tokio::spawn(async move {
+                serve_management(listener, &app, stopped).await
+            }))
+        }
+        None => None,
+    };
     let signalled = stop.clone();
     let served = serve(listener, app, async move {
         shutdown_signal().await;
@@ -198,6 +259,8 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     })
     .await;
     stop.cancel();
-    let _ = mgmt.await;
+    if let Some(m) = mgmt {
+        let _ = m.await;
+    }
     served.map_err(Error::io("serving"))
 }

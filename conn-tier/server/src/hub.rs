@@ -1,17 +1,23 @@
-//! This node's live connections, and the in-process [`Delivery`] that
-//! posts to them by pushing onto each connection's bounded outbound queue.
+//! This node's live connections and their users, and the in-process
+//! [`Delivery`] that posts to them by pushing onto each connection's
+//! outbound queue (bounded in bytes: [`crate::outbox`]).
 //!
 //! A push never waits: a connection whose queue is full has a reader too
 //! slow to keep up, so it is disconnected (it will reconnect and `sync`)
 //! rather than slowing down the sender or anyone else.
+//!
+//! Per user, the hub keeps how many connections are open (at most
+//! `max_per_user`) and one rate budget that every connection of the user
+//! spends from: each frame and each connection attempt takes a token.
 
+use crate::outbox::{Full, Outbox};
+use crate::socket::rate::RateLimit;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError, Seq};
 use chat_local_apigw::management::ConnectionHost;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use tokio::sync::{mpsc, Notify};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What the writer half of a socket handles next.
 #[derive(Debug)]
@@ -34,12 +40,109 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
+impl Outbound {
+    /// The bytes it takes in the outbound queue.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outbound::Text(t)
+            | Outbound::Message { text: t, .. }
+            | Outbound::Ack { text: t, .. } => t.len(),
+            _ => 0,
+        }
+    }
+}
+
 struct Handle {
-    tx: mpsc::Sender<Outbound>,
-    /// Tells the socket to close because its queue overflowed.
-    kick: Arc<Notify>,
+    out: Outbox,
     /// For the @connections GET answer.
     connected_at_ms: u64,
+}
+
+/// Per-user limits.
+#[derive(Debug, Clone, Copy)]
+pub struct UserLimits {
+    /// Connections a user may have open on this node.
+    pub max_connections: usize,
+    /// The user's token bucket: frames (and connection attempts) at once...
+    pub burst: u32,
+    /// ...and refilled per second.
+    pub per_sec: u32,
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            max_connections: 20,
+            burst: crate::socket::defaults::RATE_BURST,
+            per_sec: crate::socket::defaults::RATE_PER_SEC,
+        }
+    }
+}
+
+/// One user's shared state on this node.
+#[derive(Debug)]
+struct UserState {
+    open: usize,
+    budget: Arc<Mutex<RateLimit>>,
+}
+
+impl UserState {
+    /// Whether forgetting this user changes nothing: no connection open
+    /// and the budget full again (closing and reopening must not refill
+    /// it).
+    fn forgettable(&self) -> bool {
+        self.open == 0
+            && self
+                .budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_full()
+    }
+}
+
+/// Users whose state is pruned: when the map reaches this size (or twice
+/// its size after the last prune), forgettable users are dropped.
+const PRUNE_AT: usize = 1024;
+
+/// Why a user's new connection is refused (HTTP 429 before the upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserRefused {
+    TooManyConnections,
+    TooFast,
+}
+
+/// One open connection of a user: counts against the user's cap while it
+/// lives, and spends from the user's rate budget.
+pub struct UserTicket {
+    hub: Arc<Hub>,
+    user: String,
+    budget: Arc<Mutex<RateLimit>>,
+}
+
+impl UserTicket {
+    /// Takes one token of the user's budget (one frame).
+    pub fn take(&self) -> bool {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for UserTicket {
+    fn drop(&mut self) {
+        let mut users = self.hub.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = users.map.get_mut(&self.user) {
+            u.open = u.open.saturating_sub(1);
+            if u.forgettable() {
+                users.map.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The users map, pruned as it grows (amortised: a prune at least halves
+/// the work until the next).
+struct Users {
+    map: HashMap<String, UserState>,
+    prune_at: usize,
 }
 
 /// The connections this node holds.
@@ -47,6 +150,9 @@ pub struct Hub {
     /// This node's name, recorded as the endpoint of its connections.
     node: String,
     conns: RwLock<HashMap<String, Handle>>,
+    /// Users with a connection open, or whose budget is still refilling.
+    users: Mutex<Users>,
+    limits: UserLimits,
     /// Whether frames posted through the `@connections` API are sequenced
     /// here (in-process services and cluster peers) or passed through as
     /// the functions sent them (Lambda mode: the functions keep order).
@@ -55,26 +161,71 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(node: impl Into<String>, sequence_posts: bool) -> Self {
+        Self::with_limits(node, sequence_posts, UserLimits::default())
+    }
+
+    pub fn with_limits(node: impl Into<String>, sequence_posts: bool, limits: UserLimits) -> Self {
         Hub {
             node: node.into(),
             conns: RwLock::new(HashMap::new()),
+            users: Mutex::new(Users {
+                map: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
+            limits,
             sequence_posts,
         }
+    }
+
+    /// Connections a user may have open here.
+    pub fn max_connections_per_user(&self) -> usize {
+        self.limits.max_connections
+    }
+
+    /// Admits one more connection of `user` (before the upgrade): under
+    /// the per-user cap, and spending a token of the user's budget.
+    pub fn admit_user(self: &Arc<Self>, user: &str) -> Result<UserTicket, UserRefused> {
+        let mut guard = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let users = &mut *guard;
+        if users.map.len() >= users.prune_at {
+            users.map.retain(|_, u| !u.forgettable());
+            users.prune_at = (users.map.len() * 2).max(PRUNE_AT);
+        }
+        let l = self.limits;
+        let u = users
+            .map
+            .entry(user.to_string())
+            .or_insert_with(|| UserState {
+                open: 0,
+                budget: Arc::new(Mutex::new(RateLimit::new(l.burst, l.per_sec))),
+            });
+        if u.open >= l.max_connections {
+            return Err(UserRefused::TooManyConnections);
+        }
+        if !u.budget.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(UserRefused::TooFast);
+        }
+        u.open += 1;
+        let budget = u.budget.clone();
+        Ok(UserTicket {
+            hub: self.clone(),
+            user: user.to_string(),
+            budget,
+        })
     }
 
     pub fn node(&self) -> &str {
         &self.node
     }
 
-    pub fn insert(&self, connection_id: &str, tx: mpsc::Sender<Outbound>, kick: Arc<Notify>) {
+    pub fn insert(&self, connection_id: &str, out: Outbox) {
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 connection_id.to_string(),
                 Handle {
-                    tx,
-                    kick,
+                    out,
                     connected_at_ms: chat_core::time::now_ms(),
                 },
             );
@@ -113,32 +264,33 @@ impl Hub {
         let Some(h) = conns.get(connection_id) else {
             return false;
         };
-        if h.tx
-            .try_send(Outbound::Close(1000, "closed by the server"))
+        if h.out
+            .push(Outbound::Close(1000, "closed by the server"))
             .is_err()
         {
-            h.kick.notify_one();
+            h.out.kick();
         }
         true
     }
 
     /// Queues `out` for one connection without waiting.
     pub fn push(&self, connection_id: &str, out: Outbound) -> Result<(), PostError> {
-        let overflowed = {
+        let pushed = {
             let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
             let Some(h) = conns.get(connection_id) else {
                 return Err(PostError::Gone);
             };
-            match h.tx.try_send(out) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(PostError::Gone),
-                Err(mpsc::error::TrySendError::Full(_)) => h.kick.clone(),
-            }
+            h.out.push(out)
         };
-        tracing::warn!("outbound queue full; disconnecting a slow reader");
-        overflowed.notify_one();
-        self.remove(connection_id);
-        Err(PostError::Gone)
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(Full::Closed) => Err(PostError::Gone),
+            Err(Full::Overflow) => {
+                tracing::warn!("outbound queue full; disconnecting a slow reader");
+                self.remove(connection_id);
+                Err(PostError::Gone)
+            }
+        }
     }
 }
 

@@ -10,8 +10,13 @@
 //! - [`config`]: command-line flags (each with an env fallback).
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
+//! - [`listener`]: the accept loop of both listeners: caps in total, per IP
+//!   and per second, header-read timeout, `TCP_NODELAY`, descriptor backoff.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
-//! - [`hub`]: this node's live connections and the in-process `Delivery`.
+//! - [`outbox`]: a connection's outbound queue, bounded in bytes.
+//! - [`hub`]: this node's connections and users, and the in-process `Delivery`.
+//! - [`web`]: the embedded web client, and `/dev/token` with `--dev`.
+//! - [`refusals`]: bounded logging of refused connections.
 //! - [`error`]: the crate's error enum.
 //!
 //! The embedded store is `chat-embedded` (`conn-tier/embedded`), the API
@@ -24,7 +29,11 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod listener;
+pub mod outbox;
+pub mod refusals;
 pub mod socket;
+pub mod web;
 
 pub use app::App;
 pub use error::Error;

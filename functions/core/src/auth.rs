@@ -1,15 +1,24 @@
-//! JWT authentication: HS256 with a configured secret, `exp` and `sub`
-//! required, the algorithm pinned (so `alg: none` or an RSA/HMAC confusion
-//! is refused).
+//! JWT authentication: HS256 with a configured secret of at least 32
+//! bytes; `exp` and `sub` required, `nbf` checked, a lifetime of at most
+//! 24 h by default, `iss`/`aud` pinned when configured; the algorithm
+//! pinned (so `alg: none` or an RSA/HMAC confusion is refused).
 
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-/// The secret used when none is configured. Anyone can mint tokens with it,
-/// so servers log a loud warning when they fall back to it.
+/// The public development secret: anyone can mint tokens with it, so a
+/// server uses it only when started with `--dev`.
 pub const DEV_SECRET: &str = "dev-secret-do-not-use-in-production";
+
+/// The shortest secret accepted (HS256 wants a key at least as long as the
+/// hash: 32 bytes).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The longest token lifetime accepted by default (`exp - iat`, or
+/// `exp - now` without `iat`).
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -17,14 +26,45 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// What a token must satisfy besides its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// Longest accepted lifetime, in seconds.
+    pub max_lifetime_secs: u64,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` must equal it.
+    pub audience: Option<String>,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        TokenRules {
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 /// Verifies (and, for dev tools and tests, mints) tokens.
 #[derive(Clone)]
 pub struct Authenticator {
     decoding: DecodingKey,
+    /// The secret being rotated out: tokens it signed are still accepted
+    /// (docs/security.md, "Rotating the secret").
+    previous: Option<DecodingKey>,
     encoding: EncodingKey,
     validation: Validation,
+    rules: TokenRules,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -34,30 +74,91 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// With the default rules. The secret must be at least 32 bytes.
     pub fn new(secret: &[u8]) -> Result<Self> {
-        if secret.is_empty() {
-            return Err(Error::BadRequest("the JWT secret must not be empty".into()));
+        Self::with_rules(secret, TokenRules::default())
+    }
+
+    /// With the public development secret (`--dev` only).
+    pub fn dev() -> Self {
+        Self::new(DEV_SECRET.as_bytes()).expect("the dev secret is 35 bytes")
+    }
+
+    pub fn with_rules(secret: &[u8], rules: TokenRules) -> Result<Self> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(Error::BadRequest(format!(
+                "the JWT secret must be at least {MIN_SECRET_BYTES} bytes (it is {}); \
+                 generate one with `openssl rand -hex 32`",
+                secret.len()
+            )));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        let mut required = vec!["exp", "sub"];
+        if rules.issuer.is_some() {
+            required.push("iss");
+        }
+        if rules.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.leeway = 30;
+        validation.validate_nbf = true;
+        if let Some(iss) = &rules.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &rules.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
         }
         let bad = |e: jsonwebtoken::errors::Error| Error::BadRequest(format!("JWT secret: {e}"));
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
         Ok(Authenticator {
             decoding: DecodingKey::from_secret(secret).map_err(bad)?,
+            previous: None,
             encoding: EncodingKey::from_secret(secret).map_err(bad)?,
             validation,
+            rules,
         })
+    }
+
+    /// Also accepts tokens signed with `secret`, the one being rotated out
+    /// (at least 32 bytes too); new tokens are minted with the current one.
+    pub fn with_previous(mut self, secret: &[u8]) -> Result<Self> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(Error::BadRequest(format!(
+                "the previous JWT secret must be at least {MIN_SECRET_BYTES} bytes too"
+            )));
+        }
+        self.previous = Some(
+            DecodingKey::from_secret(secret)
+                .map_err(|e| Error::BadRequest(format!("previous JWT secret: {e}")))?,
+        );
+        Ok(self)
     }
 
     /// The user a token names, or `unauthorized` saying why not.
     pub fn verify(&self, token: &str) -> Result<UserId> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
-        UserId::parse(&data.claims.sub)
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        if let (Err(e), Some(previous)) = (&decoded, &self.previous) {
+            if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) {
+                decoded = jsonwebtoken::decode::<Claims>(token, previous, &self.validation);
+            }
+        }
+        let data =
+            decoded.map_err(|e| Error::Unauthorized(format!("invalid token: {}", why(&e))))?;
+        let c = data.claims;
+        let start = c.iat.unwrap_or_else(now_secs);
+        if c.exp.saturating_sub(start) > self.rules.max_lifetime_secs {
+            return Err(Error::Unauthorized(format!(
+                "token lifetime exceeds {} s",
+                self.rules.max_lifetime_secs
+            )));
+        }
+        UserId::parse(&c.sub)
             .map_err(|_| Error::Unauthorized("token `sub` is not a valid user id".into()))
     }
 
-    /// Mints a token for `user` valid for `ttl_secs` (dev tools and tests).
+    /// Mints a token for `user` valid for `ttl_secs` (dev tools and tests),
+    /// with the configured `iss` and `aud`.
     pub fn mint(&self, user: &str, ttl_secs: i64) -> Result<String> {
         let now = now_secs();
         let exp = (now as i64 + ttl_secs).max(0) as u64;
@@ -65,9 +166,30 @@ impl Authenticator {
             sub: user.to_string(),
             exp,
             iat: Some(now),
+            nbf: None,
+            iss: self.rules.issuer.clone(),
+            aud: self.rules.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Store(format!("minting a token: {e}")))
+    }
+}
+
+/// A fixed reason for a refused token. The library's own message can
+/// quote the token's contents (a JSON error names the offending value),
+/// and the reason reaches logs: attacker text must not.
+fn why(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not valid yet (nbf)",
+        K::InvalidSignature => "bad signature",
+        K::InvalidIssuer => "wrong issuer (iss)",
+        K::InvalidAudience => "wrong audience (aud)",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "wrong algorithm",
+        K::MissingRequiredClaim(_) => "a required claim is missing",
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed",
+        _ => "not accepted",
     }
 }
 
@@ -82,13 +204,24 @@ fn now_secs() -> u64 {
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn encode(claims: serde_json::Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn accepts_its_own_tokens_and_refuses_others() {
-        let auth = Authenticator::new(b"s3cret").unwrap();
+        let auth = Authenticator::new(SECRET).unwrap();
         let t = auth.mint("alice", 60).unwrap();
         assert_eq!(auth.verify(&t).unwrap().as_str(), "alice");
 
-        let other = Authenticator::new(b"another").unwrap();
+        let other = Authenticator::new(b"another-secret-of-at-least-32-bytes!").unwrap();
         assert!(matches!(other.verify(&t), Err(Error::Unauthorized(_))));
         assert!(auth.verify("garbage").is_err());
         assert!(
@@ -102,30 +235,116 @@ mod tests {
     }
 
     #[test]
-    fn refuses_alg_none() {
-        use base64_like::encode;
-        let auth = Authenticator::new(b"s3cret").unwrap();
-        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = encode(br#"{"sub":"alice","exp":99999999999}"#);
-        assert!(auth.verify(&format!("{header}.{body}.")).is_err());
+    fn while_rotating_tokens_of_the_previous_secret_are_accepted_and_no_others() {
+        let old = Authenticator::new(SECRET).unwrap();
+        let new_secret = b"the-new-secret-of-at-least-32-bytes!";
+        let rotating = Authenticator::new(new_secret)
+            .unwrap()
+            .with_previous(SECRET)
+            .unwrap();
+        let by_old = old.mint("alice", 60).unwrap();
+        assert_eq!(rotating.verify(&by_old).unwrap().as_str(), "alice");
+        let by_new = rotating.mint("bob", 60).unwrap();
+        assert_eq!(rotating.verify(&by_new).unwrap().as_str(), "bob");
+        assert!(old.verify(&by_new).is_err(), "minted with the new secret");
+        let stranger = Authenticator::new(b"a-third-secret-of-at-least-32-bytes").unwrap();
+        assert!(rotating.verify(&stranger.mint("eve", 60).unwrap()).is_err());
+        // The old secret's tokens still obey the rules: an expired one is refused.
+        assert!(rotating.verify(&old.mint("alice", -3600).unwrap()).is_err());
+        assert!(Authenticator::new(new_secret)
+            .unwrap()
+            .with_previous(b"short")
+            .is_err());
+        // Without the previous secret, the old tokens are refused.
+        assert!(Authenticator::new(new_secret)
+            .unwrap()
+            .verify(&by_old)
+            .is_err());
     }
 
     #[test]
-    fn refuses_a_token_without_exp() {
-        let auth = Authenticator::new(b"s3cret").unwrap();
-        #[derive(Serialize)]
-        struct NoExp {
-            sub: String,
-        }
-        let t = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &NoExp {
-                sub: "alice".into(),
-            },
-            &EncodingKey::from_secret(b"s3cret").unwrap(),
-        )
-        .unwrap();
-        assert!(auth.verify(&t).is_err());
+    fn a_refusal_never_quotes_the_token() {
+        let auth = Authenticator::new(SECRET).unwrap();
+        // Claims whose JSON error would quote the value, signed properly.
+        let header = jsonwebtoken::Header::new(Algorithm::HS256);
+        let evil = serde_json::json!({"sub": "alice", "exp": "\nFAKE LOG LINE"});
+        let t = jsonwebtoken::encode(&header, &evil, &EncodingKey::from_secret(SECRET).unwrap())
+            .unwrap();
+        let reason = auth.verify(&t).unwrap_err().to_string();
+        assert!(!reason.contains("FAKE"), "{reason}");
+        assert!(reason.contains("malformed"), "{reason}");
+    }
+
+    #[test]
+    fn a_secret_shorter_than_32_bytes_is_refused() {
+        let err = Authenticator::new(b"short").unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(Authenticator::new(&[0u8; 31]).is_err());
+        assert!(Authenticator::new(&[0u8; 32]).is_ok());
+        assert!(Authenticator::new(b"").is_err());
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_or_living_too_long_is_refused() {
+        let auth = Authenticator::new(SECRET).unwrap();
+        let now = now_secs();
+        let early = encode(
+            serde_json::json!({"sub":"alice","exp":now + 600,"nbf":now + 300}),
+            SECRET,
+        );
+        assert!(auth.verify(&early).is_err(), "nbf in the future");
+        let started = encode(
+            serde_json::json!({"sub":"alice","exp":now + 600,"nbf":now - 10}),
+            SECRET,
+        );
+        assert!(auth.verify(&started).is_ok());
+        let long = encode(
+            serde_json::json!({"sub":"alice","exp":now + 25 * 3600,"iat":now}),
+            SECRET,
+        );
+        assert!(auth.verify(&long).is_err(), "25 h lifetime");
+        let no_iat = encode(
+            serde_json::json!({"sub":"alice","exp":now + 30 * 3600}),
+            SECRET,
+        );
+        assert!(auth.verify(&no_iat).is_err(), "exp 30 h away, no iat");
+        assert!(auth.verify(&auth.mint("alice", 24 * 3600).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_pinned_when_configured() {
+        let rules = TokenRules {
+            issuer: Some("https://id.example".into()),
+            audience: Some("chat".into()),
+            ..TokenRules::default()
+        };
+        let auth = Authenticator::with_rules(SECRET, rules).unwrap();
+        assert!(auth.verify(&auth.mint("alice", 60).unwrap()).is_ok());
+        let now = now_secs();
+        let wrong_iss = encode(
+            serde_json::json!({"sub":"a","exp":now+60,"iss":"https://evil","aud":"chat"}),
+            SECRET,
+        );
+        assert!(auth.verify(&wrong_iss).is_err());
+        let no_aud = encode(
+            serde_json::json!({"sub":"a","exp":now+60,"iss":"https://id.example"}),
+            SECRET,
+        );
+        assert!(auth.verify(&no_aud).is_err());
+        // Without pinning, any iss/aud passes.
+        let plain = Authenticator::new(SECRET).unwrap();
+        assert!(plain.verify(&wrong_iss).is_ok());
+    }
+
+    #[test]
+    fn refuses_alg_none_and_tokens_without_exp() {
+        use base64_like::encode as b64;
+        let auth = Authenticator::new(SECRET).unwrap();
+        let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64(br#"{"sub":"alice","exp":99999999999}"#);
+        assert!(auth.verify(&format!("{header}.{body}.")).is_err());
+        let no_exp = encode(serde_json::json!({"sub":"alice"}), SECRET);
+        assert!(auth.verify(&no_exp).is_err());
     }
 
     /// Minimal base64url (no padding) so the test needs no extra crate.

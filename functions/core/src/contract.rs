@@ -45,6 +45,9 @@ macro_rules! store_contract {
             conversations_list_memberships_with_newest_id,
             groups_change_only_at_the_expected_version,
             largest_text_round_trips,
+            a_member_removed_while_sending_stays_removed,
+            conversations_come_in_pages_by_id,
+            a_quota_is_taken_up_to_its_limit,
         );
     };
     (@checks $fixture:expr; $($check:ident),* $(,)?) => {
@@ -95,6 +98,7 @@ fn msg(conv: &str, sender: &str, cmid: &str, text: &str) -> NewMessage {
         sent_at_ms: 1_700_000_000_000,
         enroll: vec![],
         origin: None,
+        member_only: false,
     }
 }
 
@@ -313,7 +317,10 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     };
     s.create_group(&group).await.unwrap();
     assert_eq!(s.group(&gid).await.unwrap().as_ref(), Some(&group));
-    assert!(matches!(s.create_group(&group).await, Err(Error::Conflict)));
+    assert!(matches!(
+        s.create_group(&group).await,
+        Err(Error::Contended)
+    ));
     assert_eq!(
         s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to,
         0
@@ -343,7 +350,10 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
         add: vec![],
         ..add.clone()
     };
-    assert!(matches!(s.update_group(&stale).await, Err(Error::Conflict)));
+    assert!(matches!(
+        s.update_group(&stale).await,
+        Err(Error::Contended)
+    ));
     assert_eq!(s.group(&gid).await.unwrap().unwrap().members.len(), 3);
 
     let remove = GroupChange {
@@ -369,6 +379,145 @@ pub async fn largest_text_round_trips(s: Arc<dyn Store>) {
     assert_eq!(text.len(), crate::protocol::MAX_TEXT_BYTES);
     s.append(msg(&conv, &a, "big", &text)).await.unwrap();
     assert_eq!(s.messages_after(&conv, 0, 1).await.unwrap()[0].text, text);
+}
+
+pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
+    let gid = unique("g");
+    let conv = ConversationId::group(&gid).to_string();
+    let (admin, member) = (unique("a"), unique("m"));
+    let joined = |u: &str, seq| GroupMember {
+        user_id: u.to_string(),
+        joined_at_ms: 1,
+        seq,
+    };
+    s.create_group(&Group {
+        group_id: gid.clone(),
+        name: "race".into(),
+        created_by: admin.clone(),
+        created_at_ms: 1,
+        admins: vec![admin.clone()],
+        members: vec![joined(&admin, 0), joined(&member, 1)],
+        version: 1,
+        next_seq: 2,
+    })
+    .await
+    .unwrap();
+    let sender = {
+        let (s, conv, member) = (s.clone(), conv.clone(), member.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..30 {
+                let mut m = msg(&conv, &member, &format!("r{i}"), "still here?");
+                m.member_only = true;
+                outcomes.push(s.append(m).await.map(|a| a.message.message_id));
+                tokio::task::yield_now().await;
+            }
+            outcomes
+        })
+    };
+    // The admin removes the member while the sends go on.
+    tokio::task::yield_now().await;
+    let group = s.group(&gid).await.unwrap().unwrap();
+    s.update_group(&GroupChange {
+        group_id: gid.clone(),
+        expected_version: group.version,
+        admins: vec![admin.clone()],
+        add: vec![],
+        remove: vec![member.clone()],
+    })
+    .await
+    .unwrap();
+    let outcomes = sender.await.unwrap();
+    // A send never re-creates the membership...
+    assert!(s.membership(&member, &conv).await.unwrap().is_none());
+    assert_eq!(
+        s.group(&gid).await.unwrap().unwrap().member_ids(),
+        vec![admin.clone()]
+    );
+    // ...every send after the removal was refused...
+    let stored: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().copied())
+        .collect();
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert!(matches!(e, Error::Forbidden), "{e:?}");
+        }
+    }
+    let first_refused = outcomes.iter().position(|o| o.is_err());
+    if let Some(k) = first_refused {
+        assert!(
+            outcomes[k..].iter().all(|o| o.is_err()),
+            "once removed, always refused"
+        );
+    }
+    // ...and a send after it all is refused too; what was stored is gapless.
+    let mut late = msg(&conv, &member, "late", "let me back in");
+    late.member_only = true;
+    assert!(matches!(s.append(late).await, Err(Error::Forbidden)));
+    let ids: Vec<u64> = s
+        .messages_after(&conv, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(ids, (1..=stored.len() as u64).collect::<Vec<_>>());
+}
+
+pub async fn conversations_come_in_pages_by_id(s: Arc<dyn Store>) {
+    let me = unique("p");
+    let mut convs = Vec::new();
+    for i in 0..7 {
+        let peer = format!("{}{i}", unique("q"));
+        let conv = dm(&me, &peer);
+        s.append(msg(&conv, &me, &format!("c{i}"), "hello"))
+            .await
+            .unwrap();
+        convs.push(conv);
+    }
+    convs.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = s
+            .conversations_page(&me, after.as_deref(), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|c| c.membership.conversation_id.clone()));
+        assert!(page.iter().all(|c| c.last_message_id == 1));
+        if !more {
+            break;
+        }
+        after = page.last().map(|c| c.membership.conversation_id.clone());
+    }
+    assert_eq!(seen, convs, "every conversation once, in id order");
+    let (first, more) = s.conversations_page(&me, None, 100).await.unwrap();
+    assert_eq!((first.len(), more), (7, false));
+}
+
+pub async fn a_quota_is_taken_up_to_its_limit(s: Arc<dyn Store>) {
+    let (user, other) = (unique("u"), unique("u"));
+    for _ in 0..3 {
+        assert!(s
+            .take_quota(&user, "groups#1", 3, u64::MAX / 2)
+            .await
+            .unwrap());
+    }
+    assert!(!s
+        .take_quota(&user, "groups#1", 3, u64::MAX / 2)
+        .await
+        .unwrap());
+    // Another day, another user: their own counters.
+    assert!(s
+        .take_quota(&user, "groups#2", 3, u64::MAX / 2)
+        .await
+        .unwrap());
+    assert!(s
+        .take_quota(&other, "groups#1", 3, u64::MAX / 2)
+        .await
+        .unwrap());
 }
 
 pub async fn connections_are_found_by_user_and_removed(c: Arc<dyn Connections>) {

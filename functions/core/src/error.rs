@@ -4,7 +4,7 @@
 /// Every way a chat operation can fail.
 ///
 /// The variants that start with a wire code (`BadRequest` … `RateLimited`)
-/// are the client's fault or a policy decision; `Conflict` is an optimistic
+/// are the client's fault or a policy decision; `Contended` is an optimistic
 /// concurrency clash the services retry; `Store` is an infrastructure fault
 /// and reaches the client only as `internal`, without details.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +25,15 @@ pub enum Error {
     GroupFull { limit: usize },
     #[error("too many frames; slow down")]
     RateLimited,
+    /// A `client_msg_id` already used for another recipient or text.
+    #[error("client_msg_id {0:?} was already used for a different message; use a new one")]
+    IdReused(String),
+    /// A per-user quota is used up (groups created per day).
+    #[error("{0}")]
+    Quota(String),
     /// A conditional write lost a race (group version, existing id).
     #[error("conflicting concurrent update")]
-    Conflict,
+    Contended,
     /// The store or another backend failed; the message is for logs only.
     #[error("store failure: {0}")]
     Store(String),
@@ -45,14 +51,15 @@ impl Error {
             Error::Forbidden => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::GroupFull { .. } => "group_full",
-            Error::RateLimited => "rate_limited",
-            Error::Conflict | Error::Store(_) => "internal",
+            Error::RateLimited | Error::Quota(_) => "rate_limited",
+            Error::IdReused(_) => "conflict",
+            Error::Contended | Error::Store(_) => "internal",
         }
     }
 
     /// Whether this failure is ours rather than the client's (worth an
     /// error-level log line).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Error::Conflict | Error::Store(_))
+        matches!(self, Error::Contended | Error::Store(_))
     }
 }

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 #[derive(Default)]
 struct Inner {
+    /// (user, quota key) -> units taken.
+    quotas: HashMap<(String, String), u64>,
     /// conversation -> messages, index = message_id - 1.
     messages: HashMap<String, Vec<StoredMessage>>,
     /// (sender, client_msg_id) -> (conversation, message_id).
@@ -70,6 +72,13 @@ impl Store for MemoryStore {
                 message: original,
                 duplicate: true,
             });
+        }
+        let is_member = g
+            .users
+            .get(&msg.sender)
+            .is_some_and(|m| m.contains_key(&msg.conversation_id));
+        if msg.member_only && !is_member {
+            return Err(Error::Forbidden);
         }
         let list = g.messages.entry(msg.conversation_id.clone()).or_default();
         let id = list.len() as u64 + 1;
@@ -171,6 +180,39 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        let all = self.conversations(user).await?;
+        let mut rest = all
+            .into_iter()
+            .filter(|c| after.is_none_or(|a| c.membership.conversation_id.as_str() > a));
+        let page: Vec<ConversationState> = rest.by_ref().take(limit).collect();
+        Ok((page, rest.next().is_some()))
+    }
+
+    async fn take_quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        _expires_at_secs: u64,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        let n = g
+            .quotas
+            .entry((user.to_string(), key.to_string()))
+            .or_default();
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+
     async fn advance_watermark(
         &self,
         user: &str,
@@ -196,7 +238,7 @@ impl Store for MemoryStore {
     async fn create_group(&self, group: &Group) -> Result<()> {
         let mut g = self.lock();
         if g.groups.contains_key(&group.group_id) {
-            return Err(Error::Conflict);
+            return Err(Error::Contended);
         }
         let conv = ConversationId::group(&group.group_id).to_string();
         for m in &group.members {
@@ -212,7 +254,7 @@ impl Store for MemoryStore {
             return Err(Error::NotFound("no such group".into()));
         };
         if group.version != change.expected_version {
-            return Err(Error::Conflict);
+            return Err(Error::Contended);
         }
         let group = group.apply(change);
         let conv = ConversationId::group(&change.group_id).to_string();

@@ -60,6 +60,10 @@ pub struct NewMessage {
     /// The sending connection. A store that feeds fan-out from its change
     /// stream (DynamoDB) keeps it, so that connection gets the `ack` only.
     pub origin: Option<String>,
+    /// A group message: the sender must be a member when the message is
+    /// written, checked in the same atomic write, and the write never
+    /// creates a membership (a member removed while sending stays removed).
+    pub member_only: bool,
 }
 
 /// The outcome of an append: the stored message, or, for a resent
@@ -206,6 +210,26 @@ pub trait Store: Send + Sync {
     /// Every conversation the user is in, with its newest id.
     async fn conversations(&self, user_id: &str) -> Result<Vec<ConversationState>>;
 
+    /// Up to `limit` of the user's conversations with ids after `after`,
+    /// ordered by conversation id, and whether more follow.
+    async fn conversations_page(
+        &self,
+        user_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)>;
+
+    /// Takes one unit of the counter `key` of `user_id` if it is below
+    /// `limit` (atomically); false when the quota is used up. The counter
+    /// may be forgotten after `expires_at_secs`.
+    async fn take_quota(
+        &self,
+        user_id: &str,
+        key: &str,
+        limit: u64,
+        expires_at_secs: u64,
+    ) -> Result<bool>;
+
     /// Moves the watermark forward to `up_to`, never back. Returns the
     /// watermark afterwards and whether it moved; `None` if not a member.
     async fn advance_watermark(
@@ -220,7 +244,7 @@ pub trait Store: Send + Sync {
     /// Stores a new group, its members and their membership rows (watermark 0).
     async fn create_group(&self, group: &Group) -> Result<()>;
 
-    /// Applies `change`; [`crate::Error::Conflict`] if the version moved.
+    /// Applies `change`; [`crate::Error::Contended`] if the version moved.
     async fn update_group(&self, change: &GroupChange) -> Result<Group>;
 }
 

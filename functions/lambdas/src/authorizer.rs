@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
-use chat_core::auth::Authenticator;
+use chat_core::auth::{Authenticator, TokenRules};
 use serde_json::json;
 
 /// The REQUEST authorizer: verifies `?token=` and allows the connection
@@ -51,4 +51,32 @@ pub fn authorize(
     r.policy_document = policy;
     r.context = context;
     r
+}
+
+/// The verifier the authorizer runs with, from its environment, with the
+/// same rules as conn-tier's flags: `CHAT_JWT_SECRET` (required, at least
+/// 32 bytes), `CHAT_JWT_PREVIOUS_SECRET` (while rotating),
+/// `CHAT_JWT_MAX_LIFETIME_SECS`, `CHAT_JWT_ISSUER`, `CHAT_JWT_AUDIENCE`.
+pub fn authenticator_from_env() -> Result<Authenticator, crate::Error> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let secret = var("CHAT_JWT_SECRET")
+        .ok_or_else(|| crate::Error::Config("CHAT_JWT_SECRET is not set".into()))?;
+    let mut rules = TokenRules {
+        issuer: var("CHAT_JWT_ISSUER"),
+        audience: var("CHAT_JWT_AUDIENCE"),
+        ..TokenRules::default()
+    };
+    if let Some(v) = var("CHAT_JWT_MAX_LIFETIME_SECS") {
+        rules.max_lifetime_secs = v.parse().map_err(|_| {
+            crate::Error::Config(format!("CHAT_JWT_MAX_LIFETIME_SECS={v:?} is not a number"))
+        })?;
+    }
+    let auth = Authenticator::with_rules(secret.as_bytes(), rules)
+        .map_err(|e| crate::Error::Config(format!("CHAT_JWT_SECRET: {e}")))?;
+    match var("CHAT_JWT_PREVIOUS_SECRET") {
+        Some(p) => auth
+            .with_previous(p.as_bytes())
+            .map_err(|e| crate::Error::Config(format!("CHAT_JWT_PREVIOUS_SECRET: {e}"))),
+        None => Ok(auth),
+    }
 }

@@ -11,7 +11,8 @@ pub async fn connect(
 ) -> Result<ApiGatewayProxyResponse, Error> {
     let session = d.session(&e).await?;
     d.chat.connect(&session, &d.endpoint(&e)?).await?;
-    tracing::info!(connection = %session.connection_id, user = %session.user_id, "connected");
+    tracing::info!(user = %session.user_id, "connected");
+    tracing::debug!(connection = %session.connection_id, "connection id");
     Ok(ok())
 }
 
@@ -26,6 +27,6 @@ pub async fn disconnect(
         .clone()
         .ok_or(Error::MissingField("requestContext.connectionId"))?;
     d.chat.disconnect(&id).await?;
-    tracing::info!(connection = %id, "disconnected");
+    tracing::debug!(connection = %id, "disconnected");
     Ok(ok())
 }

@@ -30,6 +30,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use chat_core::delivery::InlineFanout;
 use chat_core::ids::UserId;
 use chat_core::ports::*;
+use chat_core::service::ChatLimits;
 use chat_core::{Chat, Deliverer, MessageDelivery, Session};
 use serde_json::Value;
 use std::sync::Arc;
@@ -60,6 +61,18 @@ impl From<Error> for lambda_runtime::Diagnostic {
             error_type: error_type.into(),
             error_message: e.to_string(),
         }
+    }
+}
+
+/// The services' limits behind API Gateway: answers under its 128 KB post
+/// limit; `CHAT_MAX_GROUPS_PER_DAY` (default 500) groups per user per day.
+fn lambda_limits() -> ChatLimits {
+    ChatLimits {
+        max_answer_bytes: ChatLimits::API_GATEWAY_ANSWER_BYTES,
+        groups_per_day: std::env::var("CHAT_MAX_GROUPS_PER_DAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ChatLimits::default().groups_per_day),
     }
 }
 
@@ -103,7 +116,8 @@ impl Deps {
                 fanout,
                 MessageDelivery::StoreFeed,
             )
-            .with_sync_states(),
+            .with_sync_states()
+            .with_limits(lambda_limits()),
             connections,
             delivery,
             deliverer,

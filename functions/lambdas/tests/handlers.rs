@@ -135,7 +135,7 @@ async fn say(r: &Rig, user: &str, conn: &str, body: Value) {
 
 #[test]
 fn the_authorizer_allows_a_valid_token_with_the_user_in_context_and_denies_the_rest() {
-    let auth = Authenticator::new(b"lambda-secret").unwrap();
+    let auth = Authenticator::new(b"lambda-secret-of-at-least-32-bytes").unwrap();
     let event = |token: &str| {
         let mut v = fixture("authorizer");
         v["queryStringParameters"]["token"] = json!(token);
@@ -150,7 +150,7 @@ fn the_authorizer_allows_a_valid_token_with_the_user_in_context_and_denies_the_r
         allowed["policyDocument"]["Statement"][0]["Resource"][0],
         "arn:aws:execute-api:eu-west-1:123456789012:abcdef123/test/$connect"
     );
-    let other = Authenticator::new(b"other").unwrap();
+    let other = Authenticator::new(b"another-secret-of-at-least-32-bytes").unwrap();
     for bad in [
         "garbage",
         &auth.mint("alice", -3600).unwrap(),
@@ -393,8 +393,13 @@ async fn fanout_holds_messages_back_from_a_connection_until_its_first_sync_repla
     connect(&r, "alice", "a1").await;
     connect(&r, "bob", "b1").await;
     for (i, text) in ["one", "two"].iter().enumerate() {
-        say(&r, "alice", "a1", json!({"action":"send","to":"user:bob","client_msg_id":format!("c{i}"),"text":text}))
-            .await;
+        say(
+            &r,
+            "alice",
+            "a1",
+            json!({"action":"send","to":"user:bob","client_msg_id":format!("c{i}"),"text":text}),
+        )
+        .await;
     }
     chat_lambdas::fanout(&r.deps, stream_batch(&[("INSERT", 1)]))
         .await

@@ -14,18 +14,19 @@
 //!
 //! # Layout
 //! - this file: [`run_socket`], the reader and writer loops, [`SocketConfig`];
-//! - `rate`: the token bucket;
+//! - [`rate`]: the token bucket (one per user, in the hub);
 //! - [`sequencer`]: per-conversation order, gap filling, the first-frame hold;
 //! - `tests`: the loop driven through channels.
 
-mod rate;
+pub mod rate;
 pub mod sequencer;
 #[cfg(test)]
 mod tests;
 
 use crate::app::App;
 use crate::backend::Backend;
-use crate::hub::Outbound;
+use crate::hub::{Outbound, UserTicket};
+use crate::outbox::{outbox, Full, Inbox, Outbox};
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chat_core::ports::{PostError, Seq};
@@ -34,12 +35,10 @@ use chat_core::service::Deferred;
 use chat_core::{Error, Reply, Session};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rate::RateLimit;
 use sequencer::Sequencer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -56,8 +55,8 @@ pub mod close {
 
 /// Defaults of [`SocketConfig`], shared with the command-line flags.
 pub mod defaults {
-    /// Frames queued per connection before a slow reader is dropped.
-    pub const OUTBOUND_QUEUE: usize = 1024;
+    /// Bytes queued per connection before a slow reader is dropped (1008).
+    pub const OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
     /// Token bucket: frames a connection may send at once...
     pub const RATE_BURST: u32 = 200;
     /// ...and per second after that.
@@ -75,18 +74,15 @@ pub mod defaults {
 pub struct SocketConfig {
     /// API Gateway's frame limit: a bigger frame closes the socket with 1009.
     pub max_frame_bytes: usize,
-    /// Frames waiting to be written; a peer that lets it fill is dropped.
-    pub outbound_queue: usize,
+    /// Bytes waiting to be written, live frames and answers together; a
+    /// peer that lets it fill is closed with 1008.
+    pub outbound_bytes: usize,
     /// How often an idle connection is pinged.
     pub ping_interval: Duration,
     /// A peer silent this long (no frame, no pong) is closed.
     pub idle_timeout: Duration,
     /// A single write that takes longer than this closes the socket.
     pub write_timeout: Duration,
-    /// Token bucket: frames allowed at once...
-    pub rate_burst: u32,
-    /// ...and refilled per second.
-    pub rate_per_sec: u32,
     /// Live messages for a new connection wait this long at most for its
     /// first frame (a `sync` puts them after its replay).
     pub live_hold: Duration,
@@ -108,12 +104,10 @@ impl Default for SocketConfig {
     fn default() -> Self {
         SocketConfig {
             max_frame_bytes: MAX_FRAME_BYTES,
-            outbound_queue: defaults::OUTBOUND_QUEUE,
+            outbound_bytes: defaults::OUTBOUND_BYTES,
             ping_interval: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             write_timeout: Duration::from_secs(10),
-            rate_burst: defaults::RATE_BURST,
-            rate_per_sec: defaults::RATE_PER_SEC,
             live_hold: Duration::from_millis(defaults::LIVE_HOLD_MS),
             authorizer_timeout: Duration::from_millis(defaults::AUTHORIZER_TIMEOUT_MS),
         }
@@ -145,10 +139,15 @@ impl ReadError for String {
     }
 }
 
-/// Answers to the connection itself go on its queue, waiting for room:
-/// a client that asks for a big `sync` is slowed down, not dropped. A
-/// replayed message is sequenced like a live one.
-struct QueueReply(mpsc::Sender<Outbound>);
+/// Answers to the connection itself go on its queue, waiting for room (up
+/// to the write timeout; then the connection is closed as too slow): a
+/// client that asks for a big `sync` is paced, and one that never reads
+/// costs at most the queue's bytes. A replayed message is sequenced like a
+/// live one.
+struct QueueReply {
+    out: Outbox,
+    patience: Duration,
+}
 
 /// Sends of one connection waiting for their group commit at once.
 const MAX_PENDING_ACKS: usize = 256;
@@ -156,6 +155,14 @@ const MAX_PENDING_ACKS: usize = 256;
 /// At shutdown, how long a socket may take to answer what it has read
 /// before it is closed anyway.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
+/// How long the peer's close reply is waited for after our close frame.
+/// (Our close frame itself gets the write timeout, like any frame: what
+/// is half-written goes first. Memory held meanwhile: that one frame.)
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// After our close, how long a peer that sends nothing is waited for.
+const LINGER_QUIET: Duration = Duration::from_millis(250);
 
 #[async_trait]
 impl Reply for QueueReply {
@@ -182,11 +189,14 @@ impl Reply for QueueReply {
             },
             _ => Outbound::Text(text),
         };
-        self.0.send(out).await.map_err(|_| PostError::Gone)
+        match self.out.push_when_room(out, self.patience).await {
+            Ok(()) => Ok(()),
+            Err(Full::Closed) | Err(Full::Overflow) => Err(PostError::Gone),
+        }
     }
 
     async fn sync_started(&self, baselines: Vec<(String, u64)>) {
-        let _ = self.0.send(Outbound::SyncStarted(baselines)).await;
+        let _ = self.out.push(Outbound::SyncStarted(baselines));
     }
 }
 
@@ -196,8 +206,13 @@ fn now_ms(origin: Instant) -> u64 {
 
 /// Runs one authenticated connection until either side closes, the peer
 /// goes silent or too slow, or `shutdown` fires.
-pub async fn run_socket<S, E>(socket: S, app: App, session: Session, shutdown: CancellationToken)
-where
+pub async fn run_socket<S, E>(
+    socket: S,
+    app: App,
+    session: Session,
+    user: UserTicket,
+    shutdown: CancellationToken,
+) where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
     E: ReadError,
 {
@@ -209,9 +224,8 @@ where
         ..
     } = app;
     let conn = session.connection_id.clone();
-    let (tx, rx) = mpsc::channel::<Outbound>(cfg.outbound_queue.max(1));
-    let kick = Arc::new(Notify::new());
-    hub.insert(&conn, tx.clone(), kick.clone());
+    let (out, inbox) = outbox(cfg.outbound_bytes);
+    hub.insert(&conn, out.clone());
     if let Err(e) = backend.connect(&session).await {
         tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
         hub.remove(&conn);
@@ -225,23 +239,23 @@ where
 
     let origin = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
-    let (sink, stream) = socket.split();
-    let sequencer = Sequencer::new(store, &conn, cfg.outbound_queue);
+    let (sink, mut stream) = socket.split();
+    let sequencer = Sequencer::new(store, &conn, cfg.outbound_bytes);
     let mut writer = Box::pin(write_loop(
         sink,
-        rx,
+        inbox,
         sequencer,
-        kick,
         cfg.clone(),
         shutdown.clone(),
         origin,
         last_seen.clone(),
     ));
     let reader = read_loop(
-        stream,
+        &mut stream,
         backend.as_ref(),
         &session,
-        &tx,
+        &out,
+        &user,
         &cfg,
         origin,
         &last_seen,
@@ -251,13 +265,36 @@ where
         _ = reader => {
             // The reader queued a close frame (or the peer left); let the
             // writer send it, briefly.
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+            let _ = tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer).await;
         }
         _ = &mut writer => {}
     }
+    // Gone for everyone once our close is out; then the socket lingers.
     hub.remove(&conn);
     backend.disconnect(&session).await;
     tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
+    drop(user);
+    linger(&mut stream).await;
+}
+
+/// After our close frame, reads (and drops) what the peer still sends,
+/// until its close reply, EOF, a quiet spell of [`LINGER_QUIET`], or
+/// [`CLOSE_GRACE`] in all. Dropping a socket with unread input makes the
+/// kernel reset it, and the reset destroys what the peer has not read
+/// yet: our close frame among it. A peer that sends nothing more leaves
+/// nothing unread, so the quiet spell is enough.
+async fn linger<R, E>(stream: &mut R)
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(LINGER_QUIET, stream.next()).await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn close_msg(code: u16, reason: &'static str) -> Message {
@@ -273,10 +310,11 @@ fn ready(frame: ServerFrame) -> Deferred {
 
 #[allow(clippy::too_many_arguments)]
 async fn read_loop<R, E>(
-    mut stream: R,
+    stream: &mut R,
     backend: &dyn Backend,
     session: &Session,
-    tx: &mpsc::Sender<Outbound>,
+    out: &Outbox,
+    user: &UserTicket,
     cfg: &SocketConfig,
     origin: Instant,
     last_seen: &AtomicU64,
@@ -285,8 +323,10 @@ async fn read_loop<R, E>(
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: ReadError,
 {
-    let reply: Arc<dyn Reply> = Arc::new(QueueReply(tx.clone()));
-    let mut rate = RateLimit::new(cfg.rate_burst, cfg.rate_per_sec);
+    let reply: Arc<dyn Reply> = Arc::new(QueueReply {
+        out: out.clone(),
+        patience: cfg.write_timeout,
+    });
     // Answers still to come, in frame order.
     let mut pending: FuturesOrdered<Deferred> = FuturesOrdered::new();
     // Live messages wait for the first frame: a sync puts them after its
@@ -297,6 +337,8 @@ async fn read_loop<R, E>(
             biased;
             // Shutting down: read no more; what was read is answered below.
             _ = shutdown.cancelled() => break (close::GOING_AWAY, "server shutting down"),
+            // Too slow: read no more; the writer closes with 1008.
+            _ = out.kicked() => break (close::POLICY, "too slow"),
             Some(answer) = pending.next(), if !pending.is_empty() => {
                 let _ = reply.send(answer).await;
                 continue;
@@ -315,9 +357,9 @@ async fn read_loop<R, E>(
                 }
                 let frame = parse_client_frame(text.as_str());
                 if std::mem::take(&mut first) && !matches!(frame, Ok(ClientFrame::Sync {})) {
-                    let _ = tx.send(Outbound::GoLive).await;
+                    let _ = out.push(Outbound::GoLive);
                 }
-                if !rate.take() {
+                if !user.take() {
                     let (action, id) = match &frame {
                         Ok(f) => (Some(f.action()), f.client_msg_id()),
                         Err(e) => (e.action.as_deref(), e.client_msg_id.as_deref()),
@@ -338,14 +380,21 @@ async fn read_loop<R, E>(
             }
             Ok(Message::Binary(_)) => {
                 if std::mem::take(&mut first) {
-                    let _ = tx.send(Outbound::GoLive).await;
+                    let _ = out.push(Outbound::GoLive);
                 }
-                let e = Error::BadRequest(
-                    "binary frames are not supported; send JSON text frames".into(),
-                );
+                let e = if user.take() {
+                    Error::BadRequest(
+                        "binary frames are not supported; send JSON text frames".into(),
+                    )
+                } else {
+                    Error::RateLimited
+                };
                 pending.push_back(ready(ServerFrame::error(&e, None, None)));
             }
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+            // Pings and pongs spend the user's budget like any frame.
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {
+                user.take();
+            }
             Ok(Message::Close(_)) => break (close::NORMAL, ""),
             Err(e) => {
                 let code = e.close_code();
@@ -362,15 +411,14 @@ async fn read_loop<R, E>(
     while let Some(answer) = pending.next().await {
         let _ = reply.send(answer).await;
     }
-    let _ = tx.try_send(Outbound::Close(code, reason));
+    let _ = out.push(Outbound::Close(code, reason));
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn write_loop<W>(
     mut sink: W,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut inbox: Inbox,
     mut sequencer: Sequencer,
-    kick: Arc<Notify>,
     cfg: SocketConfig,
     shutdown: CancellationToken,
     origin: Instant,
@@ -389,6 +437,7 @@ async fn write_loop<W>(
     let fallback = tokio::time::sleep(Duration::MAX);
     tokio::pin!(fallback);
     let mut shutting = false;
+    let kicks = inbox.kicks();
     loop {
         let batch = tokio::select! {
             biased;
@@ -398,8 +447,8 @@ async fn write_loop<W>(
                 continue;
             }
             _ = &mut fallback, if shutting => vec![close_msg(close::GOING_AWAY, "server shutting down")],
-            _ = kick.notified() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
-            out = rx.recv() => match out {
+            _ = kicks.kicked() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
+            out = inbox.recv() => match out {
                 Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
                 Some(out) => sequencer.order(out).await,
                 None => return,
@@ -415,8 +464,21 @@ async fn write_loop<W>(
         };
         for msg in batch {
             let closing = matches!(msg, Message::Close(_));
-            match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
-                Ok(Ok(())) if !closing => {}
+            let outcome = match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(false),
+                Err(_) => Err(true),
+            };
+            match outcome {
+                Ok(()) if !closing => {}
+                Err(true) if !closing => {
+                    // The peer stopped reading: too slow. What is half
+                    // written goes first, then the close, if it can.
+                    tracing::info!("write timed out; closing as too slow");
+                    let close = close_msg(close::POLICY, "too slow: write timed out");
+                    let _ = tokio::time::timeout(cfg.write_timeout, sink.send(close)).await;
+                    return;
+                }
                 _ => return,
             }
         }

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-pub(super) struct RateLimit {
+#[derive(Debug)]
+pub(crate) struct RateLimit {
     tokens: f64,
     burst: f64,
     per_sec: f64,
@@ -11,7 +12,7 @@ pub(super) struct RateLimit {
 }
 
 impl RateLimit {
-    pub(super) fn new(burst: u32, per_sec: u32) -> Self {
+    pub(crate) fn new(burst: u32, per_sec: u32) -> Self {
         RateLimit {
             tokens: burst as f64,
             burst: burst as f64,
@@ -20,12 +21,23 @@ impl RateLimit {
         }
     }
 
-    /// Takes one token if there is one.
-    pub(super) fn take(&mut self) -> bool {
+    fn refill(&mut self) {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec)
             .min(self.burst);
         self.at = now;
+    }
+
+    /// Whether the bucket has refilled completely: forgetting it then
+    /// gives nobody a token they would not have had.
+    pub(crate) fn is_full(&mut self) -> bool {
+        self.refill();
+        self.tokens >= self.burst
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -61,20 +61,24 @@ pub struct Sequencer {
     spans: HashMap<String, Span>,
     /// Live messages held until the connection's first frame; `None` once live.
     held: Option<Vec<(Seq, Utf8Bytes)>>,
-    /// Most held messages; past it they go out (the connection goes live).
-    max_held: usize,
+    /// Bytes of the held messages...
+    held_bytes: usize,
+    /// ...and the most they may take; past it they go out (the connection
+    /// goes live).
+    max_held_bytes: usize,
     pub stats: SequencerStats,
 }
 
 impl Sequencer {
-    pub fn new(store: Option<Arc<dyn Store>>, me: &str, max_held: usize) -> Self {
+    pub fn new(store: Option<Arc<dyn Store>>, me: &str, max_held_bytes: usize) -> Self {
         let held = store.as_ref().map(|_| Vec::new());
         Sequencer {
             store,
             me: me.to_string(),
             spans: HashMap::new(),
             held,
-            max_held,
+            held_bytes: 0,
+            max_held_bytes,
             stats: SequencerStats::default(),
         }
     }
@@ -99,11 +103,12 @@ impl Sequencer {
             }
             Outbound::Message { seq, text } => {
                 if let Some(held) = &mut self.held {
+                    self.held_bytes += text.len();
                     held.push((seq, text));
-                    if held.len() <= self.max_held {
+                    if self.held_bytes <= self.max_held_bytes {
                         return vec![];
                     }
-                    tracing::debug!("too many held live messages; going live");
+                    tracing::debug!("held live messages reached their byte limit; going live");
                     return self.go_live().await;
                 }
                 self.admit(seq, text).await
@@ -268,11 +273,20 @@ mod tests {
                 sent_at_ms: 1,
                 enroll: vec!["b".into()],
                 origin: origin(i).map(str::to_string),
+                member_only: false,
             })
             .await
             .unwrap();
         }
         s
+    }
+
+    /// The bytes of one test message frame.
+    fn msg_len() -> usize {
+        match msg(1) {
+            Outbound::Message { text, .. } => text.len(),
+            _ => 0,
+        }
     }
 
     fn ack(id: u64) -> Outbound {
@@ -289,7 +303,7 @@ mod tests {
     async fn the_connections_own_sends_count_as_their_acks_not_as_gaps() {
         // Messages 3 and 5 were sent by this connection (c1).
         let store = store_sent_by(6, |i| (i == 3 || i == 5).then_some("c1")).await;
-        let mut s = Sequencer::new(Some(store), "c1", 100);
+        let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
         s.order(Outbound::GoLive).await;
         assert_eq!(texts(&s.order(msg(2)).await), vec![2]);
         // Live 4 overtook the ack of 3: 3 is not sent back as a message.
@@ -303,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
-        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 100);
+        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
         assert!(s.order(Outbound::GoLive).await.is_empty());
         assert_eq!(texts(&s.order(msg(2)).await), vec![2], "first seen");
         assert_eq!(texts(&s.order(msg(5)).await), vec![3, 4, 5], "gap filled");
@@ -314,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
-        let mut s = Sequencer::new(Some(store_with(5).await), "c1", 100);
+        let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
         // Live 4 and 5 arrive before the client's sync is read.
         assert!(s.order(msg(4)).await.is_empty());
         assert!(s.order(msg(5)).await.is_empty());
@@ -332,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
-        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 100);
+        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
         s.order(Outbound::GoLive).await;
         // Live 5 was the first this connection saw; the user had acked 1.
         assert_eq!(texts(&s.order(msg(5)).await), vec![5]);
@@ -354,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_store_messages_pass_through_unheld() {
-        let mut s = Sequencer::new(None, "c1", 100);
+        let mut s = Sequencer::new(None, "c1", 1 << 20);
         assert!(!s.holding());
         assert_eq!(texts(&s.order(msg(3)).await), vec![3]);
         assert_eq!(texts(&s.order(msg(1)).await), vec![1]);
@@ -362,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_held_messages_go_live() {
-        let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2);
+        let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2 * msg_len());
         assert!(s.order(msg(1)).await.is_empty());
         assert!(s.order(msg(2)).await.is_empty());
         assert_eq!(texts(&s.order(msg(3)).await), vec![1, 2, 3]);

@@ -72,9 +72,13 @@ impl<St: Unpin, Si: Sink<Message>> Sink<Message> for Duplex<St, Si> {
 
 /// The services over the in-memory store, delivering inline to the hub.
 fn app(socket: SocketConfig) -> App {
+    app_with(socket, crate::hub::UserLimits::default())
+}
+
+fn app_with(socket: SocketConfig, users: crate::hub::UserLimits) -> App {
     let store = Arc::new(MemoryStore::new());
     let conns = Arc::new(MemoryConnections::new());
-    let hub = Arc::new(Hub::new("test-node", true));
+    let hub = Arc::new(Hub::with_limits("test-node", true, users));
     let deliverer = Arc::new(Deliverer::new(store.clone(), conns.clone(), hub.clone()));
     let chat = Arc::new(Chat::new(
         store.clone(),
@@ -88,14 +92,17 @@ fn app(socket: SocketConfig) -> App {
         auth,
         node: "test-node".into(),
     };
-    App {
-        backend: Arc::new(backend),
+    App::assemble(
+        Arc::new(backend),
         hub,
-        socket,
-        connections: Some(conns),
-        store: Some(store),
-        tasks: Arc::new(Tasks::new()),
-    }
+        Some(conns),
+        Some(store),
+        Arc::new(Tasks::new()),
+        crate::app::Settings {
+            socket,
+            ..Default::default()
+        },
+    )
 }
 
 fn session(conn: &str, user: &str) -> Session {
@@ -116,7 +123,14 @@ fn spawn<S>(
 where
     S: Stream<Item = Result<Message, String>> + Sink<Message> + Send + 'static,
 {
-    tokio::spawn(run_socket(sock, app.clone(), session(conn, user), stop))
+    let ticket = app.hub.admit_user(user).expect("under the user's limits");
+    tokio::spawn(run_socket(
+        sock,
+        app.clone(),
+        session(conn, user),
+        ticket,
+        stop,
+    ))
 }
 
 fn text(frame: serde_json::Value) -> Result<Message, String> {
@@ -187,12 +201,16 @@ async fn an_oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn answers_keep_frame_order_whatever_each_send_comes_to() {
-    // A bucket of 6 frames that does not refill: the 7th is rate limited.
-    let app = app(SocketConfig {
-        rate_burst: 6,
-        rate_per_sec: 0,
-        ..SocketConfig::default()
-    });
+    // A bucket of 7 (the connection attempt and 6 frames) that does not
+    // refill: the 7th frame is rate limited.
+    let app = app_with(
+        SocketConfig::default(),
+        crate::hub::UserLimits {
+            max_connections: 20,
+            burst: 7,
+            per_sec: 0,
+        },
+    );
     let (sock, input, mut output) = fake_socket();
     let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
     let send = |id: &str, to: &str, text: &str| json!({"action":"send","to":to,"client_msg_id":id,"text":text});
@@ -238,7 +256,7 @@ async fn answers_keep_frame_order_whatever_each_send_comes_to() {
 #[tokio::test]
 async fn a_reader_that_lets_its_queue_fill_is_disconnected_without_blocking_the_sender() {
     let app = app(SocketConfig {
-        outbound_queue: 4,
+        outbound_bytes: 600,
         write_timeout: Duration::from_millis(300),
         ..SocketConfig::default()
     });

@@ -79,7 +79,12 @@ client_actions! {
         #[serde(default)]
         limit: Option<u32>,
     } => "history", route "history", function "history";
-    Conversations {} => "conversations", route "conversations", function "conversations";
+    Conversations {
+        #[serde(default)]
+        limit: Option<u32>,
+        #[serde(default)]
+        cursor: Option<String>,
+    } => "conversations", route "conversations", function "conversations";
     CreateGroup {
         name: String,
         members: Vec<String>,

@@ -5,8 +5,8 @@
 //! `action` and `client_msg_id` the error answers and to say what is wrong.
 
 use super::{
-    ClientFrame, ServerFrame, ACTIONS, MAX_CLIENT_MSG_ID_CHARS, MAX_GROUP_NAME_BYTES,
-    MAX_HISTORY_LIMIT, MAX_TEXT_BYTES,
+    ClientFrame, ServerFrame, ACTIONS, MAX_CLIENT_MSG_ID_CHARS, MAX_CONVERSATIONS_LIMIT,
+    MAX_GROUP_NAME_BYTES, MAX_HISTORY_LIMIT, MAX_TEXT_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::ids::{first_chars, truncate};
@@ -142,6 +142,13 @@ fn validate(frame: &ClientFrame) -> Result<()> {
         ClientFrame::History { limit: Some(l), .. } if *l == 0 || *l > MAX_HISTORY_LIMIT => {
             return Err(Error::BadRequest(format!(
                 "limit must be 1 to {MAX_HISTORY_LIMIT}"
+            )));
+        }
+        ClientFrame::Conversations { limit: Some(l), .. }
+            if *l == 0 || *l > MAX_CONVERSATIONS_LIMIT =>
+        {
+            return Err(Error::BadRequest(format!(
+                "limit must be 1 to {MAX_CONVERSATIONS_LIMIT}"
             )));
         }
         ClientFrame::CreateGroup { name, .. }

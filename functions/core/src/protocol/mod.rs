@@ -31,5 +31,9 @@ pub const MAX_GROUP_NAME_BYTES: usize = 128;
 pub const MAX_HISTORY_LIMIT: u32 = 100;
 /// `history` page size when the client gives no `limit`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Largest `conversations` page.
+pub const MAX_CONVERSATIONS_LIMIT: u32 = 100;
+/// `conversations` page size when the client gives no `limit`.
+pub const DEFAULT_CONVERSATIONS_LIMIT: u32 = 50;
 /// Longest `client_msg_id`, in characters.
 pub const MAX_CLIENT_MSG_ID_CHARS: usize = 64;

@@ -57,6 +57,9 @@ pub enum ServerFrame {
     },
     Conversations {
         items: Vec<ConversationItem>,
+        /// Present when more conversations follow: send it back as `cursor`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
     },
     Group {
         group_id: String,

@@ -4,13 +4,25 @@
 use super::{Chat, Session};
 use crate::error::Result;
 use crate::ids::ConversationId;
-use crate::protocol::{ConversationItem, ServerFrame};
+use crate::protocol::{ConversationItem, ServerFrame, DEFAULT_CONVERSATIONS_LIMIT};
 
 impl Chat {
-    pub async fn conversations(&self, session: &Session) -> Result<ServerFrame> {
+    /// A page of the caller's conversations, ordered by id, after `cursor`.
+    pub async fn conversations(
+        &self,
+        session: &Session,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<ServerFrame> {
         let me = session.user_id.as_str();
+        if let Some(c) = cursor {
+            ConversationId::parse(c)?;
+        }
+        let limit = limit.unwrap_or(DEFAULT_CONVERSATIONS_LIMIT).max(1) as usize;
+        let (page, mut more) = self.store.conversations_page(me, cursor, limit).await?;
         let mut items = Vec::new();
-        for s in self.store.conversations(me).await? {
+        let mut bytes = 100;
+        for s in page {
             let conv = &s.membership.conversation_id;
             let mut item = ConversationItem {
                 conversation_id: conv.clone(),
@@ -33,8 +45,18 @@ impl Chat {
                 }
                 Err(_) => continue,
             }
+            let size = serde_json::to_string(&item).map_or(0, |j| j.len() + 1);
+            if bytes + size > self.limits.max_answer_bytes && !items.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += size;
             items.push(item);
         }
-        Ok(ServerFrame::Conversations { items })
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(last.conversation_id.clone()),
+            _ => None,
+        };
+        Ok(ServerFrame::Conversations { items, next_cursor })
     }
 }

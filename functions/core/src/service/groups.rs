@@ -42,6 +42,22 @@ impl Chat {
             });
         }
         let now = now_ms();
+        let day = now / 86_400_000;
+        let allowed = self
+            .store
+            .take_quota(
+                &creator,
+                &format!("groups#{day}"),
+                self.limits.groups_per_day,
+                (day + 2) * 86_400,
+            )
+            .await?;
+        if !allowed {
+            return Err(Error::Quota(format!(
+                "at most {} groups created per day; try again tomorrow",
+                self.limits.groups_per_day
+            )));
+        }
         let group = Group {
             group_id: new_group_id(),
             name: name.trim().to_string(),
@@ -106,7 +122,7 @@ impl Chat {
                 return Ok(frame);
             }
         }
-        Err(Error::Conflict)
+        Err(Error::Contended)
     }
 
     pub async fn remove_member(
@@ -139,7 +155,7 @@ impl Chat {
                 return Ok(frame);
             }
         }
-        Err(Error::Conflict)
+        Err(Error::Contended)
     }
 
     /// Applies a change and announces the new state (to `also` as well);
@@ -155,7 +171,7 @@ impl Chat {
                 self.announce(session, &updated, also).await;
                 Ok(Some(group_frame(&updated)))
             }
-            Err(Error::Conflict) => Ok(None),
+            Err(Error::Contended) => Ok(None),
             Err(e) => Err(e),
         }
     }

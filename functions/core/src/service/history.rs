@@ -2,7 +2,12 @@
 
 use super::{Chat, Session};
 use crate::error::Result;
-use crate::protocol::{ServerFrame, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use crate::protocol::{MessageView, ServerFrame, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+
+/// A message's bytes in a frame (its JSON, as text escapes it, and a comma).
+pub(super) fn view_bytes(m: &MessageView) -> usize {
+    serde_json::to_string(m).map_or(0, |s| s.len() + 1)
+}
 
 impl Chat {
     pub async fn history(
@@ -22,10 +27,20 @@ impl Chat {
             .store
             .messages_before(&conv, before, limit as usize)
             .await?;
+        let mut messages: Vec<_> = page.messages.iter().map(|m| m.view()).collect();
+        // The page fits one frame: the oldest go first when it would not
+        // (the client pages on from the oldest it got).
+        let mut has_more = page.has_more;
+        let mut bytes: usize = 200 + messages.iter().map(view_bytes).sum::<usize>();
+        while bytes > self.limits.max_answer_bytes && messages.len() > 1 {
+            bytes -= view_bytes(&messages[0]);
+            messages.remove(0);
+            has_more = true;
+        }
         Ok(ServerFrame::History {
             conversation_id: conv,
-            messages: page.messages.iter().map(|m| m.view()).collect(),
-            has_more: page.has_more,
+            messages,
+            has_more,
         })
     }
 }

@@ -65,6 +65,31 @@ pub enum MessageDelivery {
     Dispatch,
 }
 
+/// Limits of the services' answers and quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Largest answer frame (a `history` page, a `conversations` page; and
+    /// what `sync` reads at once): 256 KB on conn-tier, 120 KB through API
+    /// Gateway ([`ChatLimits::API_GATEWAY_ANSWER_BYTES`]).
+    pub max_answer_bytes: usize,
+    /// Groups a user may create per day.
+    pub groups_per_day: u64,
+}
+
+impl ChatLimits {
+    /// API Gateway posts at most 128 KB: answers stay under 120 KB.
+    pub const API_GATEWAY_ANSWER_BYTES: usize = 120 * 1024;
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            max_answer_bytes: 256 * 1024,
+            groups_per_day: 500,
+        }
+    }
+}
+
 /// The chat services over their ports.
 pub struct Chat {
     store: Arc<dyn Store>,
@@ -79,6 +104,7 @@ pub struct Chat {
     /// connection map (the stateless functions) rather than in their socket
     /// (conn-tier). See [`Chat::with_sync_states`].
     sync_states: bool,
+    limits: ChatLimits,
 }
 
 impl Chat {
@@ -98,7 +124,13 @@ impl Chat {
             fanout,
             order,
             sync_states: false,
+            limits: ChatLimits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: ChatLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// For the stateless functions: new connections start
@@ -184,7 +216,10 @@ impl Chat {
                 self.history(session, &conversation_id, before, limit)
                     .await?
             }
-            ClientFrame::Conversations {} => self.conversations(session).await?,
+            ClientFrame::Conversations { limit, cursor } => {
+                self.conversations(session, limit, cursor.as_deref())
+                    .await?
+            }
             ClientFrame::CreateGroup { name, members } => {
                 self.create_group(session, name, members).await?
             }

@@ -86,22 +86,25 @@ impl Chat {
         text: String,
     ) -> Result<BoxFuture<'static, Result<ServerFrame>>> {
         let sender = &session.user_id;
-        let (conversation, enroll) = match Recipient::parse(to)? {
+        let (conversation, enroll, member_only) = match Recipient::parse(to)? {
             Recipient::User(u) => {
                 let enroll = if &u == sender {
                     vec![]
                 } else {
                     vec![u.to_string()]
                 };
-                (ConversationId::direct(sender, &u), enroll)
+                (ConversationId::direct(sender, &u), enroll, false)
             }
             Recipient::Group(g) => {
                 let conv = ConversationId::group(&g);
+                // Checked here for a quick answer, and again by the store
+                // inside the write (a removal may land in between).
                 self.require_member(sender, &conv.to_string()).await?;
-                (conv, vec![])
+                (conv, vec![], true)
             }
         };
         let conv = conversation.to_string();
+        let text_sent = text.clone();
         let msg = NewMessage {
             conversation_id: conv.clone(),
             sender: sender.to_string(),
@@ -110,17 +113,26 @@ impl Chat {
             sent_at_ms: now_ms(),
             enroll,
             origin: Some(session.connection_id.clone()),
+            member_only,
         };
-        let ack = move |a: &Appended| ServerFrame::Ack {
-            client_msg_id,
-            conversation_id: a.message.conversation_id.clone(),
-            message_id: a.message.message_id,
-            sent_at: crate::time::format_ms(a.message.sent_at_ms),
+        // The ack; for a resent client_msg_id, the original's, unless it
+        // named another recipient or text.
+        let ack = move |a: &Appended| -> Result<ServerFrame> {
+            if a.duplicate && (a.message.conversation_id != conv || a.message.text != text_sent) {
+                return Err(Error::IdReused(client_msg_id.clone()));
+            }
+            Ok(ServerFrame::Ack {
+                client_msg_id,
+                conversation_id: a.message.conversation_id.clone(),
+                message_id: a.message.message_id,
+                sent_at: crate::time::format_ms(a.message.sent_at_ms),
+            })
         };
+        let conv = msg.conversation_id.clone();
         let Some(locks) = &self.order else {
             // MessageDelivery::StoreFeed: the feed delivers it once durable.
             let pending = self.store.append_queued(msg).await?;
-            return Ok(Box::pin(async move { pending.await.map(|a| ack(&a)) }));
+            return Ok(Box::pin(async move { ack(&pending.await?) }));
         };
         // MessageDelivery::Dispatch: append and queue the delivery under
         // the conversation's lock, so delivery jobs are queued in id order.
@@ -139,6 +151,6 @@ impl Chat {
             appended
         };
         let frame = ack(&appended);
-        Ok(Box::pin(std::future::ready(Ok(frame))))
+        Ok(Box::pin(std::future::ready(frame)))
     }
 }

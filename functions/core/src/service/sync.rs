@@ -9,7 +9,8 @@ use crate::ports::GoLive;
 use crate::protocol::ServerFrame;
 use std::collections::BTreeMap;
 
-/// Page size when `sync` reads a conversation's backlog.
+/// Most messages `sync` reads at once; fewer when the answer limit is small
+/// (each message can be 10 KB).
 const SYNC_PAGE: usize = 200;
 /// Rounds of "replay what was skipped, try to go live again" before the
 /// connection goes live anyway (a message skipped in that last instant then
@@ -68,7 +69,11 @@ impl Chat {
     ) -> Option<u64> {
         let mut cursor = from;
         while until.is_none_or(|u| cursor < u) {
-            let page = match self.store.messages_after(conv, cursor, SYNC_PAGE).await {
+            let page = match self
+                .store
+                .messages_after(conv, cursor, self.sync_page())
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "sync: a conversation could not be read");
@@ -84,6 +89,12 @@ impl Chat {
             }
         }
         Some(cursor)
+    }
+
+    /// Messages read at once: a page's worth of the answer limit at most.
+    fn sync_page(&self) -> usize {
+        let per = crate::protocol::MAX_TEXT_BYTES + 512;
+        (self.limits.max_answer_bytes / per).clamp(8, SYNC_PAGE)
     }
 
     /// Goes live: replays what the fan-out skipped while this sync ran,

@@ -73,7 +73,7 @@ impl DynamoStore {
             .await?
             .is_some()
         {
-            return Err(Error::Conflict);
+            return Err(Error::Contended);
         }
         let conv = ConversationId::group(&g.group_id).to_string();
         let members: Vec<Item> = g
@@ -138,7 +138,7 @@ impl DynamoStore {
         if let Written::ConditionFailed(_) =
             conditional(&self.meter, "TransactWriteItems", table, request).await?
         {
-            return Err(Error::Conflict);
+            return Err(Error::Contended);
         }
         self.read_group(gid)
             .await?

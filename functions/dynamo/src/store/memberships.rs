@@ -102,22 +102,30 @@ impl DynamoStore {
 
     /// Moves the sender's watermark to `id`; true if this created the
     /// membership (the sender's first message in the conversation).
+    /// With `member_only` (a group), an existing membership only: the
+    /// write never creates one (a member removed meanwhile stays removed).
     pub(super) async fn sender_watermark(
         &self,
         user: &str,
         conv: &str,
         id: u64,
         now_ms: u64,
+        member_only: bool,
     ) -> Result<bool> {
         self.meter
             .write(membership_write_bytes(user, conv), 0, false);
+        let condition = if member_only {
+            "attribute_exists(sk) AND (attribute_not_exists(acked_up_to) OR acked_up_to < :id)"
+        } else {
+            "attribute_not_exists(acked_up_to) OR acked_up_to < :id"
+        };
         let request = self
             .client
             .update_item()
             .table_name(&self.users)
             .set_key(Some(MembershipItem::key(user, conv)))
             .update_expression("SET acked_up_to = :id, conversation_id = :c, joined_at = if_not_exists(joined_at, :now)")
-            .condition_expression("attribute_not_exists(acked_up_to) OR acked_up_to < :id")
+            .condition_expression(condition)
             .expression_attribute_values(":id", n(id))
             .expression_attribute_values(":c", Av::S(conv.to_string()))
             .expression_attribute_values(":now", n(now_ms))
@@ -129,6 +137,83 @@ impl DynamoStore {
             Written::Done(out) => Ok(out.attributes().is_none_or(|a| a.is_empty())),
             Written::ConditionFailed(_) => Ok(false),
         }
+    }
+
+    /// A page of the user's conversation rows after `after`, and whether
+    /// more follow (one Query between `conv#<after>` and the last `conv#`).
+    pub(super) async fn read_conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        let lo = match after {
+            // Just above `after`: a longer id that starts with it still follows.
+            Some(a) => format!("{CONV_PREFIX}{a}\u{1}"),
+            None => CONV_PREFIX.to_string(),
+        };
+        let hi = format!("{}$", CONV_PREFIX.trim_end_matches('#'));
+        let q = self
+            .client
+            .query()
+            .table_name(&self.users)
+            .key_condition_expression("user_id = :u AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":u", Av::S(user.to_string()))
+            .expression_attribute_values(":lo", Av::S(lo))
+            .expression_attribute_values(":hi", Av::S(hi))
+            .limit((limit + 1).min(1000) as i32);
+        let table = self.users.clone();
+        let items = self.query_all(q, &table, limit + 1, true).await?;
+        let more = items.len() > limit;
+        let memberships: Vec<Membership> = items
+            .into_iter()
+            .take(limit)
+            .map(|i| Ok(from_item::<_, MembershipItem>(&table, i)?.membership()))
+            .collect::<Result<_>>()?;
+        let states = stream::iter(memberships)
+            .map(|m| async move {
+                let last_message_id = self.newest_id(&m.conversation_id, false).await?;
+                Ok::<_, chat_core::Error>(ConversationState {
+                    membership: m,
+                    last_message_id,
+                })
+            })
+            .buffered(READ_FANOUT)
+            .try_collect()
+            .await?;
+        Ok((states, more))
+    }
+
+    /// Takes one unit of a user's counter if it is below `limit` (one
+    /// conditional write on the users table, `quota#<key>`, with a TTL).
+    pub(super) async fn quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        expires_at_secs: u64,
+    ) -> Result<bool> {
+        self.meter.write(64 + user.len() + key.len(), 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(crate::codec::key(&[
+                ("user_id", user),
+                ("sk", &format!("quota#{key}")),
+            ])))
+            .update_expression("SET n = if_not_exists(n, :zero) + :one, expires_at = :exp")
+            .condition_expression("attribute_not_exists(n) OR n < :limit")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":exp", n(expires_at_secs))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        Ok(matches!(
+            conditional(&self.meter, "UpdateItem", &self.users, request).await?,
+            Written::Done(_)
+        ))
     }
 
     /// Creates a membership row with watermark `acked` unless one exists.

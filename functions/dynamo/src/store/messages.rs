@@ -2,12 +2,16 @@
 //! and reading pages of a conversation.
 
 use super::DynamoStore;
-use crate::codec::{from_item, key, ClaimItem, MessageItem};
+use crate::codec::{from_item, key, to_item, ClaimItem, Item, MembershipItem, MessageItem};
 use crate::error::Error as DErr;
 use crate::meter::item_size;
 use crate::request::{call, conditional, Written};
 use crate::schema::IDEMPOTENCY_TTL_SECS;
-use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue as Av, ConditionCheck, Put, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use chat_core::ports::*;
 use chat_core::{Error, Result};
 
@@ -72,7 +76,7 @@ impl DynamoStore {
                 sent_at_ms: msg.sent_at_ms,
                 origin: msg.origin.clone(),
             };
-            match self.put_message(&m).await? {
+            match self.put_message(&m, msg.member_only).await? {
                 None => {
                     stored = Some(m);
                     break;
@@ -96,7 +100,13 @@ impl DynamoStore {
             )));
         };
         let first = self
-            .sender_watermark(&msg.sender, &conv, m.message_id, msg.sent_at_ms)
+            .sender_watermark(
+                &msg.sender,
+                &conv,
+                m.message_id,
+                msg.sent_at_ms,
+                msg.member_only,
+            )
             .await?;
         if first {
             for u in &msg.enroll {
@@ -196,12 +206,19 @@ impl DynamoStore {
 
     /// Puts the message at its id if free. `Ok(None)` when written,
     /// `Ok(Some(existing))` when the id is taken.
-    async fn put_message(&self, m: &StoredMessage) -> Result<Option<StoredMessage>> {
+    async fn put_message(
+        &self,
+        m: &StoredMessage,
+        member_only: bool,
+    ) -> Result<Option<StoredMessage>> {
         let item = MessageItem::new(m);
-        match self
-            .put_if_absent(&self.messages, &item, "message_id")
-            .await?
-        {
+        let existing = if member_only {
+            self.put_if_member(&item).await?
+        } else {
+            self.put_if_absent(&self.messages, &item, "message_id")
+                .await?
+        };
+        match existing {
             None => Ok(None),
             Some(Some(old)) => Ok(Some(
                 from_item::<_, MessageItem>(&self.messages, old)?.message(),
@@ -214,6 +231,59 @@ impl DynamoStore {
                     DErr::corrupt(&self.messages, "condition failed on a missing item").into()
                 }),
         }
+    }
+
+    /// Puts a group message at its id if free, in one transaction with a
+    /// check that the sender is (still) a member. `Ok(None)` when written,
+    /// `Ok(Some(old))` when the id is taken, `Forbidden` when not a member.
+    async fn put_if_member(&self, item: &MessageItem) -> Result<Option<Option<Item>>> {
+        let message = to_item(item);
+        self.meter.write(item_size(&message), 0, true);
+        self.meter.write(128, 0, true);
+        let check = ConditionCheck::builder()
+            .table_name(&self.users)
+            .set_key(Some(MembershipItem::key(
+                &item.sender,
+                &item.conversation_id,
+            )))
+            .condition_expression("attribute_exists(sk)")
+            .build()
+            .map_err(DErr::from)?;
+        let put = Put::builder()
+            .table_name(&self.messages)
+            .set_item(Some(message))
+            .condition_expression("attribute_not_exists(message_id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(DErr::from)?;
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        self.meter.call(None);
+        let Err(e) = r else { return Ok(None) };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+        {
+            let failed = |i: usize| {
+                c.cancellation_reasons()
+                    .get(i)
+                    .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+            };
+            if failed(0) {
+                return Err(Error::Forbidden);
+            }
+            if failed(1) {
+                let old = c
+                    .cancellation_reasons()
+                    .get(1)
+                    .and_then(|r| r.item().cloned());
+                return Ok(Some(old));
+            }
+        }
+        Err(DErr::call("TransactWriteItems", &self.messages, e).into())
     }
 
     pub(super) async fn read_after(

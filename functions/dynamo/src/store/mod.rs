@@ -176,6 +176,25 @@ impl Store for DynamoStore {
         self.read_conversations(user).await
     }
 
+    async fn conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        self.read_conversations_page(user, after, limit).await
+    }
+
+    async fn take_quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        expires_at_secs: u64,
+    ) -> Result<bool> {
+        self.quota(user, key, limit, expires_at_secs).await
+    }
+
     async fn advance_watermark(
         &self,
         user: &str,

@@ -1,0 +1,567 @@
+//! Typed lines: what the user means ([`Command`]) and the frame it becomes.
+//!
+//! Everything here is pure: the session supplies what a command needs from
+//! it (the current conversation, where `/older` continues, a fresh
+//! `client_msg_id`) in a [`Context`].
+
+use chat_core::ids::{ConversationId, UserId};
+use chat_core::protocol::{MAX_FRAME_BYTES, MAX_HISTORY_LIMIT, MAX_TEXT_BYTES};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What `/help` prints.
+pub const HELP: &str = "\
+commands:
+  @USER TEXT                send TEXT to USER (your direct chat with them)
+  #GROUP_ID TEXT            send TEXT to a group (/convs and /group show the ids)
+  /history [WHO] [N [BEFORE]]
+                            the last N messages (default 50, at most 100) of WHO:
+                            bob (your direct chat with bob), #GROUP_ID (a group),
+                            or nothing (the conversation you last sent to or got a
+                            message from); BEFORE: only messages below that id
+  /older                    the page before the oldest message /history showed
+  /convs                    your conversations: unread counts and group ids
+  /group NAME [USER...]     create a group with these members (you are its admin)
+  /add GROUP_ID USER        add USER to a group (admins)
+  /remove GROUP_ID USER     remove USER from a group (admins; anyone may leave)
+  /sync                     fetch the messages you missed again
+  {\"action\":...}            send a raw JSON frame (see docs/protocol.md)
+  /help                     this list
+  /quit                     leave (Ctrl-D too)";
+
+const USAGE_SEND: &str = "usage: @USER TEXT or #GROUP_ID TEXT";
+const USAGE_GROUP: &str = "usage: /group NAME [USER...]";
+const USAGE_ADD: &str = "usage: /add GROUP_ID USER";
+const USAGE_REMOVE: &str = "usage: /remove GROUP_ID USER";
+const USAGE_HISTORY: &str = "usage: /history [bob | #GROUP_ID] [N [BEFORE]]";
+
+/// What a typed line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `@bob hi` or `#g hi`; `to` is `user:bob` or `group:g`.
+    Send { to: String, text: String },
+    /// `/group NAME a b c`.
+    CreateGroup { name: String, members: Vec<String> },
+    /// `/add GROUP_ID USER`.
+    AddMember { group_id: String, user_id: String },
+    /// `/remove GROUP_ID USER`.
+    RemoveMember { group_id: String, user_id: String },
+    /// `/history [WHO] [N [BEFORE]]`; no conversation: the current one.
+    History {
+        conversation: Option<String>,
+        limit: Option<u32>,
+        before: Option<u64>,
+    },
+    /// `/older`: the page before the last one `/history` showed.
+    Older,
+    /// `/convs`.
+    Conversations,
+    /// `/sync`.
+    Sync,
+    /// A JSON object typed as is.
+    Raw(Value),
+    /// `/help`.
+    Help,
+    /// `/quit`.
+    Quit,
+}
+
+/// Where `/older` continues: set when a `history` page is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Older {
+    pub conversation_id: String,
+    /// The oldest id shown, when the server said there is more below it.
+    pub before: Option<u64>,
+    /// The page size asked for (the server's default when `None`).
+    pub limit: Option<u32>,
+}
+
+/// What a command needs from the session to become a frame.
+pub struct Context<'a> {
+    /// The `client_msg_id` for a send.
+    pub client_msg_id: &'a str,
+    /// The conversation last sent to or received from.
+    pub current: Option<&'a str>,
+    /// Where `/older` continues.
+    pub older: Option<&'a Older>,
+}
+
+/// Parses a typed line. `Ok(None)`: an empty line. `Err`: a one-line hint.
+pub fn parse(line: &str, me: &UserId) -> Result<Option<Command>, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.starts_with('{') {
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("that is not valid JSON: {e}"))?;
+        if !v.is_object() {
+            return Err("a raw frame must be a JSON object".into());
+        }
+        return Ok(Some(Command::Raw(v)));
+    }
+    if let Some(rest) = line.strip_prefix('@') {
+        let (user, text) = split_target(rest)?;
+        UserId::parse(user).map_err(|e| e.to_string())?;
+        return send(format!("user:{user}"), text).map(Some);
+    }
+    if let Some(rest) = line.strip_prefix('#') {
+        let (group, text) = split_target(rest)?;
+        return send(format!("group:{group}"), text).map(Some);
+    }
+    if !line.starts_with('/') {
+        return Err(
+            "to send, start the line with @USER or #GROUP_ID (/help lists the commands)".into(),
+        );
+    }
+    let mut words = line.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let args: Vec<&str> = words.collect();
+    let cmd = match name {
+        "/help" | "/?" => Command::Help,
+        "/quit" | "/exit" => Command::Quit,
+        "/sync" => Command::Sync,
+        "/convs" | "/conversations" => Command::Conversations,
+        "/older" => Command::Older,
+        "/group" => match args.split_first() {
+            Some((name, members)) => Command::CreateGroup {
+                name: String::from(*name),
+                members: members.iter().map(|m| String::from(*m)).collect(),
+            },
+            None => return Err(USAGE_GROUP.into()),
+        },
+        "/add" => match args.as_slice() {
+            [group_id, user_id] => Command::AddMember {
+                group_id: String::from(*group_id),
+                user_id: String::from(*user_id),
+            },
+            _ => return Err(USAGE_ADD.into()),
+        },
+        "/remove" => match args.as_slice() {
+            [group_id, user_id] => Command::RemoveMember {
+                group_id: String::from(*group_id),
+                user_id: String::from(*user_id),
+            },
+            _ => return Err(USAGE_REMOVE.into()),
+        },
+        "/history" => history(&args, me)?,
+        other => return Err(format!("unknown command {other}: /help lists the commands")),
+    };
+    Ok(Some(cmd))
+}
+
+/// `bob hello there` → (`bob`, `hello there`).
+fn split_target(rest: &str) -> Result<(&str, &str), String> {
+    let (target, text) = rest
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| USAGE_SEND.to_string())?;
+    let text = text.trim_start();
+    if target.is_empty() || text.is_empty() {
+        return Err(USAGE_SEND.into());
+    }
+    Ok((target, text))
+}
+
+fn send(to: String, text: &str) -> Result<Command, String> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "too long: {} bytes of UTF-8; a message holds at most {MAX_TEXT_BYTES}",
+            text.len()
+        ));
+    }
+    Ok(Command::Send {
+        to,
+        text: text.to_string(),
+    })
+}
+
+fn history(args: &[&str], me: &UserId) -> Result<Command, String> {
+    let (conversation, rest) = match args.split_first() {
+        Some((first, tail)) if !is_number(first) => (Some(conversation_of(first, me)?), tail),
+        _ => (None, args),
+    };
+    let (limit, before) = match rest {
+        [] => (None, None),
+        [n] => (Some(page_size(n)?), None),
+        [n, before] => (Some(page_size(n)?), Some(message_id(before)?)),
+        _ => return Err(USAGE_HISTORY.into()),
+    };
+    Ok(Command::History {
+        conversation,
+        limit,
+        before,
+    })
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn page_size(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=MAX_HISTORY_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "N is a page size from 1 to {MAX_HISTORY_LIMIT}; {USAGE_HISTORY}"
+        )),
+    }
+}
+
+fn message_id(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("BEFORE is a message id; {USAGE_HISTORY}"))
+}
+
+/// A conversation named the way a user knows it: `bob` or `@bob` (the
+/// direct chat between `me` and bob), `#g` (group g), or an id as is
+/// (`dm#a#b`, `grp#g`).
+pub fn conversation_of(who: &str, me: &UserId) -> Result<String, String> {
+    if who.starts_with("dm#") || who.starts_with("grp#") {
+        return ConversationId::parse(who)
+            .map(|c| c.to_string())
+            .map_err(|e| e.to_string());
+    }
+    if let Some(group) = who.strip_prefix('#') {
+        if group.is_empty() {
+            return Err(USAGE_HISTORY.into());
+        }
+        return Ok(ConversationId::group(group).to_string());
+    }
+    let user = who.strip_prefix('@').unwrap_or(who);
+    let peer = UserId::parse(user).map_err(|e| e.to_string())?;
+    Ok(ConversationId::direct(me, &peer).to_string())
+}
+
+/// The conversation a send to `to` (`user:<id>` or `group:<id>`) lands in.
+pub fn conversation_for_recipient(me: &UserId, to: &str) -> Option<String> {
+    if let Some(group) = to.strip_prefix("group:") {
+        return Some(ConversationId::group(group).to_string());
+    }
+    let peer = UserId::parse(to.strip_prefix("user:")?).ok()?;
+    Some(ConversationId::direct(me, &peer).to_string())
+}
+
+/// The frame for `cmd`; `Ok(None)` for what stays local (`/help`, `/quit`).
+pub fn to_frame(cmd: &Command, ctx: &Context<'_>) -> Result<Option<Value>, String> {
+    let frame = match cmd {
+        Command::Send { to, text } => send_frame(to, ctx.client_msg_id, text),
+        Command::CreateGroup { name, members } => {
+            json!({"action": "createGroup", "name": name, "members": members})
+        }
+        Command::AddMember { group_id, user_id } => {
+            json!({"action": "addMember", "group_id": group_id, "user_id": user_id})
+        }
+        Command::RemoveMember { group_id, user_id } => {
+            json!({"action": "removeMember", "group_id": group_id, "user_id": user_id})
+        }
+        Command::History {
+            conversation,
+            limit,
+            before,
+        } => {
+            let conversation = match (conversation, ctx.current) {
+                (Some(c), _) => c.as_str(),
+                (None, Some(c)) => c,
+                (None, None) => {
+                    return Err(
+                        "no current conversation yet: /history bob or /history #GROUP_ID".into(),
+                    )
+                }
+            };
+            history_frame(conversation, *limit, *before)
+        }
+        Command::Older => {
+            let older = ctx
+                .older
+                .ok_or("nothing to page back from: /history first")?;
+            let before = older
+                .before
+                .ok_or_else(|| format!("no older messages in {}", older.conversation_id))?;
+            history_frame(&older.conversation_id, older.limit, Some(before))
+        }
+        Command::Conversations => json!({"action": "conversations"}),
+        Command::Sync => json!({"action": "sync"}),
+        Command::Raw(v) => v.clone(),
+        Command::Help | Command::Quit => return Ok(None),
+    };
+    Ok(Some(frame))
+}
+
+/// `{"action":"send",…}`.
+pub fn send_frame(to: &str, client_msg_id: &str, text: &str) -> Value {
+    json!({"action": "send", "to": to, "client_msg_id": client_msg_id, "text": text})
+}
+
+/// `{"action":"history",…}`, with `limit` and `before` only when given.
+pub fn history_frame(conversation_id: &str, limit: Option<u32>, before: Option<u64>) -> Value {
+    let mut frame = json!({"action": "history", "conversation_id": conversation_id});
+    if let Some(limit) = limit {
+        frame["limit"] = json!(limit);
+    }
+    if let Some(before) = before {
+        frame["before"] = json!(before);
+    }
+    frame
+}
+
+/// Refuses a frame the server would close the connection for (1009).
+pub fn check_size(frame: &Value) -> Result<(), String> {
+    let len = frame.to_string().len();
+    if len > MAX_FRAME_BYTES {
+        return Err(format!(
+            "too large: the frame is {len} bytes; the server takes at most {MAX_FRAME_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// `user:bob` / `group:g` from what a script passes: those as is, or `bob`,
+/// `@bob`, `#g`.
+pub fn recipient(to: &str) -> String {
+    if to.contains(':') {
+        to.to_string()
+    } else if let Some(group) = to.strip_prefix('#') {
+        format!("group:{group}")
+    } else {
+        format!("user:{}", to.strip_prefix('@').unwrap_or(to))
+    }
+}
+
+/// Fresh `client_msg_id`s: `cli-<clock and process>-<n>`, unique across runs.
+pub struct MsgIds {
+    prefix: String,
+    n: u64,
+}
+
+impl MsgIds {
+    pub fn from_clock() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        MsgIds {
+            prefix: format!("{nanos:x}{:x}", std::process::id()),
+            n: 0,
+        }
+    }
+
+    pub fn fresh(&mut self) -> String {
+        self.n += 1;
+        format!("cli-{}-{}", self.prefix, self.n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    /// The frame a line typed by `me` becomes, with no current conversation.
+    fn frame_of(line: &str, me: &str) -> Result<Option<Value>, String> {
+        let cmd = parse(line, &user(me))?.expect("a command");
+        let ctx = Context {
+            client_msg_id: "c-1",
+            current: None,
+            older: None,
+        };
+        to_frame(&cmd, &ctx)
+    }
+
+    #[test]
+    fn history_of_a_user_is_the_sorted_direct_conversation() {
+        assert_eq!(
+            frame_of("/history bob", "alice").unwrap(),
+            Some(json!({"action": "history", "conversation_id": "dm#alice#bob"}))
+        );
+        assert_eq!(
+            frame_of("/history bob", "zed").unwrap(),
+            Some(json!({"action": "history", "conversation_id": "dm#bob#zed"}))
+        );
+        assert_eq!(
+            frame_of("/history @bob", "zed").unwrap(),
+            Some(json!({"action": "history", "conversation_id": "dm#bob#zed"}))
+        );
+    }
+
+    #[test]
+    fn history_of_a_group_with_page_size_and_before() {
+        assert_eq!(
+            frame_of("/history #g1", "alice").unwrap(),
+            Some(json!({"action": "history", "conversation_id": "grp#g1"}))
+        );
+        assert_eq!(
+            frame_of("/history bob 20", "alice").unwrap(),
+            Some(json!({"action": "history", "conversation_id": "dm#alice#bob", "limit": 20}))
+        );
+        assert_eq!(
+            frame_of("/history #g1 10 42", "alice").unwrap(),
+            Some(json!({
+                "action": "history", "conversation_id": "grp#g1", "limit": 10, "before": 42
+            }))
+        );
+        assert!(frame_of("/history bob 0", "alice").is_err());
+        assert!(frame_of("/history bob 101", "alice").is_err());
+        assert!(frame_of("/history bob 10 x", "alice").is_err());
+    }
+
+    #[test]
+    fn bare_history_uses_the_current_conversation() {
+        let me = user("alice");
+        let cmd = parse("/history", &me).unwrap().unwrap();
+        let none = Context {
+            client_msg_id: "c-1",
+            current: None,
+            older: None,
+        };
+        assert!(to_frame(&cmd, &none).is_err(), "no current conversation");
+        let current = Context {
+            client_msg_id: "c-1",
+            current: Some("grp#g1"),
+            older: None,
+        };
+        assert_eq!(
+            to_frame(&cmd, &current).unwrap(),
+            Some(json!({"action": "history", "conversation_id": "grp#g1"}))
+        );
+        let cmd = parse("/history 5", &me).unwrap().unwrap();
+        assert_eq!(
+            to_frame(&cmd, &current).unwrap(),
+            Some(json!({"action": "history", "conversation_id": "grp#g1", "limit": 5}))
+        );
+    }
+
+    #[test]
+    fn older_pages_back_from_the_oldest_shown() {
+        let me = user("alice");
+        let cmd = parse("/older", &me).unwrap().unwrap();
+        let older = Older {
+            conversation_id: "dm#alice#bob".into(),
+            before: Some(31),
+            limit: Some(20),
+        };
+        let ctx = Context {
+            client_msg_id: "c-1",
+            current: None,
+            older: Some(&older),
+        };
+        assert_eq!(
+            to_frame(&cmd, &ctx).unwrap(),
+            Some(json!({
+                "action": "history", "conversation_id": "dm#alice#bob", "limit": 20, "before": 31
+            }))
+        );
+        let done = Older {
+            before: None,
+            ..older.clone()
+        };
+        let ctx = Context {
+            older: Some(&done),
+            ..ctx
+        };
+        assert!(to_frame(&cmd, &ctx).is_err(), "nothing older");
+    }
+
+    #[test]
+    fn sends_to_users_and_groups_carry_the_client_msg_id() {
+        assert_eq!(
+            frame_of("@bob hello  there", "alice").unwrap(),
+            Some(json!({
+                "action": "send", "to": "user:bob", "client_msg_id": "c-1", "text": "hello  there"
+            }))
+        );
+        assert_eq!(
+            frame_of("#g1 hi all", "alice").unwrap(),
+            Some(
+                json!({"action": "send", "to": "group:g1", "client_msg_id": "c-1", "text": "hi all"})
+            )
+        );
+        assert!(frame_of("@bob", "alice").is_err(), "no text");
+        assert!(frame_of("@bad! hi", "alice").is_err(), "not a user id");
+        let long = format!("@bob {}", "x".repeat(MAX_TEXT_BYTES + 1));
+        assert!(frame_of(&long, "alice").is_err(), "too long");
+    }
+
+    #[test]
+    fn group_commands_and_raw_json() {
+        assert_eq!(
+            frame_of("/group team bob carol", "alice").unwrap(),
+            Some(json!({"action": "createGroup", "name": "team", "members": ["bob", "carol"]}))
+        );
+        assert_eq!(
+            frame_of("/add g1 dave", "alice").unwrap(),
+            Some(json!({"action": "addMember", "group_id": "g1", "user_id": "dave"}))
+        );
+        assert_eq!(
+            frame_of("/remove g1 dave", "alice").unwrap(),
+            Some(json!({"action": "removeMember", "group_id": "g1", "user_id": "dave"}))
+        );
+        assert!(frame_of("/add g1", "alice").is_err());
+        assert_eq!(
+            frame_of(r#"{"action":"ping"}"#, "alice").unwrap(),
+            Some(json!({"action": "ping"}))
+        );
+        assert!(frame_of("{oops", "alice").is_err());
+        assert_eq!(
+            frame_of("/convs", "alice").unwrap(),
+            Some(json!({"action": "conversations"}))
+        );
+        assert_eq!(
+            frame_of("/sync", "alice").unwrap(),
+            Some(json!({"action": "sync"}))
+        );
+    }
+
+    #[test]
+    fn help_quit_and_unknown_commands() {
+        let me = user("alice");
+        assert_eq!(parse("/help", &me), Ok(Some(Command::Help)));
+        assert_eq!(parse("  /quit ", &me), Ok(Some(Command::Quit)));
+        assert_eq!(parse("   ", &me), Ok(None));
+        let hint = parse("/frobnicate", &me).unwrap_err();
+        assert!(hint.contains("/help"), "{hint}");
+        assert!(!hint.contains('\n'), "one line: {hint}");
+        for cmd in [
+            "/history", "/older", "/convs", "/group", "/add", "/remove", "/sync", "/help", "/quit",
+        ] {
+            assert!(HELP.contains(cmd), "/help lists {cmd}");
+        }
+    }
+
+    #[test]
+    fn recipients_and_their_conversations() {
+        let alice = user("alice");
+        assert_eq!(
+            conversation_for_recipient(&alice, "user:bob").as_deref(),
+            Some("dm#alice#bob")
+        );
+        assert_eq!(
+            conversation_for_recipient(&user("zed"), "user:bob").as_deref(),
+            Some("dm#bob#zed")
+        );
+        assert_eq!(
+            conversation_for_recipient(&alice, "group:g1").as_deref(),
+            Some("grp#g1")
+        );
+        assert_eq!(recipient("user:bob"), "user:bob");
+        assert_eq!(recipient("@bob"), "user:bob");
+        assert_eq!(recipient("bob"), "user:bob");
+        assert_eq!(recipient("#g1"), "group:g1");
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        assert!(check_size(&json!({"action": "sync"})).is_ok());
+        let big = json!({"action": "send", "text": "\u{1}".repeat(MAX_TEXT_BYTES)});
+        assert!(check_size(&big).is_err(), "escapes make it over 32 KB");
+    }
+
+    #[test]
+    fn msg_ids_are_fresh_and_short_enough() {
+        let mut ids = MsgIds::from_clock();
+        let (a, b) = (ids.fresh(), ids.fresh());
+        assert_ne!(a, b);
+        assert!(a.len() <= 64, "{a}");
+    }
+}

@@ -1,0 +1,307 @@
+//! The accept loop both listeners (clients, `@connections`) run: it admits
+//! a connection only under the caps (in total, per IP, new ones per second
+//! per IP), sets `TCP_NODELAY`, serves HTTP/1.1 with a header-read timeout
+//! (a half-sent request is closed after it, not kept forever), and keeps
+//! accepting when the process runs out of file descriptors (it backs off
+//! and goes on). Each admitted connection carries an [`Admitted`] ticket in
+//! its requests' extensions; a WebSocket keeps it for its whole life.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+/// Caps on the connections one listener admits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at once, all IPs together.
+    pub max_connections: usize,
+    /// Open connections at once from one IP.
+    pub max_per_ip: usize,
+    /// New connections per second from one IP (a token bucket)...
+    pub new_per_ip_per_sec: u32,
+    /// ...allowing a burst of this many.
+    pub new_per_ip_burst: u32,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 50_000,
+            max_per_ip: 500,
+            new_per_ip_per_sec: 50,
+            new_per_ip_burst: 100,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open.
+    Full,
+    /// `max_per_ip` are open from this IP.
+    TooManyFromIp,
+    /// This IP opens connections too fast.
+    TooFast,
+}
+
+#[derive(Debug)]
+struct PerIp {
+    open: usize,
+    tokens: f64,
+    at: Instant,
+}
+
+/// Counts admitted connections; shared by a listener's connections.
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    state: Mutex<(usize, HashMap<IpAddr, PerIp>)>,
+}
+
+/// An admitted connection: while it lives, it counts against the caps.
+#[derive(Debug)]
+pub struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut g = self.admission.lock();
+        g.0 = g.0.saturating_sub(1);
+        let forget = match g.1.get_mut(&self.ip) {
+            Some(p) => {
+                p.open = p.open.saturating_sub(1);
+                // A full bucket and nothing open: nothing to remember.
+                p.open == 0 && p.at.elapsed() > Duration::from_secs(60)
+            }
+            None => false,
+        };
+        if forget {
+            g.1.remove(&self.ip);
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Admission {
+            limits,
+            state: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<IpAddr, PerIp>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open connections now, all IPs together.
+    pub fn open(&self) -> usize {
+        self.lock().0
+    }
+
+    /// Admits a connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+        let l = &self.limits;
+        let mut g = self.lock();
+        if g.0 >= l.max_connections {
+            return Err(Refused::Full);
+        }
+        let now = Instant::now();
+        let p = g.1.entry(ip).or_insert(PerIp {
+            open: 0,
+            tokens: l.new_per_ip_burst as f64,
+            at: now,
+        });
+        if p.open >= l.max_per_ip {
+            return Err(Refused::TooManyFromIp);
+        }
+        let refill = now.duration_since(p.at).as_secs_f64() * l.new_per_ip_per_sec as f64;
+        p.tokens = (p.tokens + refill).min(l.new_per_ip_burst as f64);
+        p.at = now;
+        if p.tokens < 1.0 {
+            return Err(Refused::TooFast);
+        }
+        p.tokens -= 1.0;
+        p.open += 1;
+        g.0 += 1;
+        Ok(Admitted {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown` resolves;
+/// then stops accepting, lets requests in progress finish (HTTP
+/// keep-alive connections are closed after their current request) and
+/// returns. Upgraded WebSockets are not waited for here: their owner
+/// tracks them.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let admission = Admission::new(limits);
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let header_timeout = admission.limits.header_timeout;
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors (or another passing failure):
+                    // wait a little and go on accepting.
+                    tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let ticket = match admission.admit(peer.ip()) {
+            Ok(t) => Arc::new(t),
+            Err(why) => {
+                connections.spawn(refuse(stream, why));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            serve_one(stream, peer, router, ticket, header_timeout, stop).await;
+        });
+    }
+    stop.cancel();
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP connections did not finish in time");
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, with upgrades.
+async fn serve_one(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    ticket: Arc<Admitted>,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(ticket.clone());
+        router.clone().call(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+/// Answers a connection that was not admitted, and closes it.
+async fn refuse(mut stream: TcpStream, why: Refused) {
+    let (status, reason) = match why {
+        Refused::Full => (
+            "503 Service Unavailable",
+            "the server is at its connection limit",
+        ),
+        Refused::TooManyFromIp => (
+            "429 Too Many Requests",
+            "too many connections from your address",
+        ),
+        Refused::TooFast => (
+            "429 Too Many Requests",
+            "too many new connections from your address",
+        ),
+    };
+    let body = format!("{reason}\n");
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per_ip: usize, burst: u32) -> Limits {
+        Limits {
+            max_connections: total,
+            max_per_ip: per_ip,
+            new_per_ip_per_sec: 0,
+            new_per_ip_burst: burst,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn caps_per_ip_and_in_total_and_frees_a_place_when_a_connection_ends() {
+        let a = Admission::new(limits(3, 2, 100));
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let x1 = a.admit(x).unwrap();
+        let _x2 = a.admit(x).unwrap();
+        assert_eq!(a.admit(x).unwrap_err(), Refused::TooManyFromIp);
+        let _y1 = a.admit(y).unwrap();
+        assert_eq!(a.admit(y).unwrap_err(), Refused::Full);
+        assert_eq!(a.open(), 3);
+        drop(x1);
+        assert_eq!(a.open(), 2);
+        assert!(a.admit(x).is_ok());
+    }
+
+    #[test]
+    fn new_connections_per_ip_are_rate_limited() {
+        let a = Admission::new(limits(100, 100, 3));
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        let kept: Vec<_> = (0..3).map(|_| a.admit(ip).unwrap()).collect();
+        assert_eq!(a.admit(ip).unwrap_err(), Refused::TooFast);
+        drop(kept);
+        // Closing frees places, not new-connection tokens.
+        assert_eq!(a.admit(ip).unwrap_err(), Refused::TooFast);
+    }
+}
