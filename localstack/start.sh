@@ -51,7 +51,9 @@ if up; then
     echo "port $PORT answers like an emulator that this state dir ($STATE) did not start; reusing it" >&2
   fi
 else
-  .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
+  # moto_server, one request at a time, so conditional writes are atomic as
+  # in DynamoDB (moto-serial.py says why).
+  .venv/bin/python moto-serial.py -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
   echo $! > "$PIDFILE"
   started=1
   for _ in $(seq 1 100); do

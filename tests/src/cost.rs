@@ -154,7 +154,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         .enumerate()
     {
         rig.chat
-            .connect(&session(&u, &format!("c{i}")), "node-1")
+            .connect(&session(&u, &format!("c{i}")), "node-1", None)
             .await?;
     }
     let alice = session("alice", "c0");
@@ -163,7 +163,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
     rows.push(
         rig.measure("connect + disconnect", async {
             let s = session("erin", "c-erin");
-            rig.chat.connect(&s, "node-1").await.expect("connect");
+            rig.chat.connect(&s, "node-1", None).await.expect("connect");
             rig.chat.disconnect("c-erin").await.expect("disconnect");
         })
         .await,

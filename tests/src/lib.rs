@@ -8,13 +8,16 @@
 //!   ([`contract_fixture`]).
 //! - `src/bin/chat-server.rs`: the conn-tier binary, built here so the crash
 //!   test can kill a real server process.
+//! - `src/cluster.rs`: a real cluster (node processes, HAProxy) and
+//!   devices that reconnect through it, for `tests/cluster.rs`.
 //! - `tests/`: one file per area (direct chat, groups, bad input, crash,
-//!   store contract).
+//!   store contract, cluster, …).
 //!
 //! The store behind the server is picked by `TEST_STORE`: `embedded` (the
 //! default), `memory`, or `dynamodb` (the emulator at `AWS_ENDPOINT_URL`,
 //! tables prefixed with `CHAT_TABLE_PREFIX`; `scripts/test-all` starts it).
 
+pub mod cluster;
 pub mod cost;
 pub mod order;
 
@@ -473,17 +476,85 @@ pub async fn contract_connections() -> Arc<dyn Connections> {
     open_store(dir.path()).await.expect("open store").1
 }
 
+/// The registry and connection map that go with the store `TEST_STORE`
+/// names (one table), for the node-registry contract.
+pub async fn contract_nodes() -> (Arc<dyn Connections>, Arc<dyn chat_core::ports::Nodes>) {
+    if store_kind() == "dynamodb" {
+        let tables = chat_dynamo::connect(&fresh_tables().await.expect("tables"))
+            .await
+            .expect("connect");
+        return (
+            Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
+            Arc::new(chat_dynamo::DynamoNodes::new(&tables)),
+        );
+    }
+    let m = Arc::new(MemoryConnections::new());
+    (m.clone(), m)
+}
+
 /// A plain HTTP/1.1 GET; the status, the headers (lower-case names) and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    try_http_get(addr.port(), path).await.expect("GET")
+}
+
+/// A plain HTTP/1.1 GET to 127.0.0.1:`port`, or the I/O error.
+pub async fn try_http_get(
+    port: u16,
+    path: &str,
+) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+    http_request(&format!("127.0.0.1:{port}"), "GET", path, &[], b"").await
+}
+
+/// A request signed (SigV4) with `cred` dated `age_secs` ago, or unsigned
+/// with `None`; the status and body.
+pub async fn signed_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    cred: Option<&chat_local_apigw::sigv4::Credential>,
+    age_secs: u64,
+) -> (u16, String) {
+    use chat_local_apigw::sigv4::{amz_date, now_secs, sign_headers};
+    let headers = match cred {
+        Some(cred) => {
+            let date = amz_date(now_secs() - age_secs);
+            sign_headers(cred, method, host, path, body, &date, "us-east-1")
+        }
+        None => vec![],
+    };
+    let (status, _, body) = http_request(host, method, path, &headers, body)
+        .await
+        .expect("request");
+    (status, body)
+}
+
+/// An HTTP/1.1 request with these extra headers and body (the connection
+/// closed after it); the status, the headers (lower-case names), the body.
+pub async fn http_request(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    let extra: String = headers
+        .iter()
+        .filter(|(k, _)| k != "host")
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut out))
         .await
-        .expect("an answer in time")
-        .expect("read");
+        .map_err(|_| std::io::Error::other("no answer in time"))??;
     let text = String::from_utf8_lossy(&out).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -496,5 +567,5 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, body.to_string())
+    Ok((status, headers, body.to_string()))
 }

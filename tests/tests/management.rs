@@ -21,10 +21,7 @@ async fn delivery(server: &TestServer) -> ApiGatewayDelivery {
 }
 
 fn outgoing(json: &'static str) -> Outgoing {
-    Outgoing {
-        json: json.as_bytes().to_vec().into(),
-        seq: None,
-    }
+    Outgoing::raw(json)
 }
 
 fn rec(id: &str) -> ConnectionRecord {
@@ -55,16 +52,34 @@ async fn posts_reach_the_connection_and_unknown_connections_are_gone() {
 
     let host = server.management.to_string();
     let path = format!("/@connections/{id}");
-    let (status, body) = signed("GET", &host, &path, &management_credential(), 0).await;
+    let (status, body) =
+        signed_request("GET", &host, &path, b"", Some(&management_credential()), 0).await;
     assert_eq!(status, 200);
     assert!(body.contains("connectedAt"), "{body}");
     let staged = format!("/dev/@connections/{id}");
-    let (status, _) = signed("GET", &host, &staged, &management_credential(), 0).await;
+    let (status, _) = signed_request(
+        "GET",
+        &host,
+        &staged,
+        b"",
+        Some(&management_credential()),
+        0,
+    )
+    .await;
     assert_eq!(status, 200, "stage-prefixed path works too");
-    let (status, _) = signed("DELETE", &host, &path, &management_credential(), 0).await;
+    let (status, _) = signed_request(
+        "DELETE",
+        &host,
+        &path,
+        b"",
+        Some(&management_credential()),
+        0,
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(alice.expect_close().await, 1000);
-    let (status, _) = signed("GET", &host, &path, &management_credential(), 0).await;
+    let (status, _) =
+        signed_request("GET", &host, &path, b"", Some(&management_credential()), 0).await;
     assert_eq!(status, 410);
     server.stop().await;
 }
@@ -83,7 +98,9 @@ async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing()
         secret: "not the secret".into(),
     };
     assert_eq!(
-        signed("DELETE", &host, &path, &stranger, 0).await.0,
+        signed_request("DELETE", &host, &path, b"", Some(&stranger), 0)
+            .await
+            .0,
         403,
         "wrong secret"
     );
@@ -92,15 +109,24 @@ async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing()
         ..management_credential()
     };
     assert_eq!(
-        signed("DELETE", &host, &path, &other_key, 0).await.0,
+        signed_request("DELETE", &host, &path, b"", Some(&other_key), 0)
+            .await
+            .0,
         403,
         "unknown key"
     );
     // A request signed six minutes ago (a replay) is refused.
     assert_eq!(
-        signed("DELETE", &host, &path, &management_credential(), 360)
-            .await
-            .0,
+        signed_request(
+            "DELETE",
+            &host,
+            &path,
+            b"",
+            Some(&management_credential()),
+            360
+        )
+        .await
+        .0,
         403,
         "stale"
     );
@@ -108,27 +134,20 @@ async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing()
     alice.send(json!({"action":"ping"})).await;
     assert_eq!(alice.expect("pong").await, json!({"type":"pong"}));
     assert_eq!(
-        signed("DELETE", &host, &path, &management_credential(), 0)
-            .await
-            .0,
+        signed_request(
+            "DELETE",
+            &host,
+            &path,
+            b"",
+            Some(&management_credential()),
+            0
+        )
+        .await
+        .0,
         204
     );
     assert_eq!(alice.expect_close().await, 1000);
     server.stop().await;
-}
-
-/// A request signed with `cred`, dated `age_secs` ago; the status and body.
-async fn signed(
-    method: &str,
-    host: &str,
-    path: &str,
-    cred: &chat_local_apigw::sigv4::Credential,
-    age_secs: u64,
-) -> (u16, String) {
-    use chat_local_apigw::sigv4::{amz_date, now_secs, sign_headers};
-    let date = amz_date(now_secs() - age_secs);
-    let headers = sign_headers(cred, method, host, path, b"", &date, "us-east-1");
-    request(method, host, path, &headers).await
 }
 
 #[tokio::test]
@@ -156,28 +175,5 @@ async fn server_connection_id(server: &TestServer, user: &str) -> String {
 async fn raw(method: &str, url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    request(method, host, path, &[]).await
-}
-
-/// An HTTP/1.1 request with these extra headers; returns the status and body.
-async fn request(
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(String, String)],
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .filter(|(k, _)| k != "host")
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    signed_request(method, host, path, b"", None, 0).await
 }

@@ -4,3 +4,4 @@
 
 chat_core::store_contract!(chat_tests::contract_fixture());
 chat_core::connections_contract!(chat_tests::contract_connections());
+chat_core::nodes_contract!(chat_tests::contract_nodes());

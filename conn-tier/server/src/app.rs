@@ -3,6 +3,7 @@
 //! node's hub, the socket limits, and the background tasks they own.
 
 use crate::backend::{Backend, InProcess};
+use crate::cluster::{new_node_id, Cluster};
 use crate::config::{FunctionsKind, ServerArgs, StoreKind};
 use crate::error::Error;
 use crate::hub::{Hub, UserLimits};
@@ -11,14 +12,14 @@ use crate::refusals::LogLimiter;
 use crate::socket::SocketConfig;
 use chat_core::auth::Authenticator;
 use chat_core::delivery::{feed, InProcessFanout};
-use chat_core::ids::new_connection_id;
 use chat_core::memory::{MemoryConnections, MemoryStore};
-use chat_core::ports::{Connections, Store, StoredMessage};
+use chat_core::ports::{Connections, Delivery, Store, StoredMessage};
 use chat_core::service::ChatLimits;
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
 use chat_local_apigw::sigv4::Credential;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub management_addr: Option<SocketAddr>,
     /// The credential every `@connections` request must be signed with.
     pub management: Option<Credential>,
+    /// On SIGTERM, how long `/healthz` answers 503 before sockets close
+    /// (a cluster node: the load balancer stops sending clients first).
+    pub drain: Duration,
 }
 
 /// Everything a connection needs, built once.
@@ -76,6 +80,13 @@ pub struct App {
     pub management: Option<Credential>,
     /// Keeps refused-connection log lines bounded per IP.
     pub refusals: Arc<LogLimiter>,
+    /// This node in the node registry (DynamoDB store): heartbeats, the
+    /// janitor, GET /nodes.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Shutting down: `/healthz` answers 503.
+    pub draining: Arc<AtomicBool>,
+    /// How long to stay up, unhealthy, before closing sockets.
+    pub drain: Duration,
 }
 
 impl App {
@@ -93,17 +104,24 @@ impl App {
         auth: Authenticator,
         settings: Settings,
     ) -> Self {
-        let hub = Arc::new(Hub::with_limits(
-            format!("node-{}", &new_connection_id()[..8]),
-            true,
-            settings.users,
-        ));
+        let hub = Arc::new(Hub::with_limits(new_node_id(), true, settings.users));
+        Self::services(store, connections, feed, auth, settings, hub.clone(), hub)
+    }
+
+    /// The services over these parts: `hub` holds this node's sockets,
+    /// `delivery` reaches every connection (the hub itself, or the
+    /// cluster's delivery).
+    fn services(
+        store: Arc<dyn Store>,
+        connections: Arc<dyn Connections>,
+        feed: Option<mpsc::Receiver<StoredMessage>>,
+        auth: Authenticator,
+        settings: Settings,
+        hub: Arc<Hub>,
+        delivery: Arc<dyn Delivery>,
+    ) -> Self {
         let tasks = Arc::new(Tasks::new());
-        let deliverer = Arc::new(Deliverer::new(
-            store.clone(),
-            connections.clone(),
-            hub.clone(),
-        ));
+        let deliverer = Arc::new(Deliverer::new(store.clone(), connections.clone(), delivery));
         let fanout = Arc::new(InProcessFanout::spawn(
             deliverer,
             FANOUT_SHARDS,
@@ -122,7 +140,7 @@ impl App {
         let backend = InProcess {
             chat: Arc::new(chat),
             auth,
-            node: hub.node().to_string(),
+            hub: hub.clone(),
         };
         Self::assemble(
             Arc::new(backend),
@@ -155,6 +173,9 @@ impl App {
             management_addr: settings.management_addr,
             management: settings.management,
             refusals: Arc::new(LogLimiter::default()),
+            cluster: None,
+            draining: Arc::new(AtomicBool::new(false)),
+            drain: settings.drain,
         }
     }
 
@@ -204,17 +225,7 @@ impl App {
                 ))
             }
             #[cfg(feature = "dynamodb")]
-            StoreKind::Dynamodb => {
-                let tables = chat_dynamo::connect(&args.table_prefix).await?;
-                tracing::info!(endpoint = %tables.endpoint, prefix = %tables.prefix, "DynamoDB store");
-                Ok(Self::in_process(
-                    Arc::new(chat_dynamo::DynamoStore::new(&tables)),
-                    Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
-                    None,
-                    auth,
-                    settings,
-                ))
-            }
+            StoreKind::Dynamodb => Self::dynamodb_from_args(args, auth, settings).await,
             #[cfg(not(feature = "dynamodb"))]
             StoreKind::Dynamodb => Err(Error::Config(
                 "--store dynamodb needs a build with the `dynamodb` feature: cargo run -p conn-tier --features dynamodb".into(),
@@ -222,16 +233,51 @@ impl App {
         }
     }
 
+    /// DynamoDB: this node joins the node registry (heartbeats, janitor);
+    /// with `--cluster` it also delivers to the other nodes' connections.
+    #[cfg(feature = "dynamodb")]
+    async fn dynamodb_from_args(
+        args: &ServerArgs,
+        auth: Authenticator,
+        settings: Settings,
+    ) -> Result<Self, Error> {
+        use crate::cluster::{Cluster, ClusterDelivery};
+        let registry = args.registry(&settings)?;
+        let tables = chat_dynamo::connect(&args.table_prefix).await?;
+        tracing::info!(endpoint = %tables.endpoint, prefix = %tables.prefix, "DynamoDB store");
+        let store = Arc::new(chat_dynamo::DynamoStore::new(&tables));
+        let connections = Arc::new(chat_dynamo::DynamoConnections::new(&tables));
+        let nodes = Arc::new(chat_dynamo::DynamoNodes::new(&tables));
+        let hub = Arc::new(
+            Hub::with_limits(new_node_id(), true, settings.users)
+                .with_endpoint(registry.management_url.clone()),
+        );
+        let cluster = Cluster::join(nodes, connections.clone(), hub.clone(), registry)
+            .await
+            .map_err(|e| Error::Config(format!("cannot join the node registry: {e}")))?;
+        let delivery: Arc<dyn Delivery> = match (&settings.management, args.cluster) {
+            (Some(cred), true) => Arc::new(ClusterDelivery::new(
+                hub.clone(),
+                cluster.clone(),
+                Arc::new(
+                    chat_dynamo::apigw::ApiGatewayDelivery::signed_with(&cred.key_id, &cred.secret)
+                        .await,
+                ),
+            )),
+            _ => hub.clone(),
+        };
+        let mut app = Self::services(store, connections, None, auth, settings, hub, delivery);
+        cluster.spawn(&app.tasks);
+        app.cluster = Some(cluster);
+        Ok(app)
+    }
+
     #[cfg(feature = "lambda")]
     async fn lambda_from_args(args: &ServerArgs) -> Result<Self, Error> {
         use chat_local_apigw::lambda::LambdaBackend;
         let auth = args.authenticator()?;
         let settings = args.settings(&auth)?;
-        let hub = Arc::new(Hub::with_limits(
-            format!("node-{}", &new_connection_id()[..8]),
-            false,
-            settings.users,
-        ));
+        let hub = Arc::new(Hub::with_limits(new_node_id(), false, settings.users));
         let tasks = Arc::new(Tasks::new());
         let Some(management_addr) = settings.management_addr else {
             return Err(Error::Config(

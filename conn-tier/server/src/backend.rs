@@ -50,8 +50,8 @@ pub trait Backend: Send + Sync {
 pub struct InProcess {
     pub chat: Arc<Chat>,
     pub auth: Authenticator,
-    /// This node's name, recorded as the endpoint of its connections.
-    pub node: String,
+    /// This node: its id and endpoint are recorded with its connections.
+    pub hub: Arc<crate::hub::Hub>,
 }
 
 #[async_trait]
@@ -73,7 +73,11 @@ impl Backend for InProcess {
     }
 
     async fn connect(&self, session: &Session) -> Result<(), Error> {
-        Ok(self.chat.connect(session, &self.node).await?)
+        let node = self.hub.node();
+        Ok(self
+            .chat
+            .connect(session, &self.hub.endpoint(), Some(&node))
+            .await?)
     }
 
     async fn frame(

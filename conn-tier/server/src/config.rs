@@ -151,6 +151,32 @@ pub struct ServerArgs {
     /// gets HTTP 503 with Retry-After (a cold Lambda authorizer).
     #[arg(long, env = "CHAT_AUTHORIZER_TIMEOUT_MS", default_value_t = defaults::AUTHORIZER_TIMEOUT_MS)]
     pub authorizer_timeout_ms: u64,
+    /// Cluster mode: this node delivers to the connections of the other
+    /// nodes sharing the DynamoDB tables, through their `@connections` API
+    /// (needs --store dynamodb, --management-listen and a management
+    /// credential). docs/design.md, "Cluster".
+    #[arg(long, env = "CHAT_CLUSTER", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub cluster: bool,
+    /// The WebSocket URL clients use to reach this node (the load
+    /// balancer's, in a cluster); listed by GET /nodes. Default:
+    /// ws://<--listen>/ws.
+    #[arg(long, env = "CHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The URL other nodes post to this node's connections at. Default:
+    /// http://<--management-listen>.
+    #[arg(long, env = "CHAT_ADVERTISE_MANAGEMENT_URL")]
+    pub advertise_management_url: Option<String>,
+    /// Milliseconds between a node's heartbeats (and janitor rounds).
+    #[arg(long, env = "CHAT_HEARTBEAT_MS", default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// A node silent this many milliseconds is declared dead: its
+    /// connection records are deleted and its clients reconnect elsewhere.
+    #[arg(long, env = "CHAT_DEAD_AFTER_MS", default_value_t = 6000)]
+    pub dead_after_ms: u64,
+    /// On SIGTERM, how long /healthz answers 503 (so the load balancer
+    /// stops sending clients) before sockets are closed.
+    #[arg(long, env = "CHAT_DRAIN_MS", default_value_t = 1500)]
+    pub drain_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAT_LOG_JSON", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub log_json: bool,
@@ -162,6 +188,12 @@ impl ServerArgs {
             outbound_bytes: self.outbound_queue_bytes.max(1024),
             live_hold: Duration::from_millis(self.live_hold_ms),
             authorizer_timeout: Duration::from_millis(self.authorizer_timeout_ms),
+            // A cluster node going down sends its clients to the others.
+            shutdown_code: if self.cluster {
+                crate::socket::close::SERVICE_RESTART
+            } else {
+                crate::socket::close::GOING_AWAY
+            },
             ..SocketConfig::default()
         }
         .with_ping(Duration::from_secs(self.ping_secs.max(1)))
@@ -237,6 +269,59 @@ impl ServerArgs {
             dev_tokens: self.dev.then(|| auth.clone()),
             management_addr,
             management,
+            drain: if self.cluster {
+                Duration::from_millis(self.drain_ms)
+            } else {
+                Duration::ZERO
+            },
+        })
+    }
+
+    /// How this node takes part in the node registry (DynamoDB store): its
+    /// URLs and timings; checks what cluster mode needs.
+    pub fn registry(&self, settings: &Settings) -> Result<crate::cluster::ClusterConfig, Error> {
+        let heartbeat = Duration::from_millis(self.heartbeat_ms.max(100));
+        let dead_after = Duration::from_millis(self.dead_after_ms);
+        if dead_after < heartbeat * 2 {
+            return Err(Error::Config(
+                "--dead-after-ms must be at least twice --heartbeat-ms".into(),
+            ));
+        }
+        let management_url = match (&self.advertise_management_url, settings.management_addr) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(a)) if a.ip().is_unspecified() => {
+                return Err(Error::Config(format!(
+                    "--management-listen {a} binds every address: say which one other nodes reach it at with --advertise-management-url"
+                )))
+            }
+            (None, Some(a)) => Some(format!("http://{a}")),
+            (None, None) => None,
+        };
+        if self.cluster {
+            if self.store != StoreKind::Dynamodb {
+                return Err(Error::Config(
+                    "--cluster needs --store dynamodb: the nodes share DynamoDB (the embedded and memory stores are single-node)".into(),
+                ));
+            }
+            if settings.management_addr.is_none() {
+                return Err(Error::Config(
+                    "--cluster needs --management-listen: other nodes post to this node's connections there".into(),
+                ));
+            }
+            if self.management_key_id.is_none() || self.management_secret.is_none() {
+                return Err(Error::Config(
+                    "--cluster needs a cluster credential: --management-key-id and --management-secret (CHAT_MANAGEMENT_KEY_ID, CHAT_MANAGEMENT_SECRET), the same on every node".into(),
+                ));
+            }
+        }
+        Ok(crate::cluster::ClusterConfig {
+            heartbeat,
+            dead_after,
+            management_url,
+            ws_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("ws://{}/ws", self.listen)),
         })
     }
 

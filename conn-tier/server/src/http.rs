@@ -1,8 +1,12 @@
 //! The HTTP side: `/ws` upgrades after authenticating the token (and
-//! admitting the user under the per-user caps), `/healthz` answers `ok`,
-//! `/` serves the web client, `/dev/token` mints tokens with `--dev`.
-//! [`serve`] runs until its shutdown future resolves, then closes every
-//! socket with 1001, waits for them, and stops the app's background tasks.
+//! admitting the user under the per-user caps; the answer names the node
+//! in `x-chat-node`), `/healthz` answers `ok` (503 while draining, or in a
+//! cluster while the node is not registered), `/nodes` lists a cluster's
+//! live nodes, `/` serves the web client, `/dev/token` mints tokens with
+//! `--dev`. [`serve`] runs until its shutdown future resolves, then (a
+//! cluster node: after `drain` unhealthy) closes every socket with the
+//! shutdown code (1001, or 1012 in a cluster), waits for them, stops the
+//! app's background tasks and leaves the node registry.
 //! [`run`] is the `conn-tier` binary's body. Both listeners run the
 //! capped accept loop of [`crate::listener`].
 
@@ -25,6 +29,7 @@ use chat_core::ids::new_connection_id;
 use chat_core::Session;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -56,14 +61,30 @@ pub async fn serve(
     };
     let router = Router::new()
         .route("/ws", get(ws_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/nodes", get(nodes))
         .merge(web::router(ctx.app.dev_tokens.clone()))
         .with_state(ctx.clone());
     let stop = ctx.stop.clone();
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let limits = ctx.app.limits.clone();
+    let (draining, drain, cluster) = (
+        ctx.app.draining.clone(),
+        ctx.app.drain,
+        ctx.app.cluster.clone(),
+    );
     let served = crate::listener::serve(listener, router, limits, async move {
         shutdown.await;
+        // Unhealthy first, so the load balancer sends new clients elsewhere;
+        // then stop accepting and close the sockets.
+        draining.store(true, Ordering::Relaxed);
+        if let Some(c) = &cluster {
+            c.drain().await;
+        }
+        if !drain.is_zero() {
+            tracing::info!(?drain, "draining");
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!("shutting down");
         stop.cancel();
     })
@@ -77,7 +98,46 @@ pub async fn serve(
         tracing::warn!("some connections did not close in time");
     }
     ctx.app.shutdown().await;
+    if let Some(c) = &ctx.app.cluster {
+        c.leave().await;
+    }
     served
+}
+
+/// `ok`, or 503 while draining or (in a cluster) not registered: the load
+/// balancer's health check.
+async fn healthz(State(ctx): State<Ctx>) -> Response {
+    let unhealthy = ctx.app.draining.load(Ordering::Relaxed)
+        || ctx.app.cluster.as_ref().is_some_and(|c| !c.healthy());
+    if unhealthy {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+/// The live nodes of the cluster (404 without a node registry).
+async fn nodes(State(ctx): State<Ctx>) -> Response {
+    let Some(cluster) = &ctx.app.cluster else {
+        return (StatusCode::NOT_FOUND, "no node registry (single node)\n").into_response();
+    };
+    let me = cluster.node_id();
+    let nodes: Vec<serde_json::Value> = cluster
+        .live_nodes_now()
+        .await
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "node_id": n.node_id,
+                "ws_url": n.ws_url,
+                "started_at_ms": n.started_at_ms,
+                "heartbeat_at_ms": n.heartbeat_at_ms,
+                "draining": n.draining,
+                "self": n.node_id == me,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "nodes": nodes })).into_response()
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
@@ -184,10 +244,11 @@ async fn ws_handler(
         connection_id,
         user_id: user,
     };
+    let node = ctx.app.hub.node();
     let Ctx { app, stop, sockets } = ctx;
     // Room for API Gateway's 32 KB frames plus slack; the socket loop
     // enforces the 32 KB limit itself so it can close with 1009.
-    upgrade
+    let mut response = upgrade
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         // tungstenite's defaults (128 KiB each) would cost an idle connection
@@ -200,7 +261,12 @@ async fn ws_handler(
                 let _admitted = admitted;
                 run_socket(socket, app, session, ticket, stop).await
             })
-        })
+        });
+    // Which node the client landed on (behind a load balancer).
+    if let Ok(v) = header::HeaderValue::from_str(&node) {
+        response.headers_mut().insert("x-chat-node", v);
+    }
+    response
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -252,12 +318,9 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         }
         None => None,
     };
-    let signalled = stop.clone();
-    let served = serve(listener, app, async move {
-        shutdown_signal().await;
-        signalled.cancel();
-    })
-    .await;
+    // It keeps serving while this node drains (other nodes still post to
+    // its connections), and stops once the sockets are closed.
+    let served = serve(listener, app, shutdown_signal()).await;
     stop.cancel();
     if let Some(m) = mgmt {
         let _ = m.await;

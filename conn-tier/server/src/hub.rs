@@ -147,8 +147,13 @@ struct Users {
 
 /// The connections this node holds.
 pub struct Hub {
-    /// This node's name, recorded as the endpoint of its connections.
-    node: String,
+    /// This node's id, recorded with its connections. Changes when the
+    /// node rejoins a cluster after being declared dead.
+    node: RwLock<String>,
+    /// Where other nodes post to this node's connections (its
+    /// `@connections` URL), recorded as their endpoint; the node id when
+    /// there is none.
+    endpoint: Option<String>,
     conns: RwLock<HashMap<String, Handle>>,
     /// Users with a connection open, or whose budget is still refilling.
     users: Mutex<Users>,
@@ -166,7 +171,8 @@ impl Hub {
 
     pub fn with_limits(node: impl Into<String>, sequence_posts: bool, limits: UserLimits) -> Self {
         Hub {
-            node: node.into(),
+            node: RwLock::new(node.into()),
+            endpoint: None,
             conns: RwLock::new(HashMap::new()),
             users: Mutex::new(Users {
                 map: HashMap::new(),
@@ -214,8 +220,36 @@ impl Hub {
         })
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
+    /// This node's id now.
+    pub fn node(&self) -> String {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new id (after being declared dead): connections opened from now
+    /// on are recorded under it.
+    pub fn set_node(&self, id: &str) {
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = id.to_string();
+    }
+
+    /// With an `@connections` URL other nodes post to.
+    pub fn with_endpoint(mut self, url: Option<String>) -> Self {
+        self.endpoint = url;
+        self
+    }
+
+    /// What a connection of this node records as its endpoint.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| self.node())
+    }
+
+    /// Closes every connection with `code` (a node declared dead: 1012).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for h in conns.values() {
+            if h.out.push(Outbound::Close(code, reason)).is_err() {
+                h.out.kick();
+            }
+        }
     }
 
     pub fn insert(&self, connection_id: &str, out: Outbox) {
@@ -324,11 +358,14 @@ fn seq_of(json: &str) -> Option<Seq> {
 #[async_trait]
 impl Delivery for Hub {
     async fn post(&self, connection: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError> {
-        if connection.endpoint != self.node {
+        let holder = connection
+            .node_id
+            .as_deref()
+            .unwrap_or(&connection.endpoint);
+        if holder != self.node() {
             // Another node's connection: not reachable from here.
             return Err(PostError::Failed(format!(
-                "connection held by node {}",
-                connection.endpoint
+                "connection held by node {holder}"
             )));
         }
         // The frame's bytes are shared, not copied, by every connection.

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`app`]: wiring: the backend, the store, the hub, the background tasks.
 //! - [`backend`]: where frames go: in-process services or Lambda functions.
+//! - [`cluster`]: this node in the node registry (DynamoDB): heartbeats,
+//!   the janitor, cross-node delivery through `@connections`.
 //! - [`config`]: command-line flags (each with an env fallback).
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
@@ -25,6 +27,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

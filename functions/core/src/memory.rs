@@ -284,6 +284,8 @@ struct ConnInner {
     by_user: HashMap<String, Vec<String>>,
     /// Per syncing connection: live messages skipped, and their conversations.
     skipped: HashMap<String, (u64, std::collections::BTreeSet<String>)>,
+    /// The node registry (a cluster's), by node id.
+    nodes: BTreeMap<String, NodeRecord>,
 }
 
 impl MemoryConnections {
@@ -371,5 +373,63 @@ impl Connections for MemoryConnections {
             rec.replayed = replayed.clone();
         }
         Ok(GoLive::Done)
+    }
+}
+
+#[async_trait]
+impl Nodes for MemoryConnections {
+    async fn join(&self, node: &NodeRecord) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.nodes.contains_key(&node.node_id) {
+            return Err(Error::Store(format!(
+                "node id {} is already registered",
+                node.node_id
+            )));
+        }
+        g.nodes.insert(node.node_id.clone(), node.clone());
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node_id: &str, at_ms: u64, draining: bool) -> Result<bool> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match g.nodes.get_mut(node_id) {
+            Some(n) if !n.dead => {
+                n.heartbeat_at_ms = at_ms;
+                n.draining = draining;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.nodes.values().cloned().collect())
+    }
+
+    async fn declare_dead(&self, node_id: &str, seen_heartbeat_ms: u64) -> Result<bool> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match g.nodes.get_mut(node_id) {
+            Some(n) if !n.dead && n.heartbeat_at_ms == seen_heartbeat_ms => {
+                n.dead = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn connections_of(&self, node_id: &str) -> Result<Vec<String>> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.by_id
+            .values()
+            .filter(|r| r.node_id.as_deref() == Some(node_id))
+            .map(|r| r.connection_id.clone())
+            .collect())
+    }
+
+    async fn forget(&self, node_id: &str) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.nodes.remove(node_id);
+        Ok(())
     }
 }

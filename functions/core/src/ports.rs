@@ -253,8 +253,15 @@ pub trait Store: Send + Sync {
 pub struct ConnectionRecord {
     pub connection_id: String,
     pub user_id: String,
-    /// The conn-tier node or the API Gateway callback URL that holds it.
+    /// Where to post to it: the API Gateway callback URL, or the
+    /// `@connections` URL of the conn-tier node that holds it (its node id
+    /// when the node has no management API).
     pub endpoint: String,
+    /// The conn-tier node that holds it (`None` on API Gateway). A record
+    /// with a node lives as long as the node does (the node registry's
+    /// janitors delete a dead node's records); one without expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     pub connected_at_ms: u64,
     /// Where the connection is in its first `sync`, for the stateless
     /// functions' fan-out (docs/design.md, "Order in Lambda mode");
@@ -325,6 +332,46 @@ pub trait Connections: Send + Sync {
     ) -> Result<GoLive>;
 }
 
+/// A conn-tier node of a cluster, as the node registry holds it
+/// (docs/design.md, "Cluster").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Fresh at every process start: a restarted node never inherits the
+    /// records of its previous life.
+    pub node_id: String,
+    /// Its `@connections` API, where other nodes post to its connections.
+    pub management_url: String,
+    /// Where clients reach it (or the load balancer in front of it).
+    pub ws_url: String,
+    pub started_at_ms: u64,
+    pub heartbeat_at_ms: u64,
+    /// Shutting down: still delivering, not taking new clients.
+    pub draining: bool,
+    /// Declared dead by a janitor: its records are being deleted, and it
+    /// may not heartbeat again.
+    pub dead: bool,
+}
+
+/// The node registry of a conn-tier cluster: nodes heartbeat, janitors
+/// declare silent ones dead and delete what they held.
+#[async_trait]
+pub trait Nodes: Send + Sync {
+    /// Registers a new node (its id must be fresh).
+    async fn join(&self, node: &NodeRecord) -> Result<()>;
+    /// Records a heartbeat; false if the node was declared dead or is no
+    /// longer registered (then it must close its sockets and rejoin).
+    async fn heartbeat(&self, node_id: &str, at_ms: u64, draining: bool) -> Result<bool>;
+    /// Every registered node, live or dead.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Declares a node dead, unless it heartbeat since `seen_heartbeat_ms`
+    /// (or is dead already); true if this call declared it.
+    async fn declare_dead(&self, node_id: &str, seen_heartbeat_ms: u64) -> Result<bool>;
+    /// The ids of the connections a node holds (an index query).
+    async fn connections_of(&self, node_id: &str) -> Result<Vec<String>>;
+    /// Removes a node from the registry.
+    async fn forget(&self, node_id: &str) -> Result<()>;
+}
+
 /// Why a post failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostError {
@@ -367,6 +414,14 @@ impl Outgoing {
     }
 
     /// The JSON as text (it was made from a `String`).
+    /// A frame already serialised (posts through the `@connections` API).
+    pub fn raw(json: &str) -> Self {
+        Outgoing {
+            json: bytes::Bytes::copy_from_slice(json.as_bytes()),
+            seq: None,
+        }
+    }
+
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.json).unwrap_or("")
     }

@@ -11,12 +11,15 @@
 //!   `(user_id, "idem#<client_msg_id>")`: [`ClaimItem`];
 //! - groups `(group_id, "meta")`: [`GroupMetaItem`], and
 //!   `(group_id, "member#<user_id>")`: [`MemberItem`];
-//! - connections `(connection_id)`: [`ConnectionItem`].
+//! - connections `(connection_id)`: [`ConnectionItem`], and the cluster's
+//!   nodes, [`NodeItem`].
 
 use crate::error::Error;
 use crate::schema::*;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chat_core::ports::{ConnectionRecord, GroupMember, Membership, StoredMessage, SyncState};
+use chat_core::ports::{
+    ConnectionRecord, GroupMember, Membership, NodeRecord, StoredMessage, SyncState,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -199,11 +202,15 @@ pub struct ConnectionItem {
     pub connection_id: String,
     pub user_id: String,
     pub endpoint: String,
+    /// The conn-tier node holding it (the `by_node` index's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     #[serde(default)]
     pub connected_at: u64,
-    /// TTL: a row whose disconnect was never seen goes after a while.
-    #[serde(default)]
-    pub expires_at: u64,
+    /// TTL: a row whose disconnect was never seen goes after a while
+    /// (API Gateway's; a node's rows go with the node instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
     /// Where the connection is in its first sync (absent: live).
     #[serde(default)]
     pub sync_state: SyncState,
@@ -224,8 +231,12 @@ impl ConnectionItem {
             connection_id: rec.connection_id.clone(),
             user_id: rec.user_id.clone(),
             endpoint: rec.endpoint.clone(),
+            node_id: rec.node_id.clone(),
             connected_at: rec.connected_at_ms,
-            expires_at: rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS,
+            expires_at: match rec.node_id {
+                Some(_) => None,
+                None => Some(rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS),
+            },
             sync_state: rec.sync,
             replayed: rec.replayed.clone(),
             skips: 0,
@@ -238,9 +249,67 @@ impl ConnectionItem {
             connection_id: self.connection_id,
             user_id: self.user_id,
             endpoint: self.endpoint,
+            node_id: self.node_id,
             connected_at_ms: self.connected_at,
             sync: self.sync_state,
             replayed: self.replayed,
+        }
+    }
+}
+
+/// A conn-tier node in the connections table (`connection_id` =
+/// `node#<id>`, `user_id` = `#nodes`, so the `by_user` index lists the
+/// nodes; no `node_id`, so the `by_node` index does not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeItem {
+    pub connection_id: String,
+    pub user_id: String,
+    pub node: String,
+    pub management_url: String,
+    pub ws_url: String,
+    pub started_at: u64,
+    pub heartbeat_at: u64,
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub dead: bool,
+    pub expires_at: u64,
+}
+
+impl NodeItem {
+    pub fn key(node_id: &str) -> String {
+        format!("node#{node_id}")
+    }
+
+    /// The TTL of a node item heartbeating at `at_ms`.
+    pub fn expiry(at_ms: u64) -> u64 {
+        at_ms / 1000 + NODE_TTL_SECS
+    }
+
+    pub fn new(n: &NodeRecord) -> Self {
+        NodeItem {
+            connection_id: Self::key(&n.node_id),
+            user_id: NODES_USER.to_string(),
+            node: n.node_id.clone(),
+            management_url: n.management_url.clone(),
+            ws_url: n.ws_url.clone(),
+            started_at: n.started_at_ms,
+            heartbeat_at: n.heartbeat_at_ms,
+            draining: n.draining,
+            dead: n.dead,
+            expires_at: Self::expiry(n.heartbeat_at_ms),
+        }
+    }
+
+    pub fn record(self) -> NodeRecord {
+        NodeRecord {
+            node_id: self.node,
+            management_url: self.management_url,
+            ws_url: self.ws_url,
+            started_at_ms: self.started_at,
+            heartbeat_at_ms: self.heartbeat_at,
+            draining: self.draining,
+            dead: self.dead,
         }
     }
 }
@@ -335,14 +404,62 @@ mod tests {
         let rec = ConnectionRecord {
             connection_id: "c1".into(),
             user_id: "u".into(),
-            endpoint: "http://node".into(),
+            endpoint: "https://api/stage".into(),
+            node_id: None,
             connected_at_ms: 5_000,
             sync: SyncState::Pending,
             replayed: BTreeMap::from([("dm#a#b".to_string(), 4)]),
         };
         let item = to_item(&ConnectionItem::new(&rec));
+        assert!(
+            !item.contains_key("node_id"),
+            "API Gateway's are not in by_node"
+        );
         let back: ConnectionItem = from_item("connections", item).unwrap();
-        assert_eq!(back.expires_at, 5 + CONNECTION_TTL_SECS);
+        assert_eq!(back.expires_at, Some(5 + CONNECTION_TTL_SECS));
         assert_eq!(back.record(), rec);
+        // A node's connection: in the by_node index, no TTL.
+        let on_node = ConnectionRecord {
+            endpoint: "http://10.0.0.7:8081".into(),
+            node_id: Some("node-1".into()),
+            ..rec
+        };
+        let item = to_item(&ConnectionItem::new(&on_node));
+        assert_eq!(
+            item.get("node_id"),
+            Some(&AttributeValue::S("node-1".into()))
+        );
+        assert!(!item.contains_key("expires_at"));
+        let back: ConnectionItem = from_item("connections", item).unwrap();
+        assert_eq!(back.record(), on_node);
+    }
+
+    #[test]
+    fn a_node_item_is_listed_by_user_not_by_node_and_round_trips() {
+        let n = NodeRecord {
+            node_id: "node-1".into(),
+            management_url: "http://10.0.0.7:8081".into(),
+            ws_url: "wss://chat.example/ws".into(),
+            started_at_ms: 1_000,
+            heartbeat_at_ms: 9_000,
+            draining: true,
+            dead: false,
+        };
+        let item = to_item(&NodeItem::new(&n));
+        assert_eq!(
+            item.get("user_id"),
+            Some(&AttributeValue::S(NODES_USER.into()))
+        );
+        assert_eq!(
+            item.get("connection_id"),
+            Some(&AttributeValue::S("node#node-1".into()))
+        );
+        assert!(!item.contains_key("node_id"));
+        assert_eq!(
+            item.get("expires_at"),
+            Some(&AttributeValue::N((9 + NODE_TTL_SECS).to_string()))
+        );
+        let back: NodeItem = from_item("connections", item).unwrap();
+        assert_eq!(back.record(), n);
     }
 }

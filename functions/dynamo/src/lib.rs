@@ -15,6 +15,8 @@
 //! - [`request`]: the one request helper: run, meter, failed conditions.
 //! - [`store`]: the [`chat_core::ports::Store`] adapter, one module per entity.
 //! - [`connections`]: the [`chat_core::ports::Connections`] adapter.
+//! - [`nodes`]: the [`chat_core::ports::Nodes`] registry of a conn-tier
+//!   cluster, in the connections table.
 //! - [`meter`]: capacity accounting (read/write units per operation).
 //! - [`error`]: the crate's error enum.
 //! - `testing` (feature `testing`): fresh tables on the emulator for tests.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod meter;
+pub mod nodes;
 pub mod request;
 pub mod schema;
 pub mod store;
@@ -37,4 +40,5 @@ pub mod testing;
 pub use config::{connect, connect_to, Tables};
 pub use connections::DynamoConnections;
 pub use error::Error;
+pub use nodes::DynamoNodes;
 pub use store::DynamoStore;

@@ -39,7 +39,7 @@ pub const CONNECTIONS: TableSpec = TableSpec {
     suffix: "connections",
     partition_key: ("connection_id", "S"),
     sort_key: None,
-    indexes: &[(BY_USER_INDEX, "user_id")],
+    indexes: &[(BY_USER_INDEX, "user_id"), (BY_NODE_INDEX, "node_id")],
     ttl_attribute: Some("expires_at"),
 };
 
@@ -47,6 +47,12 @@ pub const ALL: [TableSpec; 4] = [MESSAGES, USERS, GROUPS, CONNECTIONS];
 
 /// The connections index on user_id.
 pub const BY_USER_INDEX: &str = "by_user";
+/// The connections index on node_id (sparse: only conn-tier connections
+/// carry it): a dead node's connections, for the janitor.
+pub const BY_NODE_INDEX: &str = "by_node";
+/// The reserved user id under which the cluster's node items live in the
+/// connections table (not a valid user id, so no client can be it).
+pub const NODES_USER: &str = "#nodes";
 
 /// users sort keys: a conversation membership, an idempotency record.
 pub const CONV_PREFIX: &str = "conv#";
@@ -58,5 +64,9 @@ pub const MEMBER_PREFIX: &str = "member#";
 /// How long an idempotency record is kept (a client retries within minutes).
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 /// How long a connection row lives if its disconnect is never seen
-/// (API Gateway closes connections after 2 hours).
+/// (API Gateway closes connections after 2 hours). A conn-tier node's rows
+/// have no TTL: they live as long as the node (its janitors delete them).
 pub const CONNECTION_TTL_SECS: u64 = 3 * 3600;
+/// A node item outlives its last heartbeat by this much at most, in case
+/// no janitor is left to delete it.
+pub const NODE_TTL_SECS: u64 = 24 * 3600;

@@ -10,7 +10,7 @@ pub async fn connect(
     e: ApiGatewayWebsocketProxyRequest,
 ) -> Result<ApiGatewayProxyResponse, Error> {
     let session = d.session(&e).await?;
-    d.chat.connect(&session, &d.endpoint(&e)?).await?;
+    d.chat.connect(&session, &d.endpoint(&e)?, None).await?;
     tracing::info!(user = %session.user_id, "connected");
     tracing::debug!(connection = %session.connection_id, "connection id");
     Ok(ok())

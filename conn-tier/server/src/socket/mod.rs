@@ -51,6 +51,7 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// Defaults of [`SocketConfig`], shared with the command-line flags.
@@ -89,6 +90,9 @@ pub struct SocketConfig {
     /// Longest wait for the authorizer on an upgrade; past it, HTTP 503
     /// with `Retry-After` (a cold Lambda authorizer, say).
     pub authorizer_timeout: Duration,
+    /// The close code at shutdown: 1001 (going away), or 1012 (service
+    /// restart) for a cluster node whose clients reconnect elsewhere.
+    pub shutdown_code: u16,
 }
 
 impl SocketConfig {
@@ -110,6 +114,7 @@ impl Default for SocketConfig {
             write_timeout: Duration::from_secs(10),
             live_hold: Duration::from_millis(defaults::LIVE_HOLD_MS),
             authorizer_timeout: Duration::from_millis(defaults::AUTHORIZER_TIMEOUT_MS),
+            shutdown_code: close::GOING_AWAY,
         }
         .with_ping(Duration::from_secs(defaults::PING_SECS))
     }
@@ -336,7 +341,7 @@ async fn read_loop<R, E>(
         let msg = tokio::select! {
             biased;
             // Shutting down: read no more; what was read is answered below.
-            _ = shutdown.cancelled() => break (close::GOING_AWAY, "server shutting down"),
+            _ = shutdown.cancelled() => break (cfg.shutdown_code, "server shutting down"),
             // Too slow: read no more; the writer closes with 1008.
             _ = out.kicked() => break (close::POLICY, "too slow"),
             Some(answer) = pending.next(), if !pending.is_empty() => {
@@ -446,7 +451,7 @@ async fn write_loop<W>(
                 fallback.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
                 continue;
             }
-            _ = &mut fallback, if shutting => vec![close_msg(close::GOING_AWAY, "server shutting down")],
+            _ = &mut fallback, if shutting => vec![close_msg(cfg.shutdown_code, "server shutting down")],
             _ = kicks.kicked() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
             out = inbox.recv() => match out {
                 Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],

@@ -90,7 +90,7 @@ fn app_with(socket: SocketConfig, users: crate::hub::UserLimits) -> App {
     let backend = crate::backend::InProcess {
         chat,
         auth,
-        node: "test-node".into(),
+        hub: hub.clone(),
     };
     App::assemble(
         Arc::new(backend),

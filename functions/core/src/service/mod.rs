@@ -144,12 +144,20 @@ impl Chat {
     }
 
     /// Records a new authenticated connection.
-    pub async fn connect(&self, session: &Session, endpoint: &str) -> Result<()> {
+    /// Records a connection: where to post to it (`endpoint`), and the
+    /// conn-tier node that holds it, if any.
+    pub async fn connect(
+        &self,
+        session: &Session,
+        endpoint: &str,
+        node_id: Option<&str>,
+    ) -> Result<()> {
         self.connections
             .register(&ConnectionRecord {
                 connection_id: session.connection_id.clone(),
                 user_id: session.user_id.to_string(),
                 endpoint: endpoint.to_string(),
+                node_id: node_id.map(str::to_string),
                 connected_at_ms: now_ms(),
                 sync: if self.sync_states {
                     SyncState::Pending

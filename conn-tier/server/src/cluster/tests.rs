@@ -1,0 +1,138 @@
+//! The registry's logic over the in-memory adapter (the DynamoDB one runs
+//! the same checks in the contract suite, and real nodes in
+//! `tests/tests/cluster.rs`).
+
+use super::*;
+use crate::hub::Outbound;
+use crate::outbox::outbox;
+use chat_core::memory::MemoryConnections;
+use chat_core::ports::ConnectionRecord;
+
+fn cfg() -> ClusterConfig {
+    ClusterConfig {
+        heartbeat: Duration::from_millis(20),
+        dead_after: Duration::from_millis(150),
+        management_url: Some("http://127.0.0.1:1".into()),
+        ws_url: "ws://lb/ws".into(),
+    }
+}
+
+async fn node(map: &Arc<MemoryConnections>) -> (Arc<Cluster>, Arc<Hub>) {
+    let hub = Arc::new(Hub::new(new_node_id(), true));
+    let c = Cluster::join(map.clone(), map.clone(), hub.clone(), cfg())
+        .await
+        .unwrap();
+    (c, hub)
+}
+
+fn conn(id: &str, node: &str) -> ConnectionRecord {
+    ConnectionRecord {
+        connection_id: id.into(),
+        user_id: "alice".into(),
+        endpoint: "http://127.0.0.1:1".into(),
+        node_id: Some(node.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_silent_node_is_declared_dead_and_its_connections_deleted() {
+    let map = Arc::new(MemoryConnections::new());
+    let (a, _) = node(&map).await;
+    let (b, _) = node(&map).await;
+    map.register(&conn("a1", &a.node_id())).await.unwrap();
+    map.register(&conn("b1", &b.node_id())).await.unwrap();
+    // Only b heartbeats: a is silent.
+    let tasks = Tasks::new();
+    b.spawn(&tasks);
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        while map.get("a1").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the silent node's connection was deleted");
+    assert!(!b.may_reach(&a.node_id()));
+    assert!(map.get("b1").await.unwrap().is_some(), "b's own is kept");
+    let ids: Vec<String> = map
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(ids, vec![b.node_id()], "a was forgotten");
+    assert_eq!(b.live_nodes().len(), 1);
+    tasks.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_node_declared_dead_closes_its_sockets_with_1012_and_rejoins_under_a_new_id() {
+    let map = Arc::new(MemoryConnections::new());
+    let (a, hub) = node(&map).await;
+    let (out, mut inbox) = outbox(1 << 20);
+    hub.insert("c1", out);
+    let old = a.node_id();
+    let seen = map.nodes().await.unwrap()[0].heartbeat_at_ms;
+    assert!(map.declare_dead(&old, seen).await.unwrap());
+    let tasks = Tasks::new();
+    a.spawn(&tasks);
+    let closed = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Some(Outbound::Close(1012, _))),
+        "{closed:?}"
+    );
+    let rejoined = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let ids: Vec<String> = map
+                .nodes()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| n.node_id)
+                .collect();
+            if ids.len() == 1 && ids[0] != old && a.healthy() {
+                return ids[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("rejoined");
+    assert_eq!(
+        hub.node(),
+        rejoined,
+        "new connections are recorded under the new id"
+    );
+    tasks.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_heartbeat_in_time_counts_itself_dead() {
+    let map = Arc::new(MemoryConnections::new());
+    let (a, hub) = node(&map).await;
+    let (out, mut inbox) = outbox(1 << 20);
+    hub.insert("c1", out);
+    // As if the process had been stopped for longer than dead_after.
+    a.state().last_ok = Instant::now() - Duration::from_secs(1);
+    assert!(!a.healthy());
+    a.beat().await;
+    assert!(matches!(inbox.recv().await, Some(Outbound::Close(1012, _))));
+    assert!(a.healthy());
+}
+
+#[tokio::test]
+async fn a_draining_node_is_unhealthy_and_marked_so_and_leaving_removes_it() {
+    let map = Arc::new(MemoryConnections::new());
+    let (a, _) = node(&map).await;
+    map.register(&conn("a1", &a.node_id())).await.unwrap();
+    assert!(a.healthy());
+    a.drain().await;
+    assert!(!a.healthy());
+    assert!(map.nodes().await.unwrap()[0].draining);
+    a.leave().await;
+    assert!(map.nodes().await.unwrap().is_empty());
+    assert!(map.get("a1").await.unwrap().is_none());
+}

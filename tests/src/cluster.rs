@@ -1,0 +1,628 @@
+//! A real cluster for tests: conn-tier processes in cluster mode on fresh
+//! tables of the emulator's DynamoDB, HAProxy in front of them, and
+//! [`Device`]s that behave as a client should (sync first, reconnect
+//! through the load balancer, resend what was not acked).
+
+use crate::{SECRET, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The credential the nodes sign `@connections` calls to each other with.
+pub const CLUSTER_KEY: (&str, &str) = ("cluster-test", "cluster-test-secret-0123456789");
+
+/// Records a child's process group where `scripts/test-all` kills what is
+/// left when it exits (however the test binary ended).
+fn record_pgid(child: &Child, name: &str) {
+    if let (Ok(dir), Some(pid)) = (std::env::var("CHAT_RUN_DIR"), child.id()) {
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}-{pid}.pgid")),
+            pid.to_string(),
+        );
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node process.
+pub struct NodeProc {
+    pub port: u16,
+    pub mport: u16,
+    child: Option<Child>,
+    /// Its log lines (JSON), as they come.
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// The task reading its log: done once the process is gone.
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Whether a log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) on a child we spawned.
+            unsafe {
+                libc::kill(pid as i32, sig);
+            }
+        }
+    }
+
+    /// Waits for the process to exit (after a signal), and for its last
+    /// log lines; true if it did.
+    pub async fn exited(&mut self, within: Duration) -> bool {
+        let done = match self.child.as_mut() {
+            None => true,
+            Some(c) => tokio::time::timeout(within, c.wait()).await.is_ok(),
+        };
+        if done {
+            if let Some(r) = self.reader.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+            }
+        }
+        done
+    }
+}
+
+/// N nodes, HAProxy, fresh tables.
+pub struct ClusterUnderTest {
+    bin: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    pub lb_port: u16,
+    pub nodes: Vec<NodeProc>,
+    haproxy: Option<Child>,
+    /// Extra flags every node gets.
+    extra: Vec<String>,
+}
+
+impl ClusterUnderTest {
+    /// Starts `n` nodes of `bin` (the chat-server binary) and HAProxy;
+    /// returns once all are ready.
+    pub async fn start(bin: &str, n: usize, extra: &[&str]) -> Self {
+        crate::init_log();
+        let prefix = crate::fresh_tables().await.expect("fresh tables");
+        let mut c = ClusterUnderTest {
+            bin: bin.to_string(),
+            prefix,
+            dir: tempfile::tempdir().unwrap(),
+            lb_port: free_port(),
+            nodes: Vec::new(),
+            haproxy: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for _ in 0..n {
+            let node = c.spawn_node(free_port(), free_port()).await;
+            c.nodes.push(node);
+        }
+        c.start_haproxy().await;
+        c
+    }
+
+    /// The load balancer's WebSocket URL.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.lb_port)
+    }
+
+    /// Node `i`'s own WebSocket URL.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.nodes[i].port)
+    }
+
+    async fn spawn_node(&self, port: u16, mport: u16) -> NodeProc {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--store", "dynamodb", "--cluster"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--management-listen", &format!("127.0.0.1:{mport}")])
+            .args(["--public-url", &self.url()])
+            .args(&self.extra)
+            .env("CHAT_TABLE_PREFIX", &self.prefix)
+            .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+            .env("CHAT_MANAGEMENT_KEY_ID", CLUSTER_KEY.0)
+            .env("CHAT_MANAGEMENT_SECRET", CLUSTER_KEY.1)
+            .env("CHAT_LOG_JSON", "true")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn a node");
+        record_pgid(&child, "cluster-node");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = log.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[node {port}] {l}");
+                }
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let node = NodeProc {
+            port,
+            mport,
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        };
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok((200, _, _)) = crate::try_http_get(port, "/healthz").await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            ready.is_ok(),
+            "node on {port} not ready: {:?}",
+            node.log.lock().unwrap()
+        );
+        node
+    }
+
+    async fn start_haproxy(&mut self) {
+        let servers: String = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("    server node{i} 127.0.0.1:{} check\n", n.port))
+            .collect();
+        let cfg = format!(
+            "global\n    maxconn 4000\n\
+             defaults\n    mode http\n    option redispatch\n    retries 3\n\
+             \x20   timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
+             \x20   timeout tunnel 1h\n    default-server inter 200ms fall 2 rise 1\n\
+             frontend chat\n    bind 127.0.0.1:{}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /healthz\n\
+             \x20   http-check expect status 200\n{servers}",
+            self.lb_port
+        );
+        let path = self.dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)");
+        record_pgid(&child, "haproxy");
+        self.haproxy = Some(child);
+        let lb = self.lb_port;
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok((200, _, _)) = crate::try_http_get(lb, "/healthz").await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(ready.is_ok(), "HAProxy not answering");
+    }
+
+    /// kill -9 node `i`.
+    pub async fn kill(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGKILL);
+        assert!(self.nodes[i].exited(WAIT).await);
+        self.nodes[i].child = None;
+    }
+
+    /// Starts node `i` again on its ports (a new process, so a new node id).
+    pub async fn restart(&mut self, i: usize) {
+        let (port, mport) = (self.nodes[i].port, self.nodes[i].mport);
+        self.nodes[i] = self.spawn_node(port, mport).await;
+    }
+
+    /// SIGTERM node `i` and waits for it to drain and exit.
+    pub async fn stop_gracefully(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGTERM);
+        assert!(
+            self.nodes[i].exited(Duration::from_secs(30)).await,
+            "node {i} did not exit after SIGTERM"
+        );
+        self.nodes[i].child = None;
+    }
+
+    /// The live nodes, as `GET /nodes` on node `i` lists them.
+    pub async fn live_nodes(&self, i: usize) -> Vec<Value> {
+        let (status, _, body) = crate::try_http_get(self.nodes[i].port, "/nodes")
+            .await
+            .expect("GET /nodes");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The connection records the shared table holds for `user`.
+    pub async fn records_of(&self, user: &str) -> Vec<chat_core::ports::ConnectionRecord> {
+        use chat_core::ports::Connections;
+        let tables = chat_dynamo::connect(&self.prefix).await.unwrap();
+        chat_dynamo::DynamoConnections::new(&tables)
+            .for_user(user)
+            .await
+            .unwrap()
+    }
+
+    /// The messages the store holds in `conv`, in id order.
+    pub async fn stored(&self, conv: &str) -> Vec<chat_core::ports::StoredMessage> {
+        use chat_core::ports::Store;
+        let tables = chat_dynamo::connect(&self.prefix).await.unwrap();
+        chat_dynamo::DynamoStore::new(&tables)
+            .messages_after(conv, 0, 100_000)
+            .await
+            .unwrap()
+    }
+}
+
+/// One device of a user, connected through the load balancer, behaving as
+/// a client should: `sync` first on every connection, reconnect on close,
+/// resend what was not acked (same `client_msg_id`), and check the order
+/// guarantee on every connection.
+pub struct Device {
+    pub user: String,
+    url: String,
+    token: String,
+    ws: Option<Ws>,
+    /// The node this device is on now (the `x-chat-node` header).
+    pub node: String,
+    n: u64,
+    /// Sent and not acked: client_msg_id → frame.
+    pending: BTreeMap<String, Value>,
+    /// Acked: client_msg_id → (conversation, message_id).
+    pub acked: BTreeMap<String, (String, u64)>,
+    /// Every message received, by (conversation, id) → text.
+    pub got: BTreeMap<(String, u64), String>,
+    /// This connection's last id per conversation (order check).
+    last: HashMap<String, u64>,
+    /// Order violations seen (must stay empty).
+    pub violations: Vec<String>,
+    /// Ids skipped between two messages on a connection (each must be
+    /// one of this device's own sends: see [`Device::gaps`]).
+    skipped: Vec<(String, u64)>,
+    /// How many times it reconnected, and the close codes it got.
+    pub closes: Vec<u16>,
+    /// Every `group` frame received.
+    pub groups: Vec<Value>,
+    /// Every `receipt` received.
+    pub receipts: Vec<Value>,
+    /// Messages this device only found through `history` (see
+    /// [`Device::expect_all`]).
+    pub from_history: usize,
+    /// Any other frame (pong, error…).
+    pub others: Vec<Value>,
+    /// Sends retried after an `internal` or `rate_limited` error.
+    pub retries: usize,
+}
+
+impl Device {
+    /// Connects through `url`, syncs.
+    pub async fn connect(url: &str, user: &str) -> Self {
+        let token = chat_core::auth::Authenticator::new(SECRET)
+            .unwrap()
+            .mint(user, 3600)
+            .unwrap();
+        let mut d = Device {
+            user: user.to_string(),
+            url: url.to_string(),
+            token,
+            ws: None,
+            node: String::new(),
+            n: 0,
+            pending: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            got: BTreeMap::new(),
+            last: HashMap::new(),
+            violations: Vec::new(),
+            skipped: Vec::new(),
+            closes: Vec::new(),
+            groups: Vec::new(),
+            receipts: Vec::new(),
+            from_history: 0,
+            others: Vec::new(),
+            retries: 0,
+        };
+        d.reconnect().await;
+        d
+    }
+
+    /// (Re)connects, syncs first, then resends what was not acked.
+    pub async fn reconnect(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let url = format!("{}?token={}", self.url, self.token);
+            if let Ok(Ok((mut ws, resp))) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_tungstenite::connect_async(&url),
+            )
+            .await
+            {
+                self.node = resp
+                    .headers()
+                    .get("x-chat-node")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.last.clear();
+                if ws
+                    .send(WsMessage::text(json!({"action":"sync"}).to_string()))
+                    .await
+                    .is_ok()
+                {
+                    self.ws = Some(ws);
+                    if self.until_synced().await {
+                        let frames: Vec<Value> = self.pending.values().cloned().collect();
+                        let mut ok = true;
+                        for f in frames {
+                            ok &= self.write(&f).await;
+                        }
+                        if ok {
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} could not reconnect through the load balancer",
+                self.user
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn write(&mut self, f: &Value) -> bool {
+        match self.ws.as_mut() {
+            Some(ws) => ws.send(WsMessage::text(f.to_string())).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn until_synced(&mut self) -> bool {
+        loop {
+            match self.next(WAIT).await {
+                Some(f) if f["type"] == "synced" => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    }
+
+    /// Sends a text (kept until acked, resent after a reconnect).
+    pub async fn send(&mut self, to: &str, text: &str) -> String {
+        self.n += 1;
+        let id = format!(
+            "{}-{}-{}",
+            self.user,
+            self.n,
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let f = json!({"action":"send","to":to,"client_msg_id":id,"text":text});
+        self.pending.insert(id.clone(), f.clone());
+        if !self.write(&f).await {
+            self.ws = None;
+        }
+        id
+    }
+
+    /// Sends a raw frame (not tracked).
+    pub async fn send_frame(&mut self, f: Value) {
+        if !self.write(&f).await {
+            self.ws = None;
+        }
+    }
+
+    /// The next frame within `wait`, handling acks, messages and closes;
+    /// `None` when nothing came or the connection ended (then `ws` is
+    /// `None`).
+    async fn next(&mut self, wait: Duration) -> Option<Value> {
+        let ws = self.ws.as_mut()?;
+        let msg = match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return None,
+            Ok(m) => m,
+        };
+        let text = match msg {
+            Some(Ok(WsMessage::Text(t))) => t.to_string(),
+            Some(Ok(WsMessage::Close(c))) => {
+                self.closes
+                    .push(c.map(|c| u16::from(c.code)).unwrap_or(1005));
+                self.ws = None;
+                return None;
+            }
+            Some(Ok(_)) => return Some(json!({"type":"_other"})),
+            _ => {
+                self.closes.push(1006);
+                self.ws = None;
+                return None;
+            }
+        };
+        let f: Value = serde_json::from_str(&text).expect("JSON");
+        match f["type"].as_str() {
+            Some("ack") => {
+                let id = f["client_msg_id"].as_str().unwrap().to_string();
+                self.pending.remove(&id);
+                let at = (
+                    f["conversation_id"].as_str().unwrap().to_string(),
+                    f["message_id"].as_u64().unwrap(),
+                );
+                self.acked.insert(id, at);
+            }
+            Some("message") => {
+                let conv = f["conversation_id"].as_str().unwrap().to_string();
+                let id = f["message_id"].as_u64().unwrap();
+                self.note_order(&conv, id);
+                self.got
+                    .insert((conv, id), f["text"].as_str().unwrap().to_string());
+            }
+            Some("history") => {
+                for m in f["messages"].as_array().into_iter().flatten() {
+                    let k = (
+                        m["conversation_id"].as_str().unwrap().to_string(),
+                        m["message_id"].as_u64().unwrap(),
+                    );
+                    if !self.got.contains_key(&k) {
+                        self.from_history += 1;
+                        self.got.insert(k, m["text"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            Some("group") => self.groups.push(f.clone()),
+            Some("receipt") => self.receipts.push(f.clone()),
+            Some("synced") => {}
+            Some("error") if f["action"] == "send" => {
+                // `internal` and `rate_limited` say: retry with the same id.
+                let id = f["client_msg_id"].as_str().unwrap_or_default().to_string();
+                match (f["code"].as_str(), self.pending.get(&id).cloned()) {
+                    (Some("internal" | "rate_limited"), Some(frame)) => {
+                        self.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if !self.write(&frame).await {
+                            self.ws = None;
+                        }
+                    }
+                    _ => self
+                        .violations
+                        .push(format!("{}: send refused: {f}", self.user)),
+                }
+                self.others.push(f.clone());
+            }
+            _ => self.others.push(f.clone()),
+        }
+        Some(f)
+    }
+
+    /// The order guarantee (docs/protocol.md): on one connection, a
+    /// conversation's `message` frames have strictly increasing ids, and
+    /// an id skipped between two of them is one of the connection's own
+    /// sends (it gets the `ack`, which may come a little later).
+    fn note_order(&mut self, conv: &str, id: u64) {
+        if let Some(&prev) = self.last.get(conv) {
+            if id <= prev {
+                self.violations
+                    .push(format!("{}: {conv} #{id} after #{prev}", self.user));
+            }
+            for skipped in prev + 1..id {
+                self.skipped.push((conv.to_string(), skipped));
+            }
+        }
+        self.last.insert(
+            conv.to_string(),
+            id.max(self.last.get(conv).copied().unwrap_or(0)),
+        );
+    }
+
+    /// Ids skipped between two messages that are not this device's own
+    /// sends: gaps (must be none).
+    pub fn gaps(&self) -> Vec<String> {
+        let own: std::collections::HashSet<&(String, u64)> = self.acked.values().collect();
+        self.skipped
+            .iter()
+            .filter(|k| !own.contains(k))
+            .map(|(c, i)| format!("{}: {c} gap at #{i}", self.user))
+            .collect()
+    }
+
+    /// Reads (and reconnects when closed) for `wait`.
+    pub async fn pump(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.ws.is_none() {
+                self.reconnect().await;
+                continue;
+            }
+            let left = deadline - tokio::time::Instant::now();
+            self.next(left.min(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Reads until every send is acked (reconnecting as needed).
+    pub async fn settle(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !self.pending.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: sends never acked: {:?}; other frames: {:?}; closes: {:?}",
+                self.user,
+                self.pending.keys().collect::<Vec<_>>(),
+                self.others.iter().rev().take(5).collect::<Vec<_>>(),
+                self.closes,
+            );
+            self.pump(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether every (conversation, id) in `want` reached this device.
+    pub fn has_all(&self, want: &[(String, u64)]) -> bool {
+        want.iter().all(|k| self.got.contains_key(k))
+    }
+
+    /// Waits (reading) until `want` all arrived, or panics with what is
+    /// missing. After a few seconds it also reads the conversations'
+    /// `history`, as a client does when it opens a chat: a device whose
+    /// node died after it sent in a conversation has its watermark at its
+    /// own message, so `sync` does not replay what came just before it
+    /// (counted in `from_history`).
+    pub async fn expect_all(&mut self, want: &[(String, u64)]) {
+        let start = tokio::time::Instant::now();
+        let mut asked = false;
+        while !self.has_all(want) {
+            let waited = start.elapsed();
+            if waited > Duration::from_secs(60) {
+                let missing: Vec<_> = want.iter().filter(|k| !self.got.contains_key(*k)).collect();
+                panic!("{} is missing {missing:?}", self.user);
+            }
+            if waited > Duration::from_secs(5) && !asked && self.ws.is_some() {
+                asked = true;
+                let mut convs: BTreeMap<String, u64> = BTreeMap::new();
+                for (c, id) in want.iter().filter(|k| !self.got.contains_key(*k)) {
+                    let top = convs.entry(c.clone()).or_default();
+                    *top = (*top).max(*id);
+                }
+                for (c, top) in convs {
+                    self.send_frame(json!({"action":"history","conversation_id":c,"before":top + 1,"limit":100}))
+                        .await;
+                }
+            }
+            self.pump(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! A cluster of real conn-tier processes sharing the emulator's DynamoDB,
+//! behind HAProxy (docs/design.md, "Cluster"): routing across nodes, a
+//! killed node, a hung node, the management API's authentication and a
+//! rolling restart. Devices behave as clients should (sync first,
+//! reconnect through the load balancer, resend what was not acked); every
+//! acknowledged message must reach every member's devices, in order on
+//! every connection.
+
+use chat_tests::cluster::{ClusterUnderTest, Device, CLUSTER_KEY};
+use chat_tests::signed_request;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+
+fn group_conv(gid: &str) -> String {
+    format!("grp#{gid}")
+}
+
+/// Every message acked to any device, by conversation.
+fn acked_by_conversation(devices: &[Device]) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for d in devices {
+        for (c, id) in d.acked.values() {
+            out.entry(c.clone()).or_default().insert(*id);
+        }
+    }
+    out
+}
+
+/// Checks the end state: each acked message is stored, gapless per
+/// conversation; each device has every message of its user's
+/// conversations except its own sends; no connection saw ids out of order.
+async fn everything_arrived(
+    cluster: &ClusterUnderTest,
+    devices: &mut [Device],
+    members: &dyn Fn(&str) -> Vec<String>,
+) {
+    let acked = acked_by_conversation(devices);
+    for (conv, ids) in &acked {
+        let stored: Vec<u64> = cluster
+            .stored(conv)
+            .await
+            .iter()
+            .map(|m| m.message_id)
+            .collect();
+        let want: Vec<u64> = (1..=stored.len() as u64).collect();
+        assert_eq!(stored, want, "{conv}: ids are gapless");
+        let lost: Vec<&u64> = ids.iter().filter(|i| !stored.contains(i)).collect();
+        if !lost.is_empty() {
+            let who: Vec<String> = devices
+                .iter()
+                .flat_map(|d| {
+                    d.acked
+                        .iter()
+                        .filter(|(_, (c, i))| c == conv && lost.contains(&i))
+                        .map(move |(k, v)| format!("{} {k} -> {v:?}", d.user))
+                })
+                .collect();
+            let again = cluster.stored(conv).await;
+            panic!(
+                "{conv}: acked {lost:?} not stored (stored 1..={}; read again: {}): {who:?}",
+                stored.len(),
+                again.len()
+            );
+        }
+    }
+    for d in devices.iter_mut() {
+        let own: BTreeSet<(String, u64)> = d.acked.values().cloned().collect();
+        let want: Vec<(String, u64)> = acked
+            .iter()
+            .filter(|(c, _)| members(c).contains(&d.user))
+            .flat_map(|(c, ids)| ids.iter().map(move |i| (c.clone(), *i)))
+            .filter(|k| !own.contains(k))
+            .collect();
+        d.expect_all(&want).await;
+    }
+    let violations: Vec<String> = devices
+        .iter()
+        .flat_map(|d| d.violations.iter().cloned().chain(d.gaps()))
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "order on a connection: {violations:?}"
+    );
+}
+
+/// `n` users, one device each, through the load balancer, and a group of
+/// all of them; returns the devices and the group id.
+async fn users_and_a_group(cluster: &ClusterUnderTest, n: usize) -> (Vec<Device>, String) {
+    let mut devices = Vec::new();
+    for i in 0..n {
+        devices.push(Device::connect(&cluster.url(), &format!("u{i}")).await);
+    }
+    let others: Vec<String> = (1..n).map(|i| format!("u{i}")).collect();
+    devices[0]
+        .send_frame(json!({"action":"createGroup","name":"all","members":others}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while devices.iter().any(|d| d.groups.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the group frame reached everyone"
+        );
+        for d in devices.iter_mut() {
+            d.pump(Duration::from_millis(50)).await;
+        }
+    }
+    let gid = devices[0].groups[0]["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (devices, gid)
+}
+
+/// Every device sends `rounds` messages, alternating its group and a DM
+/// to the next user, `every` apart, reading in between; then settles.
+/// Runs each device in its own task; returns them when done.
+async fn load(devices: Vec<Device>, gid: &str, rounds: usize, every: Duration) -> Vec<Device> {
+    let n = devices.len();
+    let tasks: Vec<_> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut d)| {
+            let gid = gid.to_string();
+            tokio::spawn(async move {
+                for k in 0..rounds {
+                    let to = if k % 2 == 0 {
+                        format!("group:{gid}")
+                    } else {
+                        format!("user:u{}", (i + 1) % n)
+                    };
+                    d.send(&to, &format!("{} says {k}", d.user)).await;
+                    d.pump(every).await;
+                }
+                d.settle().await;
+                d
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("device task"));
+    }
+    out
+}
+
+fn members_of(n: usize, gid: &str) -> impl Fn(&str) -> Vec<String> {
+    let g = group_conv(gid);
+    move |conv: &str| {
+        if conv == g {
+            (0..n).map(|i| format!("u{i}")).collect()
+        } else {
+            conv.trim_start_matches("dm#")
+                .split('#')
+                .map(str::to_string)
+                .collect()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_receipts_and_group_frames_reach_devices_spread_over_three_nodes() {
+    let cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
+    assert_eq!(cluster.live_nodes(0).await.len(), 3);
+    // Two devices per user, through the load balancer: round robin spreads
+    // them over the nodes.
+    let mut devices = Vec::new();
+    for u in ["alice", "bob", "carol"] {
+        for _ in 0..2 {
+            devices.push(Device::connect(&cluster.url(), u).await);
+        }
+    }
+    let nodes: BTreeSet<&String> = devices.iter().map(|d| &d.node).collect();
+    assert_eq!(nodes.len(), 3, "devices are on every node");
+
+    // A group frame reaches every device.
+    devices[0]
+        .send_frame(json!({"action":"createGroup","name":"team","members":["bob","carol"]}))
+        .await;
+    for d in devices.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.groups.is_empty() {
+            assert!(Instant::now() < deadline, "{} got the group frame", d.user);
+            d.pump(Duration::from_millis(50)).await;
+        }
+    }
+    let gid = devices[0].groups[0]["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Direct and group messages from devices on different nodes.
+    for round in 0..4 {
+        for (i, d) in devices.iter_mut().enumerate() {
+            let to = match (i + round) % 3 {
+                0 => format!("group:{gid}"),
+                1 => "user:alice".to_string(),
+                _ => "user:carol".to_string(),
+            };
+            let text = format!("r{round} from {i}");
+            d.send(&to, &text).await;
+        }
+    }
+    // An ack means stored: the message is in the table when its ack arrives.
+    let conv = group_conv(&gid);
+    let id = devices[1]
+        .send(&format!("group:{gid}"), "stored first")
+        .await;
+    devices[1].settle().await;
+    let (c, n) = devices[1].acked[&id].clone();
+    assert_eq!(c, conv);
+    let stored = cluster.stored(&conv).await;
+    assert!(stored
+        .iter()
+        .any(|m| m.message_id == n && m.text == "stored first"));
+    for d in devices.iter_mut() {
+        d.settle().await;
+    }
+    let members = |c: &str| -> Vec<String> {
+        if c == conv {
+            vec!["alice".into(), "bob".into(), "carol".into()]
+        } else {
+            c.trim_start_matches("dm#")
+                .split('#')
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    everything_arrived(&cluster, &mut devices, &members).await;
+
+    // A receipt crosses nodes too: alice posts, bob reads up to it; every
+    // other device of the group hears of it.
+    let id = devices[0].send(&format!("group:{gid}"), "read me").await;
+    devices[0].settle().await;
+    let top = devices[0].acked[&id].1;
+    devices[2].expect_all(&[(conv.clone(), top)]).await;
+    devices[2]
+        .send_frame(json!({"action":"ack","conversation_id":conv,"up_to":top}))
+        .await;
+    for (i, d) in devices.iter_mut().enumerate() {
+        if i == 2 {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d
+            .receipts
+            .iter()
+            .any(|r| r["user_id"] == "bob" && r["up_to"] == top)
+        {
+            assert!(Instant::now() < deadline, "device {i} got bob's receipt");
+            d.pump(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        devices.iter().all(|d| d.from_history == 0),
+        "all came live or by sync"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_nothing() {
+    let mut cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
+    let (devices, gid) = users_and_a_group(&cluster, 6).await;
+    let victim_id = cluster
+        .live_nodes(1)
+        .await
+        .iter()
+        .find(|n| n["self"] == true)
+        .unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on_victim: Vec<String> = devices
+        .iter()
+        .filter(|d| d.node == victim_id)
+        .map(|d| d.user.clone())
+        .collect();
+    assert!(!on_victim.is_empty(), "some devices are on node 1");
+
+    let running = tokio::spawn({
+        let gid = gid.clone();
+        async move { load(devices, &gid, 40, Duration::from_millis(150)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = Instant::now();
+    cluster.kill(1).await;
+
+    // Declared dead within dead-after (6 s) plus one janitor round (2 s).
+    loop {
+        let live = cluster.live_nodes(0).await;
+        if !live.iter().any(|n| n["node_id"] == victim_id.as_str()) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(9),
+            "still listed after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let declared = killed.elapsed();
+    // Its connection records are gone within 30 s.
+    loop {
+        let mut left = 0;
+        for u in &on_victim {
+            left += cluster
+                .records_of(u)
+                .await
+                .iter()
+                .filter(|r| r.node_id.as_deref() == Some(victim_id.as_str()))
+                .count();
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "{left} records of the dead node left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cleaned = killed.elapsed();
+    eprintln!("node killed: declared dead after {declared:?}, its records gone after {cleaned:?}");
+
+    let mut devices = running.await.unwrap();
+    assert!(
+        devices.iter().all(|d| d.node != victim_id),
+        "every client of the dead node reconnected elsewhere"
+    );
+    everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
+
+    // The restarted node rejoins under a new id.
+    cluster.restart(1).await;
+    let live = cluster.live_nodes(1).await;
+    let me = live.iter().find(|n| n["self"] == true).unwrap();
+    assert_ne!(me["node_id"], victim_id.as_str());
+    assert_eq!(live.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_finds_it_was_declared_dead_closes_its_sockets_and_nothing_is_lost() {
+    let cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
+    let (devices, gid) = users_and_a_group(&cluster, 6).await;
+    let hung_id = cluster
+        .live_nodes(2)
+        .await
+        .iter()
+        .find(|n| n["self"] == true)
+        .unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(devices.iter().any(|d| d.node == hung_id));
+    let running = tokio::spawn({
+        let gid = gid.clone();
+        async move { load(devices, &gid, 60, Duration::from_millis(150)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.nodes[2].signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        !cluster
+            .live_nodes(0)
+            .await
+            .iter()
+            .any(|n| n["node_id"] == hung_id.as_str()),
+        "the hung node was declared dead"
+    );
+    cluster.nodes[2].signal(libc::SIGCONT);
+    let mut devices = running.await.unwrap();
+    assert!(cluster.nodes[2].logged("closing its connections with 1012"));
+    let closed_1012 = devices.iter().filter(|d| d.closes.contains(&1012)).count();
+    assert!(closed_1012 > 0, "its clients were closed with 1012");
+    everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
+    // It serves again, under a new id.
+    let live = cluster.live_nodes(2).await;
+    let me = live.iter().find(|n| n["self"] == true).unwrap();
+    assert_ne!(me["node_id"], hung_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_api_takes_only_requests_signed_with_the_cluster_credential() {
+    let cluster = ClusterUnderTest::start(BIN, 1, &[]).await;
+    let mut alice = Device::connect(&cluster.node_url(0), "alice").await;
+    let rec = cluster.records_of("alice").await.remove(0);
+    let host = format!("127.0.0.1:{}", cluster.nodes[0].mport);
+    let path = format!("/@connections/{}", rec.connection_id);
+    let body = br#"{"type":"pong"}"#;
+    let cred = chat_local_apigw::sigv4::Credential {
+        key_id: CLUSTER_KEY.0.into(),
+        secret: CLUSTER_KEY.1.into(),
+    };
+    let wrong = chat_local_apigw::sigv4::Credential {
+        key_id: CLUSTER_KEY.0.into(),
+        secret: "not-the-secret".into(),
+    };
+    let other_key = chat_local_apigw::sigv4::Credential {
+        key_id: "someone-else".into(),
+        secret: CLUSTER_KEY.1.into(),
+    };
+    assert_eq!(
+        signed_request("POST", &host, &path, body, None, 0).await.0,
+        403,
+        "unsigned"
+    );
+    assert_eq!(
+        signed_request("POST", &host, &path, body, Some(&wrong), 0)
+            .await
+            .0,
+        403,
+        "wrong secret"
+    );
+    assert_eq!(
+        signed_request("POST", &host, &path, body, Some(&other_key), 0)
+            .await
+            .0,
+        403,
+        "wrong key"
+    );
+    assert_eq!(
+        signed_request("POST", &host, &path, body, Some(&cred), 301)
+            .await
+            .0,
+        403,
+        "replayed after 5 minutes"
+    );
+    alice.send_frame(json!({"action":"ping"})).await;
+    alice.pump(Duration::from_millis(300)).await;
+    // Signed with the cluster credential, by the AWS SDK client the nodes
+    // use for each other: delivered.
+    use chat_core::ports::Delivery;
+    let d = chat_dynamo::apigw::ApiGatewayDelivery::signed_with(CLUSTER_KEY.0, CLUSTER_KEY.1).await;
+    d.post(
+        &rec,
+        &chat_core::ports::Outgoing::raw(r#"{"type":"pong","from":"peer"}"#),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        alice.pump(Duration::from_millis(100)).await;
+        if alice.others.iter().any(|f| f["from"] == "peer") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the signed post arrived");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
+    let mut cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
+    let (devices, gid) = users_and_a_group(&cluster, 6).await;
+    let running = tokio::spawn({
+        let gid = gid.clone();
+        async move { load(devices, &gid, 80, Duration::from_millis(150)).await }
+    });
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.stop_gracefully(i).await;
+        assert!(
+            cluster.nodes[i].logged("left the node registry"),
+            "node {i} deregistered"
+        );
+        cluster.restart(i).await;
+    }
+    let mut devices = running.await.unwrap();
+    let closes: Vec<u16> = devices.iter().flat_map(|d| d.closes.clone()).collect();
+    assert!(
+        closes.contains(&1012),
+        "drained clients were closed with 1012: {closes:?}"
+    );
+    everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
+    assert_eq!(cluster.live_nodes(0).await.len(), 3);
+}
