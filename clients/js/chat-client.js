@@ -293,6 +293,17 @@ export class ChatClient {
     return this;
   }
 
+  /** Drops the current connection, if any, and connects again at once; unacked sends are
+   * resent, requests in flight rejected with `disconnected`, as after any drop. For when the
+   * app learns that the network changed (a browser's `offline` and `online` events): the old
+   * socket may be dead without a close, which only the keepalive would notice, up to twice
+   * `keepaliveMs` later. Does nothing after close(). */
+  reconnect() {
+    if (this._stopped) return this;
+    if (this._ws) this._drop(4003, 'reconnect');
+    return this.connect();
+  }
+
   /** Closes for good: no reconnect; pending sends and requests are rejected with code `closed`. */
   close() {
     this._stopped = true;

@@ -506,7 +506,11 @@ $('messages').addEventListener('scroll', () => {
   if ($('messages').scrollTop < 40) loadOlder();
 });
 document.addEventListener('visibilitychange', ackShown);
-window.addEventListener('online', () => client?.connect()); // reconnect now rather than after the backoff
+// The network went away or came back: the socket may be dead without a close
+// (only the keepalive would notice, up to 50 s later), so start over at once:
+// offline, the banner says so and sends wait as "…"; online, no backoff wait.
+window.addEventListener('offline', () => client?.reconnect());
+window.addEventListener('online', () => client?.reconnect());
 
 // A token from an embedding app (#token=...), else one this tab already used.
 function tokenFromHash() {

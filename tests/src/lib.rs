@@ -339,7 +339,9 @@ impl TestClient {
             };
             match msg {
                 WsMessage::Text(t) => {
-                    return Some(Ok(serde_json::from_str(t.as_str()).expect("JSON frame")))
+                    let frame: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                    check_server_frame(&frame);
+                    return Some(Ok(frame));
                 }
                 WsMessage::Close(c) => return Some(Err(format!("closed: {c:?}"))),
                 _ => continue,
@@ -409,6 +411,9 @@ impl TestClient {
             match f["type"].as_str() {
                 Some("synced") => return out,
                 Some("message") => out.push(f),
+                // Pushes of other kinds may come meanwhile (a late group
+                // announcement, a receipt).
+                Some("group") | Some("receipt") => {}
                 _ => panic!("unexpected frame during sync: {f}"),
             }
         }
@@ -441,6 +446,21 @@ impl TestClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// Every frame a test client receives must match the server-frame schema
+/// generated from the serde types (docs/schemas/server-frame.json).
+pub fn check_server_frame(frame: &Value) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = VALIDATOR.get_or_init(|| {
+        jsonschema::validator_for(&chat_core::protocol::schema::server_frame())
+            .expect("the server-frame schema compiles")
+    });
+    let errors: Vec<String> = v.iter_errors(frame).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "a frame the protocol schema does not describe: {frame}: {errors:?}"
+    );
 }
 
 /// The HTTP status of a refused WebSocket handshake.

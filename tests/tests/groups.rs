@@ -338,7 +338,7 @@ async fn a_member_added_later_syncs_only_what_came_after_joining_and_groups_list
         .await;
     alice.expect("group").await;
     alice.send_text(&format!("group:{gid}"), "after dave").await;
-    let mut dave = server.client("dave").await;
+    let mut dave = server.raw_client("dave").await;
     let got = dave.sync().await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["text"], "after dave");

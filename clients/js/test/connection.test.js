@@ -146,6 +146,45 @@ test('close() while waiting to reconnect cancels the timer', () => {
   assert.equal(h.of('state').at(-1).state, 'closed');
 });
 
+test('reconnect() drops a live socket and connects at once; sends are resent after sync', async () => {
+  const h = harness(ChatClient);
+  const old = h.goLive();
+  const sent = h.client.send('user:bob', 'typed before the network changed');
+  const hist = h.client.history('dm#alice#bob');
+  h.client.reconnect();
+  assert.deepEqual(old.closedByClient, { code: 4003, reason: 'reconnect' });
+  await assert.rejects(hist, { code: 'disconnected' });
+  assert.deepEqual(h.of('state').slice(-2).map((s) => s.state), ['reconnecting', 'connecting']);
+  assert.equal(FakeWebSocket.instances.length, 2, 'no backoff wait');
+  assert.deepEqual(h.clock.pending(), [], 'the reconnect timer is cancelled');
+  const ws2 = h.ws().open();
+  assert.deepEqual(ws2.sent, [
+    { action: 'sync' },
+    { action: 'send', to: 'user:bob', client_msg_id: 'c-1', text: 'typed before the network changed' },
+  ]);
+  old.receive({ type: 'ack', client_msg_id: 'c-1', conversation_id: 'dm#alice#bob', message_id: 1, sent_at: 'x' });
+  assert.equal(h.client.pendingSends().length, 1, 'frames of the dropped socket are ignored');
+  ws2.receive({ type: 'ack', client_msg_id: 'c-1', conversation_id: 'dm#alice#bob', message_id: 1, sent_at: 'x' });
+  assert.equal((await sent).message_id, 1);
+});
+
+test('reconnect() while waiting to reconnect connects now; after close() it does nothing', () => {
+  const h = harness(ChatClient);
+  h.ws().fail();
+  assert.equal(h.client.state, 'reconnecting');
+  h.client.reconnect();
+  assert.equal(FakeWebSocket.instances.length, 2);
+  assert.equal(h.client.state, 'connecting');
+  assert.deepEqual(h.clock.pending(), []);
+  h.client.reconnect(); // an attempt in flight is abandoned for a fresh one
+  assert.equal(FakeWebSocket.instances.length, 3);
+  assert.deepEqual(FakeWebSocket.instances[1].closedByClient, { code: 4003, reason: 'reconnect' });
+  h.client.close();
+  h.client.reconnect();
+  assert.equal(FakeWebSocket.instances.length, 3);
+  assert.equal(h.client.state, 'closed');
+});
+
 test('a refused upgrade that says 401 stops reconnecting; an anonymous failure does not', () => {
   const h = harness(ChatClient);
   h.ws().fail('Unexpected server response: 401');

@@ -119,8 +119,12 @@ pub(crate) fn run(
         } else {
             txn.commit().map_err(|e| e.to_string())
         };
+        chat_core::metrics::commit_batch(batch);
         match (&outcome, &feed) {
-            (Err(e), _) => tracing::error!(error = %e, batch, "group commit failed"),
+            (Err(e), _) => {
+                chat_core::metrics::store_error("commit");
+                tracing::error!(error = %e, batch, "group commit failed")
+            }
             (Ok(()), Some(feed)) => {
                 tracing::trace!(batch, "group commit");
                 for c in appended {

@@ -166,6 +166,10 @@ pub struct ServerArgs {
     /// http://<--management-listen>.
     #[arg(long, env = "CHAT_ADVERTISE_MANAGEMENT_URL")]
     pub advertise_management_url: Option<String>,
+    /// Address of the Prometheus `/metrics` listener (its own port, never
+    /// the public one). Off unless set.
+    #[arg(long, env = "CHAT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Milliseconds between a node's heartbeats (and janitor rounds).
     #[arg(long, env = "CHAT_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,

@@ -62,6 +62,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/ws", get(ws_handler))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/nodes", get(nodes))
         .merge(web::router(ctx.app.dev_tokens.clone()))
         .with_state(ctx.clone());
@@ -114,6 +115,31 @@ async fn healthz(State(ctx): State<Ctx>) -> Response {
     } else {
         "ok".into_response()
     }
+}
+
+/// 200 only when this node takes connections and its store answers (one
+/// small read, at most 2 s): the load balancer's readiness check.
+/// `/healthz` stays the cheap liveness check.
+async fn readyz(State(ctx): State<Ctx>) -> Response {
+    let unavailable = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if ctx.app.draining.load(Ordering::Relaxed) {
+        return unavailable("draining\n");
+    }
+    if ctx.app.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+        return unavailable("not registered in the cluster\n");
+    }
+    if let Some(store) = &ctx.app.store {
+        let probe = store.membership("readyz", "dm#readyz#readyz");
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the store did not answer");
+                return unavailable("store unavailable\n");
+            }
+            Err(_) => return unavailable("store too slow\n"),
+        }
+    }
+    "ready".into_response()
 }
 
 /// The live nodes of the cluster (404 without a node registry).
@@ -194,6 +220,7 @@ async fn ws_handler(
         // A cold authorizer (a Lambda compiling or starting): the client
         // gets a clear "try again", not a hang.
         tracing::warn!(?deadline, "the authorizer did not answer in time");
+        chat_core::metrics::connect("authorizer_timeout");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
@@ -204,6 +231,7 @@ async fn ws_handler(
     let user = match authenticated {
         Ok(u) => u,
         Err(Refusal::Unauthorized(reason)) => {
+            chat_core::metrics::connect("unauthorized");
             let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
             if ctx.app.refusals.should_log(ip) {
                 tracing::info!(%reason, ?ip, "refused connection");
@@ -212,6 +240,7 @@ async fn ws_handler(
             return (StatusCode::UNAUTHORIZED, body).into_response();
         }
         Err(Refusal::Failed(reason)) => {
+            chat_core::metrics::connect("failed");
             tracing::error!(%reason, "authorizer failed");
             return (StatusCode::INTERNAL_SERVER_ERROR, "authorizer failed\n").into_response();
         }
@@ -223,6 +252,10 @@ async fn ws_handler(
     let ticket = match ctx.app.hub.admit_user(user.as_str()) {
         Ok(t) => t,
         Err(why) => {
+            chat_core::metrics::connect(match why {
+                UserRefused::TooManyConnections => "too_many_for_user",
+                UserRefused::TooFast => "too_fast",
+            });
             let body = match why {
                 UserRefused::TooManyConnections => format!(
                     "too many open connections for this user (at most {}); close one first\n",
@@ -245,6 +278,7 @@ async fn ws_handler(
         user_id: user,
     };
     let node = ctx.app.hub.node();
+    chat_core::metrics::connect("accepted");
     let Ctx { app, stop, sockets } = ctx;
     // Room for API Gateway's 32 KB frames plus slack; the socket loop
     // enforces the 32 KB limit itself so it can close with 1009.
@@ -304,6 +338,17 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         )))?),
         None => None,
     };
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let handle = crate::metrics::install()
+                .ok_or_else(|| Error::Config("cannot install the metrics recorder".into()))?;
+            let l = TcpListener::bind(addr).await.map_err(Error::io(format!(
+                "cannot listen on {addr} (--metrics-listen)"
+            )))?;
+            Some((l, handle))
+        }
+        None => None,
+    };
     let addr = listener.local_addr().map_err(Error::io("local address"))?;
     tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
     // The management API stops with the client listener.
@@ -320,9 +365,17 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     };
     // It keeps serving while this node drains (other nodes still post to
     // its connections), and stops once the sockets are closed.
+    let metrics_task = metrics.map(|(l, handle)| {
+        let stopped = stop.clone().cancelled_owned();
+        let limits = app.limits.clone();
+        tokio::spawn(async move { crate::metrics::serve(l, handle, limits, stopped).await })
+    });
     let served = serve(listener, app, shutdown_signal()).await;
     stop.cancel();
     if let Some(m) = mgmt {
+        let _ = m.await;
+    }
+    if let Some(m) = metrics_task {
         let _ = m.await;
     }
     served.map_err(Error::io("serving"))

@@ -253,6 +253,7 @@ impl Hub {
     }
 
     pub fn insert(&self, connection_id: &str, out: Outbox) {
+        chat_core::metrics::connection_open(1.0);
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -266,10 +267,14 @@ impl Hub {
     }
 
     pub fn remove(&self, connection_id: &str) {
-        self.conns
+        let removed = self
+            .conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(connection_id);
+        if removed.is_some() {
+            chat_core::metrics::connection_open(-1.0);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -16,6 +16,7 @@
 //!   and per second, header-read timeout, `TCP_NODELAY`, descriptor backoff.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes.
+//! - [`metrics`]: Prometheus `/metrics` on its own listener.
 //! - [`hub`]: this node's connections and users, and the in-process `Delivery`.
 //! - [`web`]: the embedded web client, and `/dev/token` with `--dev`.
 //! - [`refusals`]: bounded logging of refused connections.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod metrics;
 pub mod outbox;
 pub mod refusals;
 pub mod socket;

@@ -242,6 +242,11 @@ async fn serve_one(
 
 /// Answers a connection that was not admitted, and closes it.
 async fn refuse(mut stream: TcpStream, why: Refused) {
+    chat_core::metrics::rejected(match why {
+        Refused::Full => "total",
+        Refused::TooManyFromIp => "per_ip",
+        Refused::TooFast => "per_ip_rate",
+    });
     let (status, reason) = match why {
         Refused::Full => (
             "503 Service Unavailable",

@@ -80,7 +80,9 @@ impl Outbox {
         self.tx.send(out).map_err(|_| {
             s.bytes.fetch_sub(len, Ordering::Relaxed);
             Full::Closed
-        })
+        })?;
+        chat_core::metrics::outbound_bytes(len as f64);
+        Ok(())
     }
 
     /// Queues `out` once there is room, waiting at most `patience`; past
@@ -118,7 +120,9 @@ impl Outbox {
         self.tx.send(out).map_err(|_| {
             self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
             Full::Closed
-        })
+        })?;
+        chat_core::metrics::outbound_bytes(len as f64);
+        Ok(())
     }
 
     /// Marks the connection too slow: it is closed with 1008.
@@ -147,6 +151,7 @@ impl Inbox {
     pub async fn recv(&mut self) -> Option<Outbound> {
         let out = self.rx.recv().await?;
         self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
+        chat_core::metrics::outbound_bytes(-(out.bytes() as f64));
         self.shared.room.notify_waiters();
         Some(out)
     }
@@ -154,6 +159,21 @@ impl Inbox {
     /// A handle that resolves when the queue overflowed.
     pub fn kicks(&self) -> Kicks {
         Kicks(self.shared.clone())
+    }
+}
+
+/// What was still queued when the connection ended leaves the gauge too.
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut left = 0;
+        while let Ok(out) = self.rx.try_recv() {
+            left += out.bytes();
+        }
+        if left > 0 {
+            self.shared.bytes.fetch_sub(left, Ordering::Relaxed);
+            chat_core::metrics::outbound_bytes(-(left as f64));
+        }
     }
 }
 

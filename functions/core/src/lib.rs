@@ -14,6 +14,7 @@
 //! - [`delivery`]: the [`Deliverer`], fan-out workers, the commit-feed bridge.
 //! - [`memory`]: in-memory adapters (unit tests, `--store memory`, the
 //!   connection map of one conn-tier node).
+//! - [`metrics`]: the metrics every mode records (names written once).
 //! - [`tasks`]: owned background tasks, stopped on shutdown.
 //! - [`time`]: timestamps, in milliseconds since the epoch.
 //! - `contract` (feature `testing`): the store contract suite every store
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod error;
 pub mod ids;
 pub mod memory;
+pub mod metrics;
 pub mod ports;
 pub mod protocol;
 pub mod service;

@@ -108,7 +108,10 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let out = request.await.map_err(|e| Error::call(op, table, e))?;
+    let out = request.await.map_err(|e| {
+        chat_core::metrics::store_error(op);
+        Error::call(op, table, e)
+    })?;
     meter.call(out.consumed());
     Ok(out)
 }
@@ -136,7 +139,10 @@ where
                 meter.call(None);
                 Ok(Written::ConditionFailed(old))
             }
-            None => Err(Error::call(op, table, e)),
+            None => {
+                chat_core::metrics::store_error(op);
+                Err(Error::call(op, table, e))
+            }
         },
     }
 }

@@ -12,12 +12,15 @@
 //! - [`message`]: every action route (`send`, `ack`, `sync`, `history`,
 //!   `conversations`, `createGroup`/`addMember`/`removeMember`) and `$default`.
 //! - [`fanout`]: group and 1:1 delivery, fed by the messages table's stream.
+//! - [`emf`]: the metrics as CloudWatch Embedded Metric Format lines, one
+//!   per invocation ([`emf::metered`]).
 //!
 //! Answers to the caller are posted to its own connection
 //! (`PostToConnection`), like every other frame.
 
 pub mod authorizer;
 pub mod connection;
+pub mod emf;
 pub mod fanout;
 pub mod message;
 

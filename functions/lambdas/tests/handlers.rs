@@ -425,3 +425,46 @@ async fn fanout_holds_messages_back_from_a_connection_until_its_first_sync_repla
         .collect();
     assert_eq!(after, vec![3]);
 }
+
+#[tokio::test]
+async fn an_invocation_writes_its_metrics_as_one_embedded_metric_format_line() {
+    let emf = chat_lambdas::emf::recorder();
+    let r = rig().await;
+    connect(&r, "alice", "conn-emf-a").await;
+    connect(&r, "bob", "conn-emf-b").await;
+    let _ = emf.take("setup");
+    let ((), line) = chat_lambdas::emf::metered_line(
+        "send",
+        say(
+            &r,
+            "alice",
+            "conn-emf-a",
+            json!({"action":"send","to":"user:bob","client_msg_id":"emf-1","text":"hi"}),
+        ),
+    )
+    .await;
+    // Other tests of this binary record too: the line has at least ours.
+    let parsed: Value = serde_json::from_str(&line.expect("a line").to_string()).unwrap();
+    assert_eq!(parsed["function"], "send");
+    let def = &parsed["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(def["Namespace"], "chat");
+    assert_eq!(def["Dimensions"], json!([["function"]]));
+    let names: Vec<&str> = def["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    for name in ["chat_messages_stored_total", "chat_send_ack_seconds"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    assert!(parsed["chat_messages_stored_total"].as_u64().unwrap() >= 1);
+    assert!(parsed["chat_send_ack_seconds"]
+        .as_array()
+        .is_some_and(|v| !v.is_empty()));
+    assert!(parsed["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    // Taken: the next line starts from zero.
+    assert!(emf
+        .take("send")
+        .is_none_or(|l| l.get("chat_messages_stored_total").is_none()));
+}

@@ -33,9 +33,18 @@ impl Delivery for ClusterDelivery {
         match c.node_id.as_deref() {
             Some(n) if n == self.hub.node() => self.hub.post(c, frame).await,
             Some(n) if !self.cluster.may_reach(n) => {
+                chat_core::metrics::cluster_post("dead");
                 Err(PostError::Failed(format!("node {n} is dead")))
             }
-            Some(_) if c.endpoint.starts_with("http") => self.remote.post(c, frame).await,
+            Some(_) if c.endpoint.starts_with("http") => {
+                let r = self.remote.post(c, frame).await;
+                chat_core::metrics::cluster_post(match &r {
+                    Ok(()) => "ok",
+                    Err(PostError::Gone) => "gone",
+                    Err(PostError::Failed(_)) => "failed",
+                });
+                r
+            }
             // A node without a management API (not in cluster mode), or a
             // record from before nodes had ids: only its holder can post.
             _ => self.hub.post(c, frame).await,

@@ -259,6 +259,7 @@ impl Cluster {
             // Forget what was dead long ago (its records are gone).
             s.dead
                 .retain(|_, at| t.duration_since(*at) < Duration::from_secs(3600));
+            chat_core::metrics::live_nodes(live.len());
             s.live = live;
         }
         for n in dead {

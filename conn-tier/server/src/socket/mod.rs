@@ -266,14 +266,17 @@ pub async fn run_socket<S, E>(
         &last_seen,
         &shutdown,
     );
-    tokio::select! {
+    let why = tokio::select! {
         _ = reader => {
             // The reader queued a close frame (or the peer left); let the
             // writer send it, briefly.
-            let _ = tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer).await;
+            tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer)
+                .await
+                .unwrap_or("too_slow")
         }
-        _ = &mut writer => {}
-    }
+        why = &mut writer => why,
+    };
+    chat_core::metrics::disconnect(why);
     // Gone for everyone once our close is out; then the socket lingers.
     hub.remove(&conn);
     backend.disconnect(&session).await;
@@ -300,6 +303,21 @@ where
         }
     })
     .await;
+}
+
+/// The metric label of a close the server sends.
+fn disconnect_label(code: u16, reason: &str) -> &'static str {
+    match code {
+        close::NORMAL if reason.is_empty() => "peer",
+        close::NORMAL => "closed_by_server",
+        close::GOING_AWAY if reason.starts_with("idle") => "idle",
+        close::GOING_AWAY | close::SERVICE_RESTART => "shutdown",
+        close::POLICY => "too_slow",
+        close::TOO_BIG => "too_big",
+        close::INVALID_DATA => "invalid_utf8",
+        close::PROTOCOL => "protocol",
+        _ => "error",
+    }
 }
 
 fn close_msg(code: u16, reason: &'static str) -> Message {
@@ -361,10 +379,15 @@ async fn read_loop<R, E>(
                     break (close::TOO_BIG, "frame exceeds 32 KB");
                 }
                 let frame = parse_client_frame(text.as_str());
+                chat_core::metrics::frame_in(match &frame {
+                    Ok(f) => f.action(),
+                    Err(_) => "invalid",
+                });
                 if std::mem::take(&mut first) && !matches!(frame, Ok(ClientFrame::Sync {})) {
                     let _ = out.push(Outbound::GoLive);
                 }
                 if !user.take() {
+                    chat_core::metrics::rate_limited("frames");
                     let (action, id) = match &frame {
                         Ok(f) => (Some(f.action()), f.client_msg_id()),
                         Err(e) => (e.action.as_deref(), e.client_msg_id.as_deref()),
@@ -384,6 +407,7 @@ async fn read_loop<R, E>(
                 }
             }
             Ok(Message::Binary(_)) => {
+                chat_core::metrics::frame_in("binary");
                 if std::mem::take(&mut first) {
                     let _ = out.push(Outbound::GoLive);
                 }
@@ -398,7 +422,10 @@ async fn read_loop<R, E>(
             }
             // Pings and pongs spend the user's budget like any frame.
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {
-                user.take();
+                chat_core::metrics::frame_in("ping");
+                if !user.take() {
+                    chat_core::metrics::rate_limited("frames");
+                }
             }
             Ok(Message::Close(_)) => break (close::NORMAL, ""),
             Err(e) => {
@@ -420,6 +447,7 @@ async fn read_loop<R, E>(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Returns why the connection ended (a metric label).
 async fn write_loop<W>(
     mut sink: W,
     mut inbox: Inbox,
@@ -428,7 +456,8 @@ async fn write_loop<W>(
     shutdown: CancellationToken,
     origin: Instant,
     last_seen: Arc<AtomicU64>,
-) where
+) -> &'static str
+where
     W: Sink<Message> + Unpin,
 {
     let mut ping = tokio::time::interval(cfg.ping_interval);
@@ -456,7 +485,7 @@ async fn write_loop<W>(
             out = inbox.recv() => match out {
                 Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
                 Some(out) => sequencer.order(out).await,
-                None => return,
+                None => return "closed_by_server",
             },
             _ = &mut hold, if sequencer.holding() => sequencer.go_live().await,
             _ = ping.tick() => {
@@ -469,6 +498,10 @@ async fn write_loop<W>(
         };
         for msg in batch {
             let closing = matches!(msg, Message::Close(_));
+            let why = match &msg {
+                Message::Close(Some(f)) => disconnect_label(f.code, f.reason.as_str()),
+                _ => "peer_gone",
+            };
             let outcome = match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(false),
@@ -482,9 +515,9 @@ async fn write_loop<W>(
                     tracing::info!("write timed out; closing as too slow");
                     let close = close_msg(close::POLICY, "too slow: write timed out");
                     let _ = tokio::time::timeout(cfg.write_timeout, sink.send(close)).await;
-                    return;
+                    return "too_slow";
                 }
-                _ => return,
+                _ => return why,
             }
         }
     }

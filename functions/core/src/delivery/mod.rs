@@ -133,12 +133,17 @@ impl Deliverer {
             .map(|c| async move {
                 if let Some(seq) = &frame.seq {
                     if !self.admits(&c, seq).await {
+                        crate::metrics::delivery("held");
                         return false;
                     }
                 }
                 match self.delivery.post(&c, frame).await {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        crate::metrics::delivery("ok");
+                        true
+                    }
                     Err(PostError::Gone) => {
+                        crate::metrics::delivery("gone");
                         tracing::debug!(user = %c.user_id, connection = %c.connection_id, "pruning gone connection");
                         if let Err(e) = self.connections.remove(&c.connection_id).await {
                             tracing::warn!(error = %e, "pruning failed");
@@ -146,6 +151,7 @@ impl Deliverer {
                         false
                     }
                     Err(PostError::Failed(e)) => {
+                        crate::metrics::delivery("failed");
                         tracing::warn!(user = %c.user_id, error = %e, "post failed");
                         false
                     }

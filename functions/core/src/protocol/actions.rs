@@ -36,6 +36,7 @@ macro_rules! client_actions {
     )*) => {
         /// A frame from a client, tagged by `action`.
         #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "action")]
         pub enum ClientFrame {
             $(

@@ -9,9 +9,13 @@
 //!   parse on the hot path).
 //! - `server`: the frames the server sends, and the one mapping of an
 //!   [`Error`](crate::Error) to an `error` frame.
+//! - `schema` (feature `schema`): their JSON Schemas, generated from these
+//!   types, and the AsyncAPI document (docs/asyncapi.yaml).
 
 pub mod actions;
 mod client;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod server;
 
 pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};

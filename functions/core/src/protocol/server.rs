@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stored message as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MessageView {
     pub conversation_id: String,
     pub message_id: u64,
@@ -16,6 +17,7 @@ pub struct MessageView {
 
 /// One row of the `conversations` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversationItem {
     pub conversation_id: String,
     /// `direct` or `group`.
@@ -35,6 +37,7 @@ pub struct ConversationItem {
 
 /// A frame from the server, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame {
     Ack {

@@ -53,6 +53,7 @@ impl Chat {
             )
             .await?;
         if !allowed {
+            crate::metrics::rate_limited("groups_per_day");
             return Err(Error::Quota(format!(
                 "at most {} groups created per day; try again tomorrow",
                 self.limits.groups_per_day
@@ -171,7 +172,10 @@ impl Chat {
                 self.announce(session, &updated, also).await;
                 Ok(Some(group_frame(&updated)))
             }
-            Err(Error::Contended) => Ok(None),
+            Err(Error::Contended) => {
+                crate::metrics::store_retry("group_version");
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

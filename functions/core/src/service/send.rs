@@ -44,9 +44,15 @@ impl Chat {
         client_msg_id: String,
         text: String,
     ) -> Result<ServerFrame> {
-        self.send_queued(session, to, client_msg_id, text)
-            .await?
-            .await
+        let started = std::time::Instant::now();
+        let answer = async {
+            self.send_queued(session, to, client_msg_id, text)
+                .await?
+                .await
+        };
+        let answer = answer.await;
+        crate::metrics::send_ack(started.elapsed());
+        answer
     }
 
     /// A `send` for a connection that pipelines: this future validates,
@@ -61,6 +67,7 @@ impl Chat {
         client_msg_id: String,
         text: String,
     ) -> Deferred {
+        let started = std::time::Instant::now();
         let user = session.user_id.clone();
         let id = client_msg_id.clone();
         let fail = move |e: Error| {
@@ -70,9 +77,14 @@ impl Chat {
         match self.send_queued(session, to, client_msg_id, text).await {
             Err(e) => {
                 let frame = fail(e);
+                crate::metrics::send_ack(started.elapsed());
                 Box::pin(std::future::ready(frame))
             }
-            Ok(pending) => Box::pin(async move { pending.await.unwrap_or_else(fail) }),
+            Ok(pending) => Box::pin(async move {
+                let frame = pending.await.unwrap_or_else(fail);
+                crate::metrics::send_ack(started.elapsed());
+                frame
+            }),
         }
     }
 
@@ -120,6 +132,9 @@ impl Chat {
         let ack = move |a: &Appended| -> Result<ServerFrame> {
             if a.duplicate && (a.message.conversation_id != conv || a.message.text != text_sent) {
                 return Err(Error::IdReused(client_msg_id.clone()));
+            }
+            if !a.duplicate {
+                crate::metrics::message_stored();
             }
             Ok(ServerFrame::Ack {
                 client_msg_id,

@@ -91,7 +91,11 @@ impl DynamoStore {
                         duplicate: true,
                     });
                 }
-                Some(_) => continue, // lost the id to another sender; try the next
+                Some(_) => {
+                    // Lost the id to another sender; try the next.
+                    chat_core::metrics::store_retry("message_id");
+                    continue;
+                }
             }
         }
         let Some(m) = stored else {

@@ -1,5 +1,6 @@
 //! REQUEST authorizer on `$connect`: verifies the `?token=` JWT.
 use chat_lambdas::authorizer::authenticator_from_env;
+use chat_lambdas::emf::metered;
 use chat_lambdas::{authorize, init_tracing};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -9,7 +10,8 @@ async fn main() -> Result<(), Error> {
     let auth = authenticator_from_env()?;
     let auth = &auth;
     run(service_fn(move |e: LambdaEvent<_>| async move {
-        Ok::<_, Error>(authorize(auth, &e.payload))
+        let allowed = metered("authorizer", async { authorize(auth, &e.payload) }).await;
+        Ok::<_, Error>(allowed)
     }))
     .await
 }

@@ -1,4 +1,5 @@
 //! `$connect` route: records the connection (after the authorizer allowed it).
+use chat_lambdas::emf::metered;
 use chat_lambdas::{connect, init_tracing, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -9,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::from_env().await?;
     let deps = &deps;
     run(service_fn(move |e: LambdaEvent<_>| {
-        connect(deps, e.payload)
+        metered("connect", connect(deps, e.payload))
     }))
     .await
 }

@@ -1,4 +1,5 @@
 //! `$disconnect` route: forgets the connection.
+use chat_lambdas::emf::metered;
 use chat_lambdas::{disconnect, init_tracing, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -9,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::from_env().await?;
     let deps = &deps;
     run(service_fn(move |e: LambdaEvent<_>| {
-        disconnect(deps, e.payload)
+        metered("disconnect", disconnect(deps, e.payload))
     }))
     .await
 }

@@ -1,5 +1,6 @@
 //! `fanout`: delivers new messages to every member's connections; triggered
 //! by the messages table's stream (in order per conversation).
+use chat_lambdas::emf::metered;
 use chat_lambdas::{fanout, init_tracing, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -9,5 +10,8 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start, borrowed by every invocation.
     let deps = Deps::from_env().await?;
     let deps = &deps;
-    run(service_fn(move |e: LambdaEvent<_>| fanout(deps, e.payload))).await
+    run(service_fn(move |e: LambdaEvent<_>| {
+        metered("fanout", fanout(deps, e.payload))
+    }))
+    .await
 }

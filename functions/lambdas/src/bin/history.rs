@@ -1,4 +1,5 @@
 //! `history` route: runs the action and posts the answer to the caller.
+use chat_lambdas::emf::metered;
 use chat_lambdas::{init_tracing, message, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -9,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::from_env().await?;
     let deps = &deps;
     run(service_fn(move |e: LambdaEvent<_>| {
-        message(deps, e.payload)
+        metered("history", message(deps, e.payload))
     }))
     .await
 }

@@ -1,0 +1,140 @@
+//! The metrics every mode records, through the `metrics` facade: conn-tier
+//! exports them in the Prometheus text format (`--metrics-listen`), the
+//! Lambda functions as CloudWatch Embedded Metric Format log lines. Without
+//! a recorder installed they cost nothing. One function per metric, so
+//! names and labels are written once (docs/operations.md lists them).
+
+use std::time::Duration;
+
+pub const CONNECTIONS_OPEN: &str = "chat_connections_open";
+pub const CONNECTS: &str = "chat_connects_total";
+pub const DISCONNECTS: &str = "chat_disconnects_total";
+pub const FRAMES_IN: &str = "chat_frames_in_total";
+pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
+pub const DELIVERIES: &str = "chat_deliveries_total";
+pub const SEND_ACK_SECONDS: &str = "chat_send_ack_seconds";
+pub const COMMIT_BATCH: &str = "chat_store_commit_batch_size";
+pub const STORE_ERRORS: &str = "chat_store_errors_total";
+pub const STORE_RETRIES: &str = "chat_store_retries_total";
+pub const RATE_LIMITED: &str = "chat_rate_limited_total";
+pub const REJECTED: &str = "chat_rejected_total";
+pub const OUTBOUND_QUEUE_BYTES: &str = "chat_outbound_queue_bytes";
+pub const CLUSTER_LIVE_NODES: &str = "chat_cluster_live_nodes";
+pub const CLUSTER_POSTS: &str = "chat_cluster_posts_total";
+
+/// A connection opened (`+1`) or closed (`-1`).
+pub fn connection_open(delta: f64) {
+    metrics::gauge!(CONNECTIONS_OPEN).increment(delta);
+}
+
+/// An upgrade attempt's outcome: `accepted`, `unauthorized`,
+/// `too_many_for_user`, `too_fast`, `authorizer_timeout`, `failed`.
+pub fn connect(result: &'static str) {
+    metrics::counter!(CONNECTS, "result" => result).increment(1);
+}
+
+/// Why a connection ended: `peer`, `idle`, `too_slow`, `too_big`,
+/// `invalid_utf8`, `protocol`, `shutdown`, `closed_by_server`.
+pub fn disconnect(reason: &'static str) {
+    metrics::counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// A frame read from a client: its action, or `invalid`, `binary`, `ping`.
+pub fn frame_in(action: &'static str) {
+    metrics::counter!(FRAMES_IN, "action" => action).increment(1);
+}
+
+/// A new message durably stored (not a resend).
+pub fn message_stored() {
+    metrics::counter!(MESSAGES_STORED).increment(1);
+}
+
+/// A post to one connection: `ok`, `gone`, `failed`, `held` (waiting for
+/// the connection's sync).
+pub fn delivery(result: &'static str) {
+    metrics::counter!(DELIVERIES, "result" => result).increment(1);
+}
+
+/// From a `send` read to its `ack` (or error) being ready.
+pub fn send_ack(took: Duration) {
+    metrics::histogram!(SEND_ACK_SECONDS).record(took.as_secs_f64());
+}
+
+/// Messages written by one group commit (embedded store).
+pub fn commit_batch(messages: usize) {
+    metrics::histogram!(COMMIT_BATCH).record(messages as f64);
+}
+
+/// A store call that failed (`op`: the operation).
+pub fn store_error(op: &'static str) {
+    metrics::counter!(STORE_ERRORS, "op" => op).increment(1);
+}
+
+/// A store write retried after losing a race (an id taken, a group
+/// version moved).
+pub fn store_retry(what: &'static str) {
+    metrics::counter!(STORE_RETRIES, "what" => what).increment(1);
+}
+
+/// A frame answered `rate_limited` (or a quota reached).
+pub fn rate_limited(what: &'static str) {
+    metrics::counter!(RATE_LIMITED, "what" => what).increment(1);
+}
+
+/// A connection refused before HTTP: `total`, `per_ip`, `per_ip_rate`,
+/// `header_timeout`.
+pub fn rejected(reason: &'static str) {
+    metrics::counter!(REJECTED, "reason" => reason).increment(1);
+}
+
+/// Bytes added to (`+`) or taken from (`-`) the connections' outbound queues.
+pub fn outbound_bytes(delta: f64) {
+    metrics::gauge!(OUTBOUND_QUEUE_BYTES).increment(delta);
+}
+
+/// Live nodes in the cluster's last listing.
+pub fn live_nodes(n: usize) {
+    metrics::gauge!(CLUSTER_LIVE_NODES).set(n as f64);
+}
+
+/// A post to another node's connection: `ok`, `gone`, `failed`, `dead`.
+pub fn cluster_post(result: &'static str) {
+    metrics::counter!(CLUSTER_POSTS, "result" => result).increment(1);
+}
+
+/// Help texts for the exporters (once, when a recorder is installed).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS_OPEN, "WebSocket connections open on this node");
+    describe_counter!(CONNECTS, "Upgrade attempts, by result");
+    describe_counter!(DISCONNECTS, "Connections ended, by reason");
+    describe_counter!(FRAMES_IN, "Frames read from clients, by action");
+    describe_counter!(MESSAGES_STORED, "New messages durably stored");
+    describe_counter!(DELIVERIES, "Posts to connections, by result");
+    describe_histogram!(
+        SEND_ACK_SECONDS,
+        Unit::Seconds,
+        "From a send read to its ack ready"
+    );
+    describe_histogram!(COMMIT_BATCH, Unit::Count, "Messages per group commit");
+    describe_counter!(STORE_ERRORS, "Store calls that failed, by operation");
+    describe_counter!(STORE_RETRIES, "Store writes retried after a lost race");
+    describe_counter!(
+        RATE_LIMITED,
+        "Frames answered rate_limited, and quotas reached"
+    );
+    describe_counter!(REJECTED, "Connections refused before HTTP, by reason");
+    describe_gauge!(
+        OUTBOUND_QUEUE_BYTES,
+        Unit::Bytes,
+        "Bytes waiting in the connections' outbound queues"
+    );
+    describe_gauge!(
+        CLUSTER_LIVE_NODES,
+        "Live nodes in the cluster's last listing"
+    );
+    describe_counter!(
+        CLUSTER_POSTS,
+        "Posts to other nodes' connections, by result"
+    );
+}
