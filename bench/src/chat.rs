@@ -18,6 +18,8 @@ pub type Ws =
 pub struct Target {
     pub url: String,
     pub auth: chat_core::auth::Authenticator,
+    /// `TCP_NODELAY` on the bench's sockets (off only with `--nagle`).
+    pub nodelay: bool,
 }
 
 impl Target {
@@ -28,7 +30,7 @@ impl Target {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(
             format!("{}?token={token}", self.url),
             None,
-            true,
+            self.nodelay,
         )
         .await?;
         Ok(ws)
@@ -62,7 +64,7 @@ impl Target {
         }
         sock.bind(SocketAddr::new(source.into(), 0))?;
         let stream = sock.connect(server).await?;
-        stream.set_nodelay(true)?;
+        stream.set_nodelay(self.nodelay)?;
         let (ws, _) = tokio_tungstenite::client_async(
             format!("{}?token={token}", self.url),
             tokio_tungstenite::MaybeTlsStream::Plain(stream),

@@ -116,6 +116,11 @@ struct Args {
     /// second (sched_setaffinity). Not with --in-process.
     #[arg(long)]
     pin: bool,
+    /// Nagle's algorithm on: `TCP_NODELAY` off on the server's accepted
+    /// sockets (`--tcp-nodelay false`) and on the bench's own, nothing else
+    /// changed. For the before/after figure in docs/benchmarks.md.
+    #[arg(long)]
+    nagle: bool,
     /// Sends in flight per connection when flat out.
     #[arg(long, default_value_t = 16)]
     window: usize,
@@ -334,6 +339,13 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut report = json!({"scenario": format!("{:?}", args.scenario), "connections": args.connections, "text_bytes": args.text_bytes, "pinning": pinning.note});
     rows.push(("pinning".into(), pinning.note.clone()));
+    if args.nagle {
+        rows.push((
+            "TCP_NODELAY".into(),
+            "off on both ends (--nagle): Nagle's algorithm on".into(),
+        ));
+        report["tcp_nodelay"] = json!(false);
+    }
     // A second table (the sweep's steps), and the SVG to write at the end.
     let mut steps_table: Option<String> = None;
     let mut svg_out: Option<(PathBuf, String)> = None;
@@ -355,6 +367,9 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     ];
     if let Scenario::Idle = args.scenario {
         extra.extend(["--ping-secs", "600"]);
+    }
+    if args.nagle {
+        extra.extend(["--tcp-nodelay", "false"]);
     }
     let in_process = if args.in_process && args.url.is_none() {
         Some(in_process_server(&secret).await?)
@@ -382,6 +397,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     let target = Arc::new(chat::Target {
         url: url.clone(),
         auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
+        nodelay: !args.nagle,
     });
     let label = format!("{:?}", args.scenario).to_lowercase();
     let shown = match args.scenario {

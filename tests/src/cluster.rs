@@ -365,7 +365,7 @@ impl Device {
             let url = format!("{}?token={}", self.url, self.token);
             if let Ok(Ok((mut ws, resp))) = tokio::time::timeout(
                 Duration::from_secs(5),
-                tokio_tungstenite::connect_async(&url),
+                tokio_tungstenite::connect_async_with_config(&url, None, true),
             )
             .await
             {

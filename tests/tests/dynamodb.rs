@@ -70,6 +70,10 @@ async fn an_unreachable_endpoint_is_a_startup_error_that_names_it() {
         .to_string();
     assert!(err.contains("http://127.0.0.1:9"), "{err}");
     assert!(err.contains("unreachable"), "{err}");
+    assert!(
+        err.contains("localstack/start.sh"),
+        "says what to start: {err}"
+    );
 }
 
 /// A proxy in front of the emulator that answers a share of requests with

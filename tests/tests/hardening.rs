@@ -268,6 +268,7 @@ async fn connections_are_capped_per_ip_and_in_total_and_a_slow_request_is_cut_of
             new_per_ip_per_sec: 1000,
             new_per_ip_burst: 1000,
             header_timeout: Duration::from_secs(1),
+            ..Limits::default()
         },
         ..Default::default()
     })

@@ -8,7 +8,8 @@
 //   cd clients/web && npm ci && npm run test:browser
 //
 // Environment:
-//   CHAT_SERVER_BIN      the conn-tier binary (default: $HOME/.cache/chat-system/target/debug/conn-tier)
+//   CHAT_SERVER_BIN      the conn-tier binary (default: `cargo build -p conn-tier` runs first,
+//                        and its binary in cargo's target dir is used)
 //   CHROMIUM_BIN         the browser (default: /usr/bin/chromium)
 //   CHAT_SCREENSHOT_DIR  where screenshots go (default: docs/screenshots of the repository)
 //
@@ -18,15 +19,25 @@
 // tests check the code in front of you.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const SERVER_BIN = process.env.CHAT_SERVER_BIN || join(homedir(), '.cache/chat-system/target/debug/conn-tier');
+const SERVER_BIN = process.env.CHAT_SERVER_BIN || buildServer();
+
+/** Builds conn-tier (a no-op when it is up to date) and finds its binary
+ * wherever cargo puts it (CARGO_TARGET_DIR included). */
+function buildServer() {
+  execFileSync('cargo', ['build', '-q', '-p', 'conn-tier'], { cwd: REPO, stdio: 'inherit' });
+  const meta = JSON.parse(
+    execFileSync('cargo', ['metadata', '--no-deps', '--format-version', '1'], { cwd: REPO, maxBuffer: 64 << 20 }),
+  );
+  return join(meta.target_directory, 'debug', 'conn-tier');
+}
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const SHOTS = process.env.CHAT_SCREENSHOT_DIR || join(REPO, 'docs/screenshots');
 const WAIT_MS = 15_000; // the longest any single wait may take

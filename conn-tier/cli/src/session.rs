@@ -236,6 +236,16 @@ impl Session {
                 line = input.next_line(), if self.stdin_open => {
                     match self.on_input(line) {
                         Typed::Nothing => {}
+                        // Connected: what was just typed gets its ack
+                        // first, as at the end of input (a paste ending in
+                        // /quit would otherwise lose its last send).
+                        Typed::Quit if self.outbox.pending() > 0 => {
+                            self.stdin_open = false;
+                            note(&format!(
+                                "quitting once the server has answered {} frame(s) (Ctrl-C to give up)",
+                                self.outbox.pending()
+                            ));
+                        }
                         Typed::Quit => {
                             close(&mut tx).await;
                             return End::Quit;

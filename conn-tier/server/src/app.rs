@@ -284,6 +284,9 @@ impl App {
                 "--functions lambda needs the @connections API: set --management-listen".into(),
             ));
         };
+        if let Some(endpoint) = args.lambda_endpoint.as_deref() {
+            check_lambda_endpoint(endpoint).await?;
+        }
         let domain = management_addr.to_string();
         let backend = Arc::new(
             LambdaBackend::new(
@@ -317,4 +320,33 @@ impl App {
             "--functions lambda needs a build with the `lambda` feature: cargo run -p conn-tier --features lambda".into(),
         ))
     }
+}
+
+/// `--functions lambda` pointed at an endpoint nobody listens on would
+/// answer every client HTTP 500 and log the cause per request; say it once,
+/// at start-up, with what to start.
+#[cfg(feature = "lambda")]
+async fn check_lambda_endpoint(endpoint: &str) -> Result<(), Error> {
+    let uri: axum::http::Uri = endpoint
+        .parse()
+        .map_err(|e| Error::Config(format!("--lambda-endpoint {endpoint}: {e}")))?;
+    let host = uri.host().unwrap_or("127.0.0.1").to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    let failure = match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in 3 s".to_string(),
+    };
+    Err(Error::Config(format!(
+        "cannot reach the Lambda functions at {endpoint} (--lambda-endpoint / CHAT_LAMBDA_ENDPOINT): \
+         {failure}. Start them first: scripts/local-cloud up starts everything, or run \
+         `cargo lambda watch … -P {port}` as in the README, \"The Lambda functions, locally\""
+    )))
 }

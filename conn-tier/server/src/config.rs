@@ -10,11 +10,50 @@ use chat_core::auth::{Authenticator, TokenRules, DEFAULT_MAX_LIFETIME_SECS};
 use chat_core::ports::DEFAULT_TABLE_PREFIX;
 use chat_core::service::ChatLimits;
 use chat_local_apigw::sigv4::Credential;
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// A switch: `1/0/true/false/yes/no/on/off`, from the flag or its
+/// variable. Clap's own refusal names only the flag, so a wrong
+/// `CHAT_LOG_JSON=maybe` in an environment file is hard to find; this one
+/// names both.
+#[derive(Debug, Clone, Copy)]
+pub struct Boolish;
+
+impl TypedValueParser for Boolish {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        BoolishValueParser::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|_| {
+                let flag = arg
+                    .and_then(|a| a.get_long())
+                    .map(|l| format!("--{l}"))
+                    .unwrap_or_default();
+                let from = match arg.and_then(|a| a.get_env()) {
+                    Some(env) => format!("{flag} / {}", env.to_string_lossy()),
+                    None => flag,
+                };
+                clap::Error::raw(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!(
+                        "{from}: {:?} is not a switch value; use 1/0, true/false, yes/no or on/off\n",
+                        value.to_string_lossy()
+                    ),
+                )
+                .with_cmd(cmd)
+            })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -46,7 +85,7 @@ pub struct ServerArgs {
     /// Development mode: the public development JWT secret (unless
     /// --jwt-secret is given) and `GET /dev/token?user=…` to mint tokens.
     /// Never in production.
-    #[arg(long, env = "CHAT_DEV", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "CHAT_DEV", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub dev: bool,
     /// HS256 secret that client tokens are signed with, at least 32 bytes
     /// (`openssl rand -hex 32`). Required unless --dev.
@@ -100,7 +139,7 @@ pub struct ServerArgs {
     pub stage: String,
     /// With `--functions lambda`: poll the messages table's stream and invoke
     /// `fanout`, standing in for the event source mapping an emulator lacks.
-    #[arg(long, env = "CHAT_STREAM_POLL", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "CHAT_STREAM_POLL", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub stream_poll: bool,
     /// Bytes queued per connection (live frames and answers) before a
     /// reader too slow to take them is closed with 1008.
@@ -136,6 +175,11 @@ pub struct ServerArgs {
         default_value_t = 50
     )]
     pub new_connections_per_ip_per_sec: u32,
+    /// `TCP_NODELAY` on accepted sockets. Leave it on: off, each small frame
+    /// may wait for the ACK of the one before (Nagle); it exists to measure
+    /// that (docs/benchmarks.md).
+    #[arg(long, env = "CHAT_TCP_NODELAY", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub tcp_nodelay: bool,
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "CHAT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
@@ -155,7 +199,7 @@ pub struct ServerArgs {
     /// nodes sharing the DynamoDB tables, through their `@connections` API
     /// (needs --store dynamodb, --management-listen and a management
     /// credential). docs/design.md, "Cluster".
-    #[arg(long, env = "CHAT_CLUSTER", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "CHAT_CLUSTER", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub cluster: bool,
     /// The WebSocket URL clients use to reach this node (the load
     /// balancer's, in a cluster); listed by GET /nodes. Default:
@@ -182,7 +226,7 @@ pub struct ServerArgs {
     #[arg(long, env = "CHAT_DRAIN_MS", default_value_t = 1500)]
     pub drain_ms: u64,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "CHAT_LOG_JSON", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "CHAT_LOG_JSON", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub log_json: bool,
 }
 
@@ -260,6 +304,7 @@ impl ServerArgs {
                 new_per_ip_per_sec: self.new_connections_per_ip_per_sec,
                 new_per_ip_burst: self.new_connections_per_ip_per_sec.saturating_mul(2).max(1),
                 header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                tcp_nodelay: self.tcp_nodelay,
             },
             users: UserLimits {
                 max_connections: self.max_connections_per_user.max(1),

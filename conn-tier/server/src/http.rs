@@ -350,7 +350,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         None => None,
     };
     let addr = listener.local_addr().map_err(Error::io("local address"))?;
-    tracing::info!(url = %format!("ws://{addr}/ws"), store = ?args.store, "chat server ready");
+    // In Lambda mode the functions own the store: `--store` is not used.
+    let mode = match args.functions {
+        crate::config::FunctionsKind::Lambda => "lambda functions".to_string(),
+        crate::config::FunctionsKind::InProcess => format!("{:?} store", args.store).to_lowercase(),
+    };
+    tracing::info!(url = %format!("ws://{addr}/ws"), %mode, "chat server ready");
     // The management API stops with the client listener.
     let stop = CancellationToken::new();
     let mgmt = match management {

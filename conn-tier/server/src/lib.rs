@@ -41,4 +41,4 @@ pub mod socket;
 pub mod web;
 
 pub use app::App;
-pub use error::Error;
+pub use error::{exit_code, Error};

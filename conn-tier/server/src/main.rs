@@ -3,8 +3,8 @@ use clap::Parser;
 use conn_tier::config::{init_tracing, ServerArgs};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = ServerArgs::parse();
     init_tracing(args.log_json);
-    Ok(conn_tier::http::run(args).await?)
+    conn_tier::exit_code(conn_tier::http::run(args).await)
 }

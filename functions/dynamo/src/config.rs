@@ -54,6 +54,27 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
         .await
 }
 
+/// The SDK's error text without the `Debug` dump it appends
+/// (` (DispatchFailure(DispatchFailure { … }))`): a person reads the
+/// sentence before it.
+fn terse(detail: &str) -> String {
+    for (i, _) in detail.match_indices(" (") {
+        let rest = &detail[i + 2..];
+        let name_len = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(0);
+        if rest.starts_with(|c: char| c.is_ascii_uppercase()) && rest[name_len..].starts_with('(') {
+            return detail[..i].to_string();
+        }
+    }
+    detail.to_string()
+}
+
+/// What a DynamoDB error at start-up says to do when nothing points at a
+/// local emulator.
+const SET_UP_HINT: &str =
+    "For the local emulator: localstack/start.sh, then source localstack/env.sh \
+     (it sets AWS_ENDPOINT_URL, a region and dummy credentials); for AWS: set AWS_REGION and \
+     credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
+
 /// Connects and checks that every table exists with the expected keys;
 /// the error names the table or the endpoint that is wrong.
 pub async fn connect(prefix: &str) -> Result<Tables, Error> {
@@ -75,6 +96,10 @@ pub fn tables_unchecked(conf: &aws_config::SdkConfig, prefix: &str) -> Tables {
 /// As [`connect`], with an explicit endpoint instead of `AWS_ENDPOINT_URL`.
 pub async fn connect_to(prefix: &str, endpoint: Option<&str>) -> Result<Tables, Error> {
     let conf = sdk_config(endpoint).await;
+    let local = endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    if !local && conf.region().is_none() {
+        return Err(Error::NotConfigured { hint: SET_UP_HINT });
+    }
     let endpoint = endpoint
         .map(str::to_string)
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
@@ -114,9 +139,18 @@ async fn check_table(t: &Tables, spec: &TableSpec) -> Result<(), Error> {
                     endpoint: t.endpoint.clone(),
                 });
             }
+            let detail = terse(&aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string());
+            let local =
+                std::env::var_os("AWS_ENDPOINT_URL").is_some() || t.endpoint.contains("://");
+            let hint = if local {
+                "Is the emulator running? Start it with localstack/start.sh (then source localstack/env.sh)"
+            } else {
+                SET_UP_HINT
+            };
             return Err(Error::Unreachable {
                 endpoint: t.endpoint.clone(),
-                detail: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+                detail,
+                hint,
             });
         }
     };
@@ -153,4 +187,19 @@ async fn check_table(t: &Tables, spec: &TableSpec) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terse;
+
+    #[test]
+    fn terse_keeps_the_sentence_and_drops_the_debug_dump() {
+        let full = "dispatch failure: io error: tcp connect error: Connection refused (os error 111) (DispatchFailure(DispatchFailure { source: x }))";
+        assert_eq!(
+            terse(full),
+            "dispatch failure: io error: tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(terse("plain (not a dump)"), "plain (not a dump)");
+    }
 }

@@ -6,8 +6,18 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 pub enum Error {
     #[error("DynamoDB table {table} does not exist at {endpoint} (create it: localstack/start.sh, or deploy infra/)")]
     MissingTable { table: String, endpoint: String },
-    #[error("DynamoDB at {endpoint} is unreachable: {detail}")]
-    Unreachable { endpoint: String, detail: String },
+    #[error("DynamoDB at {endpoint} is unreachable: {detail}. {hint}")]
+    Unreachable {
+        endpoint: String,
+        detail: String,
+        /// What to run or set: the usual causes are a missing
+        /// `source localstack/env.sh` or an emulator that is not running.
+        hint: &'static str,
+    },
+    /// No endpoint and no region: the SDK would try the EC2 metadata
+    /// service and fail with an error that names neither.
+    #[error("DynamoDB is not configured: neither AWS_ENDPOINT_URL nor AWS_REGION is set. {hint}")]
+    NotConfigured { hint: &'static str },
     #[error("table {table} has the wrong shape: {detail}")]
     Schema { table: String, detail: String },
     #[error("DynamoDB {op} on {table} failed: {detail}")]
