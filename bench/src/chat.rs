@@ -353,6 +353,10 @@ pub async fn group(
         })
     };
     for mut ws in socks {
+        // As every client does on connect: a receiver's live messages wait
+        // for its first `sync` (or the server's --live-hold-ms), which a
+        // member that only listens would otherwise pay on its first ones.
+        ws.send(Message::text(r#"{"action":"sync"}"#)).await?;
         let (arrivals, counters) = (arrivals.clone(), counters.clone());
         readers.push(tokio::spawn(async move {
             let mut h = hist();

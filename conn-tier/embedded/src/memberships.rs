@@ -15,6 +15,18 @@ pub(crate) fn put(
     acked: u64,
 ) -> Result<()> {
     let mut users = txn.open_table(USERS).map_err(db)?;
+    put_in(&mut users, user, conv, at, acked)
+}
+
+/// [`put`] on a `users` table the caller has open already (a send opens
+/// each table once: opening one is a measurable share of a write).
+pub(crate) fn put_in(
+    users: &mut redb::Table<(&str, &str), &[u8]>,
+    user: &str,
+    conv: &str,
+    at: u64,
+    acked: u64,
+) -> Result<()> {
     let current = match users.get((user, conv)).map_err(db)? {
         Some(v) => Some(dec::<MembershipBody>(v.value())?),
         None => None,
@@ -34,17 +46,6 @@ pub(crate) fn put(
         .insert((user, conv), enc(&body).as_slice())
         .map_err(db)?;
     Ok(())
-}
-
-/// A membership read inside the write transaction.
-pub(crate) fn get_in(
-    txn: &WriteTransaction,
-    user: &str,
-    conv: &str,
-) -> Result<Option<MembershipBody>> {
-    let t = txn.open_table(USERS).map_err(db)?;
-    let row = t.get((user, conv)).map_err(db)?;
-    row.map(|v| dec::<MembershipBody>(v.value())).transpose()
 }
 
 /// Up to `limit` of the user's conversations after `after`, and whether

@@ -286,9 +286,11 @@ async fn ws_handler(
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         // tungstenite's defaults (128 KiB each) would cost an idle connection
-        // far more than the frames it carries; grown on demand anyway.
+        // far more than the frames it carries; grown on demand anyway. The
+        // writer batches what is queued up to the write buffer's size and
+        // flushes once (socket::WRITE_BATCH_BYTES).
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(crate::socket::WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| {
             sockets.track_future(async move {
                 // The listener's place is held for the socket's whole life.

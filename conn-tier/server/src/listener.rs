@@ -41,13 +41,6 @@ pub struct Limits {
     pub tcp_nodelay: bool,
 }
 
-/// The socket options an accepted connection ended up with, read back from
-/// the kernel; in every request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct SocketOptions {
-    pub nodelay: bool,
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -203,13 +196,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(admission.limits.tcp_nodelay);
-        let options = SocketOptions {
-            nodelay: stream.nodelay().unwrap_or(false),
-        };
         let router = router.clone();
         let stop = stop.clone();
         connections.spawn(async move {
-            serve_one(stream, peer, options, router, ticket, header_timeout, stop).await;
+            serve_one(stream, peer, router, ticket, header_timeout, stop).await;
         });
     }
     stop.cancel();
@@ -227,7 +217,6 @@ pub async fn serve(
 async fn serve_one(
     stream: TcpStream,
     peer: SocketAddr,
-    options: SocketOptions,
     router: Router,
     ticket: Arc<Admitted>,
     header_timeout: Duration,
@@ -235,7 +224,6 @@ async fn serve_one(
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        req.extensions_mut().insert(options);
         req.extensions_mut().insert(ticket.clone());
         router.clone().call(req)
     });
@@ -315,47 +303,6 @@ mod tests {
         drop(x1);
         assert_eq!(a.open(), 2);
         assert!(a.admit(x).is_ok());
-    }
-
-    /// The option as the kernel reports it on the accepted socket, for the
-    /// default limits and with it turned off.
-    async fn accepted_nodelay(limits: Limits) -> String {
-        let router = Router::new().route(
-            "/",
-            axum::routing::get(
-                |axum::Extension(o): axum::Extension<SocketOptions>| async move {
-                    o.nodelay.to_string()
-                },
-            ),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, limits, async {
-            let _ = stopped.await;
-        }));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut client, &mut answer)
-            .await
-            .unwrap();
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
-        answer.rsplit("\r\n\r\n").next().unwrap().to_string()
-    }
-
-    #[tokio::test]
-    async fn accepted_sockets_have_tcp_nodelay_set() {
-        assert_eq!(accepted_nodelay(Limits::default()).await, "true");
-        let nagle = Limits {
-            tcp_nodelay: false,
-            ..Limits::default()
-        };
-        assert_eq!(accepted_nodelay(nagle).await, "false");
     }
 
     #[test]

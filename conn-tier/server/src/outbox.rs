@@ -156,6 +156,16 @@ impl Inbox {
         Some(out)
     }
 
+    /// The next frame if one is queued already: the writer drains what is
+    /// ready into one write.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.try_recv().ok()?;
+        self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
+        chat_core::metrics::outbound_bytes(-(out.bytes() as f64));
+        self.shared.room.notify_waiters();
+        Some(out)
+    }
+
     /// A handle that resolves when the queue overflowed.
     pub fn kicks(&self) -> Kicks {
         Kicks(self.shared.clone())

@@ -157,6 +157,11 @@ struct QueueReply {
 /// Sends of one connection waiting for their group commit at once.
 const MAX_PENDING_ACKS: usize = 256;
 
+/// Frames already queued are written together up to about this many bytes:
+/// one write (one TCP segment, with `TCP_NODELAY`) for many frames under
+/// load, a write per frame when they come one at a time. The WebSocket's
+/// write buffer is this size too (`http.rs`).
+pub const WRITE_BATCH_BYTES: usize = 8 * 1024;
 /// At shutdown, how long a socket may take to answer what it has read
 /// before it is closed anyway.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
@@ -303,6 +308,15 @@ where
         }
     })
     .await;
+}
+
+/// A frame's payload size, for batching writes.
+fn frame_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 2,
+    }
 }
 
 /// The metric label of a close the server sends.
@@ -473,7 +487,7 @@ where
     let mut shutting = false;
     let kicks = inbox.kicks();
     loop {
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             biased;
             _ = shutdown.cancelled(), if !shutting => {
                 shutting = true;
@@ -496,29 +510,46 @@ where
                 }
             }
         };
-        for msg in batch {
-            let closing = matches!(msg, Message::Close(_));
-            let why = match &msg {
-                Message::Close(Some(f)) => disconnect_label(f.code, f.reason.as_str()),
-                _ => "peer_gone",
-            };
-            let outcome = match tokio::time::timeout(cfg.write_timeout, sink.send(msg)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(false),
-                Err(_) => Err(true),
-            };
-            match outcome {
-                Ok(()) if !closing => {}
-                Err(true) if !closing => {
-                    // The peer stopped reading: too slow. What is half
-                    // written goes first, then the close, if it can.
-                    tracing::info!("write timed out; closing as too slow");
-                    let close = close_msg(close::POLICY, "too slow: write timed out");
-                    let _ = tokio::time::timeout(cfg.write_timeout, sink.send(close)).await;
-                    return "too_slow";
-                }
-                _ => return why,
+        // What else is queued already goes out in the same write: with
+        // TCP_NODELAY every write is a segment, so one write per frame
+        // would cost a trip through the TCP stack each (docs/benchmarks.md).
+        let mut bytes: usize = batch.iter().map(frame_len).sum();
+        while bytes < WRITE_BATCH_BYTES && !batch.iter().any(|m| matches!(m, Message::Close(_))) {
+            match inbox.try_recv() {
+                Some(Outbound::Close(code, reason)) => batch.push(close_msg(code, reason)),
+                Some(out) => batch.extend(sequencer.order(out).await),
+                None => break,
             }
+            bytes = batch.iter().map(frame_len).sum();
+        }
+        let close = batch.iter().find_map(|m| match m {
+            Message::Close(Some(f)) => Some(disconnect_label(f.code, f.reason.as_str())),
+            Message::Close(None) => Some("peer_gone"),
+            _ => None,
+        });
+        let write = async {
+            for msg in batch {
+                sink.feed(msg).await?;
+            }
+            sink.flush().await
+        };
+        let outcome = match tokio::time::timeout(cfg.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(false),
+            Err(_) => Err(true),
+        };
+        match (outcome, close) {
+            (Ok(()), None) => {}
+            (Err(true), None) => {
+                // The peer stopped reading: too slow. What is half
+                // written goes first, then the close, if it can.
+                tracing::info!("write timed out; closing as too slow");
+                let close = close_msg(close::POLICY, "too slow: write timed out");
+                let _ = tokio::time::timeout(cfg.write_timeout, sink.send(close)).await;
+                return "too_slow";
+            }
+            (_, Some(why)) => return why,
+            (Err(_), None) => return "peer_gone",
         }
     }
 }
