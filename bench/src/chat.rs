@@ -20,15 +20,23 @@ pub struct Target {
     pub auth: chat_core::auth::Authenticator,
     /// `TCP_NODELAY` on the bench's sockets (off only with `--nagle`).
     pub nodelay: bool,
+    /// Where the second connection of each direct pair connects, when not
+    /// `url` (`--peer-url`: another cluster node).
+    pub peer_url: Option<String>,
 }
 
 impl Target {
     pub async fn connect(&self, user: &str) -> anyhow::Result<Ws> {
+        self.connect_to(&self.url, user).await
+    }
+
+    /// Connects `user` to `url` (one of a cluster's nodes).
+    pub async fn connect_to(&self, url: &str, user: &str) -> anyhow::Result<Ws> {
         let token = self.auth.mint(user, 3600)?;
         // TCP_NODELAY: small pipelined frames must not wait for the peer's
         // delayed ACK (Nagle); the third argument is `disable_nagle`.
         let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            format!("{}?token={token}", self.url),
+            format!("{url}?token={token}"),
             None,
             self.nodelay,
         )
@@ -122,9 +130,13 @@ pub async fn direct(
     let n = cfg.connections.max(2) & !1;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
+        let url = match (&target.peer_url, i % 2) {
+            (Some(peer), 1) => peer.as_str(),
+            _ => target.url.as_str(),
+        };
         conns.push(
             target
-                .connect(&format!("{}{i}", cfg.users))
+                .connect_to(url, &format!("{}{i}", cfg.users))
                 .await
                 .with_context(|| format!("connection {i}"))?,
         );

@@ -88,6 +88,10 @@ struct Args {
     /// for smoke runs; CPU and RSS then include the load generator.
     #[arg(long)]
     in_process: bool,
+    /// direct, with --url: connect the second connection of each pair here
+    /// instead (another cluster node: every message then crosses nodes).
+    #[arg(long, requires = "url")]
+    peer_url: Option<String>,
     /// JWT secret of --url's server.
     #[arg(long, default_value = "bench-secret-of-at-least-32-bytes")]
     jwt_secret: String,
@@ -398,6 +402,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         url: url.clone(),
         auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
         nodelay: !args.nagle,
+        peer_url: args.peer_url.clone(),
     });
     let label = format!("{:?}", args.scenario).to_lowercase();
     let shown = match args.scenario {
@@ -417,7 +422,18 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
                 rate: args.rate,
                 window: args.window,
                 text_bytes: args.text_bytes,
-                users: "u".to_string(),
+                // A running server (--url) keeps earlier runs' users and
+                // client_msg_ids: a fresh prefix per run meets none of them.
+                users: match &args.url {
+                    Some(_) => format!(
+                        "u{}x",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or_default()
+                    ),
+                    None => "u".to_string(),
+                },
                 cpu_pid: None,
             };
             // (acked/s, delivered msgs per CPU-second) of Mosquitto.

@@ -238,7 +238,19 @@ impl TestServer {
     pub async fn client(&self, user: &str) -> TestClient {
         let mut c = self.raw_client(user).await;
         c.send(json!({"action":"ping"})).await;
-        c.expect("pong").await;
+        // A notification for this user (a group it was just added to, a
+        // receipt) may reach the new connection before the pong: keep it
+        // for the test, in order.
+        let mut early = std::collections::VecDeque::new();
+        loop {
+            let f = c.recv().await;
+            match f["type"].as_str() {
+                Some("pong") => break,
+                Some("group" | "receipt") => early.push_back(f),
+                _ => panic!("expected a pong frame, got {f}"),
+            }
+        }
+        c.early = early;
         c
     }
 
@@ -255,7 +267,11 @@ impl TestServer {
             tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
                 .await
                 .expect("upgrade");
-        let mut c = TestClient { ws, n: 0 };
+        let mut c = TestClient {
+            ws,
+            n: 0,
+            early: Default::default(),
+        };
         c.send(json!({"action":"ping"})).await;
         c.expect("pong").await;
         c
@@ -298,6 +314,10 @@ impl TestServer {
 pub struct TestClient {
     ws: Ws,
     n: u64,
+    /// Frames that arrived while [`TestServer::client`] waited for its
+    /// `pong` (a `group` or `receipt` notification may come first): the
+    /// test reads them next, in arrival order.
+    early: std::collections::VecDeque<Value>,
 }
 
 impl TestClient {
@@ -305,6 +325,7 @@ impl TestClient {
         Ok(TestClient {
             ws: connect(url, token).await?,
             n: 0,
+            early: Default::default(),
         })
     }
 
@@ -329,6 +350,9 @@ impl TestClient {
 
     /// The next text frame within `wait`: `None` if none came, `Err` on a close.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Result<Value, String>> {
+        if let Some(frame) = self.early.pop_front() {
+            return Some(Ok(frame));
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
