@@ -9,6 +9,11 @@
 # EMULATOR_STATE_DIR (default: this folder) holds moto.pid and moto.log, so
 # several runs (CI and a developer's, say) can each own an emulator on its
 # own port. If start-up fails half-way, the emulator it started is stopped.
+#
+# EMULATOR=dynalite starts dynalite (npm, pinned in dynalite/package.json)
+# instead: about three times moto's request rate here, and it keeps up with
+# tens of thousands of connection records, but it has no transactions (group
+# sends), TTL or streams. For the cluster benchmarks only; the tests use moto.
 set -euo pipefail
 cd "$(dirname "$0")"
 PORT="${EMULATOR_PORT:-4566}"
@@ -24,10 +29,18 @@ if ! .venv/bin/python -c "import moto, boto3, yaml" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
 fi
 
-up() { .venv/bin/python - "$ENDPOINT" <<'PY' 2>/dev/null
-import sys, urllib.request
+KIND="${EMULATOR:-moto}"
+case "$KIND" in
+  moto|dynalite) ;;
+  *) echo "EMULATOR must be moto or dynalite, not $KIND" >&2; exit 2 ;;
+esac
+
+up() { .venv/bin/python - "$ENDPOINT" "$KIND" <<'PY' 2>/dev/null
+import sys, urllib.error, urllib.request
 try:
-    urllib.request.urlopen(sys.argv[1] + "/moto-api/", timeout=1)
+    urllib.request.urlopen(sys.argv[1] + ("/moto-api/" if sys.argv[2] == "moto" else "/"), timeout=1)
+except urllib.error.HTTPError:
+    sys.exit(0 if sys.argv[2] == "dynalite" else 1)  # dynalite answers GET / with 400
 except Exception:
     sys.exit(1)
 PY
@@ -51,9 +64,18 @@ if up; then
     echo "port $PORT answers like an emulator that this state dir ($STATE) did not start; reusing it" >&2
   fi
 else
-  # moto_server, one request at a time, so conditional writes are atomic as
-  # in DynamoDB (moto-serial.py says why).
-  .venv/bin/python moto-serial.py -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
+  if [ "$KIND" = dynalite ]; then
+    if [ ! -x dynalite/node_modules/.bin/dynalite ]; then
+      echo "installing dynalite (npm, pinned in localstack/dynalite/package-lock.json)..."
+      (cd dynalite && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    # In memory (no --path): a benchmark's store, gone when it stops.
+    dynalite/node_modules/.bin/dynalite --host 127.0.0.1 --port "$PORT" > "$LOG" 2>&1 &
+  else
+    # moto_server, one request at a time, so conditional writes are atomic
+    # as in DynamoDB (moto-serial.py says why).
+    .venv/bin/python moto-serial.py -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
+  fi
   echo $! > "$PIDFILE"
   started=1
   for _ in $(seq 1 100); do
@@ -66,7 +88,7 @@ else
     sleep 0.2
   done
   up || { echo "the emulator did not answer at $ENDPOINT within 20 s" >&2; false; }
-  echo "emulator (moto_server) running at $ENDPOINT, pid $(cat "$PIDFILE")"
+  echo "emulator ($KIND) running at $ENDPOINT, pid $(cat "$PIDFILE")"
 fi
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" AWS_REGION="${AWS_REGION:-us-east-1}"

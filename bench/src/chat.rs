@@ -439,17 +439,30 @@ fn message_id(frame: &str) -> Option<u64> {
         .ok()
 }
 
-/// (c) opens `n` idle connections from several 127.0.0.x sources; returns them.
+/// Waits until connection `i` may start when opening `per_sec` a second
+/// from `start` (0: no pacing).
+pub async fn pace(start: Instant, i: usize, per_sec: u64) {
+    if per_sec > 0 {
+        let at = start + Duration::from_secs_f64(i as f64 / per_sec as f64);
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// (c) opens `n` idle connections from several 127.0.0.x sources, `per_sec`
+/// a second (0: as fast as they are accepted); returns them.
 pub async fn idle(
     target: Arc<Target>,
     n: usize,
+    per_sec: u64,
     server: SocketAddr,
     counters: Arc<Counters>,
 ) -> anyhow::Result<Vec<Ws>> {
     let per_source = 15_000;
     let mut out = Vec::with_capacity(n);
     let mut pending = futures_util::stream::FuturesUnordered::new();
+    let start = Instant::now();
     for i in 0..n {
+        pace(start, i, per_sec).await;
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i / per_source) as u8);
         let target = target.clone();
         pending.push(async move {

@@ -9,10 +9,13 @@
 //! - `procstat.rs`: spawning the servers (optionally pinned with taskset);
 //!   CPU and RSS from /proc; this process's CPU affinity.
 //! - `plot.rs`: the sweep's latency curve as an SVG (plotters).
+//! - `cluster.rs`: a cluster node's fail-over (kill -9, reconnect through
+//!   the load balancer, sync).
 //!
 //! Timings are figures for docs/benchmarks.md, never assertions in tests.
 
 mod chat;
+mod cluster;
 mod mqtt;
 mod plot;
 mod procstat;
@@ -41,6 +44,10 @@ enum Scenario {
     /// (a'') `direct` at rising offered rates against one server: the latency
     /// curve (table, JSON steps, SVG).
     Sweep,
+    /// (h) a cluster node's clients after kill -9: `--url` is the node,
+    /// `--kill-pid` its process, `--peer-url` the load balancer they
+    /// reconnect through; `--clients` of them.
+    Failover,
 }
 
 /// The sweep's offered rates when `--rates` is not given; it then goes on
@@ -68,6 +75,10 @@ const GROUP_SHOWN: Shown = &[
     ("errors", Field::Errors),
 ];
 const IDLE_SHOWN: Shown = &[("connections open", Field::Acked)];
+const FAILOVER_SHOWN: Shown = &[
+    ("connected to the victim", Field::Sent),
+    ("back and synced", Field::Delivered),
+];
 const STORM_SHOWN: Shown = &[
     ("messages stored", Field::Sent),
     ("messages synced", Field::Delivered),
@@ -92,6 +103,21 @@ struct Args {
     /// instead (another cluster node: every message then crosses nodes).
     #[arg(long, requires = "url")]
     peer_url: Option<String>,
+    /// idle, with --url: the server's pid, to read its RSS from /proc.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
+    /// idle: keep the connections open this many seconds after measuring
+    /// (several bench processes, one per node, then overlap).
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+    /// idle, failover: open at most this many connections per second (0: as
+    /// fast as accepted). On the emulator, registering them in the store is
+    /// the bottleneck: unpaced, it starves the nodes' heartbeats.
+    #[arg(long, default_value_t = 0)]
+    connect_rate: u64,
+    /// failover: the pid of --url's node, killed with SIGKILL.
+    #[arg(long, requires = "url")]
+    kill_pid: Option<i32>,
     /// JWT secret of --url's server.
     #[arg(long, default_value = "bench-secret-of-at-least-32-bytes")]
     jwt_secret: String,
@@ -397,7 +423,8 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     let pid = server
         .as_ref()
         .map(|s| s.pid())
-        .or(in_process.as_ref().map(|_| std::process::id()));
+        .or(in_process.as_ref().map(|_| std::process::id()))
+        .or(args.server_pid);
     let target = Arc::new(chat::Target {
         url: url.clone(),
         auth: chat_core::auth::Authenticator::new(secret.as_bytes())?,
@@ -410,6 +437,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         Scenario::Group => GROUP_SHOWN,
         Scenario::Idle => IDLE_SHOWN,
         Scenario::Storm => STORM_SHOWN,
+        Scenario::Failover => FAILOVER_SHOWN,
     };
     stats::progress(label, counters.clone(), done.clone(), shown);
     let sample = || pid.map(procstat::sample).unwrap_or_default();
@@ -761,15 +789,21 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
             let addr: std::net::SocketAddr = match (&server, &in_process) {
                 (Some(s), _) => s.addr.parse()?,
                 (None, Some((a, _))) => *a,
-                _ => anyhow::bail!("idle needs a server it starts (no --url)"),
+                _ => cluster::ws_addr(&url)?,
             };
             // One connection first, so the baseline includes warmed-up allocators.
             let warm = target.connect("idle-warmup").await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = sample();
             let t = Instant::now();
-            let conns =
-                chat::idle(target.clone(), args.connections, addr, counters.clone()).await?;
+            let conns = chat::idle(
+                target.clone(),
+                args.connections,
+                args.connect_rate,
+                addr,
+                counters.clone(),
+            )
+            .await?;
             let open_secs = t.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = sample();
@@ -793,10 +827,69 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
             ));
             rows.push((
                 "RSS per idle connection".into(),
-                format!("{per_conn_kb:.1} KB"),
+                if pid.is_some() {
+                    format!("{per_conn_kb:.1} KB")
+                } else {
+                    "n/a (--url without --server-pid)".into()
+                },
             ));
+            if args.hold > 0.0 {
+                eprintln!(
+                    "idle: {} connections open; holding {} s",
+                    conns.len(),
+                    args.hold
+                );
+                tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+            }
             drop(conns);
             drop(warm);
+        }
+        Scenario::Failover => {
+            let (Some(lb_url), Some(victim_pid)) = (args.peer_url.clone(), args.kill_pid) else {
+                anyhow::bail!("failover needs --url (the node), --kill-pid and --peer-url (the load balancer)");
+            };
+            let cfg = cluster::FailoverCfg {
+                victim: cluster::ws_addr(&url)?,
+                victim_pid,
+                lb_url,
+                clients: args.clients,
+                connect_rate: args.connect_rate,
+                give_up: Duration::from_secs_f64(args.duration.max(60.0)),
+            };
+            let r = cluster::failover(target.clone(), cfg, counters.clone()).await?;
+            let secs = |v: Option<f64>| or_na(v, 2) + " s";
+            rows.push((
+                "clients on the killed node".into(),
+                format!("{} (connected in {:.1} s)", r.clients, r.connect_secs),
+            ));
+            rows.push((
+                "socket ended after kill p50/p99/p999".into(),
+                lat(&r.noticed),
+            ));
+            rows.push((
+                "back through the load balancer and synced p50/p99/p999".into(),
+                lat(&r.back),
+            ));
+            rows.push((
+                "every client back and synced after".into(),
+                secs(r.all_back_secs),
+            ));
+            rows.push(("clients not back".into(), r.not_back.to_string()));
+            rows.push((
+                "failed reconnect attempts".into(),
+                r.failed_attempts.to_string(),
+            ));
+            rows.push((
+                "node declared dead (left /nodes) after".into(),
+                format!(
+                    "{} ({} live before)",
+                    secs(r.declared_dead_secs),
+                    r.nodes_before
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "n/a".into())
+                ),
+            ));
+            report["failover"] = serde_json::to_value(&r)?;
         }
         Scenario::Storm => {
             let r =

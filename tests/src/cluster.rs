@@ -593,18 +593,21 @@ impl Device {
     /// `history`, as a client does when it opens a chat: a device whose
     /// node died after it sent in a conversation has its watermark at its
     /// own message, so `sync` does not replay what came just before it
-    /// (counted in `from_history`).
+    /// (counted in `from_history`). It asks again every 5 s while something
+    /// is missing: an answer is lost with the socket when the node it went
+    /// to was hung (SIGSTOP) and then closes its sockets.
     pub async fn expect_all(&mut self, want: &[(String, u64)]) {
         let start = tokio::time::Instant::now();
-        let mut asked = false;
+        let mut asked_at: Option<tokio::time::Instant> = None;
         while !self.has_all(want) {
             let waited = start.elapsed();
             if waited > Duration::from_secs(60) {
                 let missing: Vec<_> = want.iter().filter(|k| !self.got.contains_key(*k)).collect();
                 panic!("{} is missing {missing:?}", self.user);
             }
-            if waited > Duration::from_secs(5) && !asked && self.ws.is_some() {
-                asked = true;
+            let due = asked_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            if waited > Duration::from_secs(5) && due && self.ws.is_some() {
+                asked_at = Some(tokio::time::Instant::now());
                 let mut convs: BTreeMap<String, u64> = BTreeMap::new();
                 for (c, id) in want.iter().filter(|k| !self.got.contains_key(*k)) {
                     let top = convs.entry(c.clone()).or_default();

@@ -104,27 +104,7 @@ pub(crate) fn get(txn: &ReadTransaction, user: &str, conv: &str) -> Result<Optio
 
 /// Every conversation of `user`, with its newest id.
 pub(crate) fn of_user(txn: &ReadTransaction, user: &str) -> Result<Vec<ConversationState>> {
-    let users = txn.open_table(USERS).map_err(db)?;
-    let last = txn.open_table(LAST_ID).map_err(db)?;
-    let mut out = Vec::new();
-    for row in users.range((user, "")..(user, "\u{7f}")).map_err(db)? {
-        let (k, v) = row.map_err(db)?;
-        let conv = k.value().1.to_string();
-        let b: MembershipBody = dec(v.value())?;
-        let last_message_id = last
-            .get(conv.as_str())
-            .map_err(db)?
-            .map_or(0, |g| g.value());
-        out.push(ConversationState {
-            membership: Membership {
-                conversation_id: conv,
-                acked_up_to: b.acked_up_to,
-                joined_at_ms: b.joined_at_ms,
-            },
-            last_message_id,
-        });
-    }
-    Ok(out)
+    Ok(page(txn, user, None, usize::MAX)?.0)
 }
 
 /// Moves the watermark forward to `up_to`; the watermark afterwards and

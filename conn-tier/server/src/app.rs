@@ -80,6 +80,9 @@ pub struct App {
     pub management: Option<Credential>,
     /// Keeps refused-connection log lines bounded per IP.
     pub refusals: Arc<LogLimiter>,
+    /// Permits to record a new connection in the store
+    /// (`SocketConfig::max_pending_connects`).
+    pub connecting: Arc<tokio::sync::Semaphore>,
     /// This node in the node registry (DynamoDB store): heartbeats, the
     /// janitor, GET /nodes.
     pub cluster: Option<Arc<Cluster>>,
@@ -164,7 +167,7 @@ impl App {
         App {
             backend,
             hub,
-            socket: settings.socket,
+            socket: settings.socket.clone(),
             connections,
             store,
             tasks,
@@ -173,6 +176,9 @@ impl App {
             management_addr: settings.management_addr,
             management: settings.management,
             refusals: Arc::new(LogLimiter::default()),
+            connecting: Arc::new(tokio::sync::Semaphore::new(
+                settings.socket.max_pending_connects.max(1),
+            )),
             cluster: None,
             draining: Arc::new(AtomicBool::new(false)),
             drain: settings.drain,

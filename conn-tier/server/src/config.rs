@@ -195,6 +195,11 @@ pub struct ServerArgs {
     /// gets HTTP 503 with Retry-After (a cold Lambda authorizer).
     #[arg(long, env = "CHAT_AUTHORIZER_TIMEOUT_MS", default_value_t = defaults::AUTHORIZER_TIMEOUT_MS)]
     pub authorizer_timeout_ms: u64,
+    /// New connections being recorded in the store at once; the next waits
+    /// up to 2 s, then is closed with 1013 (try again later). Bounds what a
+    /// reconnect storm asks of the store, so heartbeats still get through.
+    #[arg(long, env = "CHAT_MAX_PENDING_CONNECTS", default_value_t = crate::socket::defaults::MAX_PENDING_CONNECTS)]
+    pub max_pending_connects: usize,
     /// Cluster mode: this node delivers to the connections of the other
     /// nodes sharing the DynamoDB tables, through their `@connections` API
     /// (needs --store dynamodb, --management-listen and a management
@@ -236,6 +241,7 @@ impl ServerArgs {
             outbound_bytes: self.outbound_queue_bytes.max(1024),
             live_hold: Duration::from_millis(self.live_hold_ms),
             authorizer_timeout: Duration::from_millis(self.authorizer_timeout_ms),
+            max_pending_connects: self.max_pending_connects.max(1),
             // A cluster node going down sends its clients to the others.
             shutdown_code: if self.cluster {
                 crate::socket::close::SERVICE_RESTART

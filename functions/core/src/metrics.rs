@@ -21,6 +21,7 @@ pub const REJECTED: &str = "chat_rejected_total";
 pub const OUTBOUND_QUEUE_BYTES: &str = "chat_outbound_queue_bytes";
 pub const CLUSTER_LIVE_NODES: &str = "chat_cluster_live_nodes";
 pub const CLUSTER_POSTS: &str = "chat_cluster_posts_total";
+pub const DELIVERY_POST_SECONDS: &str = "chat_delivery_post_seconds";
 
 /// A connection opened (`+1`) or closed (`-1`).
 pub fn connection_open(delta: f64) {
@@ -102,6 +103,13 @@ pub fn cluster_post(result: &'static str) {
     metrics::counter!(CLUSTER_POSTS, "result" => result).increment(1);
 }
 
+/// One post to a connection in a cluster, timed: `path` is `local` (this
+/// node's hub) or `remote` (another node's `@connections` API, answer
+/// included). The store is not in it, so it isolates the delivery path.
+pub fn delivery_post(path: &'static str, took: Duration) {
+    metrics::histogram!(DELIVERY_POST_SECONDS, "path" => path).record(took.as_secs_f64());
+}
+
 /// Help texts for the exporters (once, when a recorder is installed).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -136,5 +144,10 @@ pub fn describe() {
     describe_counter!(
         CLUSTER_POSTS,
         "Posts to other nodes' connections, by result"
+    );
+    describe_histogram!(
+        DELIVERY_POST_SECONDS,
+        Unit::Seconds,
+        "One post to a connection in a cluster, by path (local or remote)"
     );
 }

@@ -5,7 +5,7 @@
 use crate::codec::{from_item, key, to_item, ConnectionItem, Item};
 use crate::config::Tables;
 use crate::meter::{item_size, Meter};
-use crate::request::{call, conditional, Written};
+use crate::request::{call, conditional, query_pages, Written};
 use crate::schema::{BY_USER_INDEX, CONNECTIONS};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnValuesOnConditionCheckFailure};
@@ -100,30 +100,19 @@ impl Connections for DynamoConnections {
     }
 
     async fn for_user(&self, user_id: &str) -> Result<Vec<ConnectionRecord>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_USER_INDEX)
-                .key_condition_expression("user_id = :u")
-                .expression_attribute_values(":u", Av::S(user_id.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send();
-            let page = call(&self.meter, "Query", &self.table, request).await?;
-            self.meter
-                .read(page.items().iter().map(item_size).sum(), false);
-            for i in page.items() {
-                out.push(self.record(i.clone())?);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_USER_INDEX)
+            .key_condition_expression("user_id = :u")
+            .expression_attribute_values(":u", Av::S(user_id.to_string()));
+        // A secondary index has no strongly consistent reads.
+        query_pages(&self.meter, &self.table, q, usize::MAX, false)
+            .await?
+            .into_iter()
+            .map(|i| self.record(i))
+            .collect()
     }
     async fn begin_sync(&self, connection_id: &str) -> Result<bool> {
         self.meter.write(200, 1, false);

@@ -7,7 +7,7 @@
 use crate::codec::{from_item, key, to_item, Item, NodeItem};
 use crate::config::Tables;
 use crate::meter::{item_size, Meter};
-use crate::request::{call, conditional, Written};
+use crate::request::{call, conditional, query_pages, Written};
 use crate::schema::{BY_NODE_INDEX, BY_USER_INDEX, CONNECTIONS, NODES_USER};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue as Av;
@@ -32,29 +32,16 @@ impl DynamoNodes {
     }
 
     async fn query_all(&self, index: &str, attribute: &str, value: &str) -> Result<Vec<Item>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index)
-                .key_condition_expression("#k = :v")
-                .expression_attribute_names("#k", attribute)
-                .expression_attribute_values(":v", Av::S(value.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send();
-            let page = call(&self.meter, "Query", &self.table, request).await?;
-            self.meter
-                .read(page.items().iter().map(item_size).sum(), false);
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", attribute)
+            .expression_attribute_values(":v", Av::S(value.to_string()));
+        // A secondary index has no strongly consistent reads.
+        Ok(query_pages(&self.meter, &self.table, q, usize::MAX, false).await?)
     }
 }
 

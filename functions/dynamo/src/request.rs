@@ -4,8 +4,9 @@
 
 use crate::codec::Item;
 use crate::error::Error;
-use crate::meter::Meter;
+use crate::meter::{item_size, Meter};
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::{
     batch_write_item::BatchWriteItemOutput,
     delete_item::{DeleteItemError, DeleteItemOutput},
@@ -15,6 +16,7 @@ use aws_sdk_dynamodb::operation::{
     transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput},
     update_item::{UpdateItemError, UpdateItemOutput},
 };
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use std::future::Future;
 
 /// An output that may report consumed capacity.
@@ -145,4 +147,34 @@ where
             }
         },
     }
+}
+
+/// Runs a Query to the end (or `max` items), following LastEvaluatedKey,
+/// metering every page (the calls and the items' read units).
+pub async fn query_pages(
+    meter: &Meter,
+    table: &str,
+    q: QueryFluentBuilder,
+    max: usize,
+    consistent: bool,
+) -> Result<Vec<Item>, Error> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let request = q
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .consistent_read(consistent)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        let page = call(meter, "Query", table, request).await?;
+        meter.read(page.items().iter().map(item_size).sum(), consistent);
+        out.extend(page.items().iter().cloned());
+        match page.last_evaluated_key() {
+            Some(k) if out.len() < max && !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out.truncate(max);
+    Ok(out)
 }

@@ -9,6 +9,7 @@ use crate::hub::Hub;
 use async_trait::async_trait;
 use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub struct ClusterDelivery {
     hub: Arc<Hub>,
@@ -31,13 +32,20 @@ impl ClusterDelivery {
 impl Delivery for ClusterDelivery {
     async fn post(&self, c: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError> {
         match c.node_id.as_deref() {
-            Some(n) if n == self.hub.node() => self.hub.post(c, frame).await,
+            Some(n) if n == self.hub.node() => {
+                let t = Instant::now();
+                let r = self.hub.post(c, frame).await;
+                chat_core::metrics::delivery_post("local", t.elapsed());
+                r
+            }
             Some(n) if !self.cluster.may_reach(n) => {
                 chat_core::metrics::cluster_post("dead");
                 Err(PostError::Failed(format!("node {n} is dead")))
             }
             Some(_) if c.endpoint.starts_with("http") => {
+                let t = Instant::now();
                 let r = self.remote.post(c, frame).await;
+                chat_core::metrics::delivery_post("remote", t.elapsed());
                 chat_core::metrics::cluster_post(match &r {
                     Ok(()) => "ok",
                     Err(PostError::Gone) => "gone",

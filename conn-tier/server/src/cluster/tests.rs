@@ -136,3 +136,80 @@ async fn a_draining_node_is_unhealthy_and_marked_so_and_leaving_removes_it() {
     assert!(map.nodes().await.unwrap().is_empty());
     assert!(map.get("a1").await.unwrap().is_none());
 }
+
+/// The connection map with slow deletes (a store under load).
+struct SlowDeletes(Arc<MemoryConnections>);
+
+#[async_trait::async_trait]
+impl Connections for SlowDeletes {
+    async fn register(&self, rec: &ConnectionRecord) -> chat_core::Result<()> {
+        self.0.register(rec).await
+    }
+    async fn remove(&self, connection_id: &str) -> chat_core::Result<()> {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        self.0.remove(connection_id).await
+    }
+    async fn get(&self, connection_id: &str) -> chat_core::Result<Option<ConnectionRecord>> {
+        self.0.get(connection_id).await
+    }
+    async fn for_user(&self, user_id: &str) -> chat_core::Result<Vec<ConnectionRecord>> {
+        self.0.for_user(user_id).await
+    }
+    async fn begin_sync(&self, connection_id: &str) -> chat_core::Result<bool> {
+        self.0.begin_sync(connection_id).await
+    }
+    async fn note_skipped(&self, connection_id: &str, conversation: &str) -> chat_core::Result<()> {
+        self.0.note_skipped(connection_id, conversation).await
+    }
+    async fn go_live(
+        &self,
+        connection_id: &str,
+        replayed: &std::collections::BTreeMap<String, u64>,
+        seen: u64,
+    ) -> chat_core::Result<chat_core::ports::GoLive> {
+        self.0.go_live(connection_id, replayed, seen).await
+    }
+}
+
+#[tokio::test]
+async fn a_long_cleanup_after_a_dead_node_does_not_hold_up_this_nodes_heartbeat() {
+    let map = Arc::new(MemoryConnections::new());
+    let (dead, _) = node(&map).await;
+    // 25 records × 40 ms = a 1 s cleanup, against a 150 ms dead_after.
+    for i in 0..25 {
+        map.register(&conn(&format!("d{i}"), &dead.node_id()))
+            .await
+            .unwrap();
+    }
+    let hub = Arc::new(Hub::new(new_node_id(), true));
+    let me = Cluster::join(
+        map.clone(),
+        Arc::new(SlowDeletes(map.clone())),
+        hub.clone(),
+        cfg(),
+    )
+    .await
+    .unwrap();
+    let id = me.node_id();
+    let tasks = Tasks::new();
+    me.spawn(&tasks);
+    let started = Instant::now();
+    while map.get("d24").await.unwrap().is_some() || map.get("d0").await.unwrap().is_some() {
+        assert!(
+            me.healthy() && me.node_id() == id,
+            "still heartbeating {:?} into the cleanup",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cleanup never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "the cleanup was slow"
+    );
+    assert_eq!(me.node_id(), id, "never declared dead");
+    tasks.shutdown(Duration::from_secs(1)).await;
+}

@@ -52,6 +52,7 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Defaults of [`SocketConfig`], shared with the command-line flags.
@@ -68,6 +69,8 @@ pub mod defaults {
     pub const LIVE_HOLD_MS: u64 = 2000;
     /// Milliseconds the authorizer may take before an upgrade gets 503.
     pub const AUTHORIZER_TIMEOUT_MS: u64 = 5000;
+    /// New connections being recorded in the store at once.
+    pub const MAX_PENDING_CONNECTS: usize = 256;
 }
 
 /// Per-connection limits.
@@ -93,6 +96,13 @@ pub struct SocketConfig {
     /// The close code at shutdown: 1001 (going away), or 1012 (service
     /// restart) for a cluster node whose clients reconnect elsewhere.
     pub shutdown_code: u16,
+    /// New connections being recorded in the store at once (`$connect`);
+    /// the next waits up to `connect_wait`, then is closed with 1013. A
+    /// reconnect storm then loads the store with at most this many writes
+    /// per node, and the node's own heartbeat is not starved behind them
+    /// (a node that cannot heartbeat is declared dead).
+    pub max_pending_connects: usize,
+    pub connect_wait: Duration,
 }
 
 impl SocketConfig {
@@ -115,6 +125,8 @@ impl Default for SocketConfig {
             live_hold: Duration::from_millis(defaults::LIVE_HOLD_MS),
             authorizer_timeout: Duration::from_millis(defaults::AUTHORIZER_TIMEOUT_MS),
             shutdown_code: close::GOING_AWAY,
+            max_pending_connects: defaults::MAX_PENDING_CONNECTS,
+            connect_wait: Duration::from_secs(2),
         }
         .with_ping(Duration::from_secs(defaults::PING_SECS))
     }
@@ -231,12 +243,32 @@ pub async fn run_socket<S, E>(
         hub,
         socket: cfg,
         store,
+        connecting,
         ..
     } = app;
     let conn = session.connection_id.clone();
+    let Ok(Ok(recording)) =
+        tokio::time::timeout(cfg.connect_wait, connecting.acquire_owned()).await
+    else {
+        chat_core::metrics::connect("busy");
+        tracing::debug!(user = %session.user_id, "too many connections being recorded; 1013");
+        let (mut sink, _) = socket.split();
+        let _ = sink
+            .send(close_msg(
+                close::TRY_AGAIN_LATER,
+                "server busy; retry later",
+            ))
+            .await;
+        return;
+    };
     let (out, inbox) = outbox(cfg.outbound_bytes);
     hub.insert(&conn, out.clone());
-    if let Err(e) = backend.connect(&session).await {
+    // The node id the connection is recorded under (it changes when a
+    // cluster node is declared dead and rejoins).
+    let recorded_under = hub.node();
+    let recorded = backend.connect(&session).await;
+    drop(recording);
+    if let Err(e) = recorded {
         tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
         hub.remove(&conn);
         let (mut sink, _) = socket.split();
@@ -284,7 +316,15 @@ pub async fn run_socket<S, E>(
     chat_core::metrics::disconnect(why);
     // Gone for everyone once our close is out; then the socket lingers.
     hub.remove(&conn);
-    backend.disconnect(&session).await;
+    if hub.node() == recorded_under {
+        backend.disconnect(&session).await;
+    } else {
+        // Closed because this node was declared dead: its old id's records
+        // are the janitors' to delete, in one paced sweep. Thousands of
+        // deletes at once here would load the store that every node's
+        // heartbeat needs, and could get the next node declared dead.
+        tracing::debug!(connection = %conn, node = %recorded_under, "record left to the janitors");
+    }
     tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
     drop(user);
     linger(&mut stream).await;

@@ -392,3 +392,92 @@ async fn a_live_message_racing_the_first_sync_waits_behind_its_replay() {
     alice_task.await.unwrap();
     bob_task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_socket_closed_because_its_node_was_declared_dead_leaves_its_record_to_the_janitors() {
+    let app = app(SocketConfig::default());
+    let conns = app.connections.clone().expect("in-process connections");
+    let (sock, input, mut output) = fake_socket();
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
+    registered(&app, "c1").await;
+    input
+        .unbounded_send(text(json!({"action":"ping"})))
+        .unwrap();
+    assert_eq!(next_text(&mut output).await["type"], "pong");
+    let rec = conns.get("c1").await.unwrap().expect("recorded at connect");
+    assert_eq!(rec.node_id.as_deref(), Some("test-node"));
+
+    // Declared dead: a new id, then every socket closed with 1012.
+    app.hub.set_node("test-node-rejoined");
+    app.hub.close_all(1012, "node restarting; reconnect");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), output.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Message::Close(Some(f)) => {
+                assert_eq!(f.code, 1012);
+                break;
+            }
+            Message::Ping(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(input);
+    task.await.unwrap();
+    assert!(
+        conns.get("c1").await.unwrap().is_some(),
+        "the old id's record is left for the janitors' paced sweep"
+    );
+
+    // A connection of the new id that closes normally removes its record.
+    let (sock, input, mut output) = fake_socket();
+    let task = spawn(&app, sock, "c2", "alice", CancellationToken::new());
+    registered(&app, "c2").await;
+    input
+        .unbounded_send(text(json!({"action":"ping"})))
+        .unwrap();
+    assert_eq!(next_text(&mut output).await["type"], "pong");
+    drop(input);
+    task.await.unwrap();
+    assert!(conns.get("c2").await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_cannot_be_recorded_in_time_is_closed_with_1013_and_not_registered() {
+    let app = app(SocketConfig {
+        max_pending_connects: 1,
+        connect_wait: Duration::from_millis(500),
+        ..SocketConfig::default()
+    });
+    // Another connection is being recorded (holds the only permit).
+    let held = app.connecting.clone().acquire_owned().await.unwrap();
+    let (sock, input, mut output) = fake_socket();
+    let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
+    match tokio::time::timeout(Duration::from_secs(5), output.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Message::Close(Some(f)) => assert_eq!(f.code, 1013),
+        other => panic!("unexpected {other:?}"),
+    }
+    task.await.unwrap();
+    assert!(!app.hub.contains("c1"));
+    let conns = app.connections.clone().unwrap();
+    assert!(conns.get("c1").await.unwrap().is_none());
+
+    // Once the permit is back, a connection is recorded and served.
+    drop(held);
+    let (sock, input2, mut output2) = fake_socket();
+    let task = spawn(&app, sock, "c2", "alice", CancellationToken::new());
+    input2
+        .unbounded_send(text(json!({"action":"ping"})))
+        .unwrap();
+    assert_eq!(next_text(&mut output2).await["type"], "pong");
+    assert!(conns.get("c2").await.unwrap().is_some());
+    drop(input2);
+    drop(input);
+    task.await.unwrap();
+}

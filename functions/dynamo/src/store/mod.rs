@@ -101,26 +101,7 @@ impl DynamoStore {
         max: usize,
         consistent: bool,
     ) -> Result<Vec<Item>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let request = q
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .consistent_read(consistent)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send();
-            let page = call(&self.meter, "Query", table, request).await?;
-            self.meter
-                .read(page.items().iter().map(item_size).sum(), consistent);
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(k) if out.len() < max && !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        out.truncate(max);
-        Ok(out)
+        Ok(crate::request::query_pages(&self.meter, table, q, max, consistent).await?)
     }
 
     /// A strongly consistent GetItem; the item, if there is one.
