@@ -5,31 +5,45 @@
 //! client's own request waits for room, up to a deadline, then does the
 //! same. So a client that never reads costs the server a bounded amount of
 //! memory, whatever it asks for.
+//!
+//! The queue is a `VecDeque` that allocates on the first frame and is
+//! freed again once drained after a burst: an idle connection holds none
+//! of it. (tokio's unbounded channel allocated a 32-slot block up front,
+//! 2.8 KB per connection with its header, a fifth of an idle connection's
+//! memory: docs/benchmarks.md (c).)
 
 use crate::hub::Outbound;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// A drained queue with more capacity than this is freed.
+const KEEP_CAPACITY: usize = 4;
 
 /// The sending half, shared by the hub (live frames) and the socket's own
 /// answers.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outbound>,
     shared: Arc<Shared>,
 }
 
 /// The receiving half, owned by the socket's writer.
 #[derive(Debug)]
 pub struct Inbox {
-    rx: mpsc::UnboundedReceiver<Outbound>,
     shared: Arc<Shared>,
+    /// Frames taken from the shared queue in one lock (the two buffers
+    /// trade places), handed out one by one.
+    taken: VecDeque<Outbound>,
 }
 
 #[derive(Debug)]
 struct Shared {
+    queue: Mutex<Queue>,
+    /// Something was queued, or the last sender left: the writer looks.
+    ready: Notify,
     /// Bytes queued and not yet taken by the writer.
     bytes: AtomicUsize,
     limit: usize,
@@ -38,6 +52,21 @@ struct Shared {
     /// The queue overflowed: the connection is too slow and closes with
     /// 1008 (the reader stops reading, the writer sends the close).
     slow: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Outbound>,
+    /// Outbox handles alive; at 0 the writer's `recv` ends.
+    senders: usize,
+    /// The writer is gone: nothing more is taken.
+    closed: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Why a frame was not queued.
@@ -51,8 +80,12 @@ pub enum Full {
 
 /// A queue holding at most `limit` bytes of frames.
 pub fn outbox(limit: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            senders: 1,
+            ..Queue::default()
+        }),
+        ready: Notify::new(),
         bytes: AtomicUsize::new(0),
         limit: limit.max(1),
         room: Notify::new(),
@@ -60,11 +93,35 @@ pub fn outbox(limit: usize) -> (Outbox, Inbox) {
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        Inbox { rx, shared },
+        Inbox {
+            shared,
+            taken: VecDeque::new(),
+        },
     )
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.queue().senders += 1;
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut q = self.shared.queue();
+            q.senders -= 1;
+            q.senders == 0
+        };
+        if last {
+            self.shared.ready.notify_one();
+        }
+    }
 }
 
 impl Outbox {
@@ -76,17 +133,9 @@ impl Outbox {
             s.slow.cancel();
             return Err(Full::Overflow);
         }
-        s.bytes.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(out).map_err(|_| {
-            s.bytes.fetch_sub(len, Ordering::Relaxed);
-            Full::Closed
-        })?;
-        chat_core::metrics::outbound_bytes(len as f64);
-        Ok(())
+        self.push_unchecked(out, len)
     }
 
-    /// Queues `out` once there is room, waiting at most `patience`; past
-    /// it, marks the connection too slow.
     pub async fn push_when_room(&self, out: Outbound, patience: Duration) -> Result<(), Full> {
         let len = out.bytes();
         let s = &self.shared;
@@ -101,7 +150,7 @@ impl Outbox {
             if len == 0 || s.bytes.load(Ordering::Relaxed) + len <= s.limit {
                 return self.push_unchecked(out, len);
             }
-            if self.tx.is_closed() {
+            if s.queue().closed {
                 return Err(Full::Closed);
             }
             tokio::select! {
@@ -116,16 +165,19 @@ impl Outbox {
     }
 
     fn push_unchecked(&self, out: Outbound, len: usize) -> Result<(), Full> {
-        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(out).map_err(|_| {
-            self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
-            Full::Closed
-        })?;
+        {
+            let mut q = self.shared.queue();
+            if q.closed {
+                return Err(Full::Closed);
+            }
+            q.frames.push_back(out);
+            self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        self.shared.ready.notify_one();
         chat_core::metrics::outbound_bytes(len as f64);
         Ok(())
     }
 
-    /// Marks the connection too slow: it is closed with 1008.
     pub fn kick(&self) {
         self.shared.slow.cancel();
     }
@@ -147,47 +199,66 @@ impl Outbox {
 }
 
 impl Inbox {
-    /// The next frame, and room for others.
+    /// The next frame; `None` once every [`Outbox`] is gone and the queue
+    /// is empty.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let out = self.rx.recv().await?;
-        self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
-        chat_core::metrics::outbound_bytes(-(out.bytes() as f64));
-        self.shared.room.notify_waiters();
-        Some(out)
+        loop {
+            match self.take() {
+                Ok(out) => return Some(out),
+                Err(true) => return None,
+                // A push after this look leaves a permit in `ready` (one
+                // waiter, `notify_one`), so it is not missed.
+                Err(false) => self.shared.clone().ready.notified().await,
+            }
+        }
     }
 
-    /// The next frame if one is queued already: the writer drains what is
-    /// ready into one write.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let out = self.rx.try_recv().ok()?;
+        self.take().ok()
+    }
+
+    /// The next frame, or whether the queue is empty for good.
+    fn take(&mut self) -> Result<Outbound, bool> {
+        if self.taken.is_empty() {
+            let mut q = self.shared.queue();
+            if q.frames.is_empty() {
+                return Err(q.senders == 0);
+            }
+            std::mem::swap(&mut q.frames, &mut self.taken);
+        }
+        let out = self.taken.pop_front().ok_or(false)?;
+        if self.taken.is_empty() && self.taken.capacity() > KEEP_CAPACITY {
+            self.taken = VecDeque::new();
+        }
         self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
         chat_core::metrics::outbound_bytes(-(out.bytes() as f64));
         self.shared.room.notify_waiters();
-        Some(out)
+        Ok(out)
     }
 
-    /// A handle that resolves when the queue overflowed.
     pub fn kicks(&self) -> Kicks {
         Kicks(self.shared.clone())
     }
 }
 
-/// What was still queued when the connection ended leaves the gauge too.
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.rx.close();
-        let mut left = 0;
-        while let Ok(out) = self.rx.try_recv() {
-            left += out.bytes();
-        }
+        let left: usize = {
+            let mut q = self.shared.queue();
+            q.closed = true;
+            let left = q.frames.iter().chain(&self.taken).map(|o| o.bytes()).sum();
+            q.frames = VecDeque::new();
+            left
+        };
         if left > 0 {
             self.shared.bytes.fetch_sub(left, Ordering::Relaxed);
             chat_core::metrics::outbound_bytes(-(left as f64));
         }
+        // A sender waiting for room learns the writer is gone.
+        self.shared.room.notify_waiters();
     }
 }
 
-/// Resolves when a connection's queue overflowed (the writer closes 1008).
 #[derive(Debug, Clone)]
 pub struct Kicks(Arc<Shared>);
 
@@ -254,5 +325,58 @@ mod tests {
         assert_eq!(out.push(text(1)), Err(Full::Overflow));
         let r = out.push_when_room(text(1), Duration::from_secs(10)).await;
         assert_eq!(r, Err(Full::Overflow));
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_holds_no_buffer_before_the_first_frame_or_after_a_burst() {
+        let (out, mut inbox) = outbox(1 << 20);
+        assert_eq!(out.shared.queue().frames.capacity(), 0);
+        for _ in 0..100 {
+            out.push(text(10)).unwrap();
+        }
+        for _ in 0..100 {
+            inbox.recv().await.unwrap();
+        }
+        assert_eq!(out.shared.queue().frames.capacity(), 0);
+        assert_eq!(inbox.taken.capacity(), 0);
+        assert_eq!(out.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_gets_what_was_queued_then_the_end_once_every_sender_is_gone() {
+        let (out, mut inbox) = outbox(100);
+        let other = out.clone();
+        out.push(text(1)).unwrap();
+        other.push(text(2)).unwrap();
+        drop(out);
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(o) = inbox.recv().await {
+                got.push(o.bytes());
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        other.push(text(3)).unwrap();
+        drop(other);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("recv ends")
+            .unwrap();
+        assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_for_a_writer_that_is_gone_is_refused_and_not_counted() {
+        let (out, inbox) = outbox(100);
+        out.push(text(10)).unwrap();
+        drop(inbox);
+        assert_eq!(out.queued(), 0, "what was left is uncounted");
+        assert_eq!(out.push(text(1)), Err(Full::Closed));
+        assert_eq!(
+            out.push_when_room(text(1), Duration::from_secs(1)).await,
+            Err(Full::Closed)
+        );
+        assert_eq!(out.queued(), 0);
     }
 }
