@@ -2,7 +2,10 @@
 //! with Mosquitto as the baseline. Prints a markdown table and writes JSON.
 //!
 //! # Layout
-//! - `main.rs`: flags, scenarios' orchestration, reports.
+//! - `main.rs`: the scenarios' orchestration and reports.
+//! - `args.rs`: the scenarios and flags.
+//! - `setup.rs`: pinning (--pin), the in-process server (--in-process).
+//! - `sweep.rs`: the sweep's rates, stop rule, steps and table.
 //! - `chat.rs`: the WebSocket scenarios (direct, group, idle, storm).
 //! - `mqtt.rs`: the same 1:1 pattern over MQTT QoS 1 (Mosquitto).
 //! - `stats.rs`: histograms (hdrhistogram), counters, progress line.
@@ -14,53 +17,26 @@
 //!
 //! Timings are figures for docs/benchmarks.md, never assertions in tests.
 
+mod args;
 mod chat;
 mod cluster;
 mod mqtt;
 mod plot;
 mod procstat;
+mod setup;
 mod stats;
+mod sweep;
 
-use clap::{Parser, ValueEnum};
+use args::{Args, Scenario};
+use clap::Parser;
 use serde_json::json;
+use setup::{in_process_server, pin, Pinning};
 use stats::{Counters, Field, Latency, Shown};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Scenario {
-    /// (a) durable 1:1 throughput and latency between pairs.
-    Direct,
-    /// (a') the same against Mosquitto (MQTT QoS 1, persistence on), then ours, pair by pair.
-    DirectVsMosquitto,
-    /// (b) fan-out latency in a group.
-    Group,
-    /// (c) idle connections: RSS per connection.
-    Idle,
-    /// (d) reconnect storm: every client syncs missed messages at once.
-    Storm,
-    /// (a'') `direct` at rising offered rates against one server: the latency
-    /// curve (table, JSON steps, SVG).
-    Sweep,
-    /// (h) a cluster node's clients after kill -9: `--url` is the node,
-    /// `--kill-pid` its process, `--peer-url` the load balancer they
-    /// reconnect through; `--clients` of them.
-    Failover,
-}
-
-/// The sweep's offered rates when `--rates` is not given; it then goes on
-/// doubling the last one until the server saturates.
-const SWEEP_RATES: [u64; 6] = [1000, 2000, 5000, 10000, 20000, 40000];
-/// A step is saturated when it achieves less than this share of its offer.
-const SATURATED: f64 = 0.9;
-/// Saturated steps in a row that end a default sweep.
-const SATURATED_STEPS_TO_STOP: u32 = 2;
-/// A bound on any sweep's length.
-const MAX_SWEEP_STEPS: usize = 24;
-/// Pause between sweep steps, so one step's closing does not overlap the next.
-const SWEEP_PAUSE: Duration = Duration::from_secs(1);
+use sweep::*;
 
 const DIRECT_SHOWN: Shown = &[
     ("sent", Field::Sent),
@@ -84,93 +60,6 @@ const STORM_SHOWN: Shown = &[
     ("messages synced", Field::Delivered),
 ];
 
-#[derive(Debug, Parser)]
-#[command(name = "chat-bench", about = "Benchmarks for the chat server")]
-struct Args {
-    #[arg(long, value_enum, default_value = "direct")]
-    scenario: Scenario,
-    /// conn-tier binary to start (default: next to this one).
-    #[arg(long)]
-    server_bin: Option<PathBuf>,
-    /// Use a running server instead (ws://host:port/ws); CPU/RSS are then not reported.
-    #[arg(long)]
-    url: Option<String>,
-    /// Run the server inside this process (embedded store in a temp dir):
-    /// for smoke runs; CPU and RSS then include the load generator.
-    #[arg(long)]
-    in_process: bool,
-    /// direct, with --url: connect the second connection of each pair here
-    /// instead (another cluster node: every message then crosses nodes).
-    #[arg(long, requires = "url")]
-    peer_url: Option<String>,
-    /// idle, with --url: the server's pid, to read its RSS from /proc.
-    #[arg(long, requires = "url")]
-    server_pid: Option<u32>,
-    /// idle: keep the connections open this many seconds after measuring
-    /// (several bench processes, one per node, then overlap).
-    #[arg(long, default_value_t = 0.0)]
-    hold: f64,
-    /// idle, failover: open at most this many connections per second (0: as
-    /// fast as accepted). On the emulator, registering them in the store is
-    /// the bottleneck: unpaced, it starves the nodes' heartbeats.
-    #[arg(long, default_value_t = 0)]
-    connect_rate: u64,
-    /// failover: the pid of --url's node, killed with SIGKILL.
-    #[arg(long, requires = "url")]
-    kill_pid: Option<i32>,
-    /// JWT secret of --url's server.
-    #[arg(long, default_value = "bench-secret-of-at-least-32-bytes")]
-    jwt_secret: String,
-    /// Connections (direct: pairs of them; idle: how many to open).
-    #[arg(long, default_value_t = 100)]
-    connections: usize,
-    /// Seconds of load.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Messages per second in all (0 = flat out).
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
-    /// Sweep: offered rates to run, in msgs/s (e.g. 1000,5000,20000); all of
-    /// them are run. Default: 1000,2000,5000,10000,20000,40000, then doubling
-    /// until two steps in a row achieve < 0.9 × their offer.
-    #[arg(long, value_delimiter = ',')]
-    rates: Vec<u64>,
-    /// Sweep: no step above this offered rate (0 = no bound).
-    #[arg(long, default_value_t = 0)]
-    max_rate: u64,
-    /// Sweep: write the latency curve here (default docs/latency-curve.svg).
-    #[arg(long)]
-    svg: Option<PathBuf>,
-    /// With at least 2 CPUs: run the server (and Mosquitto) on the first CPU
-    /// this process may use (taskset -c) and the load generator on the
-    /// second (sched_setaffinity). Not with --in-process.
-    #[arg(long)]
-    pin: bool,
-    /// Nagle's algorithm on: `TCP_NODELAY` off on the server's accepted
-    /// sockets (`--tcp-nodelay false`) and on the bench's own, nothing else
-    /// changed. For the before/after figure in docs/benchmarks.md.
-    #[arg(long)]
-    nagle: bool,
-    /// Sends in flight per connection when flat out.
-    #[arg(long, default_value_t = 16)]
-    window: usize,
-    /// Text size in bytes.
-    #[arg(long, default_value_t = 100)]
-    text_bytes: usize,
-    /// Group size (scenario group).
-    #[arg(long, default_value_t = 100)]
-    members: usize,
-    /// Clients (scenario storm).
-    #[arg(long, default_value_t = 5000)]
-    clients: usize,
-    /// Missed messages per client (scenario storm).
-    #[arg(long, default_value_t = 10)]
-    missed: usize,
-    /// Write the JSON report here too.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
 fn cpu_rss(
     before: procstat::ProcSample,
     after: procstat::ProcSample,
@@ -193,156 +82,13 @@ fn per_cpu_sec(delivered: u64, cpu_secs: f64) -> Option<f64> {
     }
 }
 
-fn or_na(v: Option<f64>, decimals: usize) -> String {
+pub(crate) fn or_na(v: Option<f64>, decimals: usize) -> String {
     v.map(|v| format!("{:.*}", decimals, v))
         .unwrap_or_else(|| "n/a".to_string())
 }
 
 fn lat(l: &Latency) -> String {
     format!("{:.2} / {:.2} / {:.2} ms", l.p50_ms, l.p99_ms, l.p999_ms)
-}
-
-/// Where the processes run (--pin), decided before the runtime starts so
-/// that every thread of the load generator inherits the affinity.
-struct Pinning {
-    /// CPU for the servers the bench starts (taskset -c).
-    server_cpu: Option<usize>,
-    /// What was done, for the report.
-    note: String,
-}
-
-fn pin(args: &Args) -> Pinning {
-    let none = |note: String| Pinning {
-        server_cpu: None,
-        note,
-    };
-    if !args.pin {
-        return none("none (no --pin)".to_string());
-    }
-    if args.in_process && args.url.is_none() {
-        return none(
-            "none: --in-process runs the server in the load generator's process".to_string(),
-        );
-    }
-    let cpus = procstat::allowed_cpus();
-    if cpus.len() < 2 {
-        return none(format!(
-            "none: --pin needs 2 CPUs, this process may use {}",
-            cpus.len()
-        ));
-    }
-    let (server, bench) = (cpus[0], cpus[1]);
-    if let Err(e) = procstat::pin_process(bench) {
-        return none(format!(
-            "none: sched_setaffinity to CPU {bench} failed: {e}"
-        ));
-    }
-    if args.url.is_some() {
-        return none(format!(
-            "load generator on CPU {bench}; the --url server is not started here, not pinned"
-        ));
-    }
-    Pinning {
-        server_cpu: Some(server),
-        note: format!(
-            "server{} on CPU {server} (taskset -c {server}), load generator on CPU {bench} (sched_setaffinity)",
-            if args.scenario == Scenario::DirectVsMosquitto {
-                " and Mosquitto"
-            } else {
-                ""
-            }
-        ),
-    }
-}
-
-/// One step of a sweep.
-#[derive(Debug, serde::Serialize)]
-struct SweepStep {
-    offered_per_sec: u64,
-    /// Acks received during the load window, per second of it.
-    acked_per_sec: f64,
-    /// Deliveries received during the load window, per second of it.
-    delivered_per_sec: f64,
-    /// Totals, the drain after the window included.
-    sent: u64,
-    acked: u64,
-    delivered: u64,
-    errors: u64,
-    acked_in_window: u64,
-    delivered_in_window: u64,
-    /// send→deliver and send→ack, every message of the step.
-    deliver: Latency,
-    ack: Latency,
-    /// The server's CPU during the load window.
-    server_cpu_secs: Option<f64>,
-    server_cpu_percent: Option<f64>,
-    /// delivered_in_window / server_cpu_secs.
-    msgs_per_server_cpu_sec: Option<f64>,
-    /// acked_per_sec < 0.9 × offered_per_sec.
-    saturated: bool,
-    /// Connect + load + drain.
-    wall_secs: f64,
-}
-
-fn sweep_table(steps: &[SweepStep]) -> String {
-    let mut t = String::from(
-        "| offered msgs/s | acked msgs/s | delivered msgs/s | send→deliver p50 | p99 | p999 | send→ack p50 | p99 | server CPU | msgs per server CPU-s |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for s in steps {
-        t.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |\n",
-            s.offered_per_sec,
-            s.acked_per_sec,
-            s.delivered_per_sec,
-            s.deliver.p50_ms,
-            s.deliver.p99_ms,
-            s.deliver.p999_ms,
-            s.ack.p50_ms,
-            s.ack.p99_ms,
-            s.server_cpu_percent
-                .map(|c| format!("{c:.0}%"))
-                .unwrap_or_else(|| "n/a".to_string()),
-            or_na(s.msgs_per_server_cpu_sec, 0),
-        ));
-    }
-    t
-}
-
-/// The chat server in this process, on a free port; the temp dir lives as long as the result.
-async fn in_process_server(
-    secret: &str,
-) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
-    let dir = tempfile::tempdir()?;
-    // A load generator is no user, and opens many connections from one IP.
-    let settings = conn_tier::app::Settings {
-        users: conn_tier::hub::UserLimits {
-            max_connections: 1_000_000,
-            burst: 1_000_000,
-            per_sec: 1_000_000,
-        },
-        limits: conn_tier::listener::Limits {
-            max_connections: 1_000_000,
-            max_per_ip: 1_000_000,
-            new_per_ip_per_sec: 1_000_000,
-            new_per_ip_burst: 1_000_000,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (app, _store) = conn_tier::App::embedded(
-        dir.path(),
-        chat_core::auth::Authenticator::new(secret.as_bytes())?,
-        settings,
-    )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(conn_tier::http::serve(
-        listener,
-        app,
-        std::future::pending(),
-    ));
-    Ok((addr, dir))
 }
 
 fn main() -> anyhow::Result<()> {
