@@ -17,6 +17,7 @@ use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError, Seq};
 use chat_local_apigw::management::ConnectionHost;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// What the writer half of a socket handles next.
@@ -56,6 +57,9 @@ struct Handle {
     out: Outbox,
     /// For the @connections GET answer.
     connected_at_ms: u64,
+    /// Closed by [`Hub::close_all`] (this node was declared dead): its
+    /// record is under the old node id, the janitors' to delete.
+    orphaned: AtomicBool,
 }
 
 /// Per-user limits.
@@ -246,6 +250,7 @@ impl Hub {
     pub fn close_all(&self, code: u16, reason: &'static str) {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         for h in conns.values() {
+            h.orphaned.store(true, Ordering::Relaxed);
             if h.out.push(Outbound::Close(code, reason)).is_err() {
                 h.out.kick();
             }
@@ -262,18 +267,25 @@ impl Hub {
                 Handle {
                     out,
                     connected_at_ms: chat_core::time::now_ms(),
+                    orphaned: AtomicBool::new(false),
                 },
             );
     }
 
-    pub fn remove(&self, connection_id: &str) {
+    /// Forgets a connection; true if [`Hub::close_all`] had closed it (its
+    /// record is then the janitors' to delete, not the disconnect's).
+    pub fn remove(&self, connection_id: &str) -> bool {
         let removed = self
             .conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(connection_id);
-        if removed.is_some() {
-            chat_core::metrics::connection_open(-1.0);
+        match removed {
+            Some(h) => {
+                chat_core::metrics::connection_open(-1.0);
+                h.orphaned.load(Ordering::Relaxed)
+            }
+            None => false,
         }
     }
 

@@ -192,7 +192,9 @@ impl Cluster {
             )
         };
         if !joined {
-            self.rejoin().await;
+            // The same id: nothing was recorded under it that a janitor
+            // would miss, and its connections stay reachable once it joins.
+            self.rejoin(id).await;
             return;
         }
         let alive = if stale {
@@ -212,16 +214,20 @@ impl Cluster {
         };
         if !alive {
             tracing::warn!(node = %id, "this node was declared dead (or could not heartbeat in time): closing its connections with 1012 and rejoining under a new id");
+            // The new id first: a connection opened from here on is
+            // recorded under it, so none escapes both the close below and
+            // the new registration.
+            let fresh = new_node_id();
+            self.hub.set_node(&fresh);
             self.hub
                 .close_all(SERVICE_RESTART, "node restarting; reconnect");
-            self.rejoin().await;
+            self.rejoin(fresh).await;
         }
     }
 
-    /// Registers again under a fresh id (the old one's records are the
-    /// janitors' to delete).
-    async fn rejoin(&self) {
-        let id = new_node_id();
+    /// Registers again under `id`, a fresh one after being declared dead
+    /// (the old one's records are the janitors' to delete).
+    async fn rejoin(&self, id: String) {
         self.hub.set_node(&id);
         let me = record(&id, &self.cfg);
         let ok = match self.nodes.join(&me).await {

@@ -247,34 +247,37 @@ pub async fn run_socket<S, E>(
         ..
     } = app;
     let conn = session.connection_id.clone();
-    let Ok(Ok(recording)) =
-        tokio::time::timeout(cfg.connect_wait, connecting.acquire_owned()).await
-    else {
-        chat_core::metrics::connect("busy");
-        tracing::debug!(user = %session.user_id, "too many connections being recorded; 1013");
-        let (mut sink, _) = socket.split();
-        let _ = sink
-            .send(close_msg(
-                close::TRY_AGAIN_LATER,
-                "server busy; retry later",
-            ))
-            .await;
+    let permit = tokio::select! {
+        p = tokio::time::timeout(cfg.connect_wait, connecting.acquire_owned()) => p.ok().and_then(Result::ok),
+        _ = shutdown.cancelled() => None,
+    };
+    let Some(recording) = permit else {
+        let code = if shutdown.is_cancelled() {
+            cfg.shutdown_code
+        } else {
+            chat_core::metrics::connect("busy");
+            tracing::debug!(user = %session.user_id, "too many connections being recorded; 1013");
+            close::TRY_AGAIN_LATER
+        };
+        let (mut sink, mut stream) = socket.split();
+        let _ = sink.send(close_msg(code, "server busy; retry later")).await;
+        // Read what the client sent meanwhile, or the reset that dropping
+        // unread input causes can destroy the close frame.
+        linger(&mut stream).await;
         return;
     };
     let (out, inbox) = outbox(cfg.outbound_bytes);
     hub.insert(&conn, out.clone());
-    // The node id the connection is recorded under (it changes when a
-    // cluster node is declared dead and rejoins).
-    let recorded_under = hub.node();
     let recorded = backend.connect(&session).await;
     drop(recording);
     if let Err(e) = recorded {
         tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
         hub.remove(&conn);
-        let (mut sink, _) = socket.split();
+        let (mut sink, mut stream) = socket.split();
         let _ = sink
             .send(close_msg(close::INTERNAL, "internal error"))
             .await;
+        linger(&mut stream).await;
         return;
     }
     tracing::debug!(user = %session.user_id, connection = %conn, "connected");
@@ -315,15 +318,15 @@ pub async fn run_socket<S, E>(
     };
     chat_core::metrics::disconnect(why);
     // Gone for everyone once our close is out; then the socket lingers.
-    hub.remove(&conn);
-    if hub.node() == recorded_under {
-        backend.disconnect(&session).await;
+    if hub.remove(&conn) {
+        // Closed because this node was declared dead: the record is under
+        // the old id, the janitors' to delete in one sequential sweep.
+        // Thousands of deletes at once here would load the store that
+        // every node's heartbeat needs, and could get the next node
+        // declared dead.
+        tracing::debug!(connection = %conn, "record left to the janitors");
     } else {
-        // Closed because this node was declared dead: its old id's records
-        // are the janitors' to delete, in one paced sweep. Thousands of
-        // deletes at once here would load the store that every node's
-        // heartbeat needs, and could get the next node declared dead.
-        tracing::debug!(connection = %conn, node = %recorded_under, "record left to the janitors");
+        backend.disconnect(&session).await;
     }
     tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
     drop(user);
