@@ -105,37 +105,16 @@ impl Cluster {
     /// 5,000 deletes, and a heartbeat waiting behind them got this node
     /// declared dead too (seen on the emulator, docs/benchmarks.md (f)).
     pub fn spawn(self: &Arc<Self>, tasks: &Tasks) {
-        let every = self.cfg.heartbeat;
         let me = self.clone();
-        tasks.spawn(move |stop| async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                me.beat().await;
-            }
+        every(tasks, self.cfg.heartbeat, move || {
+            let me = me.clone();
+            async move { me.beat().await }
         });
+        // Stopping mid-sweep is safe: the next janitor (any node's) finishes it.
         let me = self.clone();
-        tasks.spawn(move |stop| async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                // Stopping mid-sweep is safe: the next janitor (any node's)
-                // finishes it.
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = me.sweep() => {}
-                }
-            }
+        every(tasks, self.cfg.heartbeat, move || {
+            let me = me.clone();
+            async move { me.sweep().await }
         });
     }
 
@@ -355,3 +334,27 @@ fn record(id: &str, cfg: &ClusterConfig) -> NodeRecord {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `step` at every tick of `period` (the first after one period) in a
+/// task owned by `tasks`, until it is stopped, also mid-step.
+fn every<F, Fut>(tasks: &Tasks, period: Duration, step: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tasks.spawn(move |stop| async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = step() => {}
+            }
+        }
+    });
+}

@@ -162,6 +162,21 @@ async fn next_text(rx: &mut fmpsc::UnboundedReceiver<Message>) -> serde_json::Va
     }
 }
 
+/// The code of the close frame that comes next (pings skipped).
+async fn close_code(rx: &mut fmpsc::UnboundedReceiver<Message>) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Message::Close(Some(f)) => return f.code,
+            Message::Ping(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_binary_frame_gets_bad_request_and_the_socket_stays_open() {
     let app = app(SocketConfig::default());
@@ -188,14 +203,7 @@ async fn an_oversized_frame_closes_with_1009() {
     input
         .unbounded_send(Ok(Message::Text("x".repeat(33 * 1024).into())))
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), output.next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Message::Close(Some(f)) => assert_eq!(f.code, 1009),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(close_code(&mut output).await, 1009);
     task.await.unwrap();
 }
 
@@ -308,14 +316,7 @@ async fn shutdown_closes_with_going_away() {
     let task = spawn(&app, sock, "c1", "alice", stop.clone());
     registered(&app, "c1").await;
     stop.cancel();
-    match tokio::time::timeout(Duration::from_secs(5), output.next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Message::Close(Some(f)) => assert_eq!(f.code, 1001),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(close_code(&mut output).await, 1001);
     task.await.unwrap();
     assert!(app.hub.is_empty());
 }
@@ -410,20 +411,7 @@ async fn a_socket_closed_because_its_node_was_declared_dead_leaves_its_record_to
     // Declared dead: a new id, then every socket closed with 1012.
     app.hub.set_node("test-node-rejoined");
     app.hub.close_all(1012, "node restarting; reconnect");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), output.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Message::Close(Some(f)) => {
-                assert_eq!(f.code, 1012);
-                break;
-            }
-            Message::Ping(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    assert_eq!(close_code(&mut output).await, 1012);
     drop(input);
     task.await.unwrap();
     assert!(
@@ -455,14 +443,7 @@ async fn a_connection_that_cannot_be_recorded_in_time_is_closed_with_1013_and_no
     let held = app.connecting.clone().acquire_owned().await.unwrap();
     let (sock, input, mut output) = fake_socket();
     let task = spawn(&app, sock, "c1", "alice", CancellationToken::new());
-    match tokio::time::timeout(Duration::from_secs(5), output.next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Message::Close(Some(f)) => assert_eq!(f.code, 1013),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(close_code(&mut output).await, 1013);
     task.await.unwrap();
     assert!(!app.hub.contains("c1"));
     let conns = app.connections.clone().unwrap();
