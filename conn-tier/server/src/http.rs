@@ -42,7 +42,9 @@ const MAX_WS_MESSAGE_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 struct Ctx {
-    app: App,
+    /// Shared, not cloned per request or per socket: every socket task
+    /// holds this pointer for its whole life (docs/benchmarks.md (c)).
+    app: Arc<App>,
     stop: CancellationToken,
     sockets: TaskTracker,
 }
@@ -55,7 +57,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let ctx = Ctx {
-        app,
+        app: Arc::new(app),
         stop: CancellationToken::new(),
         sockets: TaskTracker::new(),
     };
@@ -292,6 +294,9 @@ async fn ws_handler(
         .read_buffer_size(1024)
         .write_buffer_size(crate::socket::WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| {
+            // Boxed here, so the task's future holds a pointer, not the
+            // socket itself twice over (an argument and its moved copy).
+            let socket = Box::pin(socket);
             sockets.track_future(async move {
                 // The listener's place is held for the socket's whole life.
                 let _admitted = admitted;

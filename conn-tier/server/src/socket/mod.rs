@@ -36,10 +36,11 @@ use chat_core::{Error, Reply, Session};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sequencer::Sequencer;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 /// Close codes of RFC 6455 used here.
@@ -228,9 +229,15 @@ fn now_ms(origin: Instant) -> u64 {
 
 /// Runs one authenticated connection until either side closes, the peer
 /// goes silent or too slow, or `shutdown` fires.
+///
+/// This future lives as long as the connection, so what it holds is paid
+/// per idle connection (docs/benchmarks.md (c)): `app` is shared, the
+/// socket comes boxed from the upgrade, and the rare paths' state (the
+/// store reads that fill gaps, the shutdown timer) is boxed where it is
+/// used.
 pub async fn run_socket<S, E>(
     socket: S,
-    app: App,
+    app: Arc<App>,
     session: Session,
     user: UserTicket,
     shutdown: CancellationToken,
@@ -238,17 +245,10 @@ pub async fn run_socket<S, E>(
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
     E: ReadError,
 {
-    let App {
-        backend,
-        hub,
-        socket: cfg,
-        store,
-        connecting,
-        ..
-    } = app;
-    let conn = session.connection_id.clone();
+    let cfg = &app.socket;
+    let conn = session.connection_id.as_str();
     let permit = tokio::select! {
-        p = tokio::time::timeout(cfg.connect_wait, connecting.acquire_owned()) => p.ok().and_then(Result::ok),
+        p = tokio::time::timeout(cfg.connect_wait, app.connecting.clone().acquire_owned()) => p.ok().and_then(Result::ok),
         _ = shutdown.cancelled() => None,
     };
     let Some(recording) = permit else {
@@ -267,12 +267,19 @@ pub async fn run_socket<S, E>(
         return;
     };
     let (out, inbox) = outbox(cfg.outbound_bytes);
-    hub.insert(&conn, out.clone());
-    let recorded = backend.connect(&session).await;
+    app.hub.insert(conn, out.clone());
+    // A bool, not the `Result`: a named error would be kept in this
+    // future for the connection's whole life.
+    let recorded = match app.backend.connect(&session).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
+            false
+        }
+    };
     drop(recording);
-    if let Err(e) = recorded {
-        tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
-        hub.remove(&conn);
+    if !recorded {
+        app.hub.remove(conn);
         let (mut sink, mut stream) = socket.split();
         let _ = sink
             .send(close_msg(close::INTERNAL, "internal error"))
@@ -285,23 +292,23 @@ pub async fn run_socket<S, E>(
     let origin = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
-    let sequencer = Sequencer::new(store, &conn, cfg.outbound_bytes);
+    let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
     let mut writer = Box::pin(write_loop(
         sink,
         inbox,
         sequencer,
-        cfg.clone(),
+        app.clone(),
         shutdown.clone(),
         origin,
         last_seen.clone(),
     ));
     let reader = read_loop(
         &mut stream,
-        backend.as_ref(),
+        app.backend.as_ref(),
         &session,
         &out,
         &user,
-        &cfg,
+        cfg,
         origin,
         &last_seen,
         &shutdown,
@@ -318,7 +325,7 @@ pub async fn run_socket<S, E>(
     };
     chat_core::metrics::disconnect(why);
     // Gone for everyone once our close is out; then the socket lingers.
-    if hub.remove(&conn) {
+    if app.hub.remove(conn) {
         // Closed because this node was declared dead: the record is under
         // the old id, the janitors' to delete in one sequential sweep.
         // Thousands of deletes at once here would load the store that
@@ -326,7 +333,7 @@ pub async fn run_socket<S, E>(
         // declared dead.
         tracing::debug!(connection = %conn, "record left to the janitors");
     } else {
-        backend.disconnect(&session).await;
+        app.backend.disconnect(&session).await;
     }
     tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
     drop(user);
@@ -382,6 +389,14 @@ fn close_msg(code: u16, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+/// Resolves when the timer, if there is one, fires; never without one.
+async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn ready(frame: ServerFrame) -> Deferred {
@@ -509,7 +524,7 @@ async fn write_loop<W>(
     mut sink: W,
     mut inbox: Inbox,
     mut sequencer: Sequencer,
-    cfg: SocketConfig,
+    app: Arc<App>,
     shutdown: CancellationToken,
     origin: Instant,
     last_seen: Arc<AtomicU64>,
@@ -517,34 +532,39 @@ async fn write_loop<W>(
 where
     W: Sink<Message> + Unpin,
 {
+    let cfg = &app.socket;
     let mut ping = tokio::time::interval(cfg.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let idle_ms = cfg.idle_timeout.as_millis() as u64;
-    let hold = tokio::time::sleep(cfg.live_hold);
-    tokio::pin!(hold);
-    // At shutdown the reader answers what it has read, then queues the
-    // close; if it cannot (a peer that does not read), this closes anyway.
-    let fallback = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(fallback);
-    let mut shutting = false;
+    // Both timers are boxed and exist only while they can fire: live
+    // messages are held for the first frame (`hold`), and at shutdown the
+    // reader answers what it has read, then queues the close; if it cannot
+    // (a peer that does not read), `fallback` closes anyway. An idle
+    // connection holds neither.
+    let mut hold = sequencer
+        .holding()
+        .then(|| Box::pin(tokio::time::sleep(cfg.live_hold)));
+    let mut fallback: Option<Pin<Box<Sleep>>> = None;
     let kicks = inbox.kicks();
     loop {
+        if !sequencer.holding() {
+            hold = None;
+        }
         let mut batch = tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if !shutting => {
-                shutting = true;
-                fallback.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
+            _ = shutdown.cancelled(), if fallback.is_none() => {
+                fallback = Some(Box::pin(tokio::time::sleep(SHUTDOWN_DRAIN)));
                 continue;
             }
-            _ = &mut fallback, if shutting => vec![close_msg(cfg.shutdown_code, "server shutting down")],
+            _ = fire(&mut fallback) => vec![close_msg(cfg.shutdown_code, "server shutting down")],
             _ = kicks.kicked() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
             out = inbox.recv() => match out {
                 Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
                 Some(out) => sequencer.order(out).await,
                 None => return "closed_by_server",
             },
-            _ = &mut hold, if sequencer.holding() => sequencer.go_live().await,
+            _ = fire(&mut hold) => sequencer.go_live().await,
             _ = ping.tick() => {
                 if now_ms(origin).saturating_sub(last_seen.load(Ordering::Relaxed)) > idle_ms {
                     vec![close_msg(close::GOING_AWAY, "idle timeout")]

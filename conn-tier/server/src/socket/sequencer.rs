@@ -150,7 +150,7 @@ impl Sequencer {
                 vec![]
             }
             Some(span) if span.first > watermark + 1 => {
-                let out = self.read(&conversation, watermark, span.first).await;
+                let out = Box::pin(self.read(&conversation, watermark, span.first)).await;
                 self.stats.backfilled += out.len() as u64;
                 if let Some(s) = self.spans.get_mut(&conversation) {
                     s.first = watermark + 1;
@@ -173,7 +173,9 @@ impl Sequencer {
                 return out;
             }
             Some(span) if id > span.last + 1 => {
-                out = self.read(&seq.conversation_id, span.last, id).await;
+                // Boxed: the store read is the rare path, and unboxed its
+                // state would sit in every connection's writer, idle or not.
+                out = Box::pin(self.read(&seq.conversation_id, span.last, id)).await;
                 self.stats.filled += out.len() as u64;
             }
             _ => {}

@@ -126,7 +126,7 @@ where
     let ticket = app.hub.admit_user(user).expect("under the user's limits");
     tokio::spawn(run_socket(
         sock,
-        app.clone(),
+        Arc::new(app.clone()),
         session(conn, user),
         ticket,
         stop,
