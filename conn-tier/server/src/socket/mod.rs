@@ -12,36 +12,43 @@
 //! Messages keep each conversation's id order on the connection, and live
 //! ones wait for a first `sync`: see [`sequencer`].
 //!
+//! Every future here lives as long as its connection, so its size is paid
+//! per idle connection (docs/benchmarks.md (c)): state that only a rare
+//! path needs is boxed where that path runs.
+//!
 //! # Layout
-//! - this file: [`run_socket`], the reader and writer loops, [`SocketConfig`];
+//! - this file: [`run_socket`] (admission, recording, the close and the
+//!   linger), [`SocketConfig`], the close codes;
+//! - `reader`: the reading half, frame by frame, answers in frame order;
+//! - `writer`: the writing half, batching, pings, timeouts;
 //! - [`rate`]: the token bucket (one per user, in the hub);
 //! - [`sequencer`]: per-conversation order, gap filling, the first-frame hold;
 //! - `tests`: the loop driven through channels.
 
 pub mod rate;
+mod reader;
 pub mod sequencer;
 #[cfg(test)]
 mod tests;
+mod writer;
+
+pub use writer::WRITE_BATCH_BYTES;
 
 use crate::app::App;
-use crate::backend::Backend;
-use crate::hub::{Outbound, UserTicket};
-use crate::outbox::{outbox, Full, Inbox, Outbox};
-use async_trait::async_trait;
+use crate::hub::UserTicket;
+use crate::outbox::outbox;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use chat_core::ports::{PostError, Seq};
-use chat_core::protocol::{parse_client_frame, ClientFrame, ServerFrame, MAX_FRAME_BYTES};
-use chat_core::service::Deferred;
-use chat_core::{Error, Reply, Session};
-use futures_util::stream::FuturesOrdered;
+use chat_core::protocol::MAX_FRAME_BYTES;
+use chat_core::Session;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use reader::Reader;
 use sequencer::Sequencer;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use writer::Writer;
 
 /// Close codes of RFC 6455 used here.
 pub mod close {
@@ -157,28 +164,6 @@ impl ReadError for String {
     }
 }
 
-/// Answers to the connection itself go on its queue, waiting for room (up
-/// to the write timeout; then the connection is closed as too slow): a
-/// client that asks for a big `sync` is paced, and one that never reads
-/// costs at most the queue's bytes. A replayed message is sequenced like a
-/// live one.
-struct QueueReply {
-    out: Outbox,
-    patience: Duration,
-}
-
-/// Sends of one connection waiting for their group commit at once.
-const MAX_PENDING_ACKS: usize = 256;
-
-/// Frames already queued are written together up to about this many bytes:
-/// one write (one TCP segment, with `TCP_NODELAY`) for many frames under
-/// load, a write per frame when they come one at a time. The WebSocket's
-/// write buffer is this size too (`http.rs`).
-pub const WRITE_BATCH_BYTES: usize = 8 * 1024;
-/// At shutdown, how long a socket may take to answer what it has read
-/// before it is closed anyway.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
-
 /// How long the peer's close reply is waited for after our close frame.
 /// (Our close frame itself gets the write timeout, like any frame: what
 /// is half-written goes first. Memory held meanwhile: that one frame.)
@@ -186,42 +171,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// After our close, how long a peer that sends nothing is waited for.
 const LINGER_QUIET: Duration = Duration::from_millis(250);
-
-#[async_trait]
-impl Reply for QueueReply {
-    async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        let text = Utf8Bytes::from(frame.to_json());
-        let out = match frame {
-            ServerFrame::Message(m) => Outbound::Message {
-                seq: Seq {
-                    conversation_id: m.conversation_id,
-                    message_id: m.message_id,
-                },
-                text,
-            },
-            ServerFrame::Ack {
-                conversation_id,
-                message_id,
-                ..
-            } => Outbound::Ack {
-                seq: Seq {
-                    conversation_id,
-                    message_id,
-                },
-                text,
-            },
-            _ => Outbound::Text(text),
-        };
-        match self.out.push_when_room(out, self.patience).await {
-            Ok(()) => Ok(()),
-            Err(Full::Closed) | Err(Full::Overflow) => Err(PostError::Gone),
-        }
-    }
-
-    async fn sync_started(&self, baselines: Vec<(String, u64)>) {
-        let _ = self.out.push(Outbound::SyncStarted(baselines));
-    }
-}
 
 fn now_ms(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
@@ -293,26 +242,28 @@ pub async fn run_socket<S, E>(
     let last_seen = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = socket.split();
     let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
-    let mut writer = Box::pin(write_loop(
+    let mut writer = Writer {
         sink,
         inbox,
         sequencer,
-        app.clone(),
-        shutdown.clone(),
+        app: app.clone(),
+        shutdown: shutdown.clone(),
         origin,
-        last_seen.clone(),
-    ));
-    let reader = read_loop(
-        &mut stream,
-        app.backend.as_ref(),
-        &session,
-        &out,
-        &user,
+        last_seen: last_seen.clone(),
+    };
+    // Boxed: the reader below is polled in this task, the writer beside it.
+    let mut writer = Box::pin(async move { writer.run().await });
+    let reader = Reader {
+        backend: app.backend.as_ref(),
+        session: &session,
+        out: &out,
+        user: &user,
         cfg,
         origin,
-        &last_seen,
-        &shutdown,
-    );
+        last_seen: &last_seen,
+        shutdown: &shutdown,
+    }
+    .run(&mut stream);
     let why = tokio::select! {
         _ = reader => {
             // The reader queued a close frame (or the peer left); let the
@@ -360,259 +311,9 @@ where
     .await;
 }
 
-/// A frame's payload size, for batching writes.
-fn frame_len(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(_) => 2,
-    }
-}
-
-/// The metric label of a close the server sends.
-fn disconnect_label(code: u16, reason: &str) -> &'static str {
-    match code {
-        close::NORMAL if reason.is_empty() => "peer",
-        close::NORMAL => "closed_by_server",
-        close::GOING_AWAY if reason.starts_with("idle") => "idle",
-        close::GOING_AWAY | close::SERVICE_RESTART => "shutdown",
-        close::POLICY => "too_slow",
-        close::TOO_BIG => "too_big",
-        close::INVALID_DATA => "invalid_utf8",
-        close::PROTOCOL => "protocol",
-        _ => "error",
-    }
-}
-
 fn close_msg(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
-}
-
-/// Resolves when the timer, if there is one, fires; never without one.
-async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn ready(frame: ServerFrame) -> Deferred {
-    Box::pin(std::future::ready(frame))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn read_loop<R, E>(
-    stream: &mut R,
-    backend: &dyn Backend,
-    session: &Session,
-    out: &Outbox,
-    user: &UserTicket,
-    cfg: &SocketConfig,
-    origin: Instant,
-    last_seen: &AtomicU64,
-    shutdown: &CancellationToken,
-) where
-    R: Stream<Item = Result<Message, E>> + Unpin,
-    E: ReadError,
-{
-    let reply: Arc<dyn Reply> = Arc::new(QueueReply {
-        out: out.clone(),
-        patience: cfg.write_timeout,
-    });
-    // Answers still to come, in frame order.
-    let mut pending: FuturesOrdered<Deferred> = FuturesOrdered::new();
-    // Live messages wait for the first frame: a sync puts them after its
-    // replay, anything else lets them go.
-    let mut first = true;
-    let (code, reason) = loop {
-        let msg = tokio::select! {
-            biased;
-            // Shutting down: read no more; what was read is answered below.
-            _ = shutdown.cancelled() => break (cfg.shutdown_code, "server shutting down"),
-            // Too slow: read no more; the writer closes with 1008.
-            _ = out.kicked() => break (close::POLICY, "too slow"),
-            Some(answer) = pending.next(), if !pending.is_empty() => {
-                let _ = reply.send(answer).await;
-                continue;
-            }
-            msg = stream.next(), if pending.len() < MAX_PENDING_ACKS => msg,
-        };
-        let Some(msg) = msg else {
-            break (close::NORMAL, "");
-        };
-        last_seen.store(now_ms(origin), Ordering::Relaxed);
-        match msg {
-            Ok(Message::Text(text)) => {
-                if text.len() > cfg.max_frame_bytes {
-                    tracing::info!(bytes = text.len(), "frame too large; closing");
-                    break (close::TOO_BIG, "frame exceeds 32 KB");
-                }
-                let frame = parse_client_frame(text.as_str());
-                chat_core::metrics::frame_in(match &frame {
-                    Ok(f) => f.action(),
-                    Err(_) => "invalid",
-                });
-                if std::mem::take(&mut first) && !matches!(frame, Ok(ClientFrame::Sync {})) {
-                    let _ = out.push(Outbound::GoLive);
-                }
-                if !user.take() {
-                    chat_core::metrics::rate_limited("frames");
-                    let (action, id) = match &frame {
-                        Ok(f) => (Some(f.action()), f.client_msg_id()),
-                        Err(e) => (e.action.as_deref(), e.client_msg_id.as_deref()),
-                    };
-                    pending.push_back(ready(ServerFrame::error(&Error::RateLimited, action, id)));
-                    continue;
-                }
-                if matches!(&frame, Ok(f) if !matches!(f, ClientFrame::Send { .. })) {
-                    // Any other action sees every earlier send committed,
-                    // and is answered after their acks.
-                    while let Some(answer) = pending.next().await {
-                        let _ = reply.send(answer).await;
-                    }
-                }
-                if let Some(answer) = backend.frame(session, text.as_str(), frame, &reply).await {
-                    pending.push_back(answer);
-                }
-            }
-            Ok(Message::Binary(_)) => {
-                chat_core::metrics::frame_in("binary");
-                if std::mem::take(&mut first) {
-                    let _ = out.push(Outbound::GoLive);
-                }
-                let e = if user.take() {
-                    Error::BadRequest(
-                        "binary frames are not supported; send JSON text frames".into(),
-                    )
-                } else {
-                    Error::RateLimited
-                };
-                pending.push_back(ready(ServerFrame::error(&e, None, None)));
-            }
-            // Pings and pongs spend the user's budget like any frame.
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {
-                chat_core::metrics::frame_in("ping");
-                if !user.take() {
-                    chat_core::metrics::rate_limited("frames");
-                }
-            }
-            Ok(Message::Close(_)) => break (close::NORMAL, ""),
-            Err(e) => {
-                let code = e.close_code();
-                tracing::info!(error = %e, code, "read error; closing");
-                break match code {
-                    close::TOO_BIG => (code, "frame exceeds the size limit"),
-                    close::INVALID_DATA => (code, "text frame is not valid UTF-8"),
-                    _ => (code, "protocol error"),
-                };
-            }
-        }
-    };
-    // Sends already queued still get their acks before the close.
-    while let Some(answer) = pending.next().await {
-        let _ = reply.send(answer).await;
-    }
-    let _ = out.push(Outbound::Close(code, reason));
-}
-
-#[allow(clippy::too_many_arguments)]
-/// Returns why the connection ended (a metric label).
-async fn write_loop<W>(
-    mut sink: W,
-    mut inbox: Inbox,
-    mut sequencer: Sequencer,
-    app: Arc<App>,
-    shutdown: CancellationToken,
-    origin: Instant,
-    last_seen: Arc<AtomicU64>,
-) -> &'static str
-where
-    W: Sink<Message> + Unpin,
-{
-    let cfg = &app.socket;
-    let mut ping = tokio::time::interval(cfg.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let idle_ms = cfg.idle_timeout.as_millis() as u64;
-    // Both timers are boxed and exist only while they can fire: live
-    // messages are held for the first frame (`hold`), and at shutdown the
-    // reader answers what it has read, then queues the close; if it cannot
-    // (a peer that does not read), `fallback` closes anyway. An idle
-    // connection holds neither.
-    let mut hold = sequencer
-        .holding()
-        .then(|| Box::pin(tokio::time::sleep(cfg.live_hold)));
-    let mut fallback: Option<Pin<Box<Sleep>>> = None;
-    let kicks = inbox.kicks();
-    loop {
-        if !sequencer.holding() {
-            hold = None;
-        }
-        let mut batch = tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if fallback.is_none() => {
-                fallback = Some(Box::pin(tokio::time::sleep(SHUTDOWN_DRAIN)));
-                continue;
-            }
-            _ = fire(&mut fallback) => vec![close_msg(cfg.shutdown_code, "server shutting down")],
-            _ = kicks.kicked() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
-            out = inbox.recv() => match out {
-                Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
-                Some(out) => sequencer.order(out).await,
-                None => return "closed_by_server",
-            },
-            _ = fire(&mut hold) => sequencer.go_live().await,
-            _ = ping.tick() => {
-                if now_ms(origin).saturating_sub(last_seen.load(Ordering::Relaxed)) > idle_ms {
-                    vec![close_msg(close::GOING_AWAY, "idle timeout")]
-                } else {
-                    vec![Message::Ping(Default::default())]
-                }
-            }
-        };
-        // What else is queued already goes out in the same write: with
-        // TCP_NODELAY every write is a segment, so one write per frame
-        // would cost a trip through the TCP stack each (docs/benchmarks.md).
-        let mut bytes: usize = batch.iter().map(frame_len).sum();
-        while bytes < WRITE_BATCH_BYTES && !batch.iter().any(|m| matches!(m, Message::Close(_))) {
-            match inbox.try_recv() {
-                Some(Outbound::Close(code, reason)) => batch.push(close_msg(code, reason)),
-                Some(out) => batch.extend(sequencer.order(out).await),
-                None => break,
-            }
-            bytes = batch.iter().map(frame_len).sum();
-        }
-        let close = batch.iter().find_map(|m| match m {
-            Message::Close(Some(f)) => Some(disconnect_label(f.code, f.reason.as_str())),
-            Message::Close(None) => Some("peer_gone"),
-            _ => None,
-        });
-        let write = async {
-            for msg in batch {
-                sink.feed(msg).await?;
-            }
-            sink.flush().await
-        };
-        let outcome = match tokio::time::timeout(cfg.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(false),
-            Err(_) => Err(true),
-        };
-        match (outcome, close) {
-            (Ok(()), None) => {}
-            (Err(true), None) => {
-                // The peer stopped reading: too slow. What is half
-                // written goes first, then the close, if it can.
-                tracing::info!("write timed out; closing as too slow");
-                let close = close_msg(close::POLICY, "too slow: write timed out");
-                let _ = tokio::time::timeout(cfg.write_timeout, sink.send(close)).await;
-                return "too_slow";
-            }
-            (_, Some(why)) => return why,
-            (Err(_), None) => return "peer_gone",
-        }
-    }
 }

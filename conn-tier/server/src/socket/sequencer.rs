@@ -109,21 +109,28 @@ impl Sequencer {
                         return vec![];
                     }
                     tracing::debug!("held live messages reached their byte limit; going live");
-                    return self.go_live().await;
+                    return Box::pin(self.go_live()).await;
                 }
                 self.admit(seq, text).await
             }
-            Outbound::SyncStarted(baselines) => {
-                let mut out = Vec::new();
-                for (conversation, watermark) in baselines {
-                    out.extend(self.sync_from(conversation, watermark).await);
-                }
-                out.extend(self.go_live().await);
-                out
-            }
-            Outbound::GoLive => self.go_live().await,
+            // Once per connection or per sync: boxed, so their state is not
+            // part of every live message's (nor of every idle writer's).
+            Outbound::SyncStarted(baselines) => Box::pin(self.sync_started(baselines)).await,
+            Outbound::GoLive => Box::pin(self.go_live()).await,
             Outbound::Close(..) => vec![],
         }
+    }
+
+    /// A sync's replay starts: each conversation continues from its
+    /// watermark (after what the connection never saw below what it has);
+    /// then the held messages go.
+    async fn sync_started(&mut self, baselines: Vec<(String, u64)>) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (conversation, watermark) in baselines {
+            out.extend(self.sync_from(conversation, watermark).await);
+        }
+        out.extend(self.go_live().await);
+        out
     }
 
     /// Releases the held messages, in order of arrival, through `admit`.
