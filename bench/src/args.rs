@@ -55,6 +55,11 @@ pub struct Args {
     /// the bottleneck: unpaced, it starves the nodes' heartbeats.
     #[arg(long, default_value_t = 0)]
     pub connect_rate: u64,
+    /// idle: each connection first does what a client does before it
+    /// idles (a `sync`, then one message received), so the figure counts
+    /// the buffers a used connection keeps, not only a fresh one's.
+    #[arg(long)]
+    pub warm: bool,
     /// failover: the pid of --url's node, killed with SIGKILL.
     #[arg(long, requires = "url")]
     pub kill_pid: Option<i32>,

@@ -484,6 +484,54 @@ pub async fn idle(
     Ok(out)
 }
 
+/// Reads frames on `ws` until one whose text contains `marker`.
+async fn until(ws: &mut Ws, marker: &str) -> anyhow::Result<()> {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .context("no frame within 30 s")?
+            .context("closed")??;
+        if let Message::Text(t) = m {
+            if t.as_str().contains(marker) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `--warm`: every idle connection (user `idle{i}`) does what a client
+/// does before it idles: a `sync`, then one message received (from one
+/// pipelined sender), 256 connections at a time.
+pub async fn warm(target: &Target, conns: &mut [Ws]) -> anyhow::Result<()> {
+    for chunk in conns.chunks_mut(256) {
+        futures_util::future::try_join_all(chunk.iter_mut().map(|ws| async move {
+            ws.send(Message::text(r#"{"action":"sync"}"#)).await?;
+            until(ws, r#""type":"synced""#).await
+        }))
+        .await?;
+    }
+    let mut src = target.connect("idle-sender").await?;
+    let window = 256usize;
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < conns.len() {
+        while sent < conns.len() && sent - acked < window {
+            let f = json!({"action":"send","to":format!("user:idle{sent}"),
+                "client_msg_id":format!("w{sent}"),"text":body(100)});
+            src.send(Message::text(f.to_string())).await?;
+            sent += 1;
+        }
+        until(&mut src, r#""type":"ack""#).await?;
+        acked += 1;
+    }
+    for chunk in conns.chunks_mut(256) {
+        futures_util::future::try_join_all(
+            chunk.iter_mut().map(|ws| until(ws, r#""type":"message""#)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub struct StormReport {
     pub clients: usize,
     pub wall: Duration,

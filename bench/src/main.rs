@@ -542,7 +542,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = sample();
             let t = Instant::now();
-            let conns = chat::idle(
+            let mut conns = chat::idle(
                 target.clone(),
                 args.connections,
                 args.connect_rate,
@@ -551,6 +551,9 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
             )
             .await?;
             let open_secs = t.elapsed().as_secs_f64();
+            if args.warm {
+                chat::warm(&target, &mut conns).await?;
+            }
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = sample();
             let per_conn_kb =
