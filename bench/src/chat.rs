@@ -152,23 +152,19 @@ pub async fn direct(
     });
     let per_conn_interval =
         (cfg.rate > 0).then(|| Duration::from_secs_f64(n as f64 / cfg.rate as f64));
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for (i, ws) in conns.into_iter().enumerate() {
+        // Each connection's sends are offset by i/n of the interval, so the
+        // offered rate arrives spread evenly. (Unstaggered, all n sent at
+        // the same instant once per interval: bursts of n, whose last
+        // waited for the others; docs/benchmarks.md, "The latency curve".)
+        let pacing = per_conn_interval.map(|iv| (start + iv.mul_f64(i as f64 / n as f64), iv));
         let peer = format!("user:{}{}", cfg.users, i ^ 1);
         let counters = counters.clone();
         let (window, text_bytes) = (cfg.window, cfg.text_bytes);
         tasks.push(tokio::spawn(async move {
-            run_pair_conn(
-                ws,
-                i,
-                peer,
-                deadline,
-                per_conn_interval,
-                window,
-                text_bytes,
-                counters,
-            )
-            .await
+            run_pair_conn(ws, i, peer, deadline, pacing, window, text_bytes, counters).await
         }));
     }
     let mut total = ConnStats::default();
@@ -189,13 +185,13 @@ async fn run_pair_conn(
     i: usize,
     peer: String,
     deadline: Instant,
-    interval: Option<Duration>,
+    pacing: Option<(tokio::time::Instant, Duration)>,
     window: usize,
     text_bytes: usize,
     counters: Arc<Counters>,
 ) -> anyhow::Result<ConnStats> {
     let (mut sink, mut stream) = ws.split();
-    let permits = Arc::new(Semaphore::new(if interval.is_some() {
+    let permits = Arc::new(Semaphore::new(if pacing.is_some() {
         1 << 20
     } else {
         window.max(1)
@@ -210,7 +206,7 @@ async fn run_pair_conn(
             counters.clone(),
         );
         tokio::spawn(async move {
-            let mut tick = interval.map(tokio::time::interval);
+            let mut tick = pacing.map(|(first, every)| tokio::time::interval_at(first, every));
             let mut seq = 0u64;
             while Instant::now() < deadline {
                 if let Some(t) = tick.as_mut() {

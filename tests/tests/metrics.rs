@@ -71,6 +71,8 @@ async fn counters_move_with_traffic_on_the_metrics_listener_only() {
     assert!(after.contains("# HELP chat_messages_stored_total"));
     if store_kind() == "embedded" {
         assert!(moved("chat_store_commit_batch_size_count") >= 1.0);
+        assert!(moved("chat_store_commit_seconds_count{phase=\"apply\"}") >= 1.0);
+        assert!(moved("chat_store_commit_seconds_count{phase=\"commit\"}") >= 1.0);
     }
 
     // Closing lowers the gauge and counts the reason.

@@ -94,6 +94,7 @@ pub(crate) fn run(
             }
         }
         let batch = ops.len();
+        let started = std::time::Instant::now();
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
@@ -112,6 +113,7 @@ pub(crate) fn run(
             completions.push(a.done);
             appended.extend(a.appended);
         }
+        let applied = started.elapsed();
         let outcome = if poisoned {
             // A write failed part-way; keep the whole batch off disk.
             let _ = txn.abort();
@@ -120,6 +122,7 @@ pub(crate) fn run(
             txn.commit().map_err(|e| e.to_string())
         };
         chat_core::metrics::commit_batch(batch);
+        chat_core::metrics::commit_phases(applied, started.elapsed() - applied);
         match (&outcome, &feed) {
             (Err(e), _) => {
                 chat_core::metrics::store_error("commit");

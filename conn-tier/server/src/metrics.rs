@@ -2,7 +2,7 @@
 //! their own (`--metrics-listen`), never the public port: the recorder
 //! collects what `chat_core::metrics` records across the process.
 
-use chat_core::metrics::{describe, COMMIT_BATCH, SEND_ACK_SECONDS};
+use chat_core::metrics::{describe, COMMIT_BATCH, COMMIT_SECONDS, SEND_ACK_SECONDS};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::OnceLock;
@@ -16,12 +16,16 @@ pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let seconds = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0,
             ];
             let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(SEND_ACK_SECONDS.into()), &seconds)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.into()), &sizes))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &seconds)
+                })
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -14,6 +14,7 @@ pub const MESSAGES_STORED: &str = "chat_messages_stored_total";
 pub const DELIVERIES: &str = "chat_deliveries_total";
 pub const SEND_ACK_SECONDS: &str = "chat_send_ack_seconds";
 pub const COMMIT_BATCH: &str = "chat_store_commit_batch_size";
+pub const COMMIT_SECONDS: &str = "chat_store_commit_seconds";
 pub const STORE_ERRORS: &str = "chat_store_errors_total";
 pub const STORE_RETRIES: &str = "chat_store_retries_total";
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
@@ -64,6 +65,14 @@ pub fn send_ack(took: Duration) {
 /// Messages written by one group commit (embedded store).
 pub fn commit_batch(messages: usize) {
     metrics::histogram!(COMMIT_BATCH).record(messages as f64);
+}
+
+/// One group commit of the embedded store, in its two phases: `apply`,
+/// the batch's writes inside the transaction; `commit`, writing the pages
+/// and the fsync. Every message of the batch waits for both.
+pub fn commit_phases(apply: Duration, commit: Duration) {
+    metrics::histogram!(COMMIT_SECONDS, "phase" => "apply").record(apply.as_secs_f64());
+    metrics::histogram!(COMMIT_SECONDS, "phase" => "commit").record(commit.as_secs_f64());
 }
 
 /// A store call that failed (`op`: the operation).
@@ -125,6 +134,11 @@ pub fn describe() {
         "From a send read to its ack ready"
     );
     describe_histogram!(COMMIT_BATCH, Unit::Count, "Messages per group commit");
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time of one group commit, by phase: apply (the writes) and commit (pages and fsync)"
+    );
     describe_counter!(STORE_ERRORS, "Store calls that failed, by operation");
     describe_counter!(STORE_RETRIES, "Store writes retried after a lost race");
     describe_counter!(
