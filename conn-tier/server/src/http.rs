@@ -291,7 +291,7 @@ async fn ws_handler(
         // far more than the frames it carries; grown on demand anyway. The
         // writer batches what is queued up to the write buffer's size and
         // flushes once (socket::WRITE_BATCH_BYTES).
-        .read_buffer_size(1024)
+        .read_buffer_size(app.socket.read_buffer)
         .write_buffer_size(crate::socket::WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| {
             // Boxed here, so the task's future holds a pointer, not the

@@ -79,6 +79,10 @@ pub mod defaults {
     pub const AUTHORIZER_TIMEOUT_MS: u64 = 5000;
     /// New connections being recorded in the store at once.
     pub const MAX_PENDING_CONNECTS: usize = 256;
+    /// Bytes read from a socket at a time (the read buffer's size).
+    pub const READ_BUFFER_BYTES: usize = 512;
+    /// The smallest read buffer accepted (a frame header is up to 14).
+    pub const MIN_READ_BUFFER_BYTES: usize = 64;
 }
 
 /// Per-connection limits.
@@ -111,6 +115,9 @@ pub struct SocketConfig {
     /// (a node that cannot heartbeat is declared dead).
     pub max_pending_connects: usize,
     pub connect_wait: Duration,
+    /// Bytes read from the socket at a time: the read buffer every
+    /// connection holds, idle or not (grown on demand for a larger frame).
+    pub read_buffer: usize,
 }
 
 impl SocketConfig {
@@ -135,6 +142,7 @@ impl Default for SocketConfig {
             shutdown_code: close::GOING_AWAY,
             max_pending_connects: defaults::MAX_PENDING_CONNECTS,
             connect_wait: Duration::from_secs(2),
+            read_buffer: defaults::READ_BUFFER_BYTES,
         }
         .with_ping(Duration::from_secs(defaults::PING_SECS))
     }
