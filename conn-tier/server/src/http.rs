@@ -27,6 +27,7 @@ use axum::Extension;
 use axum::Router;
 use chat_core::ids::new_connection_id;
 use chat_core::Session;
+use futures_util::FutureExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -294,14 +295,11 @@ async fn ws_handler(
         .read_buffer_size(app.socket.read_buffer)
         .write_buffer_size(crate::socket::WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| {
-            // Boxed here, so the task's future holds a pointer, not the
-            // socket itself twice over (an argument and its moved copy).
-            let socket = Box::pin(socket);
-            sockets.track_future(async move {
-                // The listener's place is held for the socket's whole life.
-                let _admitted = admitted;
-                run_socket(socket, app, session, ticket, stop).await
-            })
+            // The listener's place is held for the socket's whole life. A
+            // combinator, not an `async` block: a block would keep the
+            // connection's future twice (captured, and moved to be awaited).
+            let connection = run_socket(socket, app, session, ticket, stop);
+            sockets.track_future(connection.map(move |()| drop(admitted)))
         });
     // Which node the client landed on (behind a load balancer).
     if let Ok(v) = header::HeaderValue::from_str(&node) {

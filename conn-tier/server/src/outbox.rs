@@ -14,11 +14,10 @@
 
 use crate::hub::Outbound;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// A drained queue with more capacity than this is freed.
 const KEEP_CAPACITY: usize = 4;
@@ -51,7 +50,7 @@ struct Shared {
     room: Notify,
     /// The queue overflowed: the connection is too slow and closes with
     /// 1008 (the reader stops reading, the writer sends the close).
-    slow: CancellationToken,
+    slow: Flag,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +65,41 @@ struct Queue {
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A flag set once, with waiters: what a `CancellationToken` does, kept in
+/// the queue's own allocation (a token allocates a node of its own, about
+/// 100 B per connection).
+#[derive(Debug, Default)]
+struct Flag {
+    set: AtomicBool,
+    wake: Notify,
+}
+
+impl Flag {
+    fn set(&self) {
+        if !self.set.swap(true, Ordering::SeqCst) {
+            self.wake.notify_waiters();
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the flag is set.
+    async fn wait(&self) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the look, so a `set` in between wakes it.
+            woken.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -89,7 +123,7 @@ pub fn outbox(limit: usize) -> (Outbox, Inbox) {
         bytes: AtomicUsize::new(0),
         limit: limit.max(1),
         room: Notify::new(),
-        slow: CancellationToken::new(),
+        slow: Flag::default(),
     });
     (
         Outbox {
@@ -129,8 +163,8 @@ impl Outbox {
     pub fn push(&self, out: Outbound) -> Result<(), Full> {
         let len = out.bytes();
         let s = &self.shared;
-        if s.slow.is_cancelled() || (len > 0 && s.bytes.load(Ordering::Relaxed) + len > s.limit) {
-            s.slow.cancel();
+        if s.slow.is_set() || (len > 0 && s.bytes.load(Ordering::Relaxed) + len > s.limit) {
+            s.slow.set();
             return Err(Full::Overflow);
         }
         self.push_unchecked(out, len)
@@ -144,7 +178,7 @@ impl Outbox {
             let room = s.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if s.slow.is_cancelled() {
+            if s.slow.is_set() {
                 return Err(Full::Overflow);
             }
             if len == 0 || s.bytes.load(Ordering::Relaxed) + len <= s.limit {
@@ -155,9 +189,9 @@ impl Outbox {
             }
             tokio::select! {
                 _ = room => {}
-                _ = s.slow.cancelled() => return Err(Full::Overflow),
+                _ = s.slow.wait() => return Err(Full::Overflow),
                 _ = tokio::time::sleep_until(deadline) => {
-                    s.slow.cancel();
+                    s.slow.set();
                     return Err(Full::Overflow);
                 }
             }
@@ -179,12 +213,12 @@ impl Outbox {
     }
 
     pub fn kick(&self) {
-        self.shared.slow.cancel();
+        self.shared.slow.set();
     }
 
     /// Resolves once the connection is marked too slow.
     pub async fn kicked(&self) {
-        self.shared.slow.cancelled().await
+        self.shared.slow.wait().await
     }
 
     /// Bytes queued now.
@@ -264,7 +298,7 @@ pub struct Kicks(Arc<Shared>);
 
 impl Kicks {
     pub async fn kicked(&self) {
-        self.0.slow.cancelled().await
+        self.0.slow.wait().await
     }
 }
 

@@ -40,6 +40,7 @@ use crate::outbox::outbox;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chat_core::protocol::MAX_FRAME_BYTES;
 use chat_core::Session;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use reader::Reader;
 use sequencer::Sequencer;
@@ -187,116 +188,137 @@ fn now_ms(origin: Instant) -> u64 {
 /// Runs one authenticated connection until either side closes, the peer
 /// goes silent or too slow, or `shutdown` fires.
 ///
-/// This future lives as long as the connection, so what it holds is paid
-/// per idle connection (docs/benchmarks.md (c)): `app` is shared, the
-/// socket comes boxed from the upgrade, and the rare paths' state (the
-/// store reads that fill gaps, the shutdown timer) is boxed where it is
-/// used.
-pub async fn run_socket<S, E>(
+/// The returned future lives as long as the connection, so what it holds
+/// is paid per idle connection (docs/benchmarks.md (c)): the socket is
+/// split here, before the future exists (its halves share one allocation,
+/// and the future holds two pointers, not the socket), `app` is shared,
+/// and the rare paths' state (the store reads that fill gaps, the shutdown
+/// timer) is boxed where it is used.
+pub fn run_socket<S, E>(
     socket: S,
     app: Arc<App>,
     session: Session,
     user: UserTicket,
     shutdown: CancellationToken,
-) where
+) -> impl std::future::Future<Output = ()> + Send
+where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
-    E: ReadError,
+    E: ReadError + Send,
 {
-    let cfg = &app.socket;
-    let conn = session.connection_id.as_str();
-    let permit = tokio::select! {
-        p = tokio::time::timeout(cfg.connect_wait, app.connecting.clone().acquire_owned()) => p.ok().and_then(Result::ok),
-        _ = shutdown.cancelled() => None,
-    };
-    let Some(recording) = permit else {
-        let code = if shutdown.is_cancelled() {
-            cfg.shutdown_code
-        } else {
-            chat_core::metrics::connect("busy");
-            tracing::debug!(user = %session.user_id, "too many connections being recorded; 1013");
-            close::TRY_AGAIN_LATER
-        };
-        let (mut sink, mut stream) = socket.split();
-        let _ = sink.send(close_msg(code, "server busy; retry later")).await;
-        // Read what the client sent meanwhile, or the reset that dropping
-        // unread input causes can destroy the close frame.
-        linger(&mut stream).await;
-        return;
-    };
-    let (out, inbox) = outbox(cfg.outbound_bytes);
-    app.hub.insert(conn, out.clone());
-    // A bool, not the `Result`: a named error would be kept in this
-    // future for the connection's whole life.
-    let recorded = match app.backend.connect(&session).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
-            false
-        }
-    };
-    drop(recording);
-    if !recorded {
-        app.hub.remove(conn);
-        let (mut sink, mut stream) = socket.split();
-        let _ = sink
-            .send(close_msg(close::INTERNAL, "internal error"))
-            .await;
-        linger(&mut stream).await;
-        return;
-    }
-    tracing::debug!(user = %session.user_id, connection = %conn, "connected");
+    let (sink, stream) = socket.split();
+    serve(sink, stream, app, session, user, shutdown)
+}
 
-    let origin = Instant::now();
-    let last_seen = Arc::new(AtomicU64::new(0));
-    let (sink, mut stream) = socket.split();
-    let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
-    let mut writer = Writer {
-        sink,
-        inbox,
-        sequencer,
-        app: app.clone(),
-        shutdown: shutdown.clone(),
-        origin,
-        last_seen: last_seen.clone(),
-    };
-    // Boxed: the reader below is polled in this task, the writer beside it.
-    let mut writer = Box::pin(async move { writer.run().await });
-    let reader = Reader {
-        backend: app.backend.as_ref(),
-        session: &session,
-        out: &out,
-        user: &user,
-        cfg,
-        origin,
-        last_seen: &last_seen,
-        shutdown: &shutdown,
-    }
-    .run(&mut stream);
-    let why = tokio::select! {
-        _ = reader => {
-            // The reader queued a close frame (or the peer left); let the
-            // writer send it, briefly.
-            tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer)
-                .await
-                .unwrap_or("too_slow")
+// Not an `async fn` on purpose (see the comment in the body).
+#[allow(clippy::manual_async_fn)]
+fn serve<S, E>(
+    mut sink: SplitSink<S, Message>,
+    mut stream: SplitStream<S>,
+    app: Arc<App>,
+    session: Session,
+    user: UserTicket,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
+    E: ReadError + Send,
+{
+    // A block over the captured arguments, not an `async fn`: an `async fn`
+    // keeps each argument twice (as passed, and moved into its body).
+    async move {
+        let cfg = &app.socket;
+        let conn = session.connection_id.as_str();
+        let permit = tokio::select! {
+            p = tokio::time::timeout(cfg.connect_wait, app.connecting.clone().acquire_owned()) => p.ok().and_then(Result::ok),
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(recording) = permit else {
+            let code = if shutdown.is_cancelled() {
+                cfg.shutdown_code
+            } else {
+                chat_core::metrics::connect("busy");
+                tracing::debug!(user = %session.user_id, "too many connections being recorded; 1013");
+                close::TRY_AGAIN_LATER
+            };
+            let _ = sink.send(close_msg(code, "server busy; retry later")).await;
+            // Read what the client sent meanwhile, or the reset that dropping
+            // unread input causes can destroy the close frame.
+            linger(&mut stream).await;
+            return;
+        };
+        let (out, inbox) = outbox(cfg.outbound_bytes);
+        app.hub.insert(conn, out.clone());
+        // A bool, not the `Result`: a named error would be kept in this
+        // future for the connection's whole life.
+        let recorded = match app.backend.connect(&session).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, user = %session.user_id, "cannot record connection");
+                false
+            }
+        };
+        drop(recording);
+        if !recorded {
+            app.hub.remove(conn);
+            let _ = sink
+                .send(close_msg(close::INTERNAL, "internal error"))
+                .await;
+            linger(&mut stream).await;
+            return;
         }
-        why = &mut writer => why,
-    };
-    chat_core::metrics::disconnect(why);
-    // Gone for everyone once our close is out; then the socket lingers.
-    if app.hub.remove(conn) {
-        // Closed because this node was declared dead: the record is under
-        // the old id, the janitors' to delete in one sequential sweep.
-        // Thousands of deletes at once here would load the store that
-        // every node's heartbeat needs, and could get the next node
-        // declared dead.
-        tracing::debug!(connection = %conn, "record left to the janitors");
-    } else {
-        app.backend.disconnect(&session).await;
+        tracing::debug!(user = %session.user_id, connection = %conn, "connected");
+
+        let origin = Instant::now();
+        let last_seen = Arc::new(AtomicU64::new(0));
+        let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
+        let mut writer = Writer {
+            sink,
+            inbox,
+            sequencer,
+            app: app.clone(),
+            shutdown: shutdown.clone(),
+            origin,
+            last_seen: last_seen.clone(),
+        };
+        // Boxed: the reader below is polled in this task, the writer beside it.
+        let mut writer = Box::pin(async move { writer.run().await });
+        let reader = Reader {
+            backend: app.backend.as_ref(),
+            session: &session,
+            out: &out,
+            user: &user,
+            cfg,
+            origin,
+            last_seen: &last_seen,
+            shutdown: &shutdown,
+        }
+        .run(&mut stream);
+        let why = tokio::select! {
+            _ = reader => {
+                // The reader queued a close frame (or the peer left); let the
+                // writer send it, briefly.
+                tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer)
+                    .await
+                    .unwrap_or("too_slow")
+            }
+            why = &mut writer => why,
+        };
+        chat_core::metrics::disconnect(why);
+        // Gone for everyone once our close is out; then the socket lingers.
+        if app.hub.remove(conn) {
+            // Closed because this node was declared dead: the record is under
+            // the old id, the janitors' to delete in one sequential sweep.
+            // Thousands of deletes at once here would load the store that
+            // every node's heartbeat needs, and could get the next node
+            // declared dead.
+            tracing::debug!(connection = %conn, "record left to the janitors");
+        } else {
+            app.backend.disconnect(&session).await;
+        }
+        tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
+        drop(user);
+        linger(&mut stream).await;
     }
-    tracing::debug!(user = %session.user_id, connection = %conn, "disconnected");
-    drop(user);
-    linger(&mut stream).await;
 }
 
 /// After our close frame, reads (and drops) what the peer still sends,
