@@ -122,7 +122,7 @@ pub(crate) fn run(
             txn.commit().map_err(|e| e.to_string())
         };
         chat_core::metrics::commit_batch(batch);
-        chat_core::metrics::commit_phases(applied, started.elapsed() - applied);
+        chat_core::metrics::commit_phases(applied, started.elapsed().saturating_sub(applied));
         match (&outcome, &feed) {
             (Err(e), _) => {
                 chat_core::metrics::store_error("commit");

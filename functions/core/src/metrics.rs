@@ -68,8 +68,9 @@ pub fn commit_batch(messages: usize) {
 }
 
 /// One group commit of the embedded store, in its two phases: `apply`,
-/// the batch's writes inside the transaction; `commit`, writing the pages
-/// and the fsync. Every message of the batch waits for both.
+/// beginning the transaction and the batch's writes in it; `commit`,
+/// writing the pages and the fsync (for a batch that failed, the abort).
+/// Every message of the batch waits for both.
 pub fn commit_phases(apply: Duration, commit: Duration) {
     metrics::histogram!(COMMIT_SECONDS, "phase" => "apply").record(apply.as_secs_f64());
     metrics::histogram!(COMMIT_SECONDS, "phase" => "commit").record(commit.as_secs_f64());

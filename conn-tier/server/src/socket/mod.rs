@@ -190,8 +190,9 @@ fn now_ms(origin: Instant) -> u64 {
 ///
 /// The returned future lives as long as the connection, so what it holds
 /// is paid per idle connection (docs/benchmarks.md (c)): the socket is
-/// split here, before the future exists (its halves share one allocation,
-/// and the future holds two pointers, not the socket), `app` is shared,
+/// split here, before the future exists (its halves share one allocation;
+/// the future holds the halves, two pointers and the sink's one-message
+/// slot, not the socket), `app` is shared,
 /// and the rare paths' state (the store reads that fill gaps, the shutdown
 /// timer) is boxed where it is used.
 pub fn run_socket<S, E>(
@@ -291,10 +292,10 @@ where
             origin,
             last_seen: &last_seen,
             shutdown: &shutdown,
-        }
-        .run(&mut stream);
+        };
+        let reading = reader.run(&mut stream);
         let why = tokio::select! {
-            _ = reader => {
+            _ = reading => {
                 // The reader queued a close frame (or the peer left); let the
                 // writer send it, briefly.
                 tokio::time::timeout(cfg.write_timeout * 2 + Duration::from_secs(1), &mut writer)

@@ -3,9 +3,10 @@
 //! answered once durable; whatever could overtake it waits behind it).
 //!
 //! Its state lives as long as the connection, so it is kept small: the
-//! handling of one frame is its own future ([`Reader::on_text`]), alive
-//! only while a frame is handled, and the queue of pending answers is
-//! allocated on the first frame that needs it.
+//! handling of one frame is a future of its own ([`Reader::on_text`]), so
+//! its locals share space with the idle wait's instead of sitting beside
+//! them; [`Reader::run`] borrows the reader; the queue of pending answers
+//! is allocated when a frame needs it and freed once it empties.
 
 use super::{close, now_ms, ReadError, SocketConfig};
 use crate::backend::Backend;
@@ -112,30 +113,36 @@ impl Pending {
     }
 
     /// The next answer due, once it is ready; pending forever with none.
+    /// The queue is freed once it empties: an idle connection holds none.
     async fn next(&mut self) -> ServerFrame {
-        match self.answers.as_mut() {
+        let frame = match self.answers.as_mut() {
             Some(a) if !a.is_empty() => match a.next().await {
                 Some(frame) => frame,
                 None => std::future::pending().await,
             },
             _ => std::future::pending().await,
+        };
+        if self.len() == 0 {
+            self.answers = None;
         }
+        frame
     }
 
-    /// Sends every answer still to come, in order.
+    /// Sends every answer still to come, in order; frees the queue.
     async fn drain(&mut self) {
         if let Some(a) = self.answers.as_mut() {
             while let Some(answer) = a.next().await {
                 let _ = self.reply.send(answer).await;
             }
         }
+        self.answers = None;
     }
 }
 
 impl Reader<'_> {
     /// Reads until the peer closes or errs, the connection is too slow, or
     /// shutdown; answers what was read; then queues the close frame.
-    pub async fn run<R, E>(self, stream: &mut R)
+    pub async fn run<R, E>(&self, stream: &mut R)
     where
         R: Stream<Item = Result<Message, E>> + Unpin,
         E: ReadError,
