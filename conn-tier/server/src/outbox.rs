@@ -14,7 +14,7 @@
 
 use crate::hub::Outbound;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -51,6 +51,10 @@ struct Shared {
     /// The queue overflowed: the connection is too slow and closes with
     /// 1008 (the reader stops reading, the writer sends the close).
     slow: Flag,
+    /// When the peer last sent a frame (ms after the connection's start):
+    /// the reader sets it, the writer's idle check reads it. Here, not in
+    /// an allocation of its own.
+    seen_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +69,14 @@ struct Queue {
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection too slow and wakes whoever waits: the reader
+    /// (on the flag) and the writer (on `ready`, so it needs no second
+    /// future for this: see [`Inbox::next`]).
+    fn mark_slow(&self) {
+        self.slow.set();
+        self.ready.notify_one();
     }
 }
 
@@ -124,6 +136,7 @@ pub fn outbox(limit: usize) -> (Outbox, Inbox) {
         limit: limit.max(1),
         room: Notify::new(),
         slow: Flag::default(),
+        seen_ms: AtomicU64::new(0),
     });
     (
         Outbox {
@@ -164,7 +177,7 @@ impl Outbox {
         let len = out.bytes();
         let s = &self.shared;
         if s.slow.is_set() || (len > 0 && s.bytes.load(Ordering::Relaxed) + len > s.limit) {
-            s.slow.set();
+            s.mark_slow();
             return Err(Full::Overflow);
         }
         self.push_unchecked(out, len)
@@ -191,7 +204,7 @@ impl Outbox {
                 _ = room => {}
                 _ = s.slow.wait() => return Err(Full::Overflow),
                 _ = tokio::time::sleep_until(deadline) => {
-                    s.slow.set();
+                    s.mark_slow();
                     return Err(Full::Overflow);
                 }
             }
@@ -213,12 +226,17 @@ impl Outbox {
     }
 
     pub fn kick(&self) {
-        self.shared.slow.set();
+        self.shared.mark_slow();
     }
 
     /// Resolves once the connection is marked too slow.
     pub async fn kicked(&self) {
         self.shared.slow.wait().await
+    }
+
+    /// The peer sent a frame, `ms` after the connection started.
+    pub fn saw_peer(&self, ms: u64) {
+        self.shared.seen_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Bytes queued now.
@@ -232,9 +250,38 @@ impl Outbox {
     }
 }
 
+/// What the writer takes next ([`Inbox::next`]).
+#[derive(Debug)]
+pub enum Next {
+    Frame(Outbound),
+    /// The connection is too slow: close it with 1008, write nothing more.
+    Slow,
+    /// Every [`Outbox`] is gone and the queue is empty.
+    Done,
+}
+
 impl Inbox {
-    /// The next frame; `None` once every [`Outbox`] is gone and the queue
-    /// is empty.
+    /// The next frame, unless the connection was marked too slow first:
+    /// one wait for both, so the writer's idle state holds one future for
+    /// them, not two.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if self.shared.slow.is_set() {
+                return Next::Slow;
+            }
+            match self.take() {
+                Ok(out) => return Next::Frame(out),
+                Err(true) => return Next::Done,
+                // A push or a kick after this look leaves a permit in
+                // `ready` (one waiter, `notify_one`), so it is not missed.
+                Err(false) => self.shared.clone().ready.notified().await,
+            }
+        }
+    }
+
+    /// The next frame, slow or not; `None` once every [`Outbox`] is gone
+    /// and the queue is empty.
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Option<Outbound> {
         loop {
             match self.take() {
@@ -245,6 +292,11 @@ impl Inbox {
                 Err(false) => self.shared.clone().ready.notified().await,
             }
         }
+    }
+
+    /// When the peer last sent a frame ([`Outbox::saw_peer`]).
+    pub fn peer_seen_ms(&self) -> u64 {
+        self.shared.seen_ms.load(Ordering::Relaxed)
     }
 
     pub fn try_recv(&mut self) -> Option<Outbound> {
@@ -270,6 +322,7 @@ impl Inbox {
         Ok(out)
     }
 
+    #[cfg(test)]
     pub fn kicks(&self) -> Kicks {
         Kicks(self.shared.clone())
     }
@@ -293,9 +346,11 @@ impl Drop for Inbox {
     }
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct Kicks(Arc<Shared>);
 
+#[cfg(test)]
 impl Kicks {
     pub async fn kicked(&self) {
         self.0.slow.wait().await

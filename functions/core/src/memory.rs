@@ -300,7 +300,8 @@ impl Connections for MemoryConnections {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.by_user
             .entry(rec.user_id.clone())
-            .or_default()
+            // Most users hold one connection: room for one, not four.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(rec.connection_id.clone());
         g.by_id.insert(rec.connection_id.clone(), rec.clone());
         Ok(())

@@ -44,7 +44,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use reader::Reader;
 use sequencer::Sequencer;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -270,7 +269,6 @@ where
         tracing::debug!(user = %session.user_id, connection = %conn, "connected");
 
         let origin = Instant::now();
-        let last_seen = Arc::new(AtomicU64::new(0));
         let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
         let mut writer = Writer {
             sink,
@@ -279,7 +277,6 @@ where
             app: app.clone(),
             shutdown: shutdown.clone(),
             origin,
-            last_seen: last_seen.clone(),
         };
         // Boxed: the reader below is polled in this task, the writer beside it.
         let mut writer = Box::pin(async move { writer.run().await });
@@ -290,7 +287,6 @@ where
             user: &user,
             cfg,
             origin,
-            last_seen: &last_seen,
             shutdown: &shutdown,
         };
         let reading = reader.run(&mut stream);

@@ -20,7 +20,6 @@ use chat_core::service::Deferred;
 use chat_core::{Error, Reply, Session};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -87,7 +86,6 @@ pub(super) struct Reader<'a> {
     pub user: &'a UserTicket,
     pub cfg: &'a SocketConfig,
     pub origin: Instant,
-    pub last_seen: &'a AtomicU64,
     pub shutdown: &'a CancellationToken,
 }
 
@@ -171,7 +169,7 @@ impl Reader<'_> {
             let Some(msg) = msg else {
                 break (close::NORMAL, "");
             };
-            self.last_seen.store(now_ms(self.origin), Ordering::Relaxed);
+            self.out.saw_peer(now_ms(self.origin));
             let closing = match msg {
                 Ok(Message::Text(text)) => self.on_text(&mut pending, text).await,
                 Ok(Message::Binary(_)) => {

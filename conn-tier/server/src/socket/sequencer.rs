@@ -169,24 +169,52 @@ impl Sequencer {
     }
 
     async fn admit(&mut self, seq: Seq, text: Utf8Bytes) -> Vec<Message> {
+        match self.admit_now(seq, text) {
+            Ok(out) => out,
+            // Boxed: the store read is the rare path, and unboxed its
+            // state would sit in every connection's writer, idle or not.
+            Err((seq, text, last)) => Box::pin(self.fill_then_admit(seq, text, last)).await,
+        }
+    }
+
+    /// `admit` without the store: the frames, or the item back with the
+    /// conversation's last id when a gap must be filled first.
+    #[allow(clippy::type_complexity)]
+    fn admit_now(
+        &mut self,
+        seq: Seq,
+        text: Utf8Bytes,
+    ) -> Result<Vec<Message>, (Seq, Utf8Bytes, u64)> {
         if self.store.is_none() {
-            return vec![Message::Text(text)];
+            return Ok(vec![Message::Text(text)]);
         }
         let id = seq.message_id;
-        let mut out = Vec::new();
         match self.spans.get(&seq.conversation_id).copied() {
             Some(span) if id <= span.last => {
                 self.stats.repeats += 1;
-                return out;
+                return Ok(vec![]);
             }
-            Some(span) if id > span.last + 1 => {
-                // Boxed: the store read is the rare path, and unboxed its
-                // state would sit in every connection's writer, idle or not.
-                out = Box::pin(self.read(&seq.conversation_id, span.last, id)).await;
-                self.stats.filled += out.len() as u64;
-            }
+            Some(span) if id > span.last + 1 => return Err((seq, text, span.last)),
             _ => {}
         }
+        Ok(self.next_in_sequence(seq, text, Vec::new()))
+    }
+
+    async fn fill_then_admit(&mut self, seq: Seq, text: Utf8Bytes, last: u64) -> Vec<Message> {
+        let out = self.read(&seq.conversation_id, last, seq.message_id).await;
+        self.stats.filled += out.len() as u64;
+        self.next_in_sequence(seq, text, out)
+    }
+
+    /// `seq` goes out after `out` (what filled the gap before it): the
+    /// conversation's sequence now ends at its id.
+    fn next_in_sequence(
+        &mut self,
+        seq: Seq,
+        text: Utf8Bytes,
+        mut out: Vec<Message>,
+    ) -> Vec<Message> {
+        let id = seq.message_id;
         let span = self.spans.entry(seq.conversation_id).or_insert(Span {
             first: id,
             last: id,

@@ -11,11 +11,10 @@ use super::sequencer::Sequencer;
 use super::{close, close_msg, now_ms};
 use crate::app::App;
 use crate::hub::Outbound;
-use crate::outbox::Inbox;
+use crate::outbox::{Inbox, Next};
 use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -38,10 +37,8 @@ pub(super) struct Writer<W> {
     /// For the socket's limits (`app.socket`).
     pub app: Arc<App>,
     pub shutdown: CancellationToken,
-    /// When the connection started: `last_seen` counts from here.
+    /// When the connection started: the peer's last frame counts from here.
     pub origin: Instant,
-    /// Milliseconds after `origin` of the peer's last frame (the reader's).
-    pub last_seen: Arc<AtomicU64>,
 }
 
 /// Resolves when the timer, if there is one, fires; never without one.
@@ -95,7 +92,6 @@ where
             .holding()
             .then(|| Box::pin(tokio::time::sleep(cfg.live_hold)));
         let mut fallback: Option<Pin<Box<Sleep>>> = None;
-        let kicks = self.inbox.kicks();
         loop {
             if !self.sequencer.holding() {
                 hold = None;
@@ -107,15 +103,15 @@ where
                     continue;
                 }
                 _ = fire(&mut fallback) => vec![close_msg(cfg.shutdown_code, "server shutting down")],
-                _ = kicks.kicked() => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
-                out = self.inbox.recv() => match out {
-                    Some(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
-                    Some(out) => self.sequencer.order(out).await,
-                    None => return "closed_by_server",
+                next = self.inbox.next() => match next {
+                    Next::Slow => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
+                    Next::Frame(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
+                    Next::Frame(out) => self.sequencer.order(out).await,
+                    Next::Done => return "closed_by_server",
                 },
                 _ = fire(&mut hold) => Box::pin(self.sequencer.go_live()).await,
                 _ = ping.tick() => {
-                    let seen = self.last_seen.load(Ordering::Relaxed);
+                    let seen = self.inbox.peer_seen_ms();
                     if now_ms(self.origin).saturating_sub(seen) > idle_ms {
                         vec![close_msg(close::GOING_AWAY, "idle timeout")]
                     } else {
