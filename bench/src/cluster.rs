@@ -66,7 +66,7 @@ pub async fn failover(
     let mut conns = Vec::with_capacity(cfg.clients);
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for i in 0..cfg.clients {
-        crate::chat::pace(started, i, cfg.connect_rate).await;
+        crate::crowd::pace(started, i, cfg.connect_rate).await;
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8);
         let (target, user) = (target.clone(), format!("{users}{i}"));
         pending.push(async move {

@@ -12,7 +12,9 @@
 //!   - `direct.rs`: direct and direct-vs-mosquitto.
 //!   - `sweep.rs`: the sweep's rates, stop rule, steps, table and SVG.
 //!   - `group.rs`, `idle.rs`, `failover.rs`, `storm.rs`.
-//! - `chat.rs`: the WebSocket scenarios (direct, group, idle, storm).
+//! - `chat.rs`: the WebSocket load patterns: direct pairs, a group.
+//! - `crowd.rs`: many connections: paced opening, idle (and warmed), the
+//!   reconnect storm.
 //! - `mqtt.rs`: the same 1:1 pattern over MQTT QoS 1 (Mosquitto).
 //! - `stats.rs`: histograms (hdrhistogram), counters, progress line.
 //! - `procstat.rs`: spawning the servers (optionally pinned with taskset);
@@ -26,6 +28,7 @@
 mod args;
 mod chat;
 mod cluster;
+mod crowd;
 mod mqtt;
 mod plot;
 mod procstat;

@@ -2,7 +2,7 @@
 
 use super::{Ctx, Report};
 use crate::stats::{Field, Shown};
-use crate::{chat, cluster};
+use crate::{cluster, crowd};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = ctx.sample();
     let t = Instant::now();
-    let mut conns = chat::idle(
+    let mut conns = crowd::idle(
         target.clone(),
         args.connections,
         args.connect_rate,
@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     .await?;
     let open_secs = t.elapsed().as_secs_f64();
     if args.warm {
-        chat::warm(target, &mut conns).await?;
+        crowd::warm(target, &mut conns).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = ctx.sample();

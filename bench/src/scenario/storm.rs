@@ -2,7 +2,7 @@
 //! messages at once.
 
 use super::{lat, Ctx, Report};
-use crate::chat;
+use crate::crowd;
 use crate::stats::{Field, Shown};
 use serde_json::json;
 
@@ -15,7 +15,7 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     let args = &ctx.args;
     let counters = &ctx.counters;
     let target = &ctx.target;
-    let r = chat::storm(target.clone(), args.clients, args.missed, counters.clone()).await?;
+    let r = crowd::storm(target.clone(), args.clients, args.missed, counters.clone()).await?;
     out.report["storm"] = json!({
         "clients": r.clients, "missed_each": args.missed, "wall_secs": r.wall.as_secs_f64(),
         "messages_synced": r.messages_synced, "reconnect_and_sync": r.reconnect_sync,

@@ -321,11 +321,6 @@ impl Inbox {
         self.shared.room.notify_waiters();
         Ok(out)
     }
-
-    #[cfg(test)]
-    pub fn kicks(&self) -> Kicks {
-        Kicks(self.shared.clone())
-    }
 }
 
 impl Drop for Inbox {
@@ -347,17 +342,6 @@ impl Drop for Inbox {
 }
 
 #[cfg(test)]
-#[derive(Debug, Clone)]
-pub struct Kicks(Arc<Shared>);
-
-#[cfg(test)]
-impl Kicks {
-    pub async fn kicked(&self) {
-        self.0.slow.wait().await
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use axum::extract::ws::Utf8Bytes;
@@ -374,7 +358,7 @@ mod tests {
         assert_eq!(out.queued(), 100);
         assert_eq!(out.push(text(1)), Err(Full::Overflow));
         // The overflow is the writer's cue to close.
-        tokio::time::timeout(Duration::from_secs(1), inbox.kicks().kicked())
+        tokio::time::timeout(Duration::from_secs(1), out.kicked())
             .await
             .expect("kicked");
         // The writer still drains what was queued; nothing more is taken.
