@@ -90,7 +90,7 @@ class HandComputed(unittest.TestCase):
         # 1.00 core / 20,597 msg/s / 3 frames = 16.18 µs per frame.
         self.assertAlmostEqual(b["frame_us"], 0.94e6 / 35_585 / 3)
         # 16 GiB × 0.75 × 0.6 / (14.5 × 1024 + 4096) B per connection.
-        self.assertAlmostEqual(b["conns_per_node"], 16 * 2**30 * 0.75 * 0.6 / (7.9 * 1024 + 4096))
+        self.assertAlmostEqual(b["conns_per_node"], 16 * 2**30 * 0.75 * 0.6 / (7.3 * 1024 + 4096))
         # 2.5M connections at peak: 10M × 120 / 1,440 × 3.
         self.assertAlmostEqual(b["peak_conns"], 2.5e6)
         self.assertGreaterEqual(b["nodes"], 3)

@@ -299,7 +299,12 @@ async fn ws_handler(
             // combinator, not an `async` block: a block would keep the
             // connection's future twice (captured, and moved to be awaited).
             let connection = run_socket(socket, app, session, ticket, stop);
-            sockets.track_future(connection.map(move |()| drop(admitted)))
+            // A task of its own, tracked for shutdown: awaited inside
+            // axum's upgrade task instead, it would sit beside that task's
+            // settings (232 B) for the connection's whole life, one
+            // allocator size class up (docs/benchmarks.md, (c)).
+            sockets.spawn(connection.map(move |()| drop(admitted)));
+            std::future::ready(())
         });
     // Which node the client landed on (behind a load balancer).
     if let Ok(v) = header::HeaderValue::from_str(&node) {

@@ -272,10 +272,13 @@ impl Inbox {
             match self.take() {
                 Ok(out) => return Next::Frame(out),
                 Err(true) => return Next::Done,
-                // A push or a kick after this look leaves a permit in
-                // `ready` (one waiter, `notify_one`), so it is not missed.
-                Err(false) => self.shared.clone().ready.notified().await,
+                Err(false) => {}
             }
+            // A push or a kick after this look leaves a permit in `ready`
+            // (one waiter, `notify_one`), so it is not missed. Awaited after
+            // the `match`, not in its arm: the arm would keep the match's
+            // value (72 B) in every idle writer's future.
+            self.shared.ready.notified().await;
         }
     }
 

@@ -270,7 +270,7 @@ where
 
         let origin = Instant::now();
         let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
-        let mut writer = Writer {
+        let writer = Writer {
             sink,
             inbox,
             sequencer,
@@ -279,7 +279,7 @@ where
             origin,
         };
         // Boxed: the reader below is polled in this task, the writer beside it.
-        let mut writer = Box::pin(async move { writer.run().await });
+        let mut writer = Box::pin(writer.run());
         let reader = Reader {
             backend: app.backend.as_ref(),
             session: &session,

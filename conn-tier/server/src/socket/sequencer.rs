@@ -51,6 +51,23 @@ struct Span {
     last: u64,
 }
 
+/// A message that would leave a gap after `last`, the conversation's
+/// last id written: the ids between are read from the store first.
+struct Gap {
+    seq: Seq,
+    text: Utf8Bytes,
+    last: u64,
+}
+
+/// What [`Sequencer::order`] finishes after a store read or a release.
+enum Later {
+    Fill(Gap),
+    /// Release the held messages.
+    GoLive,
+    /// A sync's replay starts, from these watermarks.
+    Sync(Vec<(String, u64)>),
+}
+
 pub struct Sequencer {
     /// Where gaps are filled from; `None` passes messages through unordered
     /// (Lambda mode, where the functions keep order).
@@ -91,33 +108,52 @@ impl Sequencer {
     /// The frames to write for one outbound item, in order (none for a
     /// repeat or a held message). `Close` is the caller's.
     pub async fn order(&mut self, out: Outbound) -> Vec<Message> {
+        let later = match self.order_now(out) {
+            Ok(frames) => return frames,
+            Err(later) => later,
+        };
+        // Boxed: the store reads and releases are rare, and unboxed their
+        // state would sit in every connection's writer, idle or not
+        // (docs/benchmarks.md, (c)). Awaited outside the `match`, whose
+        // value would otherwise be kept beside it.
+        Box::pin(self.finish(later)).await
+    }
+
+    /// `order` without waiting: the frames, or what needs the store first.
+    fn order_now(&mut self, out: Outbound) -> Result<Vec<Message>, Later> {
         match out {
-            Outbound::Text(t) => vec![Message::Text(t)],
+            Outbound::Text(t) => Ok(vec![Message::Text(t)]),
             Outbound::Ack { seq, text } => {
                 if let Some(span) = self.spans.get_mut(&seq.conversation_id) {
                     if seq.message_id == span.last + 1 {
                         span.last = seq.message_id;
                     }
                 }
-                vec![Message::Text(text)]
+                Ok(vec![Message::Text(text)])
             }
             Outbound::Message { seq, text } => {
                 if let Some(held) = &mut self.held {
                     self.held_bytes += text.len();
                     held.push((seq, text));
                     if self.held_bytes <= self.max_held_bytes {
-                        return vec![];
+                        return Ok(vec![]);
                     }
                     tracing::debug!("held live messages reached their byte limit; going live");
-                    return Box::pin(self.go_live()).await;
+                    return Err(Later::GoLive);
                 }
-                self.admit(seq, text).await
+                self.admit_now(seq, text).map_err(Later::Fill)
             }
-            // Once per connection or per sync: boxed, so their state is not
-            // part of every live message's (nor of every idle writer's).
-            Outbound::SyncStarted(baselines) => Box::pin(self.sync_started(baselines)).await,
-            Outbound::GoLive => Box::pin(self.go_live()).await,
-            Outbound::Close(..) => vec![],
+            Outbound::SyncStarted(baselines) => Err(Later::Sync(baselines)),
+            Outbound::GoLive => Err(Later::GoLive),
+            Outbound::Close(..) => Ok(vec![]),
+        }
+    }
+
+    async fn finish(&mut self, later: Later) -> Vec<Message> {
+        match later {
+            Later::Fill(gap) => self.fill_then_admit(gap).await,
+            Later::GoLive => self.go_live().await,
+            Later::Sync(baselines) => self.sync_started(baselines).await,
         }
     }
 
@@ -171,20 +207,13 @@ impl Sequencer {
     async fn admit(&mut self, seq: Seq, text: Utf8Bytes) -> Vec<Message> {
         match self.admit_now(seq, text) {
             Ok(out) => out,
-            // Boxed: the store read is the rare path, and unboxed its
-            // state would sit in every connection's writer, idle or not.
-            Err((seq, text, last)) => Box::pin(self.fill_then_admit(seq, text, last)).await,
+            // Boxed, as in `order`.
+            Err(gap) => Box::pin(self.fill_then_admit(gap)).await,
         }
     }
 
-    /// `admit` without the store: the frames, or the item back with the
-    /// conversation's last id when a gap must be filled first.
-    #[allow(clippy::type_complexity)]
-    fn admit_now(
-        &mut self,
-        seq: Seq,
-        text: Utf8Bytes,
-    ) -> Result<Vec<Message>, (Seq, Utf8Bytes, u64)> {
+    /// `admit` without the store: the frames, or the gap to fill first.
+    fn admit_now(&mut self, seq: Seq, text: Utf8Bytes) -> Result<Vec<Message>, Gap> {
         if self.store.is_none() {
             return Ok(vec![Message::Text(text)]);
         }
@@ -194,13 +223,20 @@ impl Sequencer {
                 self.stats.repeats += 1;
                 return Ok(vec![]);
             }
-            Some(span) if id > span.last + 1 => return Err((seq, text, span.last)),
+            Some(span) if id > span.last + 1 => {
+                return Err(Gap {
+                    seq,
+                    text,
+                    last: span.last,
+                })
+            }
             _ => {}
         }
         Ok(self.next_in_sequence(seq, text, Vec::new()))
     }
 
-    async fn fill_then_admit(&mut self, seq: Seq, text: Utf8Bytes, last: u64) -> Vec<Message> {
+    async fn fill_then_admit(&mut self, gap: Gap) -> Vec<Message> {
+        let Gap { seq, text, last } = gap;
         let out = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
         self.next_in_sequence(seq, text, out)

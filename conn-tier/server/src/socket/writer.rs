@@ -3,8 +3,8 @@
 //! closes idle, too slow or shut-down connections.
 //!
 //! Its future lives as long as the connection, so what it holds is paid
-//! per idle connection: [`Writer::run`] borrows the writer's fields rather
-//! than owning copies of them, and both timers are boxed and exist only
+//! per idle connection: [`Writer::run`] uses the writer's fields in place
+//! rather than copies of them, and both timers are boxed and exist only
 //! while they can fire.
 
 use super::sequencer::Sequencer;
@@ -78,89 +78,98 @@ where
     W: Sink<Message> + Unpin,
 {
     /// Writes until the connection closes; returns why (a metric label).
-    pub async fn run(&mut self) -> &'static str {
-        let cfg = &self.app.socket;
-        let mut ping = tokio::time::interval(cfg.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        let idle_ms = cfg.idle_timeout.as_millis() as u64;
-        // Live messages are held for the first frame (`hold`). At shutdown
-        // the reader answers what it has read, then queues the close; if
-        // it cannot (a peer that does not read), `fallback` closes anyway.
-        let mut hold = self
-            .sequencer
-            .holding()
-            .then(|| Box::pin(tokio::time::sleep(cfg.live_hold)));
-        let mut fallback: Option<Pin<Box<Sleep>>> = None;
-        loop {
-            if !self.sequencer.holding() {
-                hold = None;
-            }
-            let mut batch = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled(), if fallback.is_none() => {
-                    fallback = Some(Box::pin(tokio::time::sleep(SHUTDOWN_DRAIN)));
-                    continue;
+    /// Takes the writer by value and returns a block, not an `async fn`:
+    /// its future then holds the fields once, used in place, with no
+    /// wrapper around it (an `async fn` keeps its argument twice; see
+    /// docs/benchmarks.md, (c)).
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl std::future::Future<Output = &'static str> {
+        async move {
+            let cfg = &self.app.socket;
+            let mut ping = tokio::time::interval(cfg.ping_interval);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ping.tick().await;
+            let idle_ms = cfg.idle_timeout.as_millis() as u64;
+            // Live messages are held for the first frame (`hold`). At shutdown
+            // the reader answers what it has read, then queues the close; if
+            // it cannot (a peer that does not read), `fallback` closes anyway.
+            let mut hold = self
+                .sequencer
+                .holding()
+                .then(|| Box::pin(tokio::time::sleep(cfg.live_hold)));
+            let mut fallback: Option<Pin<Box<Sleep>>> = None;
+            loop {
+                if !self.sequencer.holding() {
+                    hold = None;
                 }
-                _ = fire(&mut fallback) => vec![close_msg(cfg.shutdown_code, "server shutting down")],
-                next = self.inbox.next() => match next {
-                    Next::Slow => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
-                    Next::Frame(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
-                    Next::Frame(out) => self.sequencer.order(out).await,
-                    Next::Done => return "closed_by_server",
-                },
-                _ = fire(&mut hold) => Box::pin(self.sequencer.go_live()).await,
-                _ = ping.tick() => {
-                    let seen = self.inbox.peer_seen_ms();
-                    if now_ms(self.origin).saturating_sub(seen) > idle_ms {
-                        vec![close_msg(close::GOING_AWAY, "idle timeout")]
-                    } else {
-                        vec![Message::Ping(Default::default())]
+                let mut batch = tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled(), if fallback.is_none() => {
+                        fallback = Some(Box::pin(tokio::time::sleep(SHUTDOWN_DRAIN)));
+                        continue;
                     }
+                    _ = fire(&mut fallback) => vec![close_msg(cfg.shutdown_code, "server shutting down")],
+                    next = self.inbox.next() => match next {
+                        Next::Slow => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
+                        Next::Frame(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
+                        Next::Frame(out) => self.sequencer.order(out).await,
+                        Next::Done => return "closed_by_server",
+                    },
+                    _ = fire(&mut hold) => Box::pin(self.sequencer.go_live()).await,
+                    _ = ping.tick() => {
+                        let seen = self.inbox.peer_seen_ms();
+                        if now_ms(self.origin).saturating_sub(seen) > idle_ms {
+                            vec![close_msg(close::GOING_AWAY, "idle timeout")]
+                        } else {
+                            vec![Message::Ping(Default::default())]
+                        }
+                    }
+                };
+                // What else is queued already goes out in the same write: with
+                // TCP_NODELAY every write is a segment, so one write per frame
+                // would cost a trip through the TCP stack each (docs/benchmarks.md).
+                let mut bytes: usize = batch.iter().map(frame_len).sum();
+                while bytes < WRITE_BATCH_BYTES
+                    && !batch.iter().any(|m| matches!(m, Message::Close(_)))
+                {
+                    match self.inbox.try_recv() {
+                        Some(Outbound::Close(code, reason)) => batch.push(close_msg(code, reason)),
+                        Some(out) => batch.extend(self.sequencer.order(out).await),
+                        None => break,
+                    }
+                    bytes = batch.iter().map(frame_len).sum();
                 }
-            };
-            // What else is queued already goes out in the same write: with
-            // TCP_NODELAY every write is a segment, so one write per frame
-            // would cost a trip through the TCP stack each (docs/benchmarks.md).
-            let mut bytes: usize = batch.iter().map(frame_len).sum();
-            while bytes < WRITE_BATCH_BYTES && !batch.iter().any(|m| matches!(m, Message::Close(_)))
-            {
-                match self.inbox.try_recv() {
-                    Some(Outbound::Close(code, reason)) => batch.push(close_msg(code, reason)),
-                    Some(out) => batch.extend(self.sequencer.order(out).await),
-                    None => break,
+                let close = batch.iter().find_map(|m| match m {
+                    Message::Close(Some(f)) => Some(disconnect_label(f.code, f.reason.as_str())),
+                    Message::Close(None) => Some("peer_gone"),
+                    _ => None,
+                });
+                let sink = &mut self.sink;
+                let write = async {
+                    for msg in batch {
+                        sink.feed(msg).await?;
+                    }
+                    sink.flush().await
+                };
+                let outcome = match tokio::time::timeout(cfg.write_timeout, write).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(false),
+                    Err(_) => Err(true),
+                };
+                match (outcome, close) {
+                    (Ok(()), None) => {}
+                    (Err(true), None) => {
+                        // The peer stopped reading: too slow. What is half
+                        // written goes first, then the close, if it can.
+                        tracing::info!("write timed out; closing as too slow");
+                        let close = close_msg(close::POLICY, "too slow: write timed out");
+                        let _ =
+                            tokio::time::timeout(cfg.write_timeout, self.sink.send(close)).await;
+                        return "too_slow";
+                    }
+                    (_, Some(why)) => return why,
+                    (Err(_), None) => return "peer_gone",
                 }
-                bytes = batch.iter().map(frame_len).sum();
-            }
-            let close = batch.iter().find_map(|m| match m {
-                Message::Close(Some(f)) => Some(disconnect_label(f.code, f.reason.as_str())),
-                Message::Close(None) => Some("peer_gone"),
-                _ => None,
-            });
-            let sink = &mut self.sink;
-            let write = async {
-                for msg in batch {
-                    sink.feed(msg).await?;
-                }
-                sink.flush().await
-            };
-            let outcome = match tokio::time::timeout(cfg.write_timeout, write).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(false),
-                Err(_) => Err(true),
-            };
-            match (outcome, close) {
-                (Ok(()), None) => {}
-                (Err(true), None) => {
-                    // The peer stopped reading: too slow. What is half
-                    // written goes first, then the close, if it can.
-                    tracing::info!("write timed out; closing as too slow");
-                    let close = close_msg(close::POLICY, "too slow: write timed out");
-                    let _ = tokio::time::timeout(cfg.write_timeout, self.sink.send(close)).await;
-                    return "too_slow";
-                }
-                (_, Some(why)) => return why,
-                (Err(_), None) => return "peer_gone",
             }
         }
     }
