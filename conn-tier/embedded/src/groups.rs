@@ -1,12 +1,13 @@
 //! Groups: the group's body and one row per member, changed inside the
 //! write transaction only if the version still matches.
 
+use crate::batch::{Batch, Groups};
 use crate::memberships;
 use crate::tables::*;
 use chat_core::ids::ConversationId;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 pub(crate) fn read<
     T: ReadableTable<&'static str, &'static [u8]>,
@@ -41,7 +42,7 @@ pub(crate) fn read<
     }))
 }
 
-fn write_body(txn: &WriteTransaction, g: &Group) -> Result<()> {
+fn write_body(groups: &mut Groups<'_>, g: &Group) -> Result<()> {
     let body = GroupBody {
         name: g.name.clone(),
         created_by: g.created_by.clone(),
@@ -50,27 +51,20 @@ fn write_body(txn: &WriteTransaction, g: &Group) -> Result<()> {
         version: g.version,
         next_seq: g.next_seq,
     };
-    txn.open_table(GROUPS)
-        .map_err(db)?
+    groups
         .insert(g.group_id.as_str(), enc(&body).as_slice())
         .map_err(db)?;
     Ok(())
 }
 
 /// Stores a new group, its members and their membership rows.
-pub(crate) fn create(txn: &WriteTransaction, group: &Group) -> Result<()> {
-    if txn
-        .open_table(GROUPS)
-        .map_err(db)?
-        .get(group.group_id.as_str())
-        .map_err(db)?
-        .is_some()
-    {
+pub(crate) fn create(batch: &mut Batch<'_>, group: &Group) -> Result<()> {
+    let (groups, members, users) = batch.for_groups()?;
+    if groups.get(group.group_id.as_str()).map_err(db)?.is_some() {
         return Err(Error::Contended);
     }
-    write_body(txn, group)?;
+    write_body(groups, group)?;
     let conv = ConversationId::group(&group.group_id).to_string();
-    let mut members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
     for m in &group.members {
         members
             .insert(
@@ -79,20 +73,16 @@ pub(crate) fn create(txn: &WriteTransaction, group: &Group) -> Result<()> {
             )
             .map_err(db)?;
     }
-    drop(members);
     for m in &group.members {
-        memberships::put(txn, &m.user_id, &conv, m.joined_at_ms, 0)?;
+        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, 0)?;
     }
     Ok(())
 }
 
 /// Applies `change` if the group is still at its expected version.
-pub(crate) fn update(txn: &WriteTransaction, change: &GroupChange) -> Result<Group> {
-    let current = {
-        let groups = txn.open_table(GROUPS).map_err(db)?;
-        let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
-        read(&groups, &members, &change.group_id)?
-    };
+pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Group> {
+    let (groups, members, users) = batch.for_groups()?;
+    let current = read(&*groups, &*members, &change.group_id)?;
     let Some(current) = current else {
         return Err(Error::NotFound("no such group".into()));
     };
@@ -100,28 +90,22 @@ pub(crate) fn update(txn: &WriteTransaction, change: &GroupChange) -> Result<Gro
         return Err(Error::Contended);
     }
     let updated = current.apply(change);
-    write_body(txn, &updated)?;
+    write_body(groups, &updated)?;
     let gid = change.group_id.as_str();
     let conv = ConversationId::group(gid).to_string();
-    {
-        let mut members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
-        for u in &change.remove {
-            members.remove((gid, u.as_str())).map_err(db)?;
-        }
-        for (m, _) in &change.add {
-            members
-                .insert((gid, m.user_id.as_str()), enc(m).as_slice())
-                .map_err(db)?;
-        }
+    for u in &change.remove {
+        members.remove((gid, u.as_str())).map_err(db)?;
     }
-    {
-        let mut users = txn.open_table(USERS).map_err(db)?;
-        for u in &change.remove {
-            users.remove((u.as_str(), conv.as_str())).map_err(db)?;
-        }
+    for (m, _) in &change.add {
+        members
+            .insert((gid, m.user_id.as_str()), enc(m).as_slice())
+            .map_err(db)?;
+    }
+    for u in &change.remove {
+        users.remove((u.as_str(), conv.as_str())).map_err(db)?;
     }
     for (m, acked) in &change.add {
-        memberships::put(txn, &m.user_id, &conv, m.joined_at_ms, *acked)?;
+        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, *acked)?;
     }
     Ok(updated)
 }

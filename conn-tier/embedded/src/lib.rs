@@ -13,10 +13,12 @@
 //! # Layout
 //! - this file: [`EmbeddedStore`], opening, the write queue, the `Store` impl;
 //! - `writer`: the group-commit loop;
+//! - `batch`: the tables of one group commit, opened once for all its writes;
 //! - `tables`: table definitions and record bodies;
 //! - `messages`, `memberships`, `groups`: each entity's reads and writes;
 //! - [`error`]: the crate's error enum.
 
+mod batch;
 pub mod error;
 mod groups;
 mod memberships;
@@ -27,9 +29,10 @@ mod writer;
 pub use error::Error;
 
 use async_trait::async_trait;
+use batch::Batch;
 use chat_core::ports::*;
 use chat_core::Result;
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -118,9 +121,9 @@ impl EmbeddedStore {
     async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<R> + Send + 'static,
     {
-        self.queue(move |txn| f(txn).map(|r| (r, None)))
+        self.queue(move |batch| f(batch).map(|r| (r, None)))
             .await?
             .await
             .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
@@ -131,7 +134,7 @@ impl EmbeddedStore {
     async fn queue<R, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<R>>>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
     {
         let (op, rx) = writer::op(f);
         let sender = self
@@ -166,7 +169,7 @@ impl Drop for EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn append(&self, msg: NewMessage) -> Result<Appended> {
-        self.queue(move |txn| messages::append(txn, msg))
+        self.queue(move |batch| messages::append(batch, msg))
             .await?
             .await
             .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
@@ -176,7 +179,9 @@ impl Store for EmbeddedStore {
         &self,
         msg: NewMessage,
     ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
-        let rx = self.queue(move |txn| messages::append(txn, msg)).await?;
+        let rx = self
+            .queue(move |batch| messages::append(batch, msg))
+            .await?;
         Ok(Box::pin(async move {
             rx.await
                 .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
@@ -230,8 +235,8 @@ impl Store for EmbeddedStore {
         _expires_at_secs: u64,
     ) -> Result<bool> {
         let (user, key) = (user.to_string(), key.to_string());
-        self.write(move |txn| {
-            let mut t = txn.open_table(QUOTAS).map_err(db)?;
+        self.write(move |batch| {
+            let t = batch.quotas()?;
             let n = t
                 .get((user.as_str(), key.as_str()))
                 .map_err(db)?
@@ -252,7 +257,7 @@ impl Store for EmbeddedStore {
         up_to: u64,
     ) -> Result<Option<(u64, bool)>> {
         let (user, conv) = (user.to_string(), conv.to_string());
-        self.write(move |txn| memberships::advance(txn, &user, &conv, up_to))
+        self.write(move |batch| memberships::advance(batch, &user, &conv, up_to))
             .await
     }
 
@@ -266,12 +271,13 @@ impl Store for EmbeddedStore {
 
     async fn create_group(&self, group: &Group) -> Result<()> {
         let group = group.clone();
-        self.write(move |txn| groups::create(txn, &group)).await
+        self.write(move |batch| groups::create(batch, &group)).await
     }
 
     async fn update_group(&self, change: &GroupChange) -> Result<Group> {
         let change = change.clone();
-        self.write(move |txn| groups::update(txn, &change)).await
+        self.write(move |batch| groups::update(batch, &change))
+            .await
     }
 }
 
@@ -328,6 +334,81 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("chat.redb"), "{text}");
         assert!(text.contains("--data-dir"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_of_every_kind_sharing_one_commit_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        // Hold the writer in a first batch, so everything below is queued
+        // meanwhile and shares the next one (and its open tables).
+        let blocker = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let member = |u: &str, seq| GroupMember {
+            user_id: u.into(),
+            joined_at_ms: 1,
+            seq,
+        };
+        let group = Group {
+            group_id: "g1".into(),
+            name: "g".into(),
+            created_by: "a".into(),
+            created_at_ms: 1,
+            admins: vec!["a".into()],
+            members: vec![member("a", 0), member("b", 1)],
+            version: 1,
+            next_seq: 2,
+        };
+        let first = s.append_queued(message("one")).await.unwrap();
+        let second = s.append_queued(message("two")).await.unwrap();
+        let (created, quota, quota_again, watermark) = tokio::join!(
+            s.create_group(&group),
+            s.take_quota("a", "k", 1, 0),
+            s.take_quota("a", "k", 1, 0),
+            s.advance_watermark("b", "dm#a#b", 2),
+        );
+        blocker.await.unwrap().unwrap();
+        assert_eq!(first.await.unwrap().message.message_id, 1);
+        assert_eq!(second.await.unwrap().message.message_id, 2);
+        created.unwrap();
+        // One unit: exactly one of the two takes got it.
+        assert!(quota.unwrap() ^ quota_again.unwrap());
+        // `b` was enrolled by the first message, in the same commit.
+        assert_eq!(watermark.unwrap(), Some((2, true)));
+        let changed = s
+            .update_group(&GroupChange {
+                group_id: "g1".into(),
+                expected_version: 1,
+                admins: vec!["a".into()],
+                add: vec![(member("c", 2), 0)],
+                remove: vec!["b".into()],
+            })
+            .await
+            .unwrap();
+        assert_eq!(changed.version, 2);
+        // Everything is on disk: read back after reopening.
+        drop(s);
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(s.last_message_id("dm#a#b").await.unwrap(), 2);
+        let g = s.group("g1").await.unwrap().unwrap();
+        let members: Vec<_> = g.members.iter().map(|m| m.user_id.as_str()).collect();
+        assert_eq!(members, ["a", "c"]);
+        assert!(s.membership("c", "grp#g1").await.unwrap().is_some());
+        assert!(s.membership("b", "grp#g1").await.unwrap().is_none());
+        assert_eq!(
+            s.membership("b", "dm#a#b").await.unwrap().unwrap().acked_up_to,
+            2
+        );
+        assert!(!s.take_quota("a", "k", 1, 0).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,27 +1,15 @@
 //! Memberships: one row per (user, conversation) holding the watermark.
 
+use crate::batch::{Batch, Users};
 use crate::tables::*;
 use chat_core::ports::*;
 use chat_core::Result;
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable};
 
 /// Creates the row (watermark `acked`, joined `at`) or moves its watermark
 /// up to `acked`; never down.
 pub(crate) fn put(
-    txn: &WriteTransaction,
-    user: &str,
-    conv: &str,
-    at: u64,
-    acked: u64,
-) -> Result<()> {
-    let mut users = txn.open_table(USERS).map_err(db)?;
-    put_in(&mut users, user, conv, at, acked)
-}
-
-/// [`put`] on a `users` table the caller has open already (a send opens
-/// each table once: opening one is a measurable share of a write).
-pub(crate) fn put_in(
-    users: &mut redb::Table<(&str, &str), &[u8]>,
+    users: &mut Users<'_>,
     user: &str,
     conv: &str,
     at: u64,
@@ -110,12 +98,12 @@ pub(crate) fn of_user(txn: &ReadTransaction, user: &str) -> Result<Vec<Conversat
 /// Moves the watermark forward to `up_to`; the watermark afterwards and
 /// whether it moved, or `None` if not a member.
 pub(crate) fn advance(
-    txn: &WriteTransaction,
+    batch: &mut Batch<'_>,
     user: &str,
     conv: &str,
     up_to: u64,
 ) -> Result<Option<(u64, bool)>> {
-    let mut users = txn.open_table(USERS).map_err(db)?;
+    let users = batch.users()?;
     let current = match users.get((user, conv)).map_err(db)? {
         None => return Ok(None),
         Some(v) => dec::<MembershipBody>(v.value())?,

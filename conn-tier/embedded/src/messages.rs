@@ -1,12 +1,13 @@
 //! Messages: the append (idempotency check, id allocation, watermark and
 //! enrollment, all inside the group-commit transaction) and reading pages.
 
+use crate::batch::{Batch, ForAppend};
 use crate::error::Error as StoreErr;
 use crate::memberships;
 use crate::tables::*;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable};
 
 pub(crate) fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMessage> {
     let b: MessageBody = dec(body)?;
@@ -24,13 +25,15 @@ pub(crate) fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMes
 /// The append itself, inside a write transaction: the idempotency check,
 /// the next id, the message, the sender's watermark, the enrollments.
 pub(crate) fn append(
-    txn: &WriteTransaction,
+    batch: &mut Batch<'_>,
     msg: NewMessage,
 ) -> Result<(Appended, Option<StoredMessage>)> {
-    // Each table is opened once: opening is a measurable share of a send
-    // (docs/benchmarks.md), and redb allows one open handle per table.
-    let mut idem = txn.open_table(IDEMPOTENCY).map_err(db)?;
-    let mut messages = txn.open_table(MESSAGES).map_err(db)?;
+    let ForAppend {
+        messages,
+        last_ids,
+        idempotency: idem,
+        users,
+    } = batch.for_append()?;
     let hit = idem
         .get((msg.sender.as_str(), msg.client_msg_id.as_str()))
         .map_err(db)?
@@ -56,7 +59,6 @@ pub(crate) fn append(
             None,
         ));
     }
-    let mut users = txn.open_table(USERS).map_err(db)?;
     if msg.member_only
         && users
             .get((msg.sender.as_str(), msg.conversation_id.as_str()))
@@ -66,12 +68,8 @@ pub(crate) fn append(
         return Err(Error::Forbidden);
     }
     let conv = msg.conversation_id.as_str();
-    let id = {
-        let mut last = txn.open_table(LAST_ID).map_err(db)?;
-        let id = last.get(conv).map_err(db)?.map_or(0, |g| g.value()) + 1;
-        last.insert(conv, id).map_err(db)?;
-        id
-    };
+    let id = last_ids.get(conv).map_err(db)?.map_or(0, |g| g.value()) + 1;
+    last_ids.insert(conv, id).map_err(db)?;
     let body = MessageBody {
         sender: msg.sender.clone(),
         client_msg_id: msg.client_msg_id.clone(),
@@ -87,9 +85,9 @@ pub(crate) fn append(
         (conv, id),
     )
     .map_err(db)?;
-    memberships::put_in(&mut users, &msg.sender, conv, msg.sent_at_ms, id)?;
+    memberships::put(users, &msg.sender, conv, msg.sent_at_ms, id)?;
     for u in &msg.enroll {
-        memberships::put_in(&mut users, u, conv, msg.sent_at_ms, 0)?;
+        memberships::put(users, u, conv, msg.sent_at_ms, 0)?;
     }
     let message = StoredMessage {
         conversation_id: msg.conversation_id.clone(),

@@ -5,9 +5,10 @@
 //! concurrent sends share the fsync. The queue is bounded: when the disk
 //! falls behind, callers wait (backpressure) instead of piling up memory.
 
+use crate::batch::Batch;
 use chat_core::ports::StoredMessage;
 use chat_core::{Error, Result};
-use redb::{Database, WriteTransaction};
+use redb::Database;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
@@ -27,7 +28,7 @@ pub(crate) struct Applied {
     appended: Option<StoredMessage>,
 }
 
-pub(crate) type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Applied + Send>;
+pub(crate) type WriteOp = Box<dyn FnOnce(&mut Batch<'_>) -> Applied + Send>;
 
 /// Wraps `f` as a queued write; the receiver answers after the commit.
 /// `f` must check before it writes: an `Err` other than `Error::Store`
@@ -35,11 +36,11 @@ pub(crate) type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Applied + Send>;
 pub(crate) fn op<R, F>(f: F) -> (WriteOp, oneshot::Receiver<Result<R>>)
 where
     R: Send + 'static,
-    F: FnOnce(&WriteTransaction) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
+    F: FnOnce(&mut Batch<'_>) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel::<Result<R>>();
-    let op: WriteOp = Box::new(move |txn| {
-        let (r, appended) = match f(txn) {
+    let op: WriteOp = Box::new(move |batch| {
+        let (r, appended) = match f(batch) {
             Ok((r, appended)) => (Ok(r), appended),
             Err(e) => (Err(e), None),
         };
@@ -107,12 +108,15 @@ pub(crate) fn run(
         let mut completions = Vec::with_capacity(batch);
         let mut appended = Vec::new();
         let mut poisoned = false;
+        let mut tables = Batch::new(&txn);
         for op in ops {
-            let a = op(&txn);
+            let a = op(&mut tables);
             poisoned |= a.poisoned;
             completions.push(a.done);
             appended.extend(a.appended);
         }
+        // Closes the tables: the transaction commits (or aborts) after.
+        drop(tables);
         let applied = started.elapsed();
         let outcome = if poisoned {
             // A write failed part-way; keep the whole batch off disk.
