@@ -405,7 +405,11 @@ mod tests {
         assert!(s.membership("c", "grp#g1").await.unwrap().is_some());
         assert!(s.membership("b", "grp#g1").await.unwrap().is_none());
         assert_eq!(
-            s.membership("b", "dm#a#b").await.unwrap().unwrap().acked_up_to,
+            s.membership("b", "dm#a#b")
+                .await
+                .unwrap()
+                .unwrap()
+                .acked_up_to,
             2
         );
         assert!(!s.take_quota("a", "k", 1, 0).await.unwrap());

@@ -23,8 +23,13 @@ use std::sync::{Arc, Mutex, RwLock};
 /// What the writer half of a socket handles next.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Written as is: answers, receipts, group frames.
+    /// Written as is: receipts, group frames, other pushes.
     Text(Utf8Bytes),
+    /// The answer to a frame the connection sent, other than an `ack`:
+    /// written as is, and counted (with acks) by the sequencer, so a
+    /// message that overtook one of the connection's own sends waits for
+    /// its ack rather than reading the store (`socket::sequencer`).
+    Answer(Utf8Bytes),
     /// A `message` frame, live or replayed: written in its conversation's
     /// id order, a gap filled from the store first, a repeat dropped.
     Message { seq: Seq, text: Utf8Bytes },
@@ -46,6 +51,7 @@ impl Outbound {
     pub fn bytes(&self) -> usize {
         match self {
             Outbound::Text(t)
+            | Outbound::Answer(t)
             | Outbound::Message { text: t, .. }
             | Outbound::Ack { text: t, .. } => t.len(),
             _ => 0,

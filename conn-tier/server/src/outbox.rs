@@ -55,6 +55,11 @@ struct Shared {
     /// the reader sets it, the writer's idle check reads it. Here, not in
     /// an allocation of its own.
     seen_ms: AtomicU64,
+    /// Answers the reader owes, counted as each frame is read (before any
+    /// send in it is stored): the sequencer tells a gap that is one of the
+    /// connection's own sends, its ack still on the way, from a message
+    /// missing.
+    answers_due: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +142,7 @@ pub fn outbox(limit: usize) -> (Outbox, Inbox) {
         room: Notify::new(),
         slow: Flag::default(),
         seen_ms: AtomicU64::new(0),
+        answers_due: AtomicU64::new(0),
     });
     (
         Outbox {
@@ -239,6 +245,13 @@ impl Outbox {
         self.shared.seen_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// The reader owes the peer one more answer (counted before the frame
+    /// goes to the backend, so before any send in it is stored). The
+    /// answer itself is queued as [`Outbound::Ack`] or [`Outbound::Answer`].
+    pub fn answer_due(&self) {
+        self.shared.answers_due.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Bytes queued now.
     pub fn queued(&self) -> usize {
         self.shared.bytes.load(Ordering::Relaxed)
@@ -300,6 +313,11 @@ impl Inbox {
     /// When the peer last sent a frame ([`Outbox::saw_peer`]).
     pub fn peer_seen_ms(&self) -> u64 {
         self.shared.seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Answers the reader has owed so far ([`Outbox::answer_due`]).
+    pub fn answers_due(&self) -> u64 {
+        self.shared.answers_due.load(Ordering::Relaxed)
     }
 
     pub fn try_recv(&mut self) -> Option<Outbound> {

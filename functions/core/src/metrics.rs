@@ -23,6 +23,7 @@ pub const OUTBOUND_QUEUE_BYTES: &str = "chat_outbound_queue_bytes";
 pub const CLUSTER_LIVE_NODES: &str = "chat_cluster_live_nodes";
 pub const CLUSTER_POSTS: &str = "chat_cluster_posts_total";
 pub const DELIVERY_POST_SECONDS: &str = "chat_delivery_post_seconds";
+pub const GAP_READS: &str = "chat_gap_reads_total";
 
 /// A connection opened (`+1`) or closed (`-1`).
 pub fn connection_open(delta: f64) {
@@ -120,6 +121,14 @@ pub fn delivery_post(path: &'static str, took: Duration) {
     metrics::histogram!(DELIVERY_POST_SECONDS, "path" => path).record(took.as_secs_f64());
 }
 
+/// A connection's sequencer read the store to fill a gap before a message
+/// (conn-tier): `found` is `messages` when the read found others'
+/// messages to send first, `own_only` when the gap held only this
+/// connection's own sends, whose acks had not reached it yet.
+pub fn gap_read(found: &'static str) {
+    metrics::counter!(GAP_READS, "found" => found).increment(1);
+}
+
 /// Help texts for the exporters (once, when a recorder is installed).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -129,6 +138,10 @@ pub fn describe() {
     describe_counter!(FRAMES_IN, "Frames read from clients, by action");
     describe_counter!(MESSAGES_STORED, "New messages durably stored");
     describe_counter!(DELIVERIES, "Posts to connections, by result");
+    describe_counter!(
+        GAP_READS,
+        "Store reads a connection made to fill a gap before a message, by what they found"
+    );
     describe_histogram!(
         SEND_ACK_SECONDS,
         Unit::Seconds,

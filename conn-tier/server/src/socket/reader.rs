@@ -74,6 +74,27 @@ impl Reply for QueueReply {
     }
 }
 
+/// Queues the answer to one of the connection's frames, as
+/// [`QueueReply::send`] does, marked as an answer for the sequencer.
+async fn queue_answer(out: &Outbox, frame: ServerFrame, patience: Duration) -> Result<(), Full> {
+    let text = Utf8Bytes::from(frame.to_json());
+    let item = match frame {
+        ServerFrame::Ack {
+            conversation_id,
+            message_id,
+            ..
+        } => Outbound::Ack {
+            seq: Seq {
+                conversation_id,
+                message_id,
+            },
+            text,
+        },
+        _ => Outbound::Answer(text),
+    };
+    out.push_when_room(item, patience).await
+}
+
 fn ready(frame: ServerFrame) -> Deferred {
     Box::pin(std::future::ready(frame))
 }
@@ -104,7 +125,9 @@ impl Pending {
         self.answers.as_ref().map_or(0, FuturesOrdered::len)
     }
 
-    fn push(&mut self, answer: Deferred) {
+    /// Queues the answer to a frame just read; `out` counts it as due.
+    fn push(&mut self, answer: Deferred, out: &Outbox) {
+        out.answer_due();
         self.answers
             .get_or_insert_with(FuturesOrdered::new)
             .push_back(answer);
@@ -127,10 +150,10 @@ impl Pending {
     }
 
     /// Sends every answer still to come, in order; frees the queue.
-    async fn drain(&mut self) {
+    async fn drain(&mut self, out: &Outbox, patience: Duration) {
         if let Some(a) = self.answers.as_mut() {
             while let Some(answer) = a.next().await {
-                let _ = self.reply.send(answer).await;
+                let _ = Box::pin(queue_answer(out, answer, patience)).await;
             }
         }
         self.answers = None;
@@ -161,7 +184,9 @@ impl Reader<'_> {
                 // Too slow: read no more; the writer closes with 1008.
                 _ = self.out.kicked() => break (close::POLICY, "too slow"),
                 answer = pending.next(), if pending.len() > 0 => {
-                    let _ = pending.reply.send(answer).await;
+                    // Boxed: its wait for room would otherwise sit in the
+                    // reader's state for the connection's whole life.
+                    let _ = Box::pin(queue_answer(self.out, answer, self.cfg.write_timeout)).await;
                     continue;
                 }
                 msg = stream.next(), if pending.len() < MAX_PENDING_ACKS => msg,
@@ -200,7 +225,7 @@ impl Reader<'_> {
             }
         };
         // Sends already queued still get their acks before the close.
-        pending.drain().await;
+        pending.drain(self.out, self.cfg.write_timeout).await;
         let _ = self.out.push(Outbound::Close(code, reason));
     }
 
@@ -224,20 +249,23 @@ impl Reader<'_> {
                 Ok(f) => (Some(f.action()), f.client_msg_id()),
                 Err(e) => (e.action.as_deref(), e.client_msg_id.as_deref()),
             };
-            pending.push(ready(ServerFrame::error(&Error::RateLimited, action, id)));
+            pending.push(
+                ready(ServerFrame::error(&Error::RateLimited, action, id)),
+                self.out,
+            );
             return None;
         }
         if matches!(&frame, Ok(f) if !matches!(f, ClientFrame::Send { .. })) {
             // Any other action sees every earlier send committed, and is
             // answered after their acks.
-            pending.drain().await;
+            pending.drain(self.out, self.cfg.write_timeout).await;
         }
         if let Some(answer) = self
             .backend
             .frame(self.session, text.as_str(), frame, &pending.reply)
             .await
         {
-            pending.push(answer);
+            pending.push(answer, self.out);
         }
         None
     }
@@ -252,6 +280,6 @@ impl Reader<'_> {
         } else {
             Error::RateLimited
         };
-        pending.push(ready(ServerFrame::error(&e, None, None)));
+        pending.push(ready(ServerFrame::error(&e, None, None)), self.out);
     }
 }

@@ -66,6 +66,30 @@ enum Later {
     GoLive,
     /// A sync's replay starts, from these watermarks.
     Sync(Vec<(String, u64)>),
+    /// After these frames, a parked message whose wait is over still has
+    /// its gap: fill it from the store, then go on down the parked list.
+    Unpark(Vec<Message>),
+}
+
+/// What keeps a connection's own sends from looking like gaps. Its acks
+/// come on another path than the messages around them, so the two race:
+/// at 10,000 messages/s, 4 messages in 10 found a "gap" that was only the
+/// connection's own send, and read the store for nothing
+/// (docs/benchmarks.md, "The store's writer"). Boxed: empty most of the
+/// time, and one word otherwise in every writer's future.
+#[derive(Default)]
+struct Waiting {
+    /// Messages that came with a gap before them while answers to the
+    /// connection's frames were owed (its ack may be among them), in
+    /// arrival order, each with the answers owed when it came. Each goes
+    /// out when its gap closes, or is filled from the store once every
+    /// answer owed when it came is written (then the gap is someone
+    /// else's).
+    parked: Vec<(Seq, Utf8Bytes, u64)>,
+    parked_bytes: usize,
+    /// The connection's own ids whose ack came before the message below
+    /// them: the sequence takes them in when it gets there.
+    acked_ahead: Vec<Seq>,
 }
 
 pub struct Sequencer {
@@ -83,6 +107,9 @@ pub struct Sequencer {
     /// ...and the most they may take; past it they go out (the connection
     /// goes live).
     max_held_bytes: usize,
+    waiting: Option<Box<Waiting>>,
+    /// Answers to the connection's frames written so far (`Ack`, `Answer`).
+    answers_written: u64,
     pub stats: SequencerStats,
 }
 
@@ -96,6 +123,8 @@ impl Sequencer {
             held,
             held_bytes: 0,
             max_held_bytes,
+            waiting: None,
+            answers_written: 0,
             stats: SequencerStats::default(),
         }
     }
@@ -106,9 +135,10 @@ impl Sequencer {
     }
 
     /// The frames to write for one outbound item, in order (none for a
-    /// repeat or a held message). `Close` is the caller's.
-    pub async fn order(&mut self, out: Outbound) -> Vec<Message> {
-        let later = match self.order_now(out) {
+    /// repeat, a held or a parked message). `Close` is the caller's.
+    /// `answers_due`: the answers the reader has owed so far ([`Parked`]).
+    pub async fn order(&mut self, out: Outbound, answers_due: u64) -> Vec<Message> {
+        let later = match self.order_now(out, answers_due) {
             Ok(frames) => return frames,
             Err(later) => later,
         };
@@ -120,16 +150,24 @@ impl Sequencer {
     }
 
     /// `order` without waiting: the frames, or what needs the store first.
-    fn order_now(&mut self, out: Outbound) -> Result<Vec<Message>, Later> {
-        match out {
-            Outbound::Text(t) => Ok(vec![Message::Text(t)]),
+    fn order_now(&mut self, out: Outbound, answers_due: u64) -> Result<Vec<Message>, Later> {
+        let frames = match out {
+            Outbound::Text(t) => vec![Message::Text(t)],
+            Outbound::Answer(t) => {
+                self.answers_written += 1;
+                vec![Message::Text(t)]
+            }
             Outbound::Ack { seq, text } => {
+                self.answers_written += 1;
                 if let Some(span) = self.spans.get_mut(&seq.conversation_id) {
                     if seq.message_id == span.last + 1 {
                         span.last = seq.message_id;
+                        self.absorb(&seq.conversation_id);
+                    } else if seq.message_id > span.last + 1 {
+                        self.waiting.get_or_insert_default().acked_ahead.push(seq);
                     }
                 }
-                Ok(vec![Message::Text(text)])
+                vec![Message::Text(text)]
             }
             Outbound::Message { seq, text } => {
                 if let Some(held) = &mut self.held {
@@ -141,19 +179,115 @@ impl Sequencer {
                     tracing::debug!("held live messages reached their byte limit; going live");
                     return Err(Later::GoLive);
                 }
-                self.admit_now(seq, text).map_err(Later::Fill)
+                match self.admit_now(seq, text) {
+                    Ok(frames) => frames,
+                    Err(gap) => {
+                        self.park(gap, answers_due)?;
+                        return Ok(vec![]);
+                    }
+                }
             }
-            Outbound::SyncStarted(baselines) => Err(Later::Sync(baselines)),
-            Outbound::GoLive => Err(Later::GoLive),
-            Outbound::Close(..) => Ok(vec![]),
+            Outbound::SyncStarted(baselines) => return Err(Later::Sync(baselines)),
+            Outbound::GoLive => return Err(Later::GoLive),
+            Outbound::Close(..) => vec![],
+        };
+        self.release(frames).map_err(Later::Unpark)
+    }
+
+    /// Parks `gap`'s message if answers are owed and the parked bytes
+    /// allow; `Err` to fill it from the store now instead.
+    fn park(&mut self, gap: Gap, answers_due: u64) -> Result<(), Later> {
+        let parked_bytes = self.waiting.as_ref().map_or(0, |w| w.parked_bytes);
+        if self.answers_written >= answers_due
+            || parked_bytes + gap.text.len() > self.max_held_bytes
+        {
+            return Err(Later::Fill(gap));
+        }
+        let w = self.waiting.get_or_insert_default();
+        w.parked_bytes += gap.text.len();
+        w.parked.push((gap.seq, gap.text, answers_due));
+        Ok(())
+    }
+
+    /// Goes down the parked list after `frames`: a message whose gap has
+    /// closed goes out, a repeat is dropped, one still waiting stays. If
+    /// one's wait is over with its gap still open, it needs the store:
+    /// `Err` with the frames so far, the rest parked again in order.
+    fn release(&mut self, mut frames: Vec<Message>) -> Result<Vec<Message>, Vec<Message>> {
+        let items = match self.waiting.as_mut() {
+            Some(w) if !w.parked.is_empty() => std::mem::take(&mut w.parked),
+            _ => return Ok(frames),
+        };
+        let mut keep = items;
+        let mut needs_store = false;
+        // Again while one goes out: it may close an earlier one's gap.
+        let mut moved = true;
+        while moved && !needs_store {
+            moved = false;
+            let mut items = std::mem::take(&mut keep).into_iter();
+            for (seq, text, due) in items.by_ref() {
+                match self.admit_now(seq, text) {
+                    Ok(out) => {
+                        moved = true;
+                        frames.extend(out);
+                    }
+                    Err(gap) => {
+                        keep.push((gap.seq, gap.text, due));
+                        if self.answers_written >= due {
+                            needs_store = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            keep.extend(items);
+        }
+        let w = self.waiting.get_or_insert_default();
+        w.parked_bytes = keep.iter().map(|(_, t, _)| t.len()).sum();
+        w.parked = keep;
+        self.tidy();
+        if needs_store {
+            Err(frames)
+        } else {
+            Ok(frames)
         }
     }
 
+    /// Frees the box once nothing waits.
+    fn tidy(&mut self) {
+        if matches!(&self.waiting, Some(w) if w.parked.is_empty() && w.acked_ahead.is_empty()) {
+            self.waiting = None;
+        }
+    }
+
+    /// Finishes `later`, then what is parked: each message out once its
+    /// gap closes, or read from the store in order once its wait is over.
     async fn finish(&mut self, later: Later) -> Vec<Message> {
-        match later {
+        let mut frames = match later {
             Later::Fill(gap) => self.fill_then_admit(gap).await,
             Later::GoLive => self.go_live().await,
             Later::Sync(baselines) => self.sync_started(baselines).await,
+            Later::Unpark(frames) => frames,
+        };
+        loop {
+            match self.release(frames) {
+                Ok(out) => return out,
+                Err(out) => frames = out,
+            }
+            // The first parked message whose wait is over: from the store.
+            let written = self.answers_written;
+            let Some(w) = self.waiting.as_mut() else {
+                return frames;
+            };
+            let Some(i) = w.parked.iter().position(|(_, _, due)| *due <= written) else {
+                return frames;
+            };
+            let (seq, text, _) = w.parked.remove(i);
+            w.parked_bytes -= text.len();
+            match self.admit_now(seq, text) {
+                Ok(out) => frames.extend(out),
+                Err(gap) => frames.extend(self.fill_then_admit(gap).await),
+            }
         }
     }
 
@@ -212,6 +346,36 @@ impl Sequencer {
         }
     }
 
+    /// The conversation's sequence moved on: own ids acked ahead of it that
+    /// now follow on are taken in.
+    fn absorb(&mut self, conv: &str) {
+        let Some(w) = self.waiting.as_mut() else {
+            return;
+        };
+        if w.acked_ahead.is_empty() {
+            return;
+        }
+        let Some(span) = self.spans.get_mut(conv) else {
+            return;
+        };
+        loop {
+            let before = span.last;
+            w.acked_ahead.retain(|s| {
+                if s.conversation_id != conv {
+                    return true;
+                }
+                if s.message_id == span.last + 1 {
+                    span.last = s.message_id;
+                }
+                s.message_id > span.last
+            });
+            if span.last == before {
+                break;
+            }
+        }
+        self.tidy();
+    }
+
     /// `admit` without the store: the frames, or the gap to fill first.
     fn admit_now(&mut self, seq: Seq, text: Utf8Bytes) -> Result<Vec<Message>, Gap> {
         if self.store.is_none() {
@@ -239,6 +403,11 @@ impl Sequencer {
         let Gap { seq, text, last } = gap;
         let out = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
+        chat_core::metrics::gap_read(if out.is_empty() {
+            "own_only"
+        } else {
+            "messages"
+        });
         self.next_in_sequence(seq, text, out)
     }
 
@@ -251,11 +420,18 @@ impl Sequencer {
         mut out: Vec<Message>,
     ) -> Vec<Message> {
         let id = seq.message_id;
-        let span = self.spans.entry(seq.conversation_id).or_insert(Span {
-            first: id,
-            last: id,
-        });
-        span.last = id;
+        if let Some(span) = self.spans.get_mut(&seq.conversation_id) {
+            span.last = id;
+            self.absorb(&seq.conversation_id);
+        } else {
+            self.spans.insert(
+                seq.conversation_id,
+                Span {
+                    first: id,
+                    last: id,
+                },
+            );
+        }
         out.push(Message::Text(text));
         out
     }
@@ -300,6 +476,13 @@ mod tests {
     use super::*;
     use chat_core::memory::MemoryStore;
     use chat_core::ports::NewMessage;
+
+    /// No answers owed: a gap is read from the store at once.
+    const IDLE: u64 = 0;
+
+    fn answer() -> Outbound {
+        Outbound::Answer(Utf8Bytes::from_static(r#"{"type":"error"}"#))
+    }
 
     fn texts(ms: &[Message]) -> Vec<u64> {
         ms.iter()
@@ -377,25 +560,124 @@ mod tests {
         // Messages 3 and 5 were sent by this connection (c1).
         let store = store_sent_by(6, |i| (i == 3 || i == 5).then_some("c1")).await;
         let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
-        s.order(Outbound::GoLive).await;
-        assert_eq!(texts(&s.order(msg(2)).await), vec![2]);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
         // Live 4 overtook the ack of 3: 3 is not sent back as a message.
-        assert_eq!(texts(&s.order(msg(4)).await), vec![4]);
-        assert_eq!(texts(&s.order(ack(3)).await), vec![0], "the ack itself");
+        assert_eq!(texts(&s.order(msg(4), IDLE).await), vec![4]);
+        assert_eq!(
+            texts(&s.order(ack(3), IDLE).await),
+            vec![0],
+            "the ack itself"
+        );
         // The ack of 5 comes first: 6 then follows without a store read.
-        s.order(ack(5)).await;
-        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        s.order(ack(5), IDLE).await;
+        assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
         assert_eq!(s.stats.filled, 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_overtakes_the_ack_of_an_own_send_waits_for_it_without_a_store_read() {
+        // The store says 3 is another connection's: had the sequencer read
+        // it, 3 would go out as a message.
+        let store = store_sent_by(4, |i| (i == 3).then_some("c2")).await;
+        let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        // One answer is owed (a send in flight): 4 waits.
+        assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+        // The send's ack: id 3. 4 follows it; nothing was read.
+        assert_eq!(texts(&s.order(ack(3), 1).await), vec![0, 4]);
+        assert_eq!(s.stats.filled, 0);
+        assert!(s.waiting.is_none());
+        assert_eq!(texts(&s.order(msg(5), 1).await), vec![5]);
+    }
+
+    #[tokio::test]
+    async fn an_ack_that_comes_before_the_message_below_it_is_not_taken_for_a_gap_later() {
+        // The store says 4 is another connection's: had the sequencer read
+        // it, 4 would go out as a message.
+        let store = store_sent_by(6, |i| (i == 4).then_some("c2")).await;
+        let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        // The ack of this connection's 4 comes before 3.
+        assert_eq!(texts(&s.order(ack(4), IDLE).await), vec![0]);
+        assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![3]);
+        // The sequence is at 4 now: 5 follows without a read.
+        assert_eq!(texts(&s.order(msg(5), IDLE).await), vec![5]);
+        assert_eq!(s.stats.filled, 0);
+        assert!(s.waiting.is_none(), "nothing kept");
+    }
+
+    #[tokio::test]
+    async fn a_parked_message_is_filled_from_the_store_once_the_answers_owed_are_written() {
+        let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+        assert!(s.order(msg(5), 1).await.is_empty(), "behind it");
+        // The answer was an error, not an ack: 3 is someone else's.
+        assert_eq!(texts(&s.order(answer(), 1).await), vec![0, 3, 4, 5]);
+        assert_eq!(s.stats.filled, 1);
+        assert!(s.waiting.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_parked_message_waits_only_for_the_answers_owed_when_it_came() {
+        let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        // 4 comes while one answer is owed, 6 while two are.
+        assert!(s.order(msg(4), 1).await.is_empty());
+        assert!(s.order(msg(6), 2).await.is_empty());
+        // The first answer is written: 4's wait is over (3 is read from
+        // the store); 6 still waits for the second.
+        assert_eq!(texts(&s.order(answer(), 2).await), vec![0, 3, 4]);
+        assert_eq!(texts(&s.order(ack(5), 2).await), vec![0, 6]);
+        assert_eq!(s.stats.filled, 1);
+    }
+
+    #[tokio::test]
+    async fn parked_messages_past_the_byte_limit_are_read_from_the_store_at_once() {
+        let mut s = Sequencer::new(Some(store_with(5).await), "c1", msg_len());
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+        // No room for 5: the store fills 3 and 4; the parked 4 is then a
+        // repeat.
+        assert_eq!(texts(&s.order(msg(5), 1).await), vec![3, 4, 5]);
+        assert!(s.waiting.is_none());
+    }
+
+    #[tokio::test]
+    async fn other_conversations_flow_past_a_parked_message() {
+        let mut s = Sequencer::new(Some(store_with(4).await), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+        let other = Outbound::Message {
+            seq: Seq {
+                conversation_id: "dm#a#c".into(),
+                message_id: 9,
+            },
+            text: Utf8Bytes::from_static(r#"{"message_id":9}"#),
+        };
+        assert_eq!(texts(&s.order(other, 1).await), vec![9]);
+        assert_eq!(texts(&s.order(ack(3), 1).await), vec![0, 4]);
     }
 
     #[tokio::test]
     async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
         let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
-        assert!(s.order(Outbound::GoLive).await.is_empty());
-        assert_eq!(texts(&s.order(msg(2)).await), vec![2], "first seen");
-        assert_eq!(texts(&s.order(msg(5)).await), vec![3, 4, 5], "gap filled");
-        assert!(s.order(msg(4)).await.is_empty(), "repeat dropped");
-        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2], "first seen");
+        assert_eq!(
+            texts(&s.order(msg(5), IDLE).await),
+            vec![3, 4, 5],
+            "gap filled"
+        );
+        assert!(s.order(msg(4), IDLE).await.is_empty(), "repeat dropped");
+        assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
         assert_eq!((s.stats.repeats, s.stats.filled), (1, 2));
     }
 
@@ -403,16 +685,16 @@ mod tests {
     async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
         let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
         // Live 4 and 5 arrive before the client's sync is read.
-        assert!(s.order(msg(4)).await.is_empty());
-        assert!(s.order(msg(5)).await.is_empty());
+        assert!(s.order(msg(4), IDLE).await.is_empty());
+        assert!(s.order(msg(5), IDLE).await.is_empty());
         // The sync starts above watermark 1: 2 and 3 are pulled in first.
         let out = s
-            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
             .await;
         assert_eq!(texts(&out), vec![2, 3, 4, 5]);
         // The replay's own copies are repeats now.
         for id in 2..=5 {
-            assert!(s.order(msg(id)).await.is_empty());
+            assert!(s.order(msg(id), IDLE).await.is_empty());
         }
         assert_eq!(s.stats.repeats, 4);
     }
@@ -420,20 +702,20 @@ mod tests {
     #[tokio::test]
     async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
         let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
-        s.order(Outbound::GoLive).await;
+        s.order(Outbound::GoLive, IDLE).await;
         // Live 5 was the first this connection saw; the user had acked 1.
-        assert_eq!(texts(&s.order(msg(5)).await), vec![5]);
+        assert_eq!(texts(&s.order(msg(5), IDLE).await), vec![5]);
         let out = s
-            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
             .await;
         assert_eq!(texts(&out), vec![2, 3, 4], "never seen here: sent");
         for id in 2..=5 {
-            assert!(s.order(msg(id)).await.is_empty(), "the replay's {id}");
+            assert!(s.order(msg(id), IDLE).await.is_empty(), "the replay's {id}");
         }
-        assert_eq!(texts(&s.order(msg(6)).await), vec![6]);
+        assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
         // A second sync sends nothing again.
         let again = s
-            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]))
+            .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
             .await;
         assert!(again.is_empty());
         assert_eq!(s.stats.backfilled, 3);
@@ -443,16 +725,16 @@ mod tests {
     async fn without_a_store_messages_pass_through_unheld() {
         let mut s = Sequencer::new(None, "c1", 1 << 20);
         assert!(!s.holding());
-        assert_eq!(texts(&s.order(msg(3)).await), vec![3]);
-        assert_eq!(texts(&s.order(msg(1)).await), vec![1]);
+        assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![3]);
+        assert_eq!(texts(&s.order(msg(1), IDLE).await), vec![1]);
     }
 
     #[tokio::test]
     async fn too_many_held_messages_go_live() {
         let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2 * msg_len());
-        assert!(s.order(msg(1)).await.is_empty());
-        assert!(s.order(msg(2)).await.is_empty());
-        assert_eq!(texts(&s.order(msg(3)).await), vec![1, 2, 3]);
+        assert!(s.order(msg(1), IDLE).await.is_empty());
+        assert!(s.order(msg(2), IDLE).await.is_empty());
+        assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![1, 2, 3]);
         assert!(!s.holding());
     }
 }

@@ -112,7 +112,7 @@ where
                     next = self.inbox.next() => match next {
                         Next::Slow => vec![close_msg(close::POLICY, "too slow: outbound queue overflowed")],
                         Next::Frame(Outbound::Close(code, reason)) => vec![close_msg(code, reason)],
-                        Next::Frame(out) => self.sequencer.order(out).await,
+                        Next::Frame(out) => self.sequencer.order(out, self.inbox.answers_due()).await,
                         Next::Done => return "closed_by_server",
                     },
                     _ = fire(&mut hold) => Box::pin(self.sequencer.go_live()).await,
@@ -134,7 +134,9 @@ where
                 {
                     match self.inbox.try_recv() {
                         Some(Outbound::Close(code, reason)) => batch.push(close_msg(code, reason)),
-                        Some(out) => batch.extend(self.sequencer.order(out).await),
+                        Some(out) => {
+                            batch.extend(self.sequencer.order(out, self.inbox.answers_due()).await)
+                        }
                         None => break,
                     }
                     bytes = batch.iter().map(frame_len).sum();
