@@ -55,10 +55,9 @@ struct Shared {
     /// the reader sets it, the writer's idle check reads it. Here, not in
     /// an allocation of its own.
     seen_ms: AtomicU64,
-    /// Answers the reader owes, counted as each frame is read (before any
-    /// send in it is stored): the sequencer tells a gap that is one of the
-    /// connection's own sends, its ack still on the way, from a message
-    /// missing.
+    /// Answers the reader owes ([`Outbox::answer_due`]): the sequencer
+    /// tells a gap that is one of the connection's own sends, its ack
+    /// still on the way, from a message missing.
     answers_due: AtomicU64,
 }
 
@@ -245,9 +244,13 @@ impl Outbox {
         self.shared.seen_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The reader owes the peer one more answer (counted before the frame
-    /// goes to the backend, so before any send in it is stored). The
-    /// answer itself is queued as [`Outbound::Ack`] or [`Outbound::Answer`].
+    /// The reader owes the peer one more answer: counted when the backend
+    /// hands back the answer's future. With the embedded store that is
+    /// before the send in it is committed (the write is only queued); with
+    /// DynamoDB the send is already stored by then, so a message that
+    /// overtakes its ack is read from the store as before (correct, only
+    /// not spared). The answer itself is queued as [`Outbound::Ack`] or
+    /// [`Outbound::Answer`], and the sequencer counts those as written.
     pub fn answer_due(&self) {
         self.shared.answers_due.fetch_add(1, Ordering::Relaxed);
     }

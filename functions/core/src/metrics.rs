@@ -124,7 +124,8 @@ pub fn delivery_post(path: &'static str, took: Duration) {
 /// A connection's sequencer read the store to fill a gap before a message
 /// (conn-tier): `found` is `messages` when the read found others'
 /// messages to send first, `own_only` when the gap held only this
-/// connection's own sends, whose acks had not reached it yet.
+/// connection's own sends, whose acks had not reached it yet, `failed`
+/// when the read failed.
 pub fn gap_read(found: &'static str) {
     metrics::counter!(GAP_READS, "found" => found).increment(1);
 }

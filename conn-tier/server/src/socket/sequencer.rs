@@ -20,7 +20,12 @@
 //!   back, documented in docs/protocol.md);
 //! - live messages that arrive before the connection's first frame are
 //!   held until that frame is read: if it is a `sync`, they follow its
-//!   replay; otherwise, or after `hold` without any frame, they go out.
+//!   replay; otherwise, or after `hold` without any frame, they go out;
+//! - the connection's own sends race the messages around them (an ack
+//!   comes on the send's path, not the fan-out's), so an ack beyond the
+//!   last id is remembered until the sequence gets there, and a message
+//!   with a gap before it waits while answers are owed ([`Waiting`]),
+//!   rather than reading the store for what is only the connection's own.
 
 use crate::hub::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -31,6 +36,11 @@ use std::sync::Arc;
 
 /// Most messages read from the store at once to fill a gap.
 const FILL_PAGE: usize = 500;
+
+/// Most messages parked, and most early acks remembered, per connection
+/// ([`Waiting`]): each answer or message the writer takes looks through
+/// the parked ones.
+const MAX_WAITING: usize = 64;
 
 /// Counters a test or a metric can read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +86,8 @@ enum Later {
 /// at 10,000 messages/s, 4 messages in 10 found a "gap" that was only the
 /// connection's own send, and read the store for nothing
 /// (docs/benchmarks.md, "The store's writer"). Boxed: empty most of the
-/// time, and one word otherwise in every writer's future.
+/// time, and one word otherwise in every writer's future. Both lists are
+/// capped ([`MAX_WAITING`]); past the cap the store is read, as before.
 #[derive(Default)]
 struct Waiting {
     /// Messages that came with a gap before them while answers to the
@@ -105,7 +116,7 @@ pub struct Sequencer {
     /// Bytes of the held messages...
     held_bytes: usize,
     /// ...and the most they may take; past it they go out (the connection
-    /// goes live).
+    /// goes live). Parked messages ([`Waiting`]) are held to it too.
     max_held_bytes: usize,
     waiting: Option<Box<Waiting>>,
     /// Answers to the connection's frames written so far (`Ack`, `Answer`).
@@ -136,7 +147,7 @@ impl Sequencer {
 
     /// The frames to write for one outbound item, in order (none for a
     /// repeat, a held or a parked message). `Close` is the caller's.
-    /// `answers_due`: the answers the reader has owed so far ([`Parked`]).
+    /// `answers_due`: the answers the reader has owed so far ([`Waiting`]).
     pub async fn order(&mut self, out: Outbound, answers_due: u64) -> Vec<Message> {
         let later = match self.order_now(out, answers_due) {
             Ok(frames) => return frames,
@@ -152,7 +163,8 @@ impl Sequencer {
     /// `order` without waiting: the frames, or what needs the store first.
     fn order_now(&mut self, out: Outbound, answers_due: u64) -> Result<Vec<Message>, Later> {
         let frames = match out {
-            Outbound::Text(t) => vec![Message::Text(t)],
+            // Nothing parked can move on for it.
+            Outbound::Text(t) => return Ok(vec![Message::Text(t)]),
             Outbound::Answer(t) => {
                 self.answers_written += 1;
                 vec![Message::Text(t)]
@@ -164,7 +176,10 @@ impl Sequencer {
                         span.last = seq.message_id;
                         self.absorb(&seq.conversation_id);
                     } else if seq.message_id > span.last + 1 {
-                        self.waiting.get_or_insert_default().acked_ahead.push(seq);
+                        let w = self.waiting.get_or_insert_default();
+                        if w.acked_ahead.len() < MAX_WAITING {
+                            w.acked_ahead.push(seq);
+                        }
                     }
                 }
                 vec![Message::Text(text)]
@@ -189,7 +204,7 @@ impl Sequencer {
             }
             Outbound::SyncStarted(baselines) => return Err(Later::Sync(baselines)),
             Outbound::GoLive => return Err(Later::GoLive),
-            Outbound::Close(..) => vec![],
+            Outbound::Close(..) => return Ok(vec![]),
         };
         self.release(frames).map_err(Later::Unpark)
     }
@@ -197,8 +212,12 @@ impl Sequencer {
     /// Parks `gap`'s message if answers are owed and the parked bytes
     /// allow; `Err` to fill it from the store now instead.
     fn park(&mut self, gap: Gap, answers_due: u64) -> Result<(), Later> {
-        let parked_bytes = self.waiting.as_ref().map_or(0, |w| w.parked_bytes);
+        let (parked, parked_bytes) = self
+            .waiting
+            .as_ref()
+            .map_or((0, 0), |w| (w.parked.len(), w.parked_bytes));
         if self.answers_written >= answers_due
+            || parked >= MAX_WAITING
             || parked_bytes + gap.text.len() > self.max_held_bytes
         {
             return Err(Later::Fill(gap));
@@ -304,6 +323,8 @@ impl Sequencer {
     }
 
     /// Releases the held messages, in order of arrival, through `admit`.
+    /// Called directly by the writer's hold timer: nothing is parked yet
+    /// then (messages park only once live), so nothing waits behind it.
     pub async fn go_live(&mut self) -> Vec<Message> {
         let mut out = Vec::new();
         for (seq, text) in self.held.take().unwrap_or_default() {
@@ -327,7 +348,7 @@ impl Sequencer {
                 vec![]
             }
             Some(span) if span.first > watermark + 1 => {
-                let out = Box::pin(self.read(&conversation, watermark, span.first)).await;
+                let (out, _) = Box::pin(self.read(&conversation, watermark, span.first)).await;
                 self.stats.backfilled += out.len() as u64;
                 if let Some(s) = self.spans.get_mut(&conversation) {
                     s.first = watermark + 1;
@@ -401,12 +422,12 @@ impl Sequencer {
 
     async fn fill_then_admit(&mut self, gap: Gap) -> Vec<Message> {
         let Gap { seq, text, last } = gap;
-        let out = self.read(&seq.conversation_id, last, seq.message_id).await;
+        let (out, complete) = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
-        chat_core::metrics::gap_read(if out.is_empty() {
-            "own_only"
-        } else {
-            "messages"
+        chat_core::metrics::gap_read(match (complete, out.is_empty()) {
+            (false, _) => "failed",
+            (true, true) => "own_only",
+            (true, false) => "messages",
         });
         self.next_in_sequence(seq, text, out)
     }
@@ -440,9 +461,10 @@ impl Sequencer {
     /// the store, as frames, except the connection's own (it holds their
     /// acks). A failed read is logged and ends early: the sequence goes on,
     /// and `sync` fills what is missing.
-    async fn read(&self, conv: &str, after: u64, before: u64) -> Vec<Message> {
+    /// Also whether the read completed.
+    async fn read(&self, conv: &str, after: u64, before: u64) -> (Vec<Message>, bool) {
         let Some(store) = &self.store else {
-            return vec![];
+            return (vec![], true);
         };
         let mut out = Vec::new();
         let mut cursor = after;
@@ -452,7 +474,7 @@ impl Sequencer {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the messages missing on a connection");
-                    break;
+                    return (out, false);
                 }
             };
             let Some(end) = page.last().map(|m| m.message_id) else {
@@ -467,7 +489,7 @@ impl Sequencer {
             }
             cursor = end;
         }
-        out
+        (out, true)
     }
 }
 
@@ -646,6 +668,21 @@ mod tests {
         // No room for 5: the store fills 3 and 4; the parked 4 is then a
         // repeat.
         assert_eq!(texts(&s.order(msg(5), 1).await), vec![3, 4, 5]);
+        assert!(s.waiting.is_none());
+    }
+
+    #[tokio::test]
+    async fn past_the_most_parked_messages_the_store_is_read() {
+        let n = MAX_WAITING as u64;
+        let mut s = Sequencer::new(Some(store_with(n + 4).await), "c1", 1 << 20);
+        s.order(Outbound::GoLive, IDLE).await;
+        assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+        for id in 4..4 + n {
+            assert!(s.order(msg(id), 1).await.is_empty(), "{id} parked");
+        }
+        // One more: no room; the store fills 3, and the parked ones follow.
+        let out = texts(&s.order(msg(4 + n), 1).await);
+        assert_eq!(out, (3..=4 + n).collect::<Vec<_>>());
         assert!(s.waiting.is_none());
     }
 
