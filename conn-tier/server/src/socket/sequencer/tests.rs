@@ -1,0 +1,281 @@
+//! The sequencer's rules, one test each, over the in-memory store.
+
+use super::*;
+use chat_core::memory::MemoryStore;
+use chat_core::ports::NewMessage;
+
+/// No answers owed: a gap is read from the store at once.
+const IDLE: u64 = 0;
+
+fn answer() -> Outbound {
+    Outbound::Answer(Utf8Bytes::from_static(r#"{"type":"error"}"#))
+}
+
+fn texts(ms: &[Message]) -> Vec<u64> {
+    ms.iter()
+        .map(|m| match m {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                v["message_id"].as_u64().unwrap_or(0)
+            }
+            _ => 0,
+        })
+        .collect()
+}
+
+fn msg(id: u64) -> Outbound {
+    let frame = ServerFrame::Message(chat_core::protocol::MessageView {
+        conversation_id: "dm#a#b".into(),
+        message_id: id,
+        from: "a".into(),
+        text: format!("m{id}"),
+        sent_at: "t".into(),
+    });
+    Outbound::Message {
+        seq: Seq {
+            conversation_id: "dm#a#b".into(),
+            message_id: id,
+        },
+        text: Utf8Bytes::from(frame.to_json()),
+    }
+}
+
+async fn store_with(n: u64) -> Arc<dyn Store> {
+    store_sent_by(n, |_| None).await
+}
+
+/// `n` messages; `origin(i)` is the connection that sent message `i`.
+async fn store_sent_by(n: u64, origin: impl Fn(u64) -> Option<&'static str>) -> Arc<dyn Store> {
+    let s = Arc::new(MemoryStore::new());
+    for i in 1..=n {
+        s.append(NewMessage {
+            conversation_id: "dm#a#b".into(),
+            sender: "a".into(),
+            client_msg_id: format!("c{i}"),
+            text: format!("m{i}"),
+            sent_at_ms: 1,
+            enroll: vec!["b".into()],
+            origin: origin(i).map(str::to_string),
+            member_only: false,
+        })
+        .await
+        .unwrap();
+    }
+    s
+}
+
+/// The bytes of one test message frame.
+fn msg_len() -> usize {
+    match msg(1) {
+        Outbound::Message { text, .. } => text.len(),
+        _ => 0,
+    }
+}
+
+fn ack(id: u64) -> Outbound {
+    Outbound::Ack {
+        seq: Seq {
+            conversation_id: "dm#a#b".into(),
+            message_id: id,
+        },
+        text: Utf8Bytes::from_static(r#"{"type":"ack"}"#),
+    }
+}
+
+#[tokio::test]
+async fn the_connections_own_sends_count_as_their_acks_not_as_gaps() {
+    // Messages 3 and 5 were sent by this connection (c1).
+    let store = store_sent_by(6, |i| (i == 3 || i == 5).then_some("c1")).await;
+    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    // Live 4 overtook the ack of 3: 3 is not sent back as a message.
+    assert_eq!(texts(&s.order(msg(4), IDLE).await), vec![4]);
+    assert_eq!(
+        texts(&s.order(ack(3), IDLE).await),
+        vec![0],
+        "the ack itself"
+    );
+    // The ack of 5 comes first: 6 then follows without a store read.
+    s.order(ack(5), IDLE).await;
+    assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
+    assert_eq!(s.stats.filled, 0);
+}
+
+#[tokio::test]
+async fn a_message_that_overtakes_the_ack_of_an_own_send_waits_for_it_without_a_store_read() {
+    // The store says 3 is another connection's: had the sequencer read
+    // it, 3 would go out as a message.
+    let store = store_sent_by(4, |i| (i == 3).then_some("c2")).await;
+    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    // One answer is owed (a send in flight): 4 waits.
+    assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+    // The send's ack: id 3. 4 follows it; nothing was read.
+    assert_eq!(texts(&s.order(ack(3), 1).await), vec![0, 4]);
+    assert_eq!(s.stats.filled, 0);
+    assert!(s.waiting.is_none());
+    assert_eq!(texts(&s.order(msg(5), 1).await), vec![5]);
+}
+
+#[tokio::test]
+async fn an_ack_that_comes_before_the_message_below_it_is_not_taken_for_a_gap_later() {
+    // The store says 4 is another connection's: had the sequencer read
+    // it, 4 would go out as a message.
+    let store = store_sent_by(6, |i| (i == 4).then_some("c2")).await;
+    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    // The ack of this connection's 4 comes before 3.
+    assert_eq!(texts(&s.order(ack(4), IDLE).await), vec![0]);
+    assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![3]);
+    // The sequence is at 4 now: 5 follows without a read.
+    assert_eq!(texts(&s.order(msg(5), IDLE).await), vec![5]);
+    assert_eq!(s.stats.filled, 0);
+    assert!(s.waiting.is_none(), "nothing kept");
+}
+
+#[tokio::test]
+async fn a_parked_message_is_filled_from_the_store_once_the_answers_owed_are_written() {
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+    assert!(s.order(msg(5), 1).await.is_empty(), "behind it");
+    // The answer was an error, not an ack: 3 is someone else's.
+    assert_eq!(texts(&s.order(answer(), 1).await), vec![0, 3, 4, 5]);
+    assert_eq!(s.stats.filled, 1);
+    assert!(s.waiting.is_none());
+}
+
+#[tokio::test]
+async fn a_parked_message_waits_only_for_the_answers_owed_when_it_came() {
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    // 4 comes while one answer is owed, 6 while two are.
+    assert!(s.order(msg(4), 1).await.is_empty());
+    assert!(s.order(msg(6), 2).await.is_empty());
+    // The first answer is written: 4's wait is over (3 is read from
+    // the store); 6 still waits for the second.
+    assert_eq!(texts(&s.order(answer(), 2).await), vec![0, 3, 4]);
+    assert_eq!(texts(&s.order(ack(5), 2).await), vec![0, 6]);
+    assert_eq!(s.stats.filled, 1);
+}
+
+#[tokio::test]
+async fn parked_messages_past_the_byte_limit_are_read_from_the_store_at_once() {
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", msg_len());
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+    // No room for 5: the store fills 3 and 4; the parked 4 is then a
+    // repeat.
+    assert_eq!(texts(&s.order(msg(5), 1).await), vec![3, 4, 5]);
+    assert!(s.waiting.is_none());
+}
+
+#[tokio::test]
+async fn past_the_most_parked_messages_the_store_is_read() {
+    let n = MAX_WAITING as u64;
+    let mut s = Sequencer::new(Some(store_with(n + 4).await), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    for id in 4..4 + n {
+        assert!(s.order(msg(id), 1).await.is_empty(), "{id} parked");
+    }
+    // One more: no room; the store fills 3, and the parked ones follow.
+    let out = texts(&s.order(msg(4 + n), 1).await);
+    assert_eq!(out, (3..=4 + n).collect::<Vec<_>>());
+    assert!(s.waiting.is_none());
+}
+
+#[tokio::test]
+async fn other_conversations_flow_past_a_parked_message() {
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
+    assert!(s.order(msg(4), 1).await.is_empty(), "parked");
+    let other = Outbound::Message {
+        seq: Seq {
+            conversation_id: "dm#a#c".into(),
+            message_id: 9,
+        },
+        text: Utf8Bytes::from_static(r#"{"message_id":9}"#),
+    };
+    assert_eq!(texts(&s.order(other, 1).await), vec![9]);
+    assert_eq!(texts(&s.order(ack(3), 1).await), vec![0, 4]);
+}
+
+#[tokio::test]
+async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2], "first seen");
+    assert_eq!(
+        texts(&s.order(msg(5), IDLE).await),
+        vec![3, 4, 5],
+        "gap filled"
+    );
+    assert!(s.order(msg(4), IDLE).await.is_empty(), "repeat dropped");
+    assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
+    assert_eq!((s.stats.repeats, s.stats.filled), (1, 2));
+}
+
+#[tokio::test]
+async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
+    // Live 4 and 5 arrive before the client's sync is read.
+    assert!(s.order(msg(4), IDLE).await.is_empty());
+    assert!(s.order(msg(5), IDLE).await.is_empty());
+    // The sync starts above watermark 1: 2 and 3 are pulled in first.
+    let out = s
+        .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
+        .await;
+    assert_eq!(texts(&out), vec![2, 3, 4, 5]);
+    // The replay's own copies are repeats now.
+    for id in 2..=5 {
+        assert!(s.order(msg(id), IDLE).await.is_empty());
+    }
+    assert_eq!(s.stats.repeats, 4);
+}
+
+#[tokio::test]
+async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    s.order(Outbound::GoLive, IDLE).await;
+    // Live 5 was the first this connection saw; the user had acked 1.
+    assert_eq!(texts(&s.order(msg(5), IDLE).await), vec![5]);
+    let out = s
+        .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
+        .await;
+    assert_eq!(texts(&out), vec![2, 3, 4], "never seen here: sent");
+    for id in 2..=5 {
+        assert!(s.order(msg(id), IDLE).await.is_empty(), "the replay's {id}");
+    }
+    assert_eq!(texts(&s.order(msg(6), IDLE).await), vec![6]);
+    // A second sync sends nothing again.
+    let again = s
+        .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
+        .await;
+    assert!(again.is_empty());
+    assert_eq!(s.stats.backfilled, 3);
+}
+
+#[tokio::test]
+async fn without_a_store_messages_pass_through_unheld() {
+    let mut s = Sequencer::new(None, "c1", 1 << 20);
+    assert!(!s.holding());
+    assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![3]);
+    assert_eq!(texts(&s.order(msg(1), IDLE).await), vec![1]);
+}
+
+#[tokio::test]
+async fn too_many_held_messages_go_live() {
+    let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2 * msg_len());
+    assert!(s.order(msg(1), IDLE).await.is_empty());
+    assert!(s.order(msg(2), IDLE).await.is_empty());
+    assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![1, 2, 3]);
+    assert!(!s.holding());
+}
