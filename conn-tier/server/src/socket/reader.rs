@@ -41,28 +41,7 @@ struct QueueReply {
 #[async_trait]
 impl Reply for QueueReply {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        let text = Utf8Bytes::from(frame.to_json());
-        let out = match frame {
-            ServerFrame::Message(m) => Outbound::Message {
-                seq: Seq {
-                    conversation_id: m.conversation_id,
-                    message_id: m.message_id,
-                },
-                text,
-            },
-            ServerFrame::Ack {
-                conversation_id,
-                message_id,
-                ..
-            } => Outbound::Ack {
-                seq: Seq {
-                    conversation_id,
-                    message_id,
-                },
-                text,
-            },
-            _ => Outbound::Text(text),
-        };
+        let out = outbound(frame, false);
         match self.out.push_when_room(out, self.patience).await {
             Ok(()) => Ok(()),
             Err(Full::Closed) | Err(Full::Overflow) => Err(PostError::Gone),
@@ -74,11 +53,20 @@ impl Reply for QueueReply {
     }
 }
 
-/// Queues the answer to one of the connection's frames, as
-/// [`QueueReply::send`] does, marked as an answer for the sequencer.
-async fn queue_answer(out: &Outbox, frame: ServerFrame, patience: Duration) -> Result<(), Full> {
+/// The queue item for a frame: a `message` and an `ack` are sequenced; an
+/// `answer` to one of the connection's frames (an `ack` is one too) is
+/// counted by the sequencer, so a message that overtook the connection's
+/// own send waits for it.
+fn outbound(frame: ServerFrame, answer: bool) -> Outbound {
     let text = Utf8Bytes::from(frame.to_json());
-    let item = match frame {
+    match frame {
+        ServerFrame::Message(m) => Outbound::Message {
+            seq: Seq {
+                conversation_id: m.conversation_id,
+                message_id: m.message_id,
+            },
+            text,
+        },
         ServerFrame::Ack {
             conversation_id,
             message_id,
@@ -90,9 +78,14 @@ async fn queue_answer(out: &Outbox, frame: ServerFrame, patience: Duration) -> R
             },
             text,
         },
-        _ => Outbound::Answer(text),
-    };
-    out.push_when_room(item, patience).await
+        _ if answer => Outbound::Answer(text),
+        _ => Outbound::Text(text),
+    }
+}
+
+/// Queues the answer to one of the connection's frames.
+async fn queue_answer(out: &Outbox, frame: ServerFrame, patience: Duration) -> Result<(), Full> {
+    out.push_when_room(outbound(frame, true), patience).await
 }
 
 fn ready(frame: ServerFrame) -> Deferred {

@@ -97,7 +97,6 @@ struct Waiting {
     /// answer owed when it came is written (then the gap is someone
     /// else's).
     parked: Vec<(Seq, Utf8Bytes, u64)>,
-    parked_bytes: usize,
     /// The connection's own ids whose ack came before the message below
     /// them: the sequence takes them in when it gets there.
     acked_ahead: Vec<Seq>,
@@ -212,10 +211,11 @@ impl Sequencer {
     /// Parks `gap`'s message if answers are owed and the parked bytes
     /// allow; `Err` to fill it from the store now instead.
     fn park(&mut self, gap: Gap, answers_due: u64) -> Result<(), Later> {
-        let (parked, parked_bytes) = self
-            .waiting
-            .as_ref()
-            .map_or((0, 0), |w| (w.parked.len(), w.parked_bytes));
+        // At most 64 of them: summed when needed, not kept.
+        let (parked, parked_bytes) = self.waiting.as_ref().map_or((0, 0), |w| {
+            let bytes = w.parked.iter().map(|(_, t, _)| t.len()).sum();
+            (w.parked.len(), bytes)
+        });
         if self.answers_written >= answers_due
             || parked >= MAX_WAITING
             || parked_bytes + gap.text.len() > self.max_held_bytes
@@ -223,7 +223,6 @@ impl Sequencer {
             return Err(Later::Fill(gap));
         }
         let w = self.waiting.get_or_insert_default();
-        w.parked_bytes += gap.text.len();
         w.parked.push((gap.seq, gap.text, answers_due));
         Ok(())
     }
@@ -233,11 +232,10 @@ impl Sequencer {
     /// one's wait is over with its gap still open, it needs the store:
     /// `Err` with the frames so far, the rest parked again in order.
     fn release(&mut self, mut frames: Vec<Message>) -> Result<Vec<Message>, Vec<Message>> {
-        let items = match self.waiting.as_mut() {
+        let mut keep = match self.waiting.as_mut() {
             Some(w) if !w.parked.is_empty() => std::mem::take(&mut w.parked),
             _ => return Ok(frames),
         };
-        let mut keep = items;
         let mut needs_store = false;
         // Again while one goes out: it may close an earlier one's gap.
         let mut moved = true;
@@ -262,7 +260,6 @@ impl Sequencer {
             keep.extend(items);
         }
         let w = self.waiting.get_or_insert_default();
-        w.parked_bytes = keep.iter().map(|(_, t, _)| t.len()).sum();
         w.parked = keep;
         self.tidy();
         if needs_store {
@@ -302,7 +299,6 @@ impl Sequencer {
                 return frames;
             };
             let (seq, text, _) = w.parked.remove(i);
-            w.parked_bytes -= text.len();
             match self.admit_now(seq, text) {
                 Ok(out) => frames.extend(out),
                 Err(gap) => frames.extend(self.fill_then_admit(gap).await),
