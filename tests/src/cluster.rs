@@ -20,6 +20,46 @@ type Ws =
 /// The credential the nodes sign `@connections` calls to each other with.
 pub const CLUSTER_KEY: (&str, &str) = ("cluster-test", "cluster-test-secret-0123456789");
 
+/// How long [`Device::settle`] and [`Device::expect_all`] wait for the
+/// next ack or missing message before they call it a stall.
+pub const STALL: Duration = Duration::from_secs(60);
+/// The most either waits in all, however steadily things arrive.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// Whether a count of outstanding things (unacked sends, missing
+/// messages) still goes down: the clock restarts each time it does.
+struct Progress {
+    start: tokio::time::Instant,
+    last: tokio::time::Instant,
+    left: usize,
+}
+
+impl Progress {
+    fn new(left: usize) -> Self {
+        let now = tokio::time::Instant::now();
+        Progress {
+            start: now,
+            last: now,
+            left,
+        }
+    }
+
+    /// Why waiting on is pointless, if it is, with `left` outstanding now.
+    fn stalled(&mut self, left: usize) -> Option<String> {
+        if left < self.left {
+            self.left = left;
+            self.last = tokio::time::Instant::now();
+        }
+        if self.last.elapsed() > STALL {
+            Some(format!("nothing for {:?}", self.last.elapsed()))
+        } else if self.start.elapsed() > PATIENCE {
+            Some(format!("{:?} in all", self.start.elapsed()))
+        } else {
+            None
+        }
+    }
+}
+
 /// Records a child's process group where `scripts/test-all` kills what is
 /// left when it exits (however the test binary ended).
 fn record_pgid(child: &Child, name: &str) {
@@ -143,7 +183,11 @@ impl ClusterUnderTest {
             .env("CHAT_MANAGEMENT_KEY_ID", CLUSTER_KEY.0)
             .env("CHAT_MANAGEMENT_SECRET", CLUSTER_KEY.1)
             .env("CHAT_LOG_JSON", "true")
-            .env("RUST_LOG", "info")
+            // TEST_NODE_LOG=debug (with TEST_LOG=1) to see more of a node.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -567,18 +611,22 @@ impl Device {
         }
     }
 
-    /// Reads until every send is acked (reconnecting as needed).
+    /// Reads until every send is acked (reconnecting as needed). Fails on
+    /// a stall: no ack for [`STALL`] (or [`PATIENCE`] in all). A slow
+    /// emulator acks a backlog slowly; a lost send is never acked.
     pub async fn settle(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut progress = Progress::new(self.pending.len());
         while !self.pending.is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: sends never acked: {:?}; other frames: {:?}; closes: {:?}",
-                self.user,
-                self.pending.keys().collect::<Vec<_>>(),
-                self.others.iter().rev().take(5).collect::<Vec<_>>(),
-                self.closes,
-            );
+            if let Some(why) = progress.stalled(self.pending.len()) {
+                panic!(
+                    "{} (on {}): sends never acked ({why}): {:?}; other frames: {:?}; closes: {:?}",
+                    self.user,
+                    self.node,
+                    self.pending.keys().collect::<Vec<_>>(),
+                    self.others.iter().rev().take(5).collect::<Vec<_>>(),
+                    self.closes,
+                );
+            }
             self.pump(Duration::from_millis(200)).await;
         }
     }
@@ -589,7 +637,7 @@ impl Device {
     }
 
     /// Waits (reading) until `want` all arrived, or panics with what is
-    /// missing. After a few seconds it also reads the conversations'
+    /// missing on a stall ([`STALL`] without a new one). After a few seconds it also reads the conversations'
     /// `history`, as a client does when it opens a chat: a device whose
     /// node died after it sent in a conversation has its watermark at its
     /// own message, so `sync` does not replay what came just before it
@@ -598,12 +646,17 @@ impl Device {
     /// to was hung (SIGSTOP) and then closes its sockets.
     pub async fn expect_all(&mut self, want: &[(String, u64)]) {
         let start = tokio::time::Instant::now();
+        let missing = |d: &Self| want.iter().filter(|k| !d.got.contains_key(*k)).count();
+        let mut progress = Progress::new(missing(self));
         let mut asked_at: Option<tokio::time::Instant> = None;
         while !self.has_all(want) {
             let waited = start.elapsed();
-            if waited > Duration::from_secs(60) {
+            if let Some(why) = progress.stalled(missing(self)) {
                 let missing: Vec<_> = want.iter().filter(|k| !self.got.contains_key(*k)).collect();
-                panic!("{} is missing {missing:?}", self.user);
+                panic!(
+                    "{} (on {}) is missing ({why}) {missing:?}",
+                    self.user, self.node
+                );
             }
             let due = asked_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
             if waited > Duration::from_secs(5) && due && self.ws.is_some() {

@@ -114,10 +114,23 @@ async fn users_and_a_group(cluster: &ClusterUnderTest, n: usize) -> (Vec<Device>
     (devices, gid)
 }
 
-/// Every device sends `rounds` messages, alternating its group and a DM
-/// to the next user, `every` apart, reading in between; then settles.
+/// How often each device sends under [`load`]. Six devices at this pace
+/// offer 15 messages/s, about 140 emulator requests/s (a group message
+/// costs about 12: the newest id, the claim, the put, the watermark, the
+/// membership check and one connection lookup per member). At 150 ms (40
+/// messages/s) moto fell behind whenever the machine was busy: with two
+/// busy loops beside it, it served 50–90 requests/s, a node stored 2–3
+/// sends a second, and the rolling restart failed 3 times in 3 with sends
+/// still being acked when its 60 s ran out. At this pace the three
+/// node-failure tests passed 9 times in 9 under the same busy loops.
+const EVERY: Duration = Duration::from_millis(400);
+
+/// Every device sends a message every [`EVERY`] for `span`, alternating
+/// its group and a DM to the next user, reading in between; then settles.
 /// Runs each device in its own task; returns them when done.
-async fn load(devices: Vec<Device>, gid: &str, rounds: usize, every: Duration) -> Vec<Device> {
+async fn load(devices: Vec<Device>, gid: &str, span: Duration) -> Vec<Device> {
+    let rounds = (span.as_millis() / EVERY.as_millis()) as usize;
+    let every = EVERY;
     let n = devices.len();
     let tasks: Vec<_> = devices
         .into_iter()
@@ -281,7 +294,7 @@ async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_noth
 
     let running = tokio::spawn({
         let gid = gid.clone();
-        async move { load(devices, &gid, 40, Duration::from_millis(150)).await }
+        async move { load(devices, &gid, Duration::from_secs(6)).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();
@@ -355,7 +368,7 @@ async fn a_hung_node_finds_it_was_declared_dead_closes_its_sockets_and_nothing_i
     assert!(devices.iter().any(|d| d.node == hung_id));
     let running = tokio::spawn({
         let gid = gid.clone();
-        async move { load(devices, &gid, 60, Duration::from_millis(150)).await }
+        async move { load(devices, &gid, Duration::from_secs(9)).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.nodes[2].signal(libc::SIGSTOP);
@@ -454,7 +467,7 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     let (devices, gid) = users_and_a_group(&cluster, 6).await;
     let running = tokio::spawn({
         let gid = gid.clone();
-        async move { load(devices, &gid, 80, Duration::from_millis(150)).await }
+        async move { load(devices, &gid, Duration::from_secs(12)).await }
     });
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
