@@ -18,6 +18,12 @@ pub enum Scenario {
     /// (a'') `direct` at rising offered rates against one server: the latency
     /// curve (table, JSON steps, SVG).
     Sweep,
+    /// The six targets of docs/benchmarks.md from one run: `sweep`,
+    /// `direct` at half its saturation, `direct-vs-mosquitto` (`--pin`
+    /// applies here), `group` (`--members` at `--group-rate`) and `idle`
+    /// (`--idle-connections`), each as its own run of this binary, then one
+    /// table of each figure against its target.
+    Targets,
     /// (h) a cluster node's clients after kill -9: `--url` is the node,
     /// `--kill-pid` its process, `--peer-url` the load balancer they
     /// reconnect through; `--clients` of them.
@@ -105,6 +111,12 @@ pub struct Args {
     /// Group size (scenario group).
     #[arg(long, default_value_t = 100)]
     pub members: usize,
+    /// targets: group messages per second in its group part.
+    #[arg(long, default_value_t = 500)]
+    pub group_rate: u64,
+    /// targets: connections its idle part opens.
+    #[arg(long, default_value_t = 19_000)]
+    pub idle_connections: usize,
     /// Clients (scenario storm).
     #[arg(long, default_value_t = 5000)]
     pub clients: usize,

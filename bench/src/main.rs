@@ -11,7 +11,9 @@
 //!     (`Report`: rows, JSON, printing) and their shared formatting.
 //!   - `direct.rs`: direct and direct-vs-mosquitto.
 //!   - `sweep.rs`: the sweep's rates, stop rule, steps, table and SVG.
-//!   - `group.rs`, `idle.rs`, `failover.rs`, `storm.rs`.
+//!   - `group.rs`, `idle.rs`, `failover.rs`, `storm.rs`;
+//!   - `targets.rs`: the other scenarios run as parts, judged against
+//!     docs/benchmarks.md's targets.
 //! - `chat.rs`: the WebSocket load patterns: direct pairs, a group.
 //! - `crowd.rs`: many connections: paced opening, idle (and warmed), the
 //!   reconnect storm.
@@ -56,6 +58,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Targets {
+        // Starts no server of its own: each part is a run of this binary.
+        let mut out = Report::new(&args, &pinning);
+        scenario::targets::run(&args, &mut out).await?;
+        return out.finish(&args);
+    }
     stats::now_us();
     let nofile = procstat::raise_nofile();
     let bin = args
@@ -126,6 +134,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         Scenario::Idle => scenario::idle::SHOWN,
         Scenario::Storm => scenario::storm::SHOWN,
         Scenario::Failover => scenario::failover::SHOWN,
+        Scenario::Targets => unreachable!("handled above"),
     };
     stats::progress(label, counters.clone(), done.clone(), shown);
     let ctx = Ctx {
@@ -149,6 +158,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         Scenario::Idle => scenario::idle::run(&ctx, &mut out).await?,
         Scenario::Failover => scenario::failover::run(&ctx, &mut out).await?,
         Scenario::Storm => scenario::storm::run(&ctx, &mut out).await?,
+        Scenario::Targets => unreachable!("handled above"),
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     out.finish(&ctx.args)

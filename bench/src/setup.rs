@@ -21,6 +21,9 @@ pub fn pin(args: &Args) -> Pinning {
     if !args.pin {
         return none("none (no --pin)".to_string());
     }
+    if args.scenario == Scenario::Targets {
+        return none("each part pins its own: --pin goes to direct-vs-mosquitto".to_string());
+    }
     if args.in_process && args.url.is_none() {
         return none(
             "none: --in-process runs the server in the load generator's process".to_string(),

@@ -133,3 +133,64 @@ fn a_sweep_reports_every_step_and_draws_the_curve() {
         assert!(svg.contains(label), "{label} missing from the SVG");
     }
 }
+
+/// `targets` runs every part and judges all six targets, each measured
+/// (the Mosquitto ones only where Mosquitto is installed).
+#[test]
+fn the_targets_run_measures_and_judges_all_six() {
+    let (table, r) = run(&[
+        "--scenario",
+        "targets",
+        "--rates",
+        "200,10000",
+        "--duration",
+        "1",
+        "--connections",
+        "4",
+        "--members",
+        "5",
+        "--group-rate",
+        "20",
+        "--idle-connections",
+        "50",
+    ]);
+    let mosquitto = Command::new("sh")
+        .args(["-c", "command -v mosquitto"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let targets = r["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 6, "{r}");
+    for t in targets {
+        let against_mosquitto = t["target"].as_str().unwrap().contains("Mosquitto");
+        if against_mosquitto && !mosquitto {
+            assert!(t["measured"].is_null() && t["met"].is_null(), "{t}");
+            continue;
+        }
+        let v = t["measured"].as_f64().unwrap_or_else(|| panic!("{t}"));
+        assert!(v > 0.0, "{t}");
+        // The verdict follows from the figure and the limit.
+        let limit = t["limit"].as_f64().unwrap();
+        let met = match t["comparison"].as_str().unwrap() {
+            "<" => v < limit,
+            "≤" => v <= limit,
+            _ => v >= limit,
+        };
+        assert_eq!(t["met"].as_bool(), Some(met), "{t}");
+    }
+    // The parts' own reports ride along: the sweep ran both rates.
+    assert_eq!(
+        r["parts"]["sweep"]["sweep"]["steps"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{r}"
+    );
+    assert_eq!(r["parts"]["idle"]["idle"]["connections"], 50, "{r}");
+    assert!(table.contains("targets met"), "{table}");
+    assert!(
+        table.contains("p99 send→deliver at 10,000 msg/s"),
+        "{table}"
+    );
+}

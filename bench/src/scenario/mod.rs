@@ -7,6 +7,7 @@ pub mod group;
 pub mod idle;
 pub mod storm;
 pub mod sweep;
+pub mod targets;
 
 use crate::args::Args;
 use crate::chat;

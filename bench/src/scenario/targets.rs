@@ -1,0 +1,350 @@
+//! `targets`: the six targets of docs/benchmarks.md ("Against the
+//! targets") from one run. Each part is this binary run again as its own
+//! scenario (its own fresh server, its own pinning), one after the other on
+//! the same build; their JSON reports are read back and one table says each
+//! figure and whether it meets its target.
+//!
+//! The parts: `sweep` (p99 at 10,000 messages/s, and the saturation rate),
+//! `direct` at half the saturation the sweep found, `direct-vs-mosquitto`
+//! (per CPU-second and raw; `--pin` goes to this part), `group`
+//! (`--members` at `--group-rate`) and `idle` (`--idle-connections`).
+
+use crate::args::Args;
+use crate::scenario::Report;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Stdio;
+
+/// The offered rate of the first latency target.
+const TEN_K: u64 = 10_000;
+
+/// How a figure must compare with its target's limit.
+#[derive(Clone, Copy)]
+enum Cmp {
+    Below,
+    AtMost,
+    AtLeast,
+}
+
+impl Cmp {
+    fn met(self, v: f64, limit: f64) -> bool {
+        match self {
+            Cmp::Below => v < limit,
+            Cmp::AtMost => v <= limit,
+            Cmp::AtLeast => v >= limit,
+        }
+    }
+
+    fn sign(self) -> &'static str {
+        match self {
+            Cmp::Below => "<",
+            Cmp::AtMost => "≤",
+            Cmp::AtLeast => "≥",
+        }
+    }
+}
+
+/// One target, as the issue that set it words it.
+struct Target {
+    name: &'static str,
+    limit: f64,
+    cmp: Cmp,
+    unit: &'static str,
+}
+
+const P99_AT_10K: Target = Target {
+    name: "p99 send→deliver at 10,000 msg/s",
+    limit: 5.0,
+    cmp: Cmp::Below,
+    unit: "ms",
+};
+const P99_AT_HALF: Target = Target {
+    name: "p99 send→deliver at half of saturation",
+    limit: 10.0,
+    cmp: Cmp::Below,
+    unit: "ms",
+};
+const PER_CPU: Target = Target {
+    name: "messages per server CPU-second, ours / Mosquitto's",
+    limit: 1.0,
+    cmp: Cmp::AtLeast,
+    unit: "×",
+};
+const RAW: Target = Target {
+    name: "durable messages/s, ours / Mosquitto's",
+    limit: 1.5,
+    cmp: Cmp::AtLeast,
+    unit: "×",
+};
+const FAN_OUT: Target = Target {
+    name: "group fan-out: p99 to the last member",
+    limit: 20.0,
+    cmp: Cmp::Below,
+    unit: "ms",
+};
+const IDLE: Target = Target {
+    name: "RSS per idle connection",
+    limit: 5.0,
+    cmp: Cmp::AtMost,
+    unit: "KB",
+};
+
+/// Runs this binary as `args` with `--json` into `dir`; its report.
+async fn part(run: &Args, dir: &Path, name: &str, args: Vec<String>) -> anyhow::Result<Value> {
+    let json = dir.join(format!("{name}.json"));
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(&args).arg("--json").arg(&json);
+    if let Some(bin) = &run.server_bin {
+        cmd.arg("--server-bin").arg(bin);
+    }
+    if run.in_process {
+        cmd.arg("--in-process");
+    }
+    eprintln!("targets: {name}: chat-bench {}", args.join(" "));
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the {name} part failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    println!();
+    Ok(serde_json::from_str(&std::fs::read_to_string(&json)?)?)
+}
+
+fn s<T: ToString>(v: T) -> String {
+    v.to_string()
+}
+
+/// The figure at `path` in `report`, a number.
+fn num(report: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(report, |v, k| v.get(k))?.as_f64()
+}
+
+/// A row and a JSON entry for `target` measured as `value` (`None`: not
+/// measured in this run, and `why`).
+fn judge(out: &mut Report, t: &Target, value: Option<f64>, detail: String) -> Value {
+    let met = value.map(|v| t.cmp.met(v, t.limit));
+    let limit = match t.unit {
+        "×" => format!("{} {}×", t.cmp.sign(), t.limit),
+        unit => format!("{} {} {unit}", t.cmp.sign(), t.limit),
+    };
+    let figure = match value {
+        Some(v) if t.unit == "×" => format!("{v:.2}×"),
+        Some(v) => format!("{v:.2} {}", t.unit),
+        None => "n/a".into(),
+    };
+    let verdict = match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    out.rows.push((
+        format!("{} ({limit})", t.name),
+        format!("{figure}: {verdict} ({detail})"),
+    ));
+    json!({"target": t.name, "limit": t.limit, "comparison": t.cmp.sign(), "unit": t.unit,
+           "measured": value, "met": met, "detail": detail})
+}
+
+pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (c, d) = (s(args.connections), s(args.duration));
+    let mut judged = Vec::new();
+
+    // The latency curve: p99 at 10,000/s, and where it saturates.
+    let mut sweep = vec![
+        s("--scenario"),
+        s("sweep"),
+        s("--connections"),
+        c.clone(),
+        s("--duration"),
+        d.clone(),
+        s("--svg"),
+        dir.path().join("curve.svg").display().to_string(),
+    ];
+    if !args.rates.is_empty() {
+        let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
+        sweep.extend([s("--rates"), rates.join(",")]);
+    }
+    if args.max_rate > 0 {
+        sweep.extend([s("--max-rate"), s(args.max_rate)]);
+    }
+    let sweep = part(args, dir.path(), "sweep", sweep).await?;
+    let steps = sweep["sweep"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let at_10k = steps
+        .iter()
+        .find(|st| st["offered_per_sec"].as_u64() == Some(TEN_K))
+        .and_then(|st| num(st, &["deliver", "p99_ms"]));
+    judged.push(judge(
+        out,
+        &P99_AT_10K,
+        at_10k,
+        if at_10k.is_some() {
+            "the sweep's 10,000/s step, unpinned".into()
+        } else {
+            "the sweep had no 10,000/s step".into()
+        },
+    ));
+    let saturation = steps
+        .iter()
+        .filter_map(|st| st["acked_per_sec"].as_f64())
+        .fold(0.0, f64::max);
+    out.report["saturation_acked_per_sec"] = json!(saturation);
+
+    // Half of that, as its own run.
+    let half = (saturation / 2.0).round() as u64;
+    let half_run = part(
+        args,
+        dir.path(),
+        "half",
+        vec![
+            s("--scenario"),
+            s("direct"),
+            s("--connections"),
+            c.clone(),
+            s("--duration"),
+            d.clone(),
+            s("--rate"),
+            s(half.max(1)),
+        ],
+    )
+    .await?;
+    judged.push(judge(
+        out,
+        &P99_AT_HALF,
+        num(&half_run, &["chat", "deliver", "p99_ms"]),
+        format!("{half}/s, half of the sweep's best {saturation:.0} acked/s, unpinned"),
+    ));
+
+    // Against Mosquitto, in the same part.
+    let have_mosquitto = std::process::Command::new("sh")
+        .args(["-c", "command -v mosquitto"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    let versus = if have_mosquitto {
+        let mut a = vec![
+            s("--scenario"),
+            s("direct-vs-mosquitto"),
+            s("--connections"),
+            c.clone(),
+            s("--duration"),
+            d.clone(),
+            s("--window"),
+            s(args.window),
+        ];
+        if args.pin {
+            a.push(s("--pin"));
+        }
+        Some(part(args, dir.path(), "mosquitto", a).await?)
+    } else {
+        None
+    };
+    let versus_detail = |what: &str| match &versus {
+        Some(v) => format!(
+            "{what}; pinning: {}",
+            v["pinning"].as_str().unwrap_or("unknown")
+        ),
+        None => "mosquitto is not installed (apt-get install mosquitto)".into(),
+    };
+    let per_cpu = versus
+        .as_ref()
+        .and_then(|v| num(v, &["ratio_per_cpu_ours_to_mosquitto"]));
+    let detail = versus_detail(&match &versus {
+        Some(v) => format!(
+            "{} vs {} delivered per CPU-second",
+            v["chat"]["msgs_per_server_cpu_sec"].as_f64().unwrap_or(0.0) as u64,
+            v["mosquitto"]["msgs_per_server_cpu_sec"]
+                .as_f64()
+                .unwrap_or(0.0) as u64
+        ),
+        None => String::new(),
+    });
+    judged.push(judge(out, &PER_CPU, per_cpu, detail));
+    let raw = versus
+        .as_ref()
+        .and_then(|v| num(v, &["ratio_ours_to_mosquitto"]));
+    let detail = versus_detail(&match &versus {
+        Some(v) => format!(
+            "{} vs {} acked/s",
+            v["chat"]["acked_per_sec"].as_f64().unwrap_or(0.0) as u64,
+            v["mosquitto"]["acked_per_sec"].as_f64().unwrap_or(0.0) as u64
+        ),
+        None => String::new(),
+    });
+    judged.push(judge(out, &RAW, raw, detail));
+
+    // Fan-out to a group.
+    let group = part(
+        args,
+        dir.path(),
+        "group",
+        vec![
+            s("--scenario"),
+            s("group"),
+            s("--members"),
+            s(args.members),
+            s("--rate"),
+            s(args.group_rate),
+            s("--duration"),
+            d.clone(),
+        ],
+    )
+    .await?;
+    judged.push(judge(
+        out,
+        &FAN_OUT,
+        num(&group, &["group", "to_all_members", "p99_ms"]),
+        format!(
+            "{} members, {} messages/s; {} not seen by every member",
+            args.members,
+            args.group_rate,
+            group["group"]["incomplete"].as_u64().unwrap_or(0)
+        ),
+    ));
+
+    // Idle connections.
+    let idle = part(
+        args,
+        dir.path(),
+        "idle",
+        vec![
+            s("--scenario"),
+            s("idle"),
+            s("--connections"),
+            s(args.idle_connections),
+        ],
+    )
+    .await?;
+    judged.push(judge(
+        out,
+        &IDLE,
+        num(&idle, &["idle", "rss_per_connection_kb"]),
+        format!(
+            "{} fresh connections",
+            idle["idle"]["connections"].as_u64().unwrap_or(0)
+        ),
+    ));
+
+    let met = judged.iter().filter(|j| j["met"] == true).count();
+    out.rows
+        .push(("targets met".into(), format!("{met} of {}", judged.len())));
+    out.report["targets"] = Value::Array(judged);
+    out.report["parts"] = json!({
+        "sweep": sweep, "half": half_run, "mosquitto": versus, "group": group, "idle": idle,
+    });
+    Ok(())
+}
