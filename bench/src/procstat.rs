@@ -186,6 +186,15 @@ pub async fn spawn_chat(
     })
 }
 
+/// Whether `mosquitto` is on the PATH.
+pub fn have_mosquitto() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "command -v mosquitto"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
+}
+
 /// Starts mosquitto with persistence on, on a free port; pinned to one CPU
 /// with `taskset` when `pin` is given.
 pub async fn spawn_mosquitto(pin: Option<usize>) -> anyhow::Result<Server> {

@@ -23,7 +23,8 @@ pub const CLUSTER_KEY: (&str, &str) = ("cluster-test", "cluster-test-secret-0123
 /// How long [`Device::settle`] and [`Device::expect_all`] wait for the
 /// next ack or missing message before they call it a stall.
 pub const STALL: Duration = Duration::from_secs(60);
-/// The most either waits in all, however steadily things arrive.
+/// Past this, either fails however steadily things arrive. Checked between
+/// reads, so a reconnect under way (up to 40 s) may run past it.
 pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// Whether a count of outstanding things (unacked sends, missing
@@ -41,6 +42,15 @@ impl Progress {
             start: now,
             last: now,
             left,
+        }
+    }
+
+    /// Says how long it took, when that was long enough to notice (a slow
+    /// emulator shows here before it fails a test).
+    fn done(&self, who: &str, what: &str) {
+        let took = self.start.elapsed();
+        if took > Duration::from_secs(10) {
+            eprintln!("{who}: {what} took {took:?}");
         }
     }
 
@@ -629,6 +639,7 @@ impl Device {
             }
             self.pump(Duration::from_millis(200)).await;
         }
+        progress.done(&self.user, "settling its sends");
     }
 
     /// Whether every (conversation, id) in `want` reached this device.
@@ -673,6 +684,7 @@ impl Device {
             }
             self.pump(Duration::from_millis(200)).await;
         }
+        progress.done(&self.user, "receiving every message");
     }
 
     /// Closes the connection.

@@ -130,10 +130,21 @@ fn num(report: &Value, path: &[&str]) -> Option<f64> {
     path.iter().try_fold(report, |v, k| v.get(k))?.as_f64()
 }
 
-/// A row and a JSON entry for `target` measured as `value` (`None`: not
-/// measured in this run, and `why`).
-fn judge(out: &mut Report, t: &Target, value: Option<f64>, detail: String) -> Value {
-    let met = value.map(|v| t.cmp.met(v, t.limit));
+/// A row and a JSON entry for target `t` measured as `value` (`None`: not
+/// measured in this run; `detail` says why). `spoiled`: what makes the
+/// figure no pass whatever its value (messages lost, errors).
+fn judge(
+    out: &mut Report,
+    t: &Target,
+    value: Option<f64>,
+    spoiled: Option<String>,
+    detail: String,
+) -> Value {
+    let met = value.map(|v| t.cmp.met(v, t.limit) && spoiled.is_none());
+    let detail = match spoiled {
+        Some(why) => format!("{why}; {detail}"),
+        None => detail,
+    };
     let limit = match t.unit {
         "×" => format!("{} {}×", t.cmp.sign(), t.limit),
         unit => format!("{} {} {unit}", t.cmp.sign(), t.limit),
@@ -156,22 +167,58 @@ fn judge(out: &mut Report, t: &Target, value: Option<f64>, detail: String) -> Va
            "measured": value, "met": met, "detail": detail})
 }
 
+/// A 1:1 load part's flags: `scenario` over `c` connections for `d`
+/// seconds each, with the run's text size and window.
+fn load_args(scenario: &str, c: &str, d: &str, args: &Args) -> Vec<String> {
+    vec![
+        s("--scenario"),
+        s(scenario),
+        s("--connections"),
+        s(c),
+        s("--duration"),
+        s(d),
+        s("--text-bytes"),
+        s(args.text_bytes),
+        s("--window"),
+        s(args.window),
+    ]
+}
+
+/// What spoils a load figure at `path` in `report`: errors, or acked
+/// messages not all delivered.
+fn lossy(report: &Value, path: &[&str]) -> Option<String> {
+    let r = path.iter().try_fold(report, |v, k| v.get(k))?;
+    let (acked, delivered, errors) = (
+        r["acked"].as_u64().unwrap_or(0),
+        r["delivered"].as_u64().unwrap_or(0),
+        r["errors"].as_u64().unwrap_or(0),
+    );
+    (errors > 0 || delivered < acked)
+        .then(|| format!("{errors} errors, {delivered} of {acked} acked messages delivered"))
+}
+
 pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
+    // Each part starts its own server and load; these would not reach it.
+    for (set, flag) in [
+        (args.url.is_some(), "--url"),
+        (args.nagle, "--nagle"),
+        (args.warm, "--warm"),
+        (args.rate > 0, "--rate"),
+    ] {
+        if set {
+            anyhow::bail!("--scenario targets does not take {flag}: each part sets its own");
+        }
+    }
     let dir = tempfile::tempdir()?;
     let (c, d) = (s(args.connections), s(args.duration));
     let mut judged = Vec::new();
 
     // The latency curve: p99 at 10,000/s, and where it saturates.
-    let mut sweep = vec![
-        s("--scenario"),
-        s("sweep"),
-        s("--connections"),
-        c.clone(),
-        s("--duration"),
-        d.clone(),
+    let mut sweep = load_args("sweep", &c, &d, args);
+    sweep.extend([
         s("--svg"),
         dir.path().join("curve.svg").display().to_string(),
-    ];
+    ]);
     if !args.rates.is_empty() {
         let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
         sweep.extend([s("--rates"), rates.join(",")]);
@@ -188,64 +235,58 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         .iter()
         .find(|st| st["offered_per_sec"].as_u64() == Some(TEN_K))
         .and_then(|st| num(st, &["deliver", "p99_ms"]));
+    let step_10k = steps
+        .iter()
+        .find(|st| st["offered_per_sec"].as_u64() == Some(TEN_K));
     judged.push(judge(
         out,
         &P99_AT_10K,
         at_10k,
+        step_10k.and_then(|st| lossy(st, &[])),
         if at_10k.is_some() {
             "the sweep's 10,000/s step, unpinned".into()
         } else {
             "the sweep had no 10,000/s step".into()
         },
     ));
+    // Saturated: the best rate achieved, once some step fell short of its
+    // offer (else the sweep never found it).
+    let saturated = steps.iter().any(|st| st["saturated"] == true);
     let saturation = steps
         .iter()
         .filter_map(|st| st["acked_per_sec"].as_f64())
         .fold(0.0, f64::max);
-    out.report["saturation_acked_per_sec"] = json!(saturation);
+    out.report["saturation_acked_per_sec"] = json!(saturated.then_some(saturation));
 
     // Half of that, as its own run.
     let half = (saturation / 2.0).round() as u64;
-    let half_run = part(
-        args,
-        dir.path(),
-        "half",
-        vec![
-            s("--scenario"),
-            s("direct"),
-            s("--connections"),
-            c.clone(),
-            s("--duration"),
-            d.clone(),
-            s("--rate"),
-            s(half.max(1)),
-        ],
-    )
-    .await?;
-    judged.push(judge(
-        out,
-        &P99_AT_HALF,
-        num(&half_run, &["chat", "deliver", "p99_ms"]),
-        format!("{half}/s, half of the sweep's best {saturation:.0} acked/s, unpinned"),
-    ));
+    let half_run = if saturated {
+        let mut a = load_args("direct", &c, &d, args);
+        a.extend([s("--rate"), s(half.max(1))]);
+        Some(part(args, dir.path(), "half", a).await?)
+    } else {
+        None
+    };
+    judged.push(match &half_run {
+        Some(r) => judge(
+            out,
+            &P99_AT_HALF,
+            num(r, &["chat", "deliver", "p99_ms"]),
+            lossy(r, &["chat"]),
+            format!("{half}/s, half of the sweep's best {saturation:.0} acked/s, unpinned"),
+        ),
+        None => judge(
+            out,
+            &P99_AT_HALF,
+            None,
+            None,
+            "the sweep never saturated: no step fell below 0.9 × its offer".into(),
+        ),
+    });
 
     // Against Mosquitto, in the same part.
-    let have_mosquitto = std::process::Command::new("sh")
-        .args(["-c", "command -v mosquitto"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|st| st.success());
-    let versus = if have_mosquitto {
-        let mut a = vec![
-            s("--scenario"),
-            s("direct-vs-mosquitto"),
-            s("--connections"),
-            c.clone(),
-            s("--duration"),
-            d.clone(),
-            s("--window"),
-            s(args.window),
-        ];
+    let versus = if crate::procstat::have_mosquitto() {
+        let mut a = load_args("direct-vs-mosquitto", &c, &d, args);
         if args.pin {
             a.push(s("--pin"));
         }
@@ -273,7 +314,8 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         ),
         None => String::new(),
     });
-    judged.push(judge(out, &PER_CPU, per_cpu, detail));
+    let spoiled = versus.as_ref().and_then(|v| lossy(v, &["chat"]));
+    judged.push(judge(out, &PER_CPU, per_cpu, spoiled.clone(), detail));
     let raw = versus
         .as_ref()
         .and_then(|v| num(v, &["ratio_ours_to_mosquitto"]));
@@ -285,7 +327,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         ),
         None => String::new(),
     });
-    judged.push(judge(out, &RAW, raw, detail));
+    judged.push(judge(out, &RAW, raw, spoiled, detail));
 
     // Fan-out to a group.
     let group = part(
@@ -301,19 +343,23 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
             s(args.group_rate),
             s("--duration"),
             d.clone(),
+            s("--text-bytes"),
+            s(args.text_bytes),
         ],
     )
     .await?;
+    let g = &group["group"];
+    let (incomplete, errors) = (
+        g["incomplete"].as_u64().unwrap_or(0),
+        g["errors"].as_u64().unwrap_or(0),
+    );
     judged.push(judge(
         out,
         &FAN_OUT,
-        num(&group, &["group", "to_all_members", "p99_ms"]),
-        format!(
-            "{} members, {} messages/s; {} not seen by every member",
-            args.members,
-            args.group_rate,
-            group["group"]["incomplete"].as_u64().unwrap_or(0)
-        ),
+        num(g, &["to_all_members", "p99_ms"]),
+        (incomplete > 0 || errors > 0)
+            .then(|| format!("{incomplete} messages not seen by every member, {errors} errors")),
+        format!("{} members, {} messages/s", args.members, args.group_rate),
     ));
 
     // Idle connections.
@@ -333,6 +379,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         out,
         &IDLE,
         num(&idle, &["idle", "rss_per_connection_kb"]),
+        None,
         format!(
             "{} fresh connections",
             idle["idle"]["connections"].as_u64().unwrap_or(0)
@@ -346,5 +393,11 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     out.report["parts"] = json!({
         "sweep": sweep, "half": half_run, "mosquitto": versus, "group": group, "idle": idle,
     });
+    if args.in_process {
+        out.rows.push((
+            "note".into(),
+            "--in-process: CPU and RSS figures include the load generator".into(),
+        ));
+    }
     Ok(())
 }
