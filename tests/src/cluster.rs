@@ -648,7 +648,8 @@ impl Device {
     }
 
     /// Waits (reading) until `want` all arrived, or panics with what is
-    /// missing on a stall ([`STALL`] without a new one). After a few seconds it also reads the conversations'
+    /// missing on a stall ([`STALL`] without a new one, or [`PATIENCE`]).
+    /// After a few seconds it also reads the conversations'
     /// `history`, as a client does when it opens a chat: a device whose
     /// node died after it sent in a conversation has its watermark at its
     /// own message, so `sync` does not replay what came just before it
@@ -660,9 +661,13 @@ impl Device {
         let missing = |d: &Self| want.iter().filter(|k| !d.got.contains_key(*k)).count();
         let mut progress = Progress::new(missing(self));
         let mut asked_at: Option<tokio::time::Instant> = None;
-        while !self.has_all(want) {
+        loop {
+            let left = missing(self);
+            if left == 0 {
+                break;
+            }
             let waited = start.elapsed();
-            if let Some(why) = progress.stalled(missing(self)) {
+            if let Some(why) = progress.stalled(left) {
                 let missing: Vec<_> = want.iter().filter(|k| !self.got.contains_key(*k)).collect();
                 panic!(
                     "{} (on {}) is missing ({why}) {missing:?}",

@@ -125,9 +125,14 @@ fn s<T: ToString>(v: T) -> String {
     v.to_string()
 }
 
+/// The value at `path` in `report`.
+fn at<'v>(report: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(report, |v, k| v.get(k))
+}
+
 /// The figure at `path` in `report`, a number.
 fn num(report: &Value, path: &[&str]) -> Option<f64> {
-    path.iter().try_fold(report, |v, k| v.get(k))?.as_f64()
+    at(report, path)?.as_f64()
 }
 
 /// A row and a JSON entry for target `t` measured as `value` (`None`: not
@@ -187,7 +192,7 @@ fn load_args(scenario: &str, c: &str, d: &str, args: &Args) -> Vec<String> {
 /// What spoils a load figure at `path` in `report`: errors, or acked
 /// messages not all delivered.
 fn lossy(report: &Value, path: &[&str]) -> Option<String> {
-    let r = path.iter().try_fold(report, |v, k| v.get(k))?;
+    let r = at(report, path)?;
     let (acked, delivered, errors) = (
         r["acked"].as_u64().unwrap_or(0),
         r["delivered"].as_u64().unwrap_or(0),
@@ -231,13 +236,10 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let at_10k = steps
-        .iter()
-        .find(|st| st["offered_per_sec"].as_u64() == Some(TEN_K))
-        .and_then(|st| num(st, &["deliver", "p99_ms"]));
     let step_10k = steps
         .iter()
         .find(|st| st["offered_per_sec"].as_u64() == Some(TEN_K));
+    let at_10k = step_10k.and_then(|st| num(st, &["deliver", "p99_ms"]));
     judged.push(judge(
         out,
         &P99_AT_10K,
@@ -294,40 +296,32 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     } else {
         None
     };
-    let versus_detail = |what: &str| match &versus {
+    // "ours vs theirs" of `key`, and the part's pinning.
+    let versus_detail = |key: &str, what: &str| match &versus {
         Some(v) => format!(
-            "{what}; pinning: {}",
+            "{} vs {} {what}; pinning: {}",
+            v["chat"][key].as_f64().unwrap_or(0.0) as u64,
+            v["mosquitto"][key].as_f64().unwrap_or(0.0) as u64,
             v["pinning"].as_str().unwrap_or("unknown")
         ),
         None => "mosquitto is not installed (apt-get install mosquitto)".into(),
     };
-    let per_cpu = versus
-        .as_ref()
-        .and_then(|v| num(v, &["ratio_per_cpu_ours_to_mosquitto"]));
-    let detail = versus_detail(&match &versus {
-        Some(v) => format!(
-            "{} vs {} delivered per CPU-second",
-            v["chat"]["msgs_per_server_cpu_sec"].as_f64().unwrap_or(0.0) as u64,
-            v["mosquitto"]["msgs_per_server_cpu_sec"]
-                .as_f64()
-                .unwrap_or(0.0) as u64
-        ),
-        None => String::new(),
-    });
+    let versus_ratio = |key: &str| versus.as_ref().and_then(|v| num(v, &[key]));
     let spoiled = versus.as_ref().and_then(|v| lossy(v, &["chat"]));
-    judged.push(judge(out, &PER_CPU, per_cpu, spoiled.clone(), detail));
-    let raw = versus
-        .as_ref()
-        .and_then(|v| num(v, &["ratio_ours_to_mosquitto"]));
-    let detail = versus_detail(&match &versus {
-        Some(v) => format!(
-            "{} vs {} acked/s",
-            v["chat"]["acked_per_sec"].as_f64().unwrap_or(0.0) as u64,
-            v["mosquitto"]["acked_per_sec"].as_f64().unwrap_or(0.0) as u64
-        ),
-        None => String::new(),
-    });
-    judged.push(judge(out, &RAW, raw, spoiled, detail));
+    judged.push(judge(
+        out,
+        &PER_CPU,
+        versus_ratio("ratio_per_cpu_ours_to_mosquitto"),
+        spoiled.clone(),
+        versus_detail("msgs_per_server_cpu_sec", "delivered per CPU-second"),
+    ));
+    judged.push(judge(
+        out,
+        &RAW,
+        versus_ratio("ratio_ours_to_mosquitto"),
+        spoiled,
+        versus_detail("acked_per_sec", "acked/s"),
+    ));
 
     // Fan-out to a group.
     let group = part(
