@@ -66,7 +66,7 @@ pub async fn in_process_server(
 ) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     // A load generator is no user, and opens many connections from one IP.
-    let settings = conn_tier::app::Settings {
+    let settings = conn_tier::config::Settings {
         users: conn_tier::hub::UserLimits {
             max_connections: 1_000_000,
             burst: 1_000_000,

@@ -4,7 +4,7 @@
 //! signer with the right credential is always accepted.
 #![no_main]
 use arbitrary::Arbitrary;
-use chat_local_apigw::sigv4::{
+use chat_management::sigv4::{
     amz_date, parse_authorization, sign_headers, verify_at, Credential, Request,
 };
 use libfuzzer_sys::fuzz_target;

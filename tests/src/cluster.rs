@@ -149,7 +149,7 @@ pub struct ClusterUnderTest {
 }
 
 impl ClusterUnderTest {
-    /// Starts `n` nodes of `bin` (the chat-server binary) and HAProxy;
+    /// Starts `n` nodes of `bin` (the conn-tier binary) and HAProxy;
     /// returns once all are ready.
     pub async fn start(bin: &str, n: usize, extra: &[&str]) -> Self {
         crate::init_log();
@@ -332,7 +332,7 @@ impl ClusterUnderTest {
 
     /// The messages the store holds in `conv`, in id order.
     pub async fn stored(&self, conv: &str) -> Vec<chat_core::ports::StoredMessage> {
-        use chat_core::ports::Store;
+        use chat_core::ports::MessageStore;
         let tables = chat_dynamo::connect(&self.prefix).await.unwrap();
         chat_dynamo::DynamoStore::new(&tables)
             .messages_after(conv, 0, 100_000)

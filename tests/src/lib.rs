@@ -6,7 +6,7 @@
 //!   its store in a temp dir), [`TestClient`] (a WebSocket client with
 //!   timeouts), and the store under test for the contract suite
 //!   ([`contract_fixture`]).
-//! - `src/bin/chat-server.rs`: the conn-tier binary, built here so the crash
+//! - `src/bin/conn-tier.rs`: the conn-tier binary, built here so the crash
 //!   test can kill a real server process.
 //! - `src/cluster.rs`: a real cluster (node processes, HAProxy) and
 //!   devices that reconnect through it, for `tests/cluster.rs`.
@@ -26,9 +26,9 @@ use chat_cli::client::{connect, Ws, WsError, WsMessage};
 use chat_core::auth::Authenticator;
 use chat_core::memory::MemoryConnections;
 use chat_core::ports::{Connections, Store};
-use conn_tier::app::Settings;
+use conn_tier::config::Settings;
 use conn_tier::http::serve;
-use conn_tier::socket::SocketConfig;
+use conn_tier::limits::SocketConfig;
 use conn_tier::App;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -42,8 +42,8 @@ pub const SECRET: &[u8] = b"test-secret-of-at-least-32-bytes";
 
 /// The credential the `@connections` API of the test servers verifies;
 /// the AWS SDK clients of the tests sign with it.
-pub fn management_credential() -> chat_local_apigw::sigv4::Credential {
-    chat_local_apigw::sigv4::Credential {
+pub fn management_credential() -> chat_management::sigv4::Credential {
+    chat_management::sigv4::Credential {
         key_id: "test".into(),
         secret: "test".into(),
     }
@@ -556,10 +556,10 @@ pub async fn signed_request(
     host: &str,
     path: &str,
     body: &[u8],
-    cred: Option<&chat_local_apigw::sigv4::Credential>,
+    cred: Option<&chat_management::sigv4::Credential>,
     age_secs: u64,
 ) -> (u16, String) {
-    use chat_local_apigw::sigv4::{amz_date, now_secs, sign_headers};
+    use chat_management::sigv4::{amz_date, now_secs, sign_headers};
     let headers = match cred {
         Some(cred) => {
             let date = amz_date(now_secs() - age_secs);

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+const BIN: &str = env!("CARGO_BIN_EXE_conn-tier");
 
 fn group_conv(gid: &str) -> String {
     format!("grp#{gid}")
@@ -404,15 +404,15 @@ async fn the_management_api_takes_only_requests_signed_with_the_cluster_credenti
     let host = format!("127.0.0.1:{}", cluster.nodes[0].mport);
     let path = format!("/@connections/{}", rec.connection_id);
     let body = br#"{"type":"pong"}"#;
-    let cred = chat_local_apigw::sigv4::Credential {
+    let cred = chat_management::sigv4::Credential {
         key_id: CLUSTER_KEY.0.into(),
         secret: CLUSTER_KEY.1.into(),
     };
-    let wrong = chat_local_apigw::sigv4::Credential {
+    let wrong = chat_management::sigv4::Credential {
         key_id: CLUSTER_KEY.0.into(),
         secret: "not-the-secret".into(),
     };
-    let other_key = chat_local_apigw::sigv4::Credential {
+    let other_key = chat_management::sigv4::Credential {
         key_id: "someone-else".into(),
         secret: CLUSTER_KEY.1.into(),
     };

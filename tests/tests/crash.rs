@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 
 /// Starts the server binary on a free port; returns it and its WebSocket URL.
 async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conn-tier"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
@@ -18,7 +18,7 @@ async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn chat-server");
+        .expect("spawn conn-tier");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = tokio::time::timeout(WAIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {

@@ -2,7 +2,7 @@
 //! receipts, idempotency, history, concurrency.
 
 use chat_tests::*;
-use conn_tier::socket::SocketConfig;
+use conn_tier::limits::SocketConfig;
 use serde_json::json;
 use std::time::Duration;
 
@@ -290,7 +290,7 @@ async fn pipelined_sends_keep_their_order_and_a_later_frame_sees_them_all() {
 
 #[tokio::test]
 async fn a_reader_that_never_reads_is_closed_with_1008_and_never_holds_the_sender_back() {
-    let server = TestServer::start_with_settings(conn_tier::app::Settings {
+    let server = TestServer::start_with_settings(conn_tier::config::Settings {
         socket: SocketConfig {
             // A small queue: it fills once bob's socket stops taking frames.
             outbound_bytes: 64 * 1024,

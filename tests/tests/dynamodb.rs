@@ -3,7 +3,7 @@
 //! capacity targets. Needs the emulator (`--features emulator`,
 //! `localstack/start.sh`); `scripts/test-all` runs it.
 
-use chat_core::ports::{NewMessage, Store};
+use chat_core::ports::{MessageStore, NewMessage};
 use chat_dynamo::schema::ALL;
 use chat_dynamo::{connect, connect_to, DynamoStore};
 use chat_tests::{fresh_tables, SECRET, WAIT};
@@ -43,7 +43,7 @@ async fn a_missing_table_is_a_startup_error_that_names_it() {
     assert!(err.contains("does not exist"), "{err}");
 
     // The server refuses to start, and says which table.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_conn-tier"))
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -16,7 +16,7 @@ const NOFILE: u64 = 64;
 #[tokio::test]
 async fn a_server_out_of_file_descriptors_accepts_again_once_some_are_free() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conn-tier"));
     cmd.args(["--listen", "127.0.0.1:0", "--header-timeout-secs", "60"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -39,7 +39,7 @@ async fn a_server_out_of_file_descriptors_accepts_again_once_some_are_free() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn chat-server");
+    let mut child = cmd.spawn().expect("spawn conn-tier");
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     {

@@ -3,10 +3,10 @@
 
 use chat_cli::client::WsMessage;
 use chat_tests::*;
-use conn_tier::app::Settings;
+use conn_tier::config::Settings;
 use conn_tier::hub::UserLimits;
+use conn_tier::limits::SocketConfig;
 use conn_tier::listener::Limits;
-use conn_tier::socket::SocketConfig;
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

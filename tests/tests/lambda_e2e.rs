@@ -11,7 +11,7 @@ use chat_core::tasks::Tasks;
 use chat_local_apigw::lambda::LambdaBackend;
 use chat_local_apigw::stream::poll_stream;
 use chat_tests::*;
-use conn_tier::socket::SocketConfig;
+use conn_tier::limits::SocketConfig;
 use conn_tier::App;
 use serde_json::json;
 use std::process::Stdio;
@@ -142,7 +142,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
         None,
         None,
         tasks,
-        conn_tier::app::Settings {
+        conn_tier::config::Settings {
             socket: SocketConfig::default(),
             management: Some(management_credential()),
             ..Default::default()

@@ -93,7 +93,7 @@ async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing()
     let path = format!("/@connections/{id}");
     let (status, _) = raw("DELETE", &format!("http://{host}{path}")).await;
     assert_eq!(status, 403, "unsigned");
-    let stranger = chat_local_apigw::sigv4::Credential {
+    let stranger = chat_management::sigv4::Credential {
         key_id: "test".into(),
         secret: "not the secret".into(),
     };
@@ -104,7 +104,7 @@ async fn unsigned_wrongly_signed_and_stale_requests_get_403_and_change_nothing()
         403,
         "wrong secret"
     );
-    let other_key = chat_local_apigw::sigv4::Credential {
+    let other_key = chat_management::sigv4::Credential {
         key_id: "someone-else".into(),
         ..management_credential()
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Runs the server binary with `args` and `env`, expecting it to refuse to
 /// start; returns its stderr.
 async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_conn-tier"));
     cmd.args(args)
         .env("RUST_BACKTRACE", "1")
         .env_remove("CHAT_JWT_SECRET")

@@ -2,7 +2,7 @@
 
 use chat_core::auth::Authenticator;
 use chat_tests::*;
-use conn_tier::app::Settings;
+use conn_tier::config::Settings;
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

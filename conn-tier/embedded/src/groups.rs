@@ -4,6 +4,8 @@
 use crate::batch::{Batch, Groups};
 use crate::memberships;
 use crate::tables::*;
+use crate::EmbeddedStore;
+use async_trait::async_trait;
 use chat_core::ids::ConversationId;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
@@ -108,4 +110,25 @@ pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Grou
         memberships::put(users, &m.user_id, &conv, m.joined_at_ms, *acked)?;
     }
     Ok(updated)
+}
+
+#[async_trait]
+impl GroupStore for EmbeddedStore {
+    async fn group(&self, group_id: &str) -> Result<Option<Group>> {
+        self.read(|txn| {
+            let groups = txn.open_table(GROUPS).map_err(db)?;
+            let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
+            read(&groups, &members, group_id)
+        })
+    }
+
+    async fn create_group(&self, group: &Group) -> Result<()> {
+        let group = group.clone();
+        self.write(move |batch| create(batch, &group)).await
+    }
+
+    async fn update_group(&self, change: &GroupChange) -> Result<Group> {
+        let change = change.clone();
+        self.write(move |batch| update(batch, &change)).await
+    }
 }

@@ -11,11 +11,12 @@
 //! redb's MVCC read transactions and never wait for the writer.
 //!
 //! # Layout
-//! - this file: [`EmbeddedStore`], opening, the write queue, the `Store` impl;
+//! - this file: [`EmbeddedStore`], opening, the write queue;
 //! - `writer`: the group-commit loop;
 //! - `batch`: the tables of one group commit, opened once for all its writes;
 //! - `tables`: table definitions and record bodies;
-//! - `messages`, `memberships`, `groups`: each entity's reads and writes;
+//! - `messages`, `memberships`, `groups`, `quotas`: each entity's reads and
+//!   writes, and its port's impl ([`MessageStore`] and so on);
 //! - [`error`]: the crate's error enum.
 
 mod batch;
@@ -23,16 +24,16 @@ pub mod error;
 mod groups;
 mod memberships;
 mod messages;
+mod quotas;
 mod tables;
 mod writer;
 
 pub use error::Error;
 
-use async_trait::async_trait;
 use batch::Batch;
 use chat_core::ports::*;
 use chat_core::Result;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -163,121 +164,6 @@ impl Drop for EmbeddedStore {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn append(&self, msg: NewMessage) -> Result<Appended> {
-        self.queue(move |batch| messages::append(batch, msg))
-            .await?
-            .await
-            .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
-    }
-
-    async fn append_queued(
-        &self,
-        msg: NewMessage,
-    ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
-        let rx = self
-            .queue(move |batch| messages::append(batch, msg))
-            .await?;
-        Ok(Box::pin(async move {
-            rx.await
-                .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
-        }))
-    }
-
-    async fn messages_after(
-        &self,
-        conv: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>> {
-        self.read(|t| messages::after(t, conv, after, limit))
-    }
-
-    async fn messages_before(
-        &self,
-        conv: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<HistoryPage> {
-        self.read(|t| messages::before(t, conv, before, limit))
-    }
-
-    async fn last_message_id(&self, conv: &str) -> Result<u64> {
-        self.read(|t| messages::last_id(t, conv))
-    }
-
-    async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
-        self.read(|t| memberships::get(t, user, conv))
-    }
-
-    async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
-        self.read(|t| memberships::of_user(t, user))
-    }
-
-    async fn conversations_page(
-        &self,
-        user: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<ConversationState>, bool)> {
-        self.read(|t| memberships::page(t, user, after, limit))
-    }
-
-    async fn take_quota(
-        &self,
-        user: &str,
-        key: &str,
-        limit: u64,
-        _expires_at_secs: u64,
-    ) -> Result<bool> {
-        let (user, key) = (user.to_string(), key.to_string());
-        self.write(move |batch| {
-            let t = batch.quotas()?;
-            let n = t
-                .get((user.as_str(), key.as_str()))
-                .map_err(db)?
-                .map_or(0, |g| g.value());
-            if n >= limit {
-                return Ok(false);
-            }
-            t.insert((user.as_str(), key.as_str()), n + 1).map_err(db)?;
-            Ok(true)
-        })
-        .await
-    }
-
-    async fn advance_watermark(
-        &self,
-        user: &str,
-        conv: &str,
-        up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
-        let (user, conv) = (user.to_string(), conv.to_string());
-        self.write(move |batch| memberships::advance(batch, &user, &conv, up_to))
-            .await
-    }
-
-    async fn group(&self, group_id: &str) -> Result<Option<Group>> {
-        self.read(|txn| {
-            let groups = txn.open_table(GROUPS).map_err(db)?;
-            let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
-            groups::read(&groups, &members, group_id)
-        })
-    }
-
-    async fn create_group(&self, group: &Group) -> Result<()> {
-        let group = group.clone();
-        self.write(move |batch| groups::create(batch, &group)).await
-    }
-
-    async fn update_group(&self, change: &GroupChange) -> Result<Group> {
-        let change = change.clone();
-        self.write(move |batch| groups::update(batch, &change))
-            .await
     }
 }
 

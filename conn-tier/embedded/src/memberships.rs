@@ -2,6 +2,8 @@
 
 use crate::batch::{Batch, Users};
 use crate::tables::*;
+use crate::EmbeddedStore;
+use async_trait::async_trait;
 use chat_core::ports::*;
 use chat_core::Result;
 use redb::{ReadTransaction, ReadableTable};
@@ -119,4 +121,35 @@ pub(crate) fn advance(
         .insert((user, conv), enc(&body).as_slice())
         .map_err(db)?;
     Ok(Some((up_to, true)))
+}
+
+#[async_trait]
+impl MembershipStore for EmbeddedStore {
+    async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
+        self.read(|t| get(t, user, conv))
+    }
+
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
+        self.read(|t| of_user(t, user))
+    }
+
+    async fn conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        self.read(|t| page(t, user, after, limit))
+    }
+
+    async fn advance_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>> {
+        let (user, conv) = (user.to_string(), conv.to_string());
+        self.write(move |batch| advance(batch, &user, &conv, up_to))
+            .await
+    }
 }

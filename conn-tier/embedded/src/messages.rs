@@ -5,6 +5,8 @@ use crate::batch::{Batch, ForAppend};
 use crate::error::Error as StoreErr;
 use crate::memberships;
 use crate::tables::*;
+use crate::EmbeddedStore;
+use async_trait::async_trait;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
 use redb::{ReadTransaction, ReadableTable};
@@ -153,4 +155,46 @@ pub(crate) fn before(
 pub(crate) fn last_id(txn: &ReadTransaction, conv: &str) -> Result<u64> {
     let t = txn.open_table(LAST_ID).map_err(db)?;
     Ok(t.get(conv).map_err(db)?.map_or(0, |g| g.value()))
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    async fn append(&self, msg: NewMessage) -> Result<Appended> {
+        self.queue(move |batch| append(batch, msg))
+            .await?
+            .await
+            .map_err(|_| Error::from(StoreErr::WriterStopped))?
+    }
+
+    async fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
+        let rx = self.queue(move |batch| append(batch, msg)).await?;
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| Error::from(StoreErr::WriterStopped))?
+        }))
+    }
+
+    async fn messages_after(
+        &self,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        self.read(|t| self::after(t, conv, after, limit))
+    }
+
+    async fn messages_before(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        self.read(|t| self::before(t, conv, before, limit))
+    }
+
+    async fn last_message_id(&self, conv: &str) -> Result<u64> {
+        self.read(|t| last_id(t, conv))
+    }
 }

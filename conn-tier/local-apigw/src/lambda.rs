@@ -9,7 +9,7 @@
 //! - Frames: route selection `$request.body.action`; an action with no
 //!   route, or a frame that is not JSON, goes to `$default`.
 //! - The functions answer through the `@connections` management API
-//!   ([`crate::management`]): `domainName` and `stage` in the events name it.
+//!   (`chat_management::api`): `domainName` and `stage` in the events name it.
 //! - Routes and their functions come from chat-core's one table of actions
 //!   ([`chat_core::protocol::route`]), as the SAM template's do.
 

@@ -4,20 +4,19 @@
 
 use crate::backend::{Backend, InProcess};
 use crate::cluster::{new_node_id, Cluster};
-use crate::config::{FunctionsKind, ServerArgs, StoreKind};
+use crate::config::{FunctionsKind, ServerArgs, Settings, StoreKind};
 use crate::error::Error;
-use crate::hub::{Hub, UserLimits};
+use crate::hub::Hub;
+use crate::limits::SocketConfig;
 use crate::listener::Limits;
 use crate::refusals::LogLimiter;
-use crate::socket::SocketConfig;
 use chat_core::auth::Authenticator;
 use chat_core::delivery::{feed, InProcessFanout};
 use chat_core::memory::{MemoryConnections, MemoryStore};
 use chat_core::ports::{Connections, Delivery, Store, StoredMessage};
-use chat_core::service::ChatLimits;
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
-use chat_local_apigw::sigv4::Credential;
+use chat_management::sigv4::Credential;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -30,28 +29,6 @@ const FANOUT_SHARDS: usize = 8;
 const FANOUT_QUEUE: usize = 4096;
 /// Durable messages waiting for delivery before commits wait.
 const FEED_BOUND: usize = 8192;
-
-/// What the flags configure, besides the store and the backend.
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    /// Per-connection limits.
-    pub socket: SocketConfig,
-    /// Per-listener caps (both listeners).
-    pub limits: Limits,
-    /// Per-user caps and rate budget.
-    pub users: UserLimits,
-    /// Answer sizes and quotas of the services.
-    pub chat: ChatLimits,
-    /// `--dev`: `/dev/token` mints tokens with this.
-    pub dev_tokens: Option<Authenticator>,
-    /// Where the `@connections` API listens (`None`: it does not).
-    pub management_addr: Option<SocketAddr>,
-    /// The credential every `@connections` request must be signed with.
-    pub management: Option<Credential>,
-    /// On SIGTERM, how long `/healthz` answers 503 before sockets close
-    /// (a cluster node: the load balancer stops sending clients first).
-    pub drain: Duration,
-}
 
 /// Everything a connection needs, built once.
 #[derive(Clone)]
@@ -353,6 +330,6 @@ async fn check_lambda_endpoint(endpoint: &str) -> Result<(), Error> {
     Err(Error::Config(format!(
         "cannot reach the Lambda functions at {endpoint} (--lambda-endpoint / CHAT_LAMBDA_ENDPOINT): \
          {failure}. Start them first: scripts/local-cloud up starts everything, or run \
-         `cargo lambda watch … -P {port}` as in the README, \"The Lambda functions, locally\""
+         `cargo lambda watch … -P {port}` as in docs/modes.md, \"The Lambda functions, locally\""
     )))
 }

@@ -1,20 +1,41 @@
 //! Command-line flags of the `conn-tier` binary, each with an environment
 //! fallback; switches accept `1/0/true/false/yes/no/on/off`.
 
-use crate::app::Settings;
 use crate::error::Error;
 use crate::hub::UserLimits;
+use crate::limits::{close, defaults, SocketConfig};
 use crate::listener::Limits;
-use crate::socket::{defaults, SocketConfig};
 use chat_core::auth::{Authenticator, TokenRules, DEFAULT_MAX_LIFETIME_SECS};
 use chat_core::ports::DEFAULT_TABLE_PREFIX;
 use chat_core::service::ChatLimits;
-use chat_local_apigw::sigv4::Credential;
+use chat_management::sigv4::Credential;
 use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// What the flags configure, besides the store and the backend.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Per-connection limits.
+    pub socket: SocketConfig,
+    /// Per-listener caps (both listeners).
+    pub limits: Limits,
+    /// Per-user caps and rate budget.
+    pub users: UserLimits,
+    /// Answer sizes and quotas of the services.
+    pub chat: ChatLimits,
+    /// `--dev`: `/dev/token` mints tokens with this.
+    pub dev_tokens: Option<Authenticator>,
+    /// Where the `@connections` API listens (`None`: it does not).
+    pub management_addr: Option<SocketAddr>,
+    /// The credential every `@connections` request must be signed with.
+    pub management: Option<Credential>,
+    /// On SIGTERM, how long `/healthz` answers 503 before sockets close
+    /// (a cluster node: the load balancer stops sending clients first).
+    pub drain: Duration,
+}
 
 /// A switch: `1/0/true/false/yes/no/on/off`, from the flag or its
 /// variable. Clap's own refusal names only the flag, so a wrong
@@ -204,7 +225,7 @@ pub struct ServerArgs {
     /// New connections being recorded in the store at once; the next waits
     /// up to 2 s, then is closed with 1013 (try again later). Bounds what a
     /// reconnect storm asks of the store, so heartbeats still get through.
-    #[arg(long, env = "CHAT_MAX_PENDING_CONNECTS", default_value_t = crate::socket::defaults::MAX_PENDING_CONNECTS)]
+    #[arg(long, env = "CHAT_MAX_PENDING_CONNECTS", default_value_t = defaults::MAX_PENDING_CONNECTS)]
     pub max_pending_connects: usize,
     /// Cluster mode: this node delivers to the connections of the other
     /// nodes sharing the DynamoDB tables, through their `@connections` API
@@ -253,9 +274,9 @@ impl ServerArgs {
                 .max(defaults::MIN_READ_BUFFER_BYTES),
             // A cluster node going down sends its clients to the others.
             shutdown_code: if self.cluster {
-                crate::socket::close::SERVICE_RESTART
+                close::SERVICE_RESTART
             } else {
-                crate::socket::close::GOING_AWAY
+                close::GOING_AWAY
             },
             ..SocketConfig::default()
         }
@@ -386,6 +407,7 @@ impl ServerArgs {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("ws://{}/ws", self.listen)),
+            clustered: self.cluster,
         })
     }
 

@@ -18,6 +18,7 @@ pub enum Error {
     #[cfg(feature = "dynamodb")]
     #[error(transparent)]
     Dynamo(#[from] chat_dynamo::Error),
+    #[cfg(feature = "lambda")]
     #[error(transparent)]
     Gateway(#[from] chat_local_apigw::Error),
 }
@@ -30,7 +31,7 @@ pub fn exit_code(result: Result<(), Error>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chat-server: {}", report(&e));
+            eprintln!("conn-tier: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }

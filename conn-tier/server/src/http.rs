@@ -196,7 +196,7 @@ pub async fn serve_management(
         std::io::Error::other("the @connections API needs a credential to verify requests")
     })?;
     tracing::info!(addr = %listener.local_addr()?, "@connections management API listening");
-    let router = chat_local_apigw::management::router(app.hub.clone(), credential);
+    let router = chat_management::api::router(app.hub.clone(), credential);
     crate::listener::serve(listener, router, app.limits.clone(), shutdown).await
 }
 
@@ -365,7 +365,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         crate::config::FunctionsKind::Lambda => "lambda functions".to_string(),
         crate::config::FunctionsKind::InProcess => format!("{:?} store", args.store).to_lowercase(),
     };
-    tracing::info!(url = %format!("ws://{addr}/ws"), %mode, "chat server ready");
+    tracing::info!(
+        url = %format!("ws://{addr}/ws"),
+        web = %format!("http://{addr}/"),
+        %mode,
+        "chat server ready (the web client at `web`, WebSockets at `url`)"
+    );
     // The management API stops with the client listener.
     let stop = CancellationToken::new();
     let mgmt = match management {

@@ -10,54 +10,16 @@
 //! `max_per_user`) and one rate budget that every connection of the user
 //! spends from: each frame and each connection attempt takes a token.
 
-use crate::outbox::{Full, Outbox};
-use crate::socket::rate::RateLimit;
+use crate::limits::defaults;
+use crate::outbox::{Full, Outbound, Outbox};
+use crate::rate::RateLimit;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError, Seq};
-use chat_local_apigw::management::ConnectionHost;
+use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
+use chat_management::api::ConnectionHost;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-/// What the writer half of a socket handles next.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Written as is: receipts, group frames, other pushes.
-    Text(Utf8Bytes),
-    /// The answer to a frame the connection sent, other than an `ack`:
-    /// written as is, and counted (with acks) by the sequencer, so a
-    /// message that overtook one of the connection's own sends waits for
-    /// its ack rather than reading the store (`socket::sequencer`).
-    Answer(Utf8Bytes),
-    /// A `message` frame, live or replayed: written in its conversation's
-    /// id order, a gap filled from the store first, a repeat dropped.
-    Message { seq: Seq, text: Utf8Bytes },
-    /// The `ack` of one of this connection's sends: the id it stands for
-    /// in the connection's sequence (the message itself never comes).
-    Ack { seq: Seq, text: Utf8Bytes },
-    /// A `sync` starts: each conversation's watermark, above which its
-    /// replay starts (the socket's sequence continues from there).
-    SyncStarted(Vec<(String, u64)>),
-    /// The connection's first frame was not a `sync`: live messages held
-    /// since the upgrade go out now.
-    GoLive,
-    /// Close with this code and reason, then stop.
-    Close(u16, &'static str),
-}
-
-impl Outbound {
-    /// The bytes it takes in the outbound queue.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Outbound::Text(t)
-            | Outbound::Answer(t)
-            | Outbound::Message { text: t, .. }
-            | Outbound::Ack { text: t, .. } => t.len(),
-            _ => 0,
-        }
-    }
-}
 
 struct Handle {
     out: Outbox,
@@ -83,8 +45,8 @@ impl Default for UserLimits {
     fn default() -> Self {
         UserLimits {
             max_connections: 20,
-            burst: crate::socket::defaults::RATE_BURST,
-            per_sec: crate::socket::defaults::RATE_PER_SEC,
+            burst: defaults::RATE_BURST,
+            per_sec: defaults::RATE_PER_SEC,
         }
     }
 }
@@ -351,33 +313,6 @@ impl Hub {
     }
 }
 
-/// The outbound item for a frame: a `message` is sequenced.
-fn outbound(text: Utf8Bytes, seq: Option<Seq>) -> Outbound {
-    match seq {
-        Some(seq) => Outbound::Message { seq, text },
-        None => Outbound::Text(text),
-    }
-}
-
-/// The sequence of a frame posted as JSON text, if it is a `message`.
-fn seq_of(json: &str) -> Option<Seq> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "type")]
-        kind: String,
-        conversation_id: Option<String>,
-        message_id: Option<u64>,
-    }
-    let p: Probe = serde_json::from_str(json).ok()?;
-    match (p.kind.as_str(), p.conversation_id, p.message_id) {
-        ("message", Some(conversation_id), Some(message_id)) => Some(Seq {
-            conversation_id,
-            message_id,
-        }),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Delivery for Hub {
     async fn post(&self, connection: &ConnectionRecord, frame: &Outgoing) -> Result<(), PostError> {
@@ -394,7 +329,10 @@ impl Delivery for Hub {
         // The frame's bytes are shared, not copied, by every connection.
         let text = Utf8Bytes::try_from(frame.json.clone())
             .map_err(|_| PostError::Failed("a frame that is not UTF-8".into()))?;
-        self.push(&connection.connection_id, outbound(text, frame.seq.clone()))
+        self.push(
+            &connection.connection_id,
+            Outbound::posted(text, frame.seq.clone()),
+        )
     }
 }
 
@@ -402,11 +340,11 @@ impl Delivery for Hub {
 impl ConnectionHost for Hub {
     fn post(&self, connection_id: &str, text: String) -> Result<(), PostError> {
         let seq = if self.sequence_posts {
-            seq_of(&text)
+            Outbound::seq_of(&text)
         } else {
             None
         };
-        self.push(connection_id, outbound(Utf8Bytes::from(text), seq))
+        self.push(connection_id, Outbound::posted(Utf8Bytes::from(text), seq))
     }
 
     fn connected_at(&self, connection_id: &str) -> Option<u64> {
@@ -415,29 +353,5 @@ impl ConnectionHost for Hub {
 
     fn close(&self, connection_id: &str) -> bool {
         Hub::close(self, connection_id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_posted_message_frame_is_recognised_and_others_are_not() {
-        let seq = seq_of(
-            r#"{"type":"message","conversation_id":"dm#a#b","message_id":7,"from":"a","text":"x","sent_at":"t"}"#,
-        );
-        assert_eq!(
-            seq,
-            Some(Seq {
-                conversation_id: "dm#a#b".into(),
-                message_id: 7
-            })
-        );
-        assert_eq!(
-            seq_of(r#"{"type":"receipt","conversation_id":"c","up_to":3}"#),
-            None
-        );
-        assert_eq!(seq_of("not json"), None);
     }
 }

@@ -62,7 +62,7 @@ fn enroll(
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl MessageStore for MemoryStore {
     async fn append(&self, msg: NewMessage) -> Result<Appended> {
         let mut g = self.lock();
         let key = (msg.sender.clone(), msg.client_msg_id.clone());
@@ -153,7 +153,10 @@ impl Store for MemoryStore {
     async fn last_message_id(&self, conv: &str) -> Result<u64> {
         Ok(self.lock().messages.get(conv).map_or(0, |l| l.len() as u64))
     }
+}
 
+#[async_trait]
+impl MembershipStore for MemoryStore {
     async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
         Ok(self
             .lock()
@@ -194,25 +197,6 @@ impl Store for MemoryStore {
         Ok((page, rest.next().is_some()))
     }
 
-    async fn take_quota(
-        &self,
-        user: &str,
-        key: &str,
-        limit: u64,
-        _expires_at_secs: u64,
-    ) -> Result<bool> {
-        let mut g = self.lock();
-        let n = g
-            .quotas
-            .entry((user.to_string(), key.to_string()))
-            .or_default();
-        if *n >= limit {
-            return Ok(false);
-        }
-        *n += 1;
-        Ok(true)
-    }
-
     async fn advance_watermark(
         &self,
         user: &str,
@@ -230,7 +214,10 @@ impl Store for MemoryStore {
             Ok(Some((m.acked_up_to, false)))
         }
     }
+}
 
+#[async_trait]
+impl GroupStore for MemoryStore {
     async fn group(&self, group_id: &str) -> Result<Option<Group>> {
         Ok(self.lock().groups.get(group_id).cloned())
     }
@@ -268,6 +255,28 @@ impl Store for MemoryStore {
         }
         g.groups.insert(change.group_id.clone(), group.clone());
         Ok(group)
+    }
+}
+
+#[async_trait]
+impl QuotaStore for MemoryStore {
+    async fn take_quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        _expires_at_secs: u64,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        let n = g
+            .quotas
+            .entry((user.to_string(), key.to_string()))
+            .or_default();
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
     }
 }
 

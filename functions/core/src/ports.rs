@@ -165,9 +165,9 @@ pub struct GroupChange {
     pub remove: Vec<String>,
 }
 
-/// Messages, users and groups.
+/// Messages: appending them (ids, idempotency) and reading them back.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait MessageStore: Send + Sync {
     /// Durably appends a message with the next id of its conversation,
     /// records `(sender, client_msg_id)` for idempotency, moves the sender's
     /// watermark to the new id and enrolls `enroll`. Returns only once the
@@ -176,9 +176,9 @@ pub trait Store: Send + Sync {
     async fn append(&self, msg: NewMessage) -> Result<Appended>;
 
     /// Queues an append in call order and returns a future that resolves
-    /// once it is durable (as [`Store::append`] would). A store with group
-    /// commit overrides it so one caller can have several appends waiting
-    /// for the same fsync; the default appends at once.
+    /// once it is durable (as [`MessageStore::append`] would). A store
+    /// with group commit overrides it so one caller can have several
+    /// appends waiting for the same fsync; the default appends at once.
     async fn append_queued(
         &self,
         msg: NewMessage,
@@ -204,7 +204,11 @@ pub trait Store: Send + Sync {
     ) -> Result<HistoryPage>;
 
     async fn last_message_id(&self, conversation_id: &str) -> Result<u64>;
+}
 
+/// The users table's rows: a user's conversations and read watermarks.
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
     async fn membership(&self, user_id: &str, conversation_id: &str) -> Result<Option<Membership>>;
 
     /// Every conversation the user is in, with its newest id.
@@ -219,6 +223,31 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<(Vec<ConversationState>, bool)>;
 
+    /// Moves the watermark forward to `up_to`, never back. Returns the
+    /// watermark afterwards and whether it moved; `None` if not a member.
+    async fn advance_watermark(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>>;
+}
+
+/// Groups and their members.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    async fn group(&self, group_id: &str) -> Result<Option<Group>>;
+
+    /// Stores a new group, its members and their membership rows (watermark 0).
+    async fn create_group(&self, group: &Group) -> Result<()>;
+
+    /// Applies `change`; [`crate::Error::Contended`] if the version moved.
+    async fn update_group(&self, change: &GroupChange) -> Result<Group>;
+}
+
+/// Per-user counters (groups created a day).
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
     /// Takes one unit of the counter `key` of `user_id` if it is below
     /// `limit` (atomically); false when the quota is used up. The counter
     /// may be forgotten after `expires_at_secs`.
@@ -229,24 +258,14 @@ pub trait Store: Send + Sync {
         limit: u64,
         expires_at_secs: u64,
     ) -> Result<bool>;
-
-    /// Moves the watermark forward to `up_to`, never back. Returns the
-    /// watermark afterwards and whether it moved; `None` if not a member.
-    async fn advance_watermark(
-        &self,
-        user_id: &str,
-        conversation_id: &str,
-        up_to: u64,
-    ) -> Result<Option<(u64, bool)>>;
-
-    async fn group(&self, group_id: &str) -> Result<Option<Group>>;
-
-    /// Stores a new group, its members and their membership rows (watermark 0).
-    async fn create_group(&self, group: &Group) -> Result<()>;
-
-    /// Applies `change`; [`crate::Error::Contended`] if the version moved.
-    async fn update_group(&self, change: &GroupChange) -> Result<Group>;
 }
+
+/// Messages, users, groups and quotas: everything the services keep. One
+/// trait per entity (each adapter implements them in that entity's
+/// module); a store is any type that implements all four.
+pub trait Store: MessageStore + MembershipStore + GroupStore + QuotaStore {}
+
+impl<T: MessageStore + MembershipStore + GroupStore + QuotaStore + ?Sized> Store for T {}
 
 /// Where a connection lives, so anyone can post to it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

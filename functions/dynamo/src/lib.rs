@@ -15,6 +15,8 @@
 //! - [`request`]: the one request helper: run, meter, failed conditions.
 //! - [`store`]: the [`chat_core::ports::Store`] adapter, one module per entity.
 //! - [`connections`]: the [`chat_core::ports::Connections`] adapter.
+//! - `conn_table`: the connections table's writes and reads, shared by the
+//!   connection map and the node registry.
 //! - [`nodes`]: the [`chat_core::ports::Nodes`] registry of a conn-tier
 //!   cluster, in the connections table.
 //! - [`meter`]: capacity accounting (read/write units per operation).
@@ -27,6 +29,7 @@
 pub mod apigw;
 pub mod codec;
 pub mod config;
+mod conn_table;
 pub mod connections;
 pub mod error;
 pub mod meter;

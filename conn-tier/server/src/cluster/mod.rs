@@ -15,7 +15,7 @@ pub mod delivery;
 pub use delivery::ClusterDelivery;
 
 use crate::hub::Hub;
-use crate::socket::close::SERVICE_RESTART;
+use crate::limits::close::SERVICE_RESTART;
 use chat_core::ids::new_connection_id;
 use chat_core::ports::{Connections, NodeRecord, Nodes};
 use chat_core::tasks::Tasks;
@@ -38,6 +38,10 @@ pub struct ClusterConfig {
     pub management_url: Option<String>,
     /// Where clients reach this node (or the load balancer in front).
     pub ws_url: String,
+    /// `--cluster`: other nodes deliver to this node's connections. Without
+    /// it the node is alone: it registers only so that its connection
+    /// records are cleaned up if it dies.
+    pub clustered: bool,
 }
 
 /// A fresh node id: a restarted node never inherits old records.
@@ -79,7 +83,14 @@ impl Cluster {
     ) -> chat_core::Result<Arc<Self>> {
         let me = record(&hub.node(), &cfg);
         nodes.join(&me).await?;
-        tracing::info!(node = %me.node_id, "joined the node registry");
+        if cfg.clustered {
+            tracing::info!(node = %me.node_id, "joined the cluster's node registry");
+        } else {
+            tracing::info!(
+                node = %me.node_id,
+                "registered as a single node (no --cluster): the registry only lets a restarted node clean up its old connection records"
+            );
+        }
         Ok(Arc::new(Cluster {
             nodes,
             connections,

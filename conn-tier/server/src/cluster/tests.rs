@@ -3,8 +3,8 @@
 //! `tests/tests/cluster.rs`).
 
 use super::*;
-use crate::hub::Outbound;
 use crate::outbox::outbox;
+use crate::outbox::Outbound;
 use chat_core::memory::MemoryConnections;
 use chat_core::ports::ConnectionRecord;
 
@@ -14,6 +14,7 @@ fn cfg() -> ClusterConfig {
         dead_after: Duration::from_millis(150),
         management_url: Some("http://127.0.0.1:1".into()),
         ws_url: "ws://lb/ws".into(),
+        clustered: true,
     }
 }
 

@@ -8,13 +8,14 @@
 //! them; [`Reader::run`] borrows the reader; the queue of pending answers
 //! is allocated when a frame needs it and freed once it empties.
 
-use super::{close, now_ms, ReadError, SocketConfig};
+use super::{elapsed_ms, ReadError};
 use crate::backend::Backend;
-use crate::hub::{Outbound, UserTicket};
-use crate::outbox::{Full, Outbox};
+use crate::hub::UserTicket;
+use crate::limits::{close, SocketConfig};
+use crate::outbox::{Full, Outbound, Outbox};
 use async_trait::async_trait;
 use axum::extract::ws::{Message, Utf8Bytes};
-use chat_core::ports::{PostError, Seq};
+use chat_core::ports::PostError;
 use chat_core::protocol::{parse_client_frame, ClientFrame, ServerFrame};
 use chat_core::service::Deferred;
 use chat_core::{Error, Reply, Session};
@@ -41,7 +42,7 @@ struct QueueReply {
 #[async_trait]
 impl Reply for QueueReply {
     async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        let out = outbound(frame, false);
+        let out = Outbound::of_frame(frame, false);
         match self.out.push_when_room(out, self.patience).await {
             Ok(()) => Ok(()),
             Err(Full::Closed) | Err(Full::Overflow) => Err(PostError::Gone),
@@ -53,39 +54,10 @@ impl Reply for QueueReply {
     }
 }
 
-/// The queue item for a frame: a `message` and an `ack` are sequenced; an
-/// `answer` to one of the connection's frames (an `ack` is one too) is
-/// counted by the sequencer, so a message that overtook the connection's
-/// own send waits for it.
-fn outbound(frame: ServerFrame, answer: bool) -> Outbound {
-    let text = Utf8Bytes::from(frame.to_json());
-    match frame {
-        ServerFrame::Message(m) => Outbound::Message {
-            seq: Seq {
-                conversation_id: m.conversation_id,
-                message_id: m.message_id,
-            },
-            text,
-        },
-        ServerFrame::Ack {
-            conversation_id,
-            message_id,
-            ..
-        } => Outbound::Ack {
-            seq: Seq {
-                conversation_id,
-                message_id,
-            },
-            text,
-        },
-        _ if answer => Outbound::Answer(text),
-        _ => Outbound::Text(text),
-    }
-}
-
 /// Queues the answer to one of the connection's frames.
 async fn queue_answer(out: &Outbox, frame: ServerFrame, patience: Duration) -> Result<(), Full> {
-    out.push_when_room(outbound(frame, true), patience).await
+    out.push_when_room(Outbound::of_frame(frame, true), patience)
+        .await
 }
 
 fn ready(frame: ServerFrame) -> Deferred {
@@ -187,7 +159,7 @@ impl Reader<'_> {
             let Some(msg) = msg else {
                 break (close::NORMAL, "");
             };
-            self.out.saw_peer(now_ms(self.origin));
+            self.out.saw_peer(elapsed_ms(self.origin));
             let closing = match msg {
                 Ok(Message::Text(text)) => self.on_text(&mut pending, text).await,
                 Ok(Message::Binary(_)) => {

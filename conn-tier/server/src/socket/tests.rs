@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::hub::Hub;
+use crate::limits::SocketConfig;
 use chat_core::delivery::InlineFanout;
 use chat_core::ids::UserId;
 use chat_core::memory::{MemoryConnections, MemoryStore};
@@ -98,7 +99,7 @@ fn app_with(socket: SocketConfig, users: crate::hub::UserLimits) -> App {
         Some(conns),
         Some(store),
         Arc::new(Tasks::new()),
-        crate::app::Settings {
+        crate::config::Settings {
             socket,
             ..Default::default()
         },

@@ -8,9 +8,10 @@
 //! while they can fire.
 
 use super::sequencer::Sequencer;
-use super::{close, close_msg, now_ms};
+use super::{close_msg, elapsed_ms};
 use crate::app::App;
-use crate::hub::Outbound;
+use crate::limits::close;
+use crate::outbox::Outbound;
 use crate::outbox::{Inbox, Next};
 use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt};
@@ -118,7 +119,7 @@ where
                     _ = fire(&mut hold) => Box::pin(self.sequencer.go_live()).await,
                     _ = ping.tick() => {
                         let seen = self.inbox.peer_seen_ms();
-                        if now_ms(self.origin).saturating_sub(seen) > idle_ms {
+                        if elapsed_ms(self.origin).saturating_sub(seen) > idle_ms {
                             vec![close_msg(close::GOING_AWAY, "idle timeout")]
                         } else {
                             vec![Message::Ping(Default::default())]

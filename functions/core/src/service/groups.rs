@@ -90,40 +90,21 @@ impl Chat {
         user_id: &str,
     ) -> Result<ServerFrame> {
         let target = UserId::parse(user_id)?.to_string();
-        for _ in 0..GROUP_RETRIES {
-            let group = self.group_of_member(session, group_id).await?;
+        self.change_group(session, group_id, |group| {
             if !group.is_admin(session.user_id.as_str()) {
                 return Err(Error::Forbidden);
             }
             if group.is_member(&target) {
-                return Ok(group_frame(&group));
+                return Ok(Plan::Unchanged);
             }
             if group.members.len() >= MAX_GROUP_MEMBERS {
                 return Err(Error::GroupFull {
                     limit: MAX_GROUP_MEMBERS,
                 });
             }
-            let conv = ConversationId::group(&group.group_id).to_string();
-            let watermark = self.store.last_message_id(&conv).await?;
-            let change = GroupChange {
-                group_id: group.group_id.clone(),
-                expected_version: group.version,
-                admins: group.admins.clone(),
-                add: vec![(
-                    GroupMember {
-                        user_id: target.clone(),
-                        joined_at_ms: now_ms(),
-                        seq: group.next_seq,
-                    },
-                    watermark,
-                )],
-                remove: vec![],
-            };
-            if let Some(frame) = self.apply_change(session, &change, &[]).await? {
-                return Ok(frame);
-            }
-        }
-        Err(Error::Contended)
+            Ok(Plan::Add(target.clone()))
+        })
+        .await
     }
 
     pub async fn remove_member(
@@ -134,8 +115,7 @@ impl Chat {
     ) -> Result<ServerFrame> {
         let target = UserId::parse(user_id)?.to_string();
         let me = session.user_id.as_str();
-        for _ in 0..GROUP_RETRIES {
-            let group = self.group_of_member(session, group_id).await?;
+        self.change_group(session, group_id, |group| {
             if target != me && !group.is_admin(me) {
                 return Err(Error::Forbidden);
             }
@@ -144,15 +124,57 @@ impl Chat {
                     "{target} is not a member of this group"
                 )));
             }
-            let change = GroupChange {
-                group_id: group.group_id.clone(),
-                expected_version: group.version,
-                admins: admins_after_removing(&group, &target),
-                add: vec![],
-                remove: vec![target.clone()],
+            Ok(Plan::Remove(target.clone()))
+        })
+        .await
+    }
+
+    /// Reads the group (the requester must be a member), lets `plan` decide
+    /// from what it read, and applies the change at the version read; if
+    /// the group moved on meanwhile, reads it again, up to
+    /// [`GROUP_RETRIES`] times.
+    async fn change_group(
+        &self,
+        session: &Session,
+        group_id: &str,
+        plan: impl Fn(&Group) -> Result<Plan>,
+    ) -> Result<ServerFrame> {
+        for _ in 0..GROUP_RETRIES {
+            let group = self.group_of_member(session, group_id).await?;
+            let (change, also) = match plan(&group)? {
+                Plan::Unchanged => return Ok(group_frame(&group)),
+                Plan::Add(user) => {
+                    // The new member's watermark: the group's newest id, so
+                    // `sync` does not replay the history before it joined.
+                    let conv = ConversationId::group(&group.group_id).to_string();
+                    let watermark = self.store.last_message_id(&conv).await?;
+                    let member = GroupMember {
+                        user_id: user,
+                        joined_at_ms: now_ms(),
+                        seq: group.next_seq,
+                    };
+                    let change = GroupChange {
+                        group_id: group.group_id.clone(),
+                        expected_version: group.version,
+                        admins: group.admins.clone(),
+                        add: vec![(member, watermark)],
+                        remove: vec![],
+                    };
+                    (change, vec![])
+                }
+                Plan::Remove(user) => {
+                    let change = GroupChange {
+                        group_id: group.group_id.clone(),
+                        expected_version: group.version,
+                        admins: admins_after_removing(&group, &user),
+                        add: vec![],
+                        remove: vec![user.clone()],
+                    };
+                    // The removed user is told too.
+                    (change, vec![user])
+                }
             };
-            let removed = std::slice::from_ref(&target);
-            if let Some(frame) = self.apply_change(session, &change, removed).await? {
+            if let Some(frame) = self.apply_change(session, &change, &also).await? {
                 return Ok(frame);
             }
         }
@@ -202,6 +224,16 @@ impl Chat {
         };
         self.dispatch(job, "group").await;
     }
+}
+
+/// What a membership change decides from the group as read.
+enum Plan {
+    /// Nothing to change: answer with the group as it is.
+    Unchanged,
+    /// Add this user.
+    Add(String),
+    /// Remove this user (who is told too).
+    Remove(String),
 }
 
 /// The admins once `target` leaves: when the last admin leaves, the

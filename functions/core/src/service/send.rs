@@ -2,7 +2,7 @@
 //! the `ack`; delivery to the members never holds the ack back.
 
 use super::{log_refusal, Chat, Session};
-use crate::delivery::shard_of;
+use crate::delivery::{feed, shard_of};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, Recipient};
 use crate::ports::*;
@@ -155,13 +155,10 @@ impl Chat {
             let _order = locks.lock(&conv).await;
             let appended = self.store.append(msg).await?;
             if !appended.duplicate {
-                let job = FanoutJob {
-                    audience: Audience::Conversation(conv.clone()),
-                    frame: ServerFrame::Message(appended.message.view()),
-                    except_connection: Some(session.connection_id.clone()),
-                    order_key: conv.clone(),
-                };
-                self.dispatch(job, "message").await;
+                // The same job the commit feed makes: the stored message
+                // keeps its origin (this connection), which gets the ack.
+                self.dispatch(feed::job(appended.message.clone()), "message")
+                    .await;
             }
             appended
         };

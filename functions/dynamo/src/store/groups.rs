@@ -8,6 +8,7 @@ use crate::error::Error as DErr;
 use crate::meter::item_size;
 use crate::request::{call, conditional, Written};
 use crate::schema::*;
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeValue as Av, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
@@ -211,5 +212,20 @@ impl DynamoStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl GroupStore for DynamoStore {
+    async fn group(&self, group_id: &str) -> Result<Option<Group>> {
+        self.read_group(group_id).await
+    }
+
+    async fn create_group(&self, g: &Group) -> Result<()> {
+        self.write_new_group(g).await
+    }
+
+    async fn update_group(&self, change: &GroupChange) -> Result<Group> {
+        self.write_group_change(change).await
     }
 }

@@ -5,6 +5,7 @@ use super::DynamoStore;
 use crate::codec::{from_item, MembershipItem};
 use crate::request::{conditional, Written};
 use crate::schema::CONV_PREFIX;
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeValue as Av, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
@@ -233,6 +234,48 @@ impl DynamoStore {
 }
 
 /// Keeps the size helper honest against a real item.
+#[async_trait]
+impl MembershipStore for DynamoStore {
+    async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
+        self.read_membership(user, conv).await
+    }
+
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
+        self.read_conversations(user).await
+    }
+
+    async fn conversations_page(
+        &self,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationState>, bool)> {
+        self.read_conversations_page(user, after, limit).await
+    }
+
+    async fn advance_watermark(
+        &self,
+        user: &str,
+        conv: &str,
+        up_to: u64,
+    ) -> Result<Option<(u64, bool)>> {
+        self.move_watermark(user, conv, up_to).await
+    }
+}
+
+#[async_trait]
+impl QuotaStore for DynamoStore {
+    async fn take_quota(
+        &self,
+        user: &str,
+        key: &str,
+        limit: u64,
+        expires_at_secs: u64,
+    ) -> Result<bool> {
+        self.quota(user, key, limit, expires_at_secs).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use crate::error::Error as DErr;
 use crate::meter::item_size;
 use crate::request::{call, conditional, Written};
 use crate::schema::IDEMPOTENCY_TTL_SECS;
+use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue as Av, ConditionCheck, Put, ReturnConsumedCapacity,
@@ -337,5 +338,34 @@ impl DynamoStore {
             .collect::<Result<_>>()?;
         messages.reverse();
         Ok(HistoryPage { messages, has_more })
+    }
+}
+
+#[async_trait]
+impl MessageStore for DynamoStore {
+    async fn append(&self, msg: NewMessage) -> Result<Appended> {
+        self.append_message(msg).await
+    }
+
+    async fn messages_after(
+        &self,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        self.read_after(conv, after, limit).await
+    }
+
+    async fn messages_before(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        self.read_before(conv, before, limit).await
+    }
+
+    async fn last_message_id(&self, conv: &str) -> Result<u64> {
+        self.newest_id(conv, true).await
     }
 }

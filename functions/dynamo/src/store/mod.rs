@@ -1,19 +1,27 @@
-//! The DynamoDB [`Store`]: one module per entity, each next to the item
-//! conversions it uses ([`crate::codec`]).
+//! The DynamoDB store: one module per entity, each with its port's impl
+//! ([`MessageStore`], [`MembershipStore`] and [`QuotaStore`], [`GroupStore`])
+//! next to the item conversions it uses ([`crate::codec`]).
 //!
 //! # Layout
 //! - [`messages`]: appending (ids, idempotency claims) and reading messages;
-//! - [`memberships`]: the users table's conversation rows and watermarks;
+//! - [`memberships`]: the users table's conversation rows and watermarks,
+//!   and the per-user quotas (kept in the users table too);
 //! - [`groups`]: groups and their members.
 //!
-//! ## Sending without a transaction
-//! A send is three single-item writes (a transaction would double them):
+//! ## Sending: single-item writes, one transaction for a group
+//! A 1:1 send is three single-item writes (a transaction would double their
+//! cost):
 //! 1. read the conversation's newest id (one strongly consistent Query,
 //!    Limit 1) and *claim* the `client_msg_id` with a conditional put of the
 //!    idempotency record pointing at `(conversation, newest + 1)`;
 //! 2. put the message at `newest + 1` if that id is still free;
 //! 3. move the sender's watermark (and, on a first message, enroll the
 //!    recipient).
+//!
+//! A group send differs in step 2 only: the put is a two-item transaction
+//! (`TransactWriteItems`) with a condition check that the sender is still a
+//! member, so a member removed while sending stays removed (the check and
+//! the put cost double, as every transactional write does: docs/cost.md).
 //!
 //! Id `n + 1` is written only after id `n` was seen, so ids are gapless and a
 //! higher id is never visible before a lower one. A claim whose message is
@@ -30,11 +38,9 @@ use crate::config::Tables;
 use crate::meter::{item_size, Meter};
 use crate::request::{call, conditional, Written};
 use crate::schema::*;
-use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
-use chat_core::ports::*;
 use chat_core::Result;
 use serde::Serialize;
 use std::sync::Arc;
@@ -118,82 +124,5 @@ impl DynamoStore {
         self.meter
             .read(out.item().map(item_size).unwrap_or(0), true);
         Ok(out.item().cloned())
-    }
-}
-
-#[async_trait]
-impl Store for DynamoStore {
-    async fn append(&self, msg: NewMessage) -> Result<Appended> {
-        self.append_message(msg).await
-    }
-
-    async fn messages_after(
-        &self,
-        conv: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>> {
-        self.read_after(conv, after, limit).await
-    }
-
-    async fn messages_before(
-        &self,
-        conv: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<HistoryPage> {
-        self.read_before(conv, before, limit).await
-    }
-
-    async fn last_message_id(&self, conv: &str) -> Result<u64> {
-        self.newest_id(conv, true).await
-    }
-
-    async fn membership(&self, user: &str, conv: &str) -> Result<Option<Membership>> {
-        self.read_membership(user, conv).await
-    }
-
-    async fn conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
-        self.read_conversations(user).await
-    }
-
-    async fn conversations_page(
-        &self,
-        user: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<ConversationState>, bool)> {
-        self.read_conversations_page(user, after, limit).await
-    }
-
-    async fn take_quota(
-        &self,
-        user: &str,
-        key: &str,
-        limit: u64,
-        expires_at_secs: u64,
-    ) -> Result<bool> {
-        self.quota(user, key, limit, expires_at_secs).await
-    }
-
-    async fn advance_watermark(
-        &self,
-        user: &str,
-        conv: &str,
-        up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
-        self.move_watermark(user, conv, up_to).await
-    }
-
-    async fn group(&self, group_id: &str) -> Result<Option<Group>> {
-        self.read_group(group_id).await
-    }
-
-    async fn create_group(&self, g: &Group) -> Result<()> {
-        self.write_new_group(g).await
-    }
-
-    async fn update_group(&self, change: &GroupChange) -> Result<Group> {
-        self.write_group_change(change).await
     }
 }

@@ -27,7 +27,7 @@
 //!   with a gap before it waits while answers are owed ([`Waiting`]),
 //!   rather than reading the store for what is only the connection's own.
 
-use crate::hub::Outbound;
+use crate::outbox::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;

@@ -2,6 +2,7 @@
 
 use super::*;
 use chat_core::memory::MemoryStore;
+use chat_core::ports::MessageStore;
 use chat_core::ports::NewMessage;
 
 /// No answers owed: a gap is read from the store at once.

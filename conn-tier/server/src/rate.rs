@@ -1,5 +1,6 @@
-//! A token bucket per connection; generous enough that a burst of 100
-//! frames is never limited.
+//! A token bucket: one per user, shared by the user's connections (the
+//! hub keeps it); generous enough that a burst of 100 frames is never
+//! limited.
 
 use std::time::Instant;
 
@@ -50,7 +51,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::defaults;
+    use crate::limits::defaults;
 
     #[test]
     fn a_burst_of_100_frames_is_never_rate_limited() {

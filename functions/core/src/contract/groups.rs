@@ -1,0 +1,162 @@
+//! The store contract: groups: versioned changes, and removal racing a send.
+
+use super::*;
+
+pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
+    let gid = unique("g");
+    let conv = ConversationId::group(&gid).to_string();
+    let (a, b, c) = (unique("a"), unique("b"), unique("c"));
+    let member = |u: &str, seq| GroupMember {
+        user_id: u.to_string(),
+        joined_at_ms: 1,
+        seq,
+    };
+    let group = Group {
+        group_id: gid.clone(),
+        name: "team ✨".into(),
+        created_by: a.clone(),
+        created_at_ms: 1,
+        admins: vec![a.clone()],
+        members: vec![member(&a, 0), member(&b, 1)],
+        version: 1,
+        next_seq: 2,
+    };
+    s.create_group(&group).await.unwrap();
+    assert_eq!(s.group(&gid).await.unwrap().as_ref(), Some(&group));
+    assert!(matches!(
+        s.create_group(&group).await,
+        Err(Error::Contended)
+    ));
+    assert_eq!(
+        s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to,
+        0
+    );
+    s.append(msg(&conv, &a, "g1", "before c joined"))
+        .await
+        .unwrap();
+
+    let add = GroupChange {
+        group_id: gid.clone(),
+        expected_version: 1,
+        admins: vec![a.clone()],
+        add: vec![(member(&c, 2), 1)],
+        remove: vec![],
+    };
+    let after = s.update_group(&add).await.unwrap();
+    assert_eq!(after.version, 2);
+    assert_eq!(after.member_ids(), vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(s.group(&gid).await.unwrap().unwrap(), after);
+    assert_eq!(
+        s.membership(&c, &conv).await.unwrap().unwrap().acked_up_to,
+        1
+    );
+    // A stale version loses, and changes nothing.
+    let stale = GroupChange {
+        remove: vec![b.clone()],
+        add: vec![],
+        ..add.clone()
+    };
+    assert!(matches!(
+        s.update_group(&stale).await,
+        Err(Error::Contended)
+    ));
+    assert_eq!(s.group(&gid).await.unwrap().unwrap().members.len(), 3);
+
+    let remove = GroupChange {
+        group_id: gid.clone(),
+        expected_version: 2,
+        admins: vec![b.clone()],
+        add: vec![],
+        remove: vec![a.clone()],
+    };
+    let after = s.update_group(&remove).await.unwrap();
+    assert_eq!(after.member_ids(), vec![b.clone(), c.clone()]);
+    assert_eq!(after.admins, vec![b.clone()]);
+    assert!(s.membership(&a, &conv).await.unwrap().is_none());
+    assert_eq!(s.group(&gid).await.unwrap().unwrap().next_seq, 3);
+    assert!(s.group(&unique("nope")).await.unwrap().is_none());
+}
+
+pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
+    let gid = unique("g");
+    let conv = ConversationId::group(&gid).to_string();
+    let (admin, member) = (unique("a"), unique("m"));
+    let joined = |u: &str, seq| GroupMember {
+        user_id: u.to_string(),
+        joined_at_ms: 1,
+        seq,
+    };
+    s.create_group(&Group {
+        group_id: gid.clone(),
+        name: "race".into(),
+        created_by: admin.clone(),
+        created_at_ms: 1,
+        admins: vec![admin.clone()],
+        members: vec![joined(&admin, 0), joined(&member, 1)],
+        version: 1,
+        next_seq: 2,
+    })
+    .await
+    .unwrap();
+    let sender = {
+        let (s, conv, member) = (s.clone(), conv.clone(), member.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..30 {
+                let mut m = msg(&conv, &member, &format!("r{i}"), "still here?");
+                m.member_only = true;
+                outcomes.push(s.append(m).await.map(|a| a.message.message_id));
+                tokio::task::yield_now().await;
+            }
+            outcomes
+        })
+    };
+    // The admin removes the member while the sends go on.
+    tokio::task::yield_now().await;
+    let group = s.group(&gid).await.unwrap().unwrap();
+    s.update_group(&GroupChange {
+        group_id: gid.clone(),
+        expected_version: group.version,
+        admins: vec![admin.clone()],
+        add: vec![],
+        remove: vec![member.clone()],
+    })
+    .await
+    .unwrap();
+    let outcomes = sender.await.unwrap();
+    // A send never re-creates the membership...
+    assert!(s.membership(&member, &conv).await.unwrap().is_none());
+    assert_eq!(
+        s.group(&gid).await.unwrap().unwrap().member_ids(),
+        vec![admin.clone()]
+    );
+    // ...every send after the removal was refused...
+    let stored: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().copied())
+        .collect();
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert!(matches!(e, Error::Forbidden), "{e:?}");
+        }
+    }
+    let first_refused = outcomes.iter().position(|o| o.is_err());
+    if let Some(k) = first_refused {
+        assert!(
+            outcomes[k..].iter().all(|o| o.is_err()),
+            "once removed, always refused"
+        );
+    }
+    // ...and a send after it all is refused too; what was stored is gapless.
+    let mut late = msg(&conv, &member, "late", "let me back in");
+    late.member_only = true;
+    assert!(matches!(s.append(late).await, Err(Error::Forbidden)));
+    let ids: Vec<u64> = s
+        .messages_after(&conv, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(ids, (1..=stored.len() as u64).collect::<Vec<_>>());
+}
