@@ -3,7 +3,7 @@
 //! and the acks of what was shown: one per conversation per batch, for the
 //! newest id.
 
-use serde_json::{json, Value};
+use chat_core::protocol::ClientFrame;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Ids remembered per conversation; older ones count as seen.
@@ -62,7 +62,7 @@ impl Acks {
 
     /// The batch is shown: one `ack` per conversation, for its newest id,
     /// unless this connection already acked that far.
-    pub fn take_frames(&mut self) -> Vec<Value> {
+    pub fn take_frames(&mut self) -> Vec<ClientFrame> {
         let mut frames = Vec::new();
         for (conversation_id, up_to) in std::mem::take(&mut self.batch) {
             if self
@@ -72,10 +72,11 @@ impl Acks {
             {
                 continue;
             }
-            frames.push(json!({
-                "action": "ack", "conversation_id": conversation_id, "up_to": up_to
-            }));
-            self.sent.insert(conversation_id, up_to);
+            self.sent.insert(conversation_id.clone(), up_to);
+            frames.push(ClientFrame::Ack {
+                conversation_id,
+                up_to,
+            });
         }
         frames
     }
@@ -90,6 +91,13 @@ impl Acks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ack(conversation_id: &str, up_to: u64) -> ClientFrame {
+        ClientFrame::Ack {
+            conversation_id: conversation_id.into(),
+            up_to,
+        }
+    }
 
     #[test]
     fn each_message_is_shown_once() {
@@ -121,13 +129,7 @@ mod tests {
         }
         acks.note("grp#g", 9);
         acks.note("grp#g", 8);
-        assert_eq!(
-            acks.take_frames(),
-            [
-                json!({"action": "ack", "conversation_id": "dm#a#b", "up_to": 5}),
-                json!({"action": "ack", "conversation_id": "grp#g", "up_to": 9}),
-            ]
-        );
+        assert_eq!(acks.take_frames(), [ack("dm#a#b", 5), ack("grp#g", 9)]);
         assert!(acks.take_frames().is_empty(), "the batch was taken");
     }
 
@@ -141,9 +143,6 @@ mod tests {
         assert!(acks.take_frames().is_empty(), "already acked up to 5");
         acks.on_connect();
         acks.note("c", 5);
-        assert_eq!(
-            acks.take_frames(),
-            [json!({"action": "ack", "conversation_id": "c", "up_to": 5})]
-        );
+        assert_eq!(acks.take_frames(), [ack("c", 5)]);
     }
 }

@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`client`]: connect to `/ws` with a token.
 //! - `main.rs`: the `chat` binary (token, connect, send, group), wiring its
-//!   modules: `commands` (typed lines → frames), `session` (the interactive
-//!   loop: reconnects, resends), `show` (frames → lines), `backoff`,
+//!   modules: `commands` (typed lines → frames), `outgoing` (what is
+//!   written: built `ClientFrame`s or raw JSON as typed), `session` (the
+//!   interactive loop: reconnects, resends), `incoming` (server frames,
+//!   decoded as `ServerFrame`, handled), `show` (frames → lines), `backoff`,
 //!   `outbox` (unanswered sends), `inbox` (de-duplication, acks), `net`,
 //!   `oneshot` (the script commands).
 

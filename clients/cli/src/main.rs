@@ -4,18 +4,31 @@
 //! interactive session (it reconnects by itself; `/help` lists the
 //! commands); `chat send alice user:bob "hi"` sends one message.
 //!
-//! Layout: [`commands`] turns typed lines into frames, [`session`] runs the
-//! interactive loop (reconnects, resends), [`show`] prints frames,
-//! [`backoff`] is the reconnect schedule, [`outbox`] the unanswered sends,
-//! [`inbox`] de-duplication and acks, [`net`] connecting and writing,
-//! [`oneshot`] the script commands.
+//! # Layout
+//! - [`commands`]: typed lines → commands → frames.
+//! - [`outgoing`]: what is written: built [`ClientFrame`]s, or raw JSON as
+//!   typed; the size check; fresh `client_msg_id`s.
+//! - [`session`]: the interactive loop (reconnects, resends, keepalive).
+//! - [`incoming`]: server frames decoded as [`ServerFrame`] (raw when they
+//!   are not one) and handled.
+//! - [`show`]: frames → the lines a person reads.
+//! - [`backoff`]: the reconnect schedule.
+//! - [`outbox`]: the unanswered sends, and what waits for a connection.
+//! - [`inbox`]: de-duplication and acks.
+//! - [`net`]: connecting, writing, why a connection was lost.
+//! - [`oneshot`]: the script commands (`send`, `group`).
+//!
+//! [`ClientFrame`]: chat_core::protocol::ClientFrame
+//! [`ServerFrame`]: chat_core::protocol::ServerFrame
 
 mod backoff;
 mod commands;
 mod inbox;
+mod incoming;
 mod net;
 mod oneshot;
 mod outbox;
+mod outgoing;
 mod session;
 mod show;
 

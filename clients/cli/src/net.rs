@@ -1,9 +1,9 @@
 //! Opening a connection, writing frames, and saying in one line why a
 //! connection could not open or was lost.
 
+use crate::outgoing::Outgoing;
 use chat_cli::client::{connect, Ws, WsError, WsMessage};
 use futures_util::{Sink, SinkExt};
-use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::error::{ProtocolError, UrlError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -109,20 +109,20 @@ pub fn close_reason(code: u16, reason: &str) -> String {
 }
 
 /// Writes one frame.
-pub async fn write<S>(sink: &mut S, frame: &Value) -> Result<(), WsError>
+pub async fn write<S>(sink: &mut S, frame: &Outgoing) -> Result<(), WsError>
 where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
-    sink.send(WsMessage::text(frame.to_string())).await
+    sink.send(WsMessage::text(frame.to_json())).await
 }
 
 /// Writes frames in order, then flushes.
-pub async fn write_all<S>(sink: &mut S, frames: &[Value]) -> Result<(), WsError>
+pub async fn write_all<S>(sink: &mut S, frames: &[Outgoing]) -> Result<(), WsError>
 where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
     for frame in frames {
-        sink.feed(WsMessage::text(frame.to_string())).await?;
+        sink.feed(WsMessage::text(frame.to_json())).await?;
     }
     sink.flush().await
 }

@@ -1,15 +1,18 @@
 //! The script commands: `chat send` and `chat group` open a connection, sync
 //! (the first frame, as on every connection), send one frame, print its
 //! answer as JSON on stdout and leave. An error answer is one readable line
-//! on stderr and a non-zero exit.
+//! on stderr and a non-zero exit. The answer is picked as a [`ServerFrame`]
+//! and printed as the JSON it came as.
 
-use crate::commands::{self, MsgIds};
+use crate::commands;
 use crate::net;
+use crate::outgoing::{MsgIds, Outgoing};
 use crate::show::{self, note, say};
 use anyhow::{anyhow, bail};
 use chat_cli::client::{Ws, WsMessage};
+use chat_core::protocol::{ClientFrame, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,8 +23,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn send(url: &str, token: &str, to: &str, text: &str) -> anyhow::Result<ExitCode> {
     let id = MsgIds::from_clock().fresh();
     let frame = commands::send_frame(&commands::recipient(to), &id, text);
-    let answer = request(url, token, frame, |f| {
-        (f["type"] == "ack" && f["client_msg_id"] == id.as_str()) || f["type"] == "error"
+    let answer = request(url, token, frame, |f| match f {
+        ServerFrame::Ack { client_msg_id, .. } => *client_msg_id == id,
+        ServerFrame::Error { .. } => true,
+        _ => false,
     })
     .await?;
     Ok(print_answer(&answer))
@@ -34,21 +39,43 @@ pub async fn group(
     name: &str,
     members: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let frame = json!({"action": "createGroup", "name": name, "members": members});
+    let frame = ClientFrame::CreateGroup {
+        name: name.to_string(),
+        members: members.to_vec(),
+    };
     let answer = request(url, token, frame, |f| {
-        f["type"] == "group" || f["type"] == "error"
+        matches!(f, ServerFrame::Group { .. } | ServerFrame::Error { .. })
     })
     .await?;
     Ok(print_answer(&answer))
 }
 
-fn print_answer(answer: &Value) -> ExitCode {
-    if answer["type"] == "error" {
-        note(&show::error(answer));
-        ExitCode::FAILURE
-    } else {
-        say(&answer.to_string());
-        ExitCode::SUCCESS
+/// The answer: the frame, and the JSON it came as.
+struct Answer {
+    frame: ServerFrame,
+    json: Value,
+}
+
+fn print_answer(answer: &Answer) -> ExitCode {
+    match &answer.frame {
+        ServerFrame::Error {
+            code,
+            message,
+            client_msg_id,
+            action,
+        } => {
+            note(&show::error(
+                code,
+                message,
+                action.as_deref(),
+                client_msg_id.as_deref(),
+            ));
+            ExitCode::FAILURE
+        }
+        _ => {
+            say(&answer.json.to_string());
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -56,13 +83,14 @@ fn print_answer(answer: &Value) -> ExitCode {
 async fn request(
     url: &str,
     token: &str,
-    frame: Value,
-    answers: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
+    frame: ClientFrame,
+    answers: impl Fn(&ServerFrame) -> bool,
+) -> anyhow::Result<Answer> {
     let mut ws = net::open(url, token)
         .await
         .map_err(|why| anyhow!("could not connect to {url}: {why}"))?;
-    net::write_all(&mut ws, &[json!({"action": "sync"}), frame])
+    let frames = [ClientFrame::Sync {}.into(), Outgoing::from(frame)];
+    net::write_all(&mut ws, &frames)
         .await
         .map_err(|e| anyhow!("sending to {url}: {e}"))?;
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, wait_for(&mut ws, answers))
@@ -72,12 +100,15 @@ async fn request(
     Ok(answer)
 }
 
-async fn wait_for(ws: &mut Ws, answers: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+async fn wait_for(ws: &mut Ws, answers: impl Fn(&ServerFrame) -> bool) -> anyhow::Result<Answer> {
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(WsMessage::Text(text)) => match serde_json::from_str::<Value>(text.as_str()) {
-                Ok(f) if answers(&f) => return Ok(f),
-                Ok(_) => {}
+                // Another frame, or one this client cannot decode: not the answer.
+                Ok(json) => match serde_json::from_value(json.clone()) {
+                    Ok(frame) if answers(&frame) => return Ok(Answer { frame, json }),
+                    _ => {}
+                },
                 Err(e) => note(&format!(
                     "warning: the server sent a frame that is not JSON ({e}); ignored"
                 )),

@@ -7,26 +7,17 @@
 //! disconnected waits here and is written once, on the next connection.
 
 use crate::backoff;
-use serde_json::Value;
+use crate::outgoing::Outgoing;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 struct Entry {
-    frame: Value,
+    frame: Outgoing,
     /// Set for a `send`: kept until answered.
     client_msg_id: Option<String>,
     /// An `internal` error asked for a retry at this time.
     retry_at: Option<Instant>,
     retries: u32,
-}
-
-/// The `client_msg_id` of a `send` frame.
-pub fn send_id(frame: &Value) -> Option<&str> {
-    if frame["action"] == "send" {
-        frame["client_msg_id"].as_str()
-    } else {
-        None
-    }
 }
 
 /// What an error frame did to a pending send.
@@ -49,8 +40,8 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a frame: a send (kept until answered) or, while disconnected,
     /// anything else (written once on the next connection).
-    pub fn push(&mut self, frame: Value) {
-        let client_msg_id = send_id(&frame).map(str::to_string);
+    pub fn push(&mut self, frame: Outgoing) {
+        let client_msg_id = frame.send_id().map(str::to_string);
         self.entries.push_back(Entry {
             frame,
             client_msg_id,
@@ -74,7 +65,7 @@ impl Outbox {
 
     /// A new connection (after its `sync`): every queued frame, in order.
     /// Call [`Outbox::written`] once they are written.
-    pub fn replay(&mut self) -> Vec<Value> {
+    pub fn replay(&mut self) -> Vec<Outgoing> {
         self.entries
             .iter_mut()
             .map(|e| {
@@ -122,7 +113,7 @@ impl Outbox {
     }
 
     /// The sends whose retry is due at `now`, in order.
-    pub fn due(&mut self, now: Instant) -> Vec<Value> {
+    pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
         let mut frames = Vec::new();
         for e in &mut self.entries {
             if e.retry_at.is_some_and(|at| at <= now) {
@@ -143,10 +134,24 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::protocol::ClientFrame;
     use serde_json::json;
 
-    fn send(id: &str) -> Value {
-        json!({"action": "send", "to": "user:bob", "client_msg_id": id, "text": id})
+    fn send(id: &str) -> Outgoing {
+        ClientFrame::Send {
+            to: "user:bob".into(),
+            client_msg_id: id.into(),
+            text: id.into(),
+        }
+        .into()
+    }
+
+    fn convs() -> Outgoing {
+        ClientFrame::Conversations {
+            limit: None,
+            cursor: None,
+        }
+        .into()
     }
 
     #[test]
@@ -199,20 +204,31 @@ mod tests {
     fn frames_typed_offline_wait_and_are_written_once() {
         let mut o = Outbox::default();
         o.push(send("c-1"));
-        o.push(json!({"action": "conversations"}));
+        o.push(convs());
         o.push(send("c-2"));
         assert_eq!(o.pending(), 3);
         assert_eq!(o.unacked(), 2);
         let first = o.replay();
-        assert_eq!(
-            first,
-            [send("c-1"), json!({"action": "conversations"}), send("c-2")]
-        );
+        assert_eq!(first, [send("c-1"), convs(), send("c-2")]);
         // Not written (the connection dropped again): all of it stays.
         assert_eq!(o.replay(), first);
         o.written();
         assert_eq!(o.replay(), [send("c-1"), send("c-2")]);
-        assert_eq!(send_id(&send("c-9")), Some("c-9"));
-        assert_eq!(send_id(&json!({"action": "sync"})), None);
+    }
+
+    #[test]
+    fn a_raw_send_typed_by_the_user_is_kept_until_answered() {
+        let mut o = Outbox::default();
+        let raw = Outgoing::Raw(
+            json!({"action": "send", "to": "user:bob", "client_msg_id": "r-1", "text": "hi"}),
+        );
+        o.push(raw.clone());
+        o.push(Outgoing::Raw(json!({"action": "sync"})));
+        assert_eq!(o.unacked(), 1);
+        o.replay();
+        o.written();
+        assert_eq!(o.replay(), [raw]);
+        assert!(o.on_ack("r-1"));
+        assert_eq!(o.pending(), 0);
     }
 }

@@ -5,21 +5,23 @@
 //! `client_msg_id`) and what was typed while disconnected. When the
 //! connection is lost it says so, and reconnects with backoff (1 s doubling
 //! to 30 s, jittered; at once after close code 1012). What comes in is
-//! de-duplicated, printed, and acked once per conversation per batch.
+//! handled by [`Incoming`] (de-duplicated, printed, acked once per
+//! conversation per batch); this loop prints and writes what it returns.
 
 use crate::backoff::{Backoff, ClockJitter, STABLE_AFTER};
-use crate::commands::{self, Command, Context, MsgIds, Older, HELP};
-use crate::inbox::{Acks, Seen};
+use crate::commands::{self, Command, Context, HELP};
+use crate::incoming::{Incoming, Listing};
 use crate::net::{self, Lost};
-use crate::outbox::{self, Outbox, Outcome};
-use crate::show::{self, note, say};
+use crate::outbox::Outbox;
+use crate::outgoing::{self, MsgIds, Outgoing};
+use crate::show::{note, say};
 use anyhow::anyhow;
 use chat_cli::client::{Ws, WsError, WsMessage};
 use chat_core::auth::Authenticator;
 use chat_core::ids::UserId;
+use chat_core::protocol::ClientFrame;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::{json, Value};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
@@ -34,8 +36,6 @@ const BATCH: usize = 512;
 /// After the end of input, with nothing left to deliver: how long answers
 /// may still come before the session ends.
 const LINGER: Duration = Duration::from_secs(1);
-/// Most `conversations` pages fetched for one `/convs`.
-const MAX_PAGES: u32 = 100;
 
 type Input = Lines<BufReader<Stdin>>;
 type Tx = SplitSink<Ws, WsMessage>;
@@ -51,15 +51,7 @@ enum End {
 enum Typed {
     Nothing,
     Quit,
-    Frame(Value),
-}
-
-/// A `/convs` listing being collected page by page.
-#[derive(Default)]
-struct Listing {
-    items: Vec<Value>,
-    cursor: Option<String>,
-    pages: u32,
+    Frame(Outgoing),
 }
 
 struct Session {
@@ -68,19 +60,10 @@ struct Session {
     me: UserId,
     ids: MsgIds,
     outbox: Outbox,
-    seen: Seen,
-    acks: Acks,
+    /// The frame handlers and what they share with typed commands.
+    incoming: Incoming,
     backoff: Backoff<ClockJitter>,
-    /// The conversation last sent to or received from (a bare `/history`).
-    current: Option<String>,
-    /// Where `/older` continues.
-    older: Option<Older>,
-    /// The page size of the last `/history` (so `/older` pages alike).
-    history_limit: Option<u32>,
-    listing: Option<Listing>,
     stdin_open: bool,
-    /// Keepalive pings whose `pong` is not printed.
-    quiet_pongs: u32,
 }
 
 /// Runs the session until `/quit` or the end of input. Fails only when the
@@ -89,18 +72,12 @@ pub async fn run(url: String, auth: Authenticator, me: UserId) -> anyhow::Result
     let mut s = Session {
         url,
         auth,
+        incoming: Incoming::new(me.clone()),
         me,
         ids: MsgIds::from_clock(),
         outbox: Outbox::default(),
-        seen: Seen::default(),
-        acks: Acks::default(),
         backoff: Backoff::new(ClockJitter::from_clock()),
-        current: None,
-        older: None,
-        history_limit: None,
-        listing: None,
         stdin_open: true,
-        quiet_pongs: 0,
     };
     let token = s.token()?;
     let first = net::open(&s.url, &token)
@@ -154,10 +131,10 @@ impl Session {
 
     fn on_lost(&mut self, lost: &Lost) {
         note(&format!("disconnected ({}), reconnecting…", lost.why));
-        if self.listing.take().is_some() {
+        if self.incoming.listing.take().is_some() {
             note("the /convs listing was cut short: type /convs again");
         }
-        self.quiet_pongs = 0;
+        self.incoming.quiet_pongs = 0;
     }
 
     /// Waits (backoff) and connects again, queuing what is typed meanwhile.
@@ -213,13 +190,13 @@ impl Session {
     /// is lost or the user quits.
     async fn online(&mut self, ws: Ws, input: &mut Input) -> End {
         let (mut tx, mut rx) = ws.split();
-        self.acks.on_connect();
-        self.quiet_pongs = 0;
+        self.incoming.acks.on_connect();
+        self.incoming.quiet_pongs = 0;
         let queued = self.outbox.replay();
         if !queued.is_empty() {
             note(&format!("sending {} queued frame(s) again", queued.len()));
         }
-        let mut first = vec![json!({"action": "sync"})];
+        let mut first = vec![Outgoing::from(ClientFrame::Sync {})];
         first.extend(queued);
         if let Err(e) = net::write_all(&mut tx, &first).await {
             return End::Lost(Lost::error(&e));
@@ -265,7 +242,7 @@ impl Session {
                     pinged = false;
                     let mut out = Vec::new();
                     let lost = self.on_batch(msg, &mut rx, &mut out);
-                    out.extend(self.acks.take_frames());
+                    out.extend(self.incoming.acks.take_frames().into_iter().map(Outgoing::from));
                     if let Some(lost) = lost {
                         return End::Lost(lost);
                     }
@@ -278,8 +255,8 @@ impl Session {
                         return End::Lost(Lost::plain("no answer from the server for a minute"));
                     }
                     pinged = true;
-                    self.quiet_pongs += 1;
-                    if let Err(e) = net::write(&mut tx, &json!({"action": "ping"})).await {
+                    self.incoming.quiet_pongs += 1;
+                    if let Err(e) = net::write(&mut tx, &ClientFrame::Ping {}.into()).await {
                         return End::Lost(Lost::error(&e));
                     }
                 }
@@ -303,7 +280,7 @@ impl Session {
         &mut self,
         first: Option<Result<WsMessage, WsError>>,
         rx: &mut Rx,
-        out: &mut Vec<Value>,
+        out: &mut Vec<Outgoing>,
     ) -> Option<Lost> {
         let mut lost = self.on_socket(first, out);
         let mut handled = 1;
@@ -321,8 +298,8 @@ impl Session {
 
     /// Writes a typed frame; a send is kept until answered, anything else
     /// is queued for the next connection if the write fails.
-    async fn write_typed(&mut self, tx: &mut Tx, frame: Value) -> Result<(), WsError> {
-        let is_send = outbox::send_id(&frame).is_some();
+    async fn write_typed(&mut self, tx: &mut Tx, frame: Outgoing) -> Result<(), WsError> {
+        let is_send = frame.send_id().is_some();
         if is_send {
             self.outbox.push(frame.clone());
         }
@@ -385,24 +362,25 @@ impl Session {
     }
 
     /// The frame a command becomes, noting what it changes here.
-    fn frame_for(&mut self, cmd: &Command) -> Result<Value, String> {
+    fn frame_for(&mut self, cmd: &Command) -> Result<Outgoing, String> {
         let id = self.ids.fresh();
+        let state = &mut self.incoming;
         let ctx = Context {
             client_msg_id: &id,
-            current: self.current.as_deref(),
-            older: self.older.as_ref(),
+            current: state.current.as_deref(),
+            older: state.older.as_ref(),
         };
         let frame = commands::to_frame(cmd, &ctx)?.ok_or("nothing to send")?;
-        commands::check_size(&frame)?;
+        outgoing::check_size(&frame)?;
         match cmd {
             Command::Send { to, .. } => {
                 if let Some(conversation) = commands::conversation_for_recipient(&self.me, to) {
-                    self.current = Some(conversation);
+                    state.current = Some(conversation);
                 }
             }
-            Command::History { limit, .. } => self.history_limit = *limit,
-            Command::Older => self.history_limit = self.older.as_ref().and_then(|o| o.limit),
-            Command::Conversations => self.listing = Some(Listing::default()),
+            Command::History { limit, .. } => state.history_limit = *limit,
+            Command::Older => state.history_limit = state.older.as_ref().and_then(|o| o.limit),
+            Command::Conversations => state.listing = Some(Listing::default()),
             _ => {}
         }
         Ok(frame)
@@ -412,14 +390,20 @@ impl Session {
     fn on_socket(
         &mut self,
         msg: Option<Result<WsMessage, WsError>>,
-        out: &mut Vec<Value>,
+        out: &mut Vec<Outgoing>,
     ) -> Option<Lost> {
         match msg {
             None => Some(Lost::plain("the connection ended")),
             Some(Err(e)) => Some(Lost::error(&e)),
             Some(Ok(WsMessage::Close(frame))) => Some(Lost::closed(frame.as_ref())),
             Some(Ok(WsMessage::Text(text))) => {
-                self.on_text(text.as_str(), out);
+                let handled =
+                    self.incoming
+                        .on_text(text.as_str(), &mut self.outbox, Instant::now());
+                for line in &handled.lines {
+                    say(line);
+                }
+                out.extend(handled.frames.into_iter().map(Outgoing::from));
                 None
             }
             Some(Ok(WsMessage::Binary(_))) => {
@@ -427,125 +411,6 @@ impl Session {
                 None
             }
             Some(Ok(_)) => None,
-        }
-    }
-
-    /// One frame from the server; never panics, whatever it holds.
-    fn on_text(&mut self, text: &str, out: &mut Vec<Value>) {
-        let f: Value = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
-                say(&format!(
-                    "! the server sent a frame that is not JSON ({e}); ignored"
-                ));
-                return;
-            }
-        };
-        match f["type"].as_str().unwrap_or_default() {
-            "message" => self.on_message(&f),
-            "ack" => {
-                if let Some(id) = f["client_msg_id"].as_str() {
-                    self.outbox.on_ack(id);
-                }
-                if let Some(conversation) = f["conversation_id"].as_str() {
-                    self.current = Some(conversation.to_string());
-                }
-                say(&show::ack(&f));
-            }
-            "error" => self.on_error(&f),
-            "history" => self.on_history(&f),
-            "conversations" => self.on_conversations(&f, out),
-            "receipt" => say(&show::receipt(&f)),
-            "group" => say(&show::group(&f)),
-            "synced" => say("-- up to date --"),
-            "pong" => {
-                if self.quiet_pongs > 0 {
-                    self.quiet_pongs -= 1;
-                } else {
-                    say("pong");
-                }
-            }
-            _ => say(&show::unknown(&f)),
-        }
-    }
-
-    fn on_message(&mut self, f: &Value) {
-        let (Some(conversation), Some(id)) =
-            (f["conversation_id"].as_str(), f["message_id"].as_u64())
-        else {
-            say(&format!(
-                "! the server sent a malformed message; ignored: {}",
-                show::unknown(f)
-            ));
-            return;
-        };
-        if self.seen.first_time(conversation, id) {
-            say(&show::message(f));
-            self.current = Some(conversation.to_string());
-        }
-        // Shown now or before: acked (once per conversation per batch).
-        self.acks.note(conversation, id);
-    }
-
-    fn on_error(&mut self, f: &Value) {
-        if f["action"] == "ping" && self.quiet_pongs > 0 {
-            // An older server without `ping`: it answered, which is enough.
-            self.quiet_pongs -= 1;
-            return;
-        }
-        let mut line = show::error(f);
-        if let Some(id) = f["client_msg_id"].as_str() {
-            let code = f["code"].as_str().unwrap_or_default();
-            if let Outcome::Retry(wait) = self.outbox.on_error(id, code, Instant::now()) {
-                line = format!("{line}; sending it again in {} s", wait.as_secs());
-            }
-        }
-        say(&line);
-    }
-
-    fn on_history(&mut self, f: &Value) {
-        for line in show::history(f) {
-            say(&line);
-        }
-        let Some(conversation) = f["conversation_id"].as_str() else {
-            return;
-        };
-        let span = show::history_span(f);
-        let has_more = f["has_more"].as_bool().unwrap_or(false);
-        self.older = Some(Older {
-            conversation_id: conversation.to_string(),
-            before: span.filter(|_| has_more).map(|(oldest, _)| oldest),
-            limit: self.history_limit,
-        });
-        if let Some((_, newest)) = span {
-            self.acks.note(conversation, newest);
-        }
-    }
-
-    /// A `conversations` page: asks for the next one while there is a
-    /// `next_cursor`, then prints the whole list.
-    fn on_conversations(&mut self, f: &Value, out: &mut Vec<Value>) {
-        let listing = self.listing.get_or_insert_default();
-        if let Some(items) = f["items"].as_array() {
-            listing.items.extend(items.iter().cloned());
-        }
-        listing.pages += 1;
-        let next = f["next_cursor"].as_str().filter(|c| !c.is_empty());
-        let mut cut_short = false;
-        if let Some(cursor) = next {
-            if listing.pages < MAX_PAGES && listing.cursor.as_deref() != Some(cursor) {
-                listing.cursor = Some(cursor.to_string());
-                out.push(json!({"action": "conversations", "cursor": cursor}));
-                return;
-            }
-            cut_short = true;
-        }
-        let listing = self.listing.take().unwrap_or_default();
-        for line in show::conversations(&listing.items, self.me.as_str()) {
-            say(&line);
-        }
-        if cut_short {
-            say("  (more not fetched)");
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Server frames as the lines a person reads. Pure: every function returns
 //! text; [`say`] and [`note`] write it (stdout and stderr) and never panic,
-//! not even on a closed pipe.
+//! not even on a closed pipe. Every string from the server goes through
+//! [`clean`] first.
 
+use chat_core::protocol::{ConversationItem, MessageView};
 use serde_json::Value;
 use std::io::Write;
 
@@ -13,19 +15,6 @@ pub fn say(text: &str) {
 /// A status line (connecting, warnings) on stderr.
 pub fn note(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-/// A string field of untrusted input, with control characters (terminal
-/// escapes) made harmless; `""` when absent.
-pub fn field(f: &Value, key: &str) -> String {
-    clean(f[key].as_str().unwrap_or_default())
-}
-
-/// A number field as text; `?` when absent.
-fn number(f: &Value, key: &str) -> String {
-    f[key]
-        .as_u64()
-        .map_or_else(|| "?".to_string(), |n| n.to_string())
 }
 
 /// Replaces control characters other than newline and tab.
@@ -42,105 +31,95 @@ pub fn clean(s: &str) -> String {
 }
 
 /// A message, live or from history: `[dm#alice#bob #7] alice: hi`.
-pub fn message(f: &Value) -> String {
-    message_in(&field(f, "conversation_id"), f)
+pub fn message(m: &MessageView) -> String {
+    message_in(&m.conversation_id, m)
 }
 
-/// A message of conversation `conversation_id` (history items may leave
-/// their own out).
-fn message_in(conversation_id: &str, m: &Value) -> String {
-    let own = field(m, "conversation_id");
-    let conversation = if own.is_empty() {
+/// A message of conversation `conversation_id` (the page's, for a history
+/// item without its own).
+fn message_in(conversation_id: &str, m: &MessageView) -> String {
+    let conversation = if m.conversation_id.is_empty() {
         conversation_id
     } else {
-        own.as_str()
+        &m.conversation_id
     };
     format!(
-        "[{conversation} #{}] {}: {}",
-        number(m, "message_id"),
-        field(m, "from"),
-        field(m, "text")
+        "[{} #{}] {}: {}",
+        clean(conversation),
+        m.message_id,
+        clean(&m.from),
+        clean(&m.text)
     )
 }
 
 /// The answer to one's own send.
-pub fn ack(f: &Value) -> String {
-    format!(
-        "  ✓ stored as #{} in {}",
-        number(f, "message_id"),
-        field(f, "conversation_id")
-    )
+pub fn ack(conversation_id: &str, message_id: u64) -> String {
+    format!("  ✓ stored as #{message_id} in {}", clean(conversation_id))
 }
 
 /// Someone read a conversation up to an id.
-pub fn receipt(f: &Value) -> String {
+pub fn receipt(conversation_id: &str, user_id: &str, up_to: u64) -> String {
     format!(
-        "  ✓✓ {} read {} up to #{}",
-        field(f, "user_id"),
-        field(f, "conversation_id"),
-        number(f, "up_to")
+        "  ✓✓ {} read {} up to #{up_to}",
+        clean(user_id),
+        clean(conversation_id)
     )
 }
 
 /// A group was created or changed.
-pub fn group(f: &Value) -> String {
-    let id = field(f, "group_id");
+pub fn group(group_id: &str, name: &str, members: &[String], admins: &[String]) -> String {
     format!(
-        "group {} (send with #{id} TEXT): members {}; admins {}",
-        field(f, "name"),
-        names(&f["members"]),
-        names(&f["admins"])
+        "group {} (send with #{} TEXT): members {}; admins {}",
+        clean(name),
+        clean(group_id),
+        names(members),
+        names(admins)
     )
 }
 
-fn names(list: &Value) -> String {
-    let names: Vec<String> = list
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(clean).collect())
-        .unwrap_or_default();
-    if names.is_empty() {
+fn names(list: &[String]) -> String {
+    if list.is_empty() {
         "none".to_string()
     } else {
-        names.join(", ")
+        list.iter().map(|n| clean(n)).collect::<Vec<_>>().join(", ")
     }
 }
 
-/// An error as one line: `! forbidden: not allowed (send c-12)`.
-pub fn error(f: &Value) -> String {
-    let code = field(f, "code");
-    let code = if code.is_empty() {
-        "error".into()
-    } else {
-        code
-    };
-    let about: Vec<String> = [field(f, "action"), field(f, "client_msg_id")]
+/// An error as one line: `! forbidden: not allowed (send c-12)`, naming
+/// the `action` and `client_msg_id` it answers.
+pub fn error(
+    code: &str,
+    message: &str,
+    action: Option<&str>,
+    client_msg_id: Option<&str>,
+) -> String {
+    let code = if code.is_empty() { "error" } else { code };
+    let about: Vec<String> = [action, client_msg_id]
         .into_iter()
+        .flatten()
+        .map(clean)
         .filter(|s| !s.is_empty())
         .collect();
-    let message = field(f, "message").replace('\n', " ");
+    let line = format!("! {}: {}", clean(code), clean(message).replace('\n', " "));
     if about.is_empty() {
-        format!("! {code}: {message}")
+        line
     } else {
-        format!("! {code}: {message} ({})", about.join(" "))
+        format!("{line} ({})", about.join(" "))
     }
 }
 
 /// A `history` page: its messages oldest first, printed as live ones are,
 /// between a header and a footer.
-pub fn history(f: &Value) -> Vec<String> {
-    let conversation = field(f, "conversation_id");
-    let mut messages: Vec<&Value> = f["messages"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    messages.sort_by_key(|m| m["message_id"].as_u64().unwrap_or(0));
-    let mut lines = vec![format!("-- history of {conversation} --")];
-    for m in messages.iter().copied() {
-        lines.push(message_in(&conversation, m));
+pub fn history(conversation_id: &str, messages: &[MessageView], has_more: bool) -> Vec<String> {
+    let mut messages: Vec<&MessageView> = messages.iter().collect();
+    messages.sort_by_key(|m| m.message_id);
+    let mut lines = vec![format!("-- history of {} --", clean(conversation_id))];
+    for m in &messages {
+        lines.push(message_in(conversation_id, m));
     }
     lines.push(if messages.is_empty() {
         "-- no messages --".to_string()
-    } else if f["has_more"].as_bool().unwrap_or(false) {
+    } else if has_more {
         "-- /older shows the page before --".to_string()
     } else {
         "-- the beginning of the conversation --".to_string()
@@ -149,9 +128,8 @@ pub fn history(f: &Value) -> Vec<String> {
 }
 
 /// The oldest and newest ids of a `history` page.
-pub fn history_span(f: &Value) -> Option<(u64, u64)> {
-    let ids = f["messages"].as_array()?;
-    let mut ids = ids.iter().filter_map(|m| m["message_id"].as_u64());
+pub fn history_span(messages: &[MessageView]) -> Option<(u64, u64)> {
+    let mut ids = messages.iter().map(|m| m.message_id);
     let first = ids.next()?;
     Some(ids.fold((first, first), |(lo, hi), id| (lo.min(id), hi.max(id))))
 }
@@ -159,7 +137,7 @@ pub fn history_span(f: &Value) -> Option<(u64, u64)> {
 /// The `conversations` list, one line each: the name (the peer of a direct
 /// chat, the name of a group), the unread count, and for a group the
 /// `#<group_id>` to send or page with.
-pub fn conversations(items: &[Value], me: &str) -> Vec<String> {
+pub fn conversations(items: &[ConversationItem], me: &str) -> Vec<String> {
     if items.is_empty() {
         return vec!["no conversations yet".to_string()];
     }
@@ -185,12 +163,11 @@ pub fn conversations(items: &[Value], me: &str) -> Vec<String> {
 }
 
 /// (name, unread, group id) of one `conversations` item.
-fn conversation_row(item: &Value, me: &str) -> (String, u64, Option<String>) {
-    let conversation = field(item, "conversation_id");
-    let unread = item["unread"].as_u64().unwrap_or(0);
-    let group_id = field(item, "group_id");
-    let is_group = item["kind"] == "group" || conversation.starts_with("grp#");
-    if is_group {
+fn conversation_row(item: &ConversationItem, me: &str) -> (String, u64, Option<String>) {
+    let conversation = clean(&item.conversation_id);
+    let text = |s: &Option<String>| s.as_deref().map(clean).unwrap_or_default();
+    if item.kind == "group" || conversation.starts_with("grp#") {
+        let group_id = text(&item.group_id);
         let id = if group_id.is_empty() {
             conversation
                 .strip_prefix("grp#")
@@ -199,17 +176,17 @@ fn conversation_row(item: &Value, me: &str) -> (String, u64, Option<String>) {
         } else {
             group_id
         };
-        let name = field(item, "name");
+        let name = text(&item.name);
         let name = if name.is_empty() { id.clone() } else { name };
-        return (name, unread, Some(id));
+        return (name, item.unread, Some(id));
     }
-    let peer = field(item, "peer");
+    let peer = text(&item.peer);
     let name = if !peer.is_empty() {
         peer
     } else {
         direct_peer(&conversation, me).unwrap_or(conversation)
     };
-    (name, unread, None)
+    (name, item.unread, None)
 }
 
 /// The other user of `dm#a#b` as seen by `me` (`me` for notes to self).
@@ -219,7 +196,8 @@ fn direct_peer(conversation: &str, me: &str) -> Option<String> {
     Some(peer.to_string())
 }
 
-/// A frame of a type this client does not know, as compact JSON.
+/// A frame this client cannot decode (a newer server's type, say), as
+/// compact JSON.
 pub fn unknown(f: &Value) -> String {
     let json = clean(&f.to_string());
     let short: String = json.chars().take(300).collect();
@@ -235,22 +213,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn msg(conversation_id: &str, message_id: u64, from: &str, text: &str) -> MessageView {
+        MessageView {
+            conversation_id: conversation_id.into(),
+            message_id,
+            from: from.into(),
+            text: text.into(),
+            sent_at: "t".into(),
+        }
+    }
+
     #[test]
     fn live_and_history_messages_print_alike() {
-        let live = json!({
-            "type": "message", "conversation_id": "dm#alice#bob", "message_id": 7,
-            "from": "alice", "text": "hi bob!", "sent_at": "t"
-        });
+        let live = msg("dm#alice#bob", 7, "alice", "hi bob!");
         assert_eq!(message(&live), "[dm#alice#bob #7] alice: hi bob!");
-        let page = json!({
-            "type": "history", "conversation_id": "dm#alice#bob", "has_more": true,
-            "messages": [
-                {"conversation_id": "dm#alice#bob", "message_id": 7, "from": "alice", "text": "hi bob!"},
-                {"message_id": 6, "from": "bob", "text": "hey"}
-            ]
-        });
+        let page = [live, msg("", 6, "bob", "hey")];
         assert_eq!(
-            history(&page),
+            history("dm#alice#bob", &page, true),
             [
                 "-- history of dm#alice#bob --",
                 "[dm#alice#bob #6] bob: hey",
@@ -259,30 +238,50 @@ mod tests {
             ]
         );
         assert_eq!(history_span(&page), Some((6, 7)));
-        let empty = json!({"type": "history", "conversation_id": "grp#g", "messages": [], "has_more": false});
         assert_eq!(
-            history(&empty),
+            history("dm#alice#bob", &page[..1], false).last().unwrap(),
+            "-- the beginning of the conversation --"
+        );
+        assert_eq!(
+            history("grp#g", &[], false),
             ["-- history of grp#g --", "-- no messages --"]
         );
-        assert_eq!(history_span(&empty), None);
+        assert_eq!(history_span(&[]), None);
     }
 
     #[test]
     fn conversations_print_as_a_readable_list() {
+        let item = |conversation_id: &str, kind: &str, unread| ConversationItem {
+            conversation_id: conversation_id.into(),
+            kind: kind.into(),
+            peer: None,
+            group_id: None,
+            name: None,
+            last_message_id: 7,
+            acked_up_to: 5,
+            unread,
+        };
         let items = [
-            json!({"conversation_id": "dm#alice#bob", "kind": "direct", "peer": "bob",
-                   "last_message_id": 7, "acked_up_to": 5, "unread": 2}),
-            json!({"conversation_id": "grp#4f1c", "kind": "group", "group_id": "4f1c",
-                   "name": "team", "last_message_id": 3, "acked_up_to": 3, "unread": 0}),
-            json!({"conversation_id": "dm#alice#carol", "kind": "direct", "unread": 11}),
+            ConversationItem {
+                peer: Some("bob".into()),
+                ..item("dm#alice#bob", "direct", 2)
+            },
+            ConversationItem {
+                group_id: Some("4f1c".into()),
+                name: Some("team".into()),
+                ..item("grp#4f1c", "group", 0)
+            },
+            item("dm#alice#carol", "direct", 11),
+            item("grp#x9", "group", 1),
         ];
         assert_eq!(
             conversations(&items, "alice"),
             [
-                "conversations (3):",
+                "conversations (4):",
                 "  bob      2 unread",
                 "  team     0 unread   #4f1c",
                 "  carol   11 unread",
+                "  x9       1 unread   #x9",
             ]
         );
         assert_eq!(conversations(&[], "alice"), ["no conversations yet"]);
@@ -290,36 +289,48 @@ mod tests {
 
     #[test]
     fn errors_print_as_one_readable_line() {
-        let f = json!({"type": "error", "code": "forbidden", "message": "not allowed",
-                       "action": "send", "client_msg_id": "c-12"});
-        assert_eq!(error(&f), "! forbidden: not allowed (send c-12)");
-        let f = json!({"type": "error", "code": "bad_request", "message": "unknown action"});
-        assert_eq!(error(&f), "! bad_request: unknown action");
-        let f = json!({"type": "error", "code": "forbidden", "message": "not allowed", "action": "history"});
-        assert_eq!(error(&f), "! forbidden: not allowed (history)");
+        assert_eq!(
+            error("forbidden", "not allowed", Some("send"), Some("c-12")),
+            "! forbidden: not allowed (send c-12)"
+        );
+        assert_eq!(
+            error("bad_request", "unknown action", None, None),
+            "! bad_request: unknown action"
+        );
+        assert_eq!(
+            error("forbidden", "not allowed", Some("history"), None),
+            "! forbidden: not allowed (history)"
+        );
+        assert_eq!(error("", "a\nb", Some(""), None), "! error: a b");
     }
 
     #[test]
     fn other_frames_and_hostile_text() {
-        let g = json!({"type": "group", "group_id": "4f1c", "name": "team",
-                       "members": ["alice", "bob"], "admins": ["alice"]});
+        let members = ["alice".to_string(), "bob".to_string()];
         assert_eq!(
-            group(&g),
+            group("4f1c", "team", &members, &members[..1]),
             "group team (send with #4f1c TEXT): members alice, bob; admins alice"
         );
-        let r = json!({"type": "receipt", "conversation_id": "dm#alice#bob", "user_id": "bob", "up_to": 7});
-        assert_eq!(receipt(&r), "  ✓✓ bob read dm#alice#bob up to #7");
-        let a = json!({"type": "ack", "client_msg_id": "c-1", "conversation_id": "dm#alice#bob", "message_id": 7});
-        assert_eq!(ack(&a), "  ✓ stored as #7 in dm#alice#bob");
-        let evil = json!({"type": "message", "conversation_id": "dm#a#b", "message_id": 1,
-                          "from": "a", "text": "\u{1b}[2Jgotcha"});
-        assert!(!message(&evil).contains('\u{1b}'));
-        assert_eq!(unknown(&json!({"type": "new"})), r#"? {"type":"new"}"#);
-        // Not an object, or fields of the wrong type: printed, never a panic.
-        assert_eq!(message(&json!([1, 2])), "[ #?] : ");
         assert_eq!(
-            history(&json!("x")),
-            ["-- history of  --", "-- no messages --"]
+            group("g", "g", &[], &[]),
+            "group g (send with #g TEXT): members none; admins none"
         );
+        assert_eq!(
+            receipt("dm#alice#bob", "bob", 7),
+            "  ✓✓ bob read dm#alice#bob up to #7"
+        );
+        assert_eq!(ack("dm#alice#bob", 7), "  ✓ stored as #7 in dm#alice#bob");
+        let evil = msg("dm#a#b", 1, "a\u{1b}", "\u{1b}[2Jgotcha");
+        assert!(!message(&evil).contains('\u{1b}'));
+        let evil = error("x\u{7}", "m", Some("\u{1b}[2J"), None);
+        assert!(
+            !evil.contains('\u{1b}') && !evil.contains('\u{7}'),
+            "{evil}"
+        );
+        assert_eq!(unknown(&json!({"type": "new"})), r#"? {"type":"new"}"#);
+        // Not an object: printed as it is, never a panic.
+        assert_eq!(unknown(&json!([1, 2])), "? [1,2]");
+        let long = unknown(&json!({"type": "new", "x": "y".repeat(400)}));
+        assert!(long.ends_with('…') && long.chars().count() == 303, "{long}");
     }
 }

@@ -35,7 +35,8 @@ macro_rules! client_actions {
             => $name:literal, route $route:literal, function $function:literal;
     )*) => {
         /// A frame from a client, tagged by `action`.
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        // Serialize: for clients that build frames (the `chat` CLI).
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
         #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "action")]
         pub enum ClientFrame {

@@ -1,13 +1,14 @@
-//! Typed lines: what the user means ([`Command`]) and the frame it becomes.
+//! Typed lines: what the user means ([`Command`]) and the frame it becomes
+//! (a [`ClientFrame`], or a raw JSON object as typed).
 //!
 //! Everything here is pure: the session supplies what a command needs from
 //! it (the current conversation, where `/older` continues, a fresh
 //! `client_msg_id`) in a [`Context`].
 
+use crate::outgoing::Outgoing;
 use chat_core::ids::{ConversationId, UserId};
-use chat_core::protocol::{MAX_FRAME_BYTES, MAX_HISTORY_LIMIT, MAX_TEXT_BYTES};
-use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
+use chat_core::protocol::{ClientFrame, MAX_HISTORY_LIMIT, MAX_TEXT_BYTES};
+use serde_json::Value;
 
 /// What `/help` prints.
 pub const HELP: &str = "\
@@ -241,18 +242,21 @@ pub fn conversation_for_recipient(me: &UserId, to: &str) -> Option<String> {
 }
 
 /// The frame for `cmd`; `Ok(None)` for what stays local (`/help`, `/quit`).
-pub fn to_frame(cmd: &Command, ctx: &Context<'_>) -> Result<Option<Value>, String> {
+pub fn to_frame(cmd: &Command, ctx: &Context<'_>) -> Result<Option<Outgoing>, String> {
     let frame = match cmd {
         Command::Send { to, text } => send_frame(to, ctx.client_msg_id, text),
-        Command::CreateGroup { name, members } => {
-            json!({"action": "createGroup", "name": name, "members": members})
-        }
-        Command::AddMember { group_id, user_id } => {
-            json!({"action": "addMember", "group_id": group_id, "user_id": user_id})
-        }
-        Command::RemoveMember { group_id, user_id } => {
-            json!({"action": "removeMember", "group_id": group_id, "user_id": user_id})
-        }
+        Command::CreateGroup { name, members } => ClientFrame::CreateGroup {
+            name: name.clone(),
+            members: members.clone(),
+        },
+        Command::AddMember { group_id, user_id } => ClientFrame::AddMember {
+            group_id: group_id.clone(),
+            user_id: user_id.clone(),
+        },
+        Command::RemoveMember { group_id, user_id } => ClientFrame::RemoveMember {
+            group_id: group_id.clone(),
+            user_id: user_id.clone(),
+        },
         Command::History {
             conversation,
             limit,
@@ -278,40 +282,33 @@ pub fn to_frame(cmd: &Command, ctx: &Context<'_>) -> Result<Option<Value>, Strin
                 .ok_or_else(|| format!("no older messages in {}", older.conversation_id))?;
             history_frame(&older.conversation_id, older.limit, Some(before))
         }
-        Command::Conversations => json!({"action": "conversations"}),
-        Command::Sync => json!({"action": "sync"}),
-        Command::Raw(v) => v.clone(),
+        Command::Conversations => ClientFrame::Conversations {
+            limit: None,
+            cursor: None,
+        },
+        Command::Sync => ClientFrame::Sync {},
+        Command::Raw(v) => return Ok(Some(Outgoing::Raw(v.clone()))),
         Command::Help | Command::Quit => return Ok(None),
     };
-    Ok(Some(frame))
+    Ok(Some(frame.into()))
 }
 
-/// `{"action":"send",…}`.
-pub fn send_frame(to: &str, client_msg_id: &str, text: &str) -> Value {
-    json!({"action": "send", "to": to, "client_msg_id": client_msg_id, "text": text})
+/// A `send`.
+pub fn send_frame(to: &str, client_msg_id: &str, text: &str) -> ClientFrame {
+    ClientFrame::Send {
+        to: to.to_string(),
+        client_msg_id: client_msg_id.to_string(),
+        text: text.to_string(),
+    }
 }
 
-/// `{"action":"history",…}`, with `limit` and `before` only when given.
-pub fn history_frame(conversation_id: &str, limit: Option<u32>, before: Option<u64>) -> Value {
-    let mut frame = json!({"action": "history", "conversation_id": conversation_id});
-    if let Some(limit) = limit {
-        frame["limit"] = json!(limit);
+/// A `history` page (the server's default size when `limit` is `None`).
+fn history_frame(conversation_id: &str, limit: Option<u32>, before: Option<u64>) -> ClientFrame {
+    ClientFrame::History {
+        conversation_id: conversation_id.to_string(),
+        before,
+        limit,
     }
-    if let Some(before) = before {
-        frame["before"] = json!(before);
-    }
-    frame
-}
-
-/// Refuses a frame the server would close the connection for (1009).
-pub fn check_size(frame: &Value) -> Result<(), String> {
-    let len = frame.to_string().len();
-    if len > MAX_FRAME_BYTES {
-        return Err(format!(
-            "too large: the frame is {len} bytes; the server takes at most {MAX_FRAME_BYTES}"
-        ));
-    }
-    Ok(())
 }
 
 /// `user:bob` / `group:g` from what a script passes: those as is, or `bob`,
@@ -326,242 +323,5 @@ pub fn recipient(to: &str) -> String {
     }
 }
 
-/// Fresh `client_msg_id`s: `cli-<clock and process>-<n>`, unique across runs.
-pub struct MsgIds {
-    prefix: String,
-    n: u64,
-}
-
-impl MsgIds {
-    pub fn from_clock() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        MsgIds {
-            prefix: format!("{nanos:x}{:x}", std::process::id()),
-            n: 0,
-        }
-    }
-
-    pub fn fresh(&mut self) -> String {
-        self.n += 1;
-        format!("cli-{}-{}", self.prefix, self.n)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(id: &str) -> UserId {
-        UserId::parse(id).unwrap()
-    }
-
-    /// The frame a line typed by `me` becomes, with no current conversation.
-    fn frame_of(line: &str, me: &str) -> Result<Option<Value>, String> {
-        let cmd = parse(line, &user(me))?.expect("a command");
-        let ctx = Context {
-            client_msg_id: "c-1",
-            current: None,
-            older: None,
-        };
-        to_frame(&cmd, &ctx)
-    }
-
-    #[test]
-    fn history_of_a_user_is_the_sorted_direct_conversation() {
-        assert_eq!(
-            frame_of("/history bob", "alice").unwrap(),
-            Some(json!({"action": "history", "conversation_id": "dm#alice#bob"}))
-        );
-        assert_eq!(
-            frame_of("/history bob", "zed").unwrap(),
-            Some(json!({"action": "history", "conversation_id": "dm#bob#zed"}))
-        );
-        assert_eq!(
-            frame_of("/history @bob", "zed").unwrap(),
-            Some(json!({"action": "history", "conversation_id": "dm#bob#zed"}))
-        );
-    }
-
-    #[test]
-    fn history_of_a_group_with_page_size_and_before() {
-        assert_eq!(
-            frame_of("/history #g1", "alice").unwrap(),
-            Some(json!({"action": "history", "conversation_id": "grp#g1"}))
-        );
-        assert_eq!(
-            frame_of("/history bob 20", "alice").unwrap(),
-            Some(json!({"action": "history", "conversation_id": "dm#alice#bob", "limit": 20}))
-        );
-        assert_eq!(
-            frame_of("/history #g1 10 42", "alice").unwrap(),
-            Some(json!({
-                "action": "history", "conversation_id": "grp#g1", "limit": 10, "before": 42
-            }))
-        );
-        assert!(frame_of("/history bob 0", "alice").is_err());
-        assert!(frame_of("/history bob 101", "alice").is_err());
-        assert!(frame_of("/history bob 10 x", "alice").is_err());
-    }
-
-    #[test]
-    fn bare_history_uses_the_current_conversation() {
-        let me = user("alice");
-        let cmd = parse("/history", &me).unwrap().unwrap();
-        let none = Context {
-            client_msg_id: "c-1",
-            current: None,
-            older: None,
-        };
-        assert!(to_frame(&cmd, &none).is_err(), "no current conversation");
-        let current = Context {
-            client_msg_id: "c-1",
-            current: Some("grp#g1"),
-            older: None,
-        };
-        assert_eq!(
-            to_frame(&cmd, &current).unwrap(),
-            Some(json!({"action": "history", "conversation_id": "grp#g1"}))
-        );
-        let cmd = parse("/history 5", &me).unwrap().unwrap();
-        assert_eq!(
-            to_frame(&cmd, &current).unwrap(),
-            Some(json!({"action": "history", "conversation_id": "grp#g1", "limit": 5}))
-        );
-    }
-
-    #[test]
-    fn older_pages_back_from_the_oldest_shown() {
-        let me = user("alice");
-        let cmd = parse("/older", &me).unwrap().unwrap();
-        let older = Older {
-            conversation_id: "dm#alice#bob".into(),
-            before: Some(31),
-            limit: Some(20),
-        };
-        let ctx = Context {
-            client_msg_id: "c-1",
-            current: None,
-            older: Some(&older),
-        };
-        assert_eq!(
-            to_frame(&cmd, &ctx).unwrap(),
-            Some(json!({
-                "action": "history", "conversation_id": "dm#alice#bob", "limit": 20, "before": 31
-            }))
-        );
-        let done = Older {
-            before: None,
-            ..older.clone()
-        };
-        let ctx = Context {
-            older: Some(&done),
-            ..ctx
-        };
-        assert!(to_frame(&cmd, &ctx).is_err(), "nothing older");
-    }
-
-    #[test]
-    fn sends_to_users_and_groups_carry_the_client_msg_id() {
-        assert_eq!(
-            frame_of("@bob hello  there", "alice").unwrap(),
-            Some(json!({
-                "action": "send", "to": "user:bob", "client_msg_id": "c-1", "text": "hello  there"
-            }))
-        );
-        assert_eq!(
-            frame_of("#g1 hi all", "alice").unwrap(),
-            Some(
-                json!({"action": "send", "to": "group:g1", "client_msg_id": "c-1", "text": "hi all"})
-            )
-        );
-        assert!(frame_of("@bob", "alice").is_err(), "no text");
-        assert!(frame_of("@bad! hi", "alice").is_err(), "not a user id");
-        let long = format!("@bob {}", "x".repeat(MAX_TEXT_BYTES + 1));
-        assert!(frame_of(&long, "alice").is_err(), "too long");
-    }
-
-    #[test]
-    fn group_commands_and_raw_json() {
-        assert_eq!(
-            frame_of("/group team bob carol", "alice").unwrap(),
-            Some(json!({"action": "createGroup", "name": "team", "members": ["bob", "carol"]}))
-        );
-        assert_eq!(
-            frame_of("/add g1 dave", "alice").unwrap(),
-            Some(json!({"action": "addMember", "group_id": "g1", "user_id": "dave"}))
-        );
-        assert_eq!(
-            frame_of("/remove g1 dave", "alice").unwrap(),
-            Some(json!({"action": "removeMember", "group_id": "g1", "user_id": "dave"}))
-        );
-        assert!(frame_of("/add g1", "alice").is_err());
-        assert_eq!(
-            frame_of(r#"{"action":"ping"}"#, "alice").unwrap(),
-            Some(json!({"action": "ping"}))
-        );
-        assert!(frame_of("{oops", "alice").is_err());
-        assert_eq!(
-            frame_of("/convs", "alice").unwrap(),
-            Some(json!({"action": "conversations"}))
-        );
-        assert_eq!(
-            frame_of("/sync", "alice").unwrap(),
-            Some(json!({"action": "sync"}))
-        );
-    }
-
-    #[test]
-    fn help_quit_and_unknown_commands() {
-        let me = user("alice");
-        assert_eq!(parse("/help", &me), Ok(Some(Command::Help)));
-        assert_eq!(parse("  /quit ", &me), Ok(Some(Command::Quit)));
-        assert_eq!(parse("   ", &me), Ok(None));
-        let hint = parse("/frobnicate", &me).unwrap_err();
-        assert!(hint.contains("/help"), "{hint}");
-        assert!(!hint.contains('\n'), "one line: {hint}");
-        for cmd in [
-            "/history", "/older", "/convs", "/group", "/add", "/remove", "/sync", "/help", "/quit",
-        ] {
-            assert!(HELP.contains(cmd), "/help lists {cmd}");
-        }
-    }
-
-    #[test]
-    fn recipients_and_their_conversations() {
-        let alice = user("alice");
-        assert_eq!(
-            conversation_for_recipient(&alice, "user:bob").as_deref(),
-            Some("dm#alice#bob")
-        );
-        assert_eq!(
-            conversation_for_recipient(&user("zed"), "user:bob").as_deref(),
-            Some("dm#bob#zed")
-        );
-        assert_eq!(
-            conversation_for_recipient(&alice, "group:g1").as_deref(),
-            Some("grp#g1")
-        );
-        assert_eq!(recipient("user:bob"), "user:bob");
-        assert_eq!(recipient("@bob"), "user:bob");
-        assert_eq!(recipient("bob"), "user:bob");
-        assert_eq!(recipient("#g1"), "group:g1");
-    }
-
-    #[test]
-    fn oversized_frames_are_refused() {
-        assert!(check_size(&json!({"action": "sync"})).is_ok());
-        let big = json!({"action": "send", "text": "\u{1}".repeat(MAX_TEXT_BYTES)});
-        assert!(check_size(&big).is_err(), "escapes make it over 32 KB");
-    }
-
-    #[test]
-    fn msg_ids_are_fresh_and_short_enough() {
-        let mut ids = MsgIds::from_clock();
-        let (a, b) = (ids.fresh(), ids.fresh());
-        assert_ne!(a, b);
-        assert!(a.len() <= 64, "{a}");
-    }
-}
+mod tests;
