@@ -168,6 +168,15 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
     s = sync_read_units(inp, r["conversations"], r["conversations"], r["messages"], r["text_bytes"])
     add("sync_10x1kb", "read units (request)", s["users"] + s["messages"])
     add("sync_10x1kb", "calls", 1 + r["conversations"] + r["conversations"])
+    r = rows["sync_device_10x1kb"]
+    s = sync_read_units(inp, r["conversations"], r["conversations"], r["messages"], r["text_bytes"])
+    # + the device's last use (a write) and its cursors (a Query)
+    add("sync_device_10x1kb", "write units", 1)
+    add("sync_device_10x1kb", "read units (request)", s["users"] + s["messages"] + 1)
+    add("sync_device_10x1kb", "calls", 1 + r["conversations"] + r["conversations"] + 2)
+    add("received", "write units", 1)
+    add("received", "read units (request)", 2)
+    add("received", "calls", 3)
     add("ack", "write units", 1)
     add("ack", "read units (request)", 2)
     add("ack", "read units (fan-out)", lookup_units(inp, 2))
@@ -284,14 +293,24 @@ def build(inp: dict, scale: float = 1.0) -> dict:
         units=g_units, calls=g_calls, frames_in=1, frames_out=rec, apigw_out=rec,
         bytes_in=small, bytes_out=rec * small, remote=rec, lambdas=[("ack", 1, g_ms)]))
     sync = sync_read_units(inp, C, k, missed, text)
+    # The device: marked used (one write) and its cursors read (one Query).
     ops.append(Op(
         "session: connect, sync, disconnect", sessions, f"{n(dau)} × {sessions_pu:g}",
-        units={"connections": [4, 0], "users": [0, sync["users"]], "messages": [0, sync["messages"]]},
-        calls=2 + 1 + C + k, frames_in=1, frames_out=missed + 1, apigw_out=missed + 1,
+        units={"connections": [4, 0], "users": [1, sync["users"] + 1], "messages": [0, sync["messages"]]},
+        calls=2 + 1 + C + k + 2, frames_in=1, frames_out=missed + 1, apigw_out=missed + 1,
         bytes_in=small, bytes_out=missed * msg_frame + small, node_extra_frames=2,
         lambdas=[("authorizer", 1, ms(inp)), ("connect", 1, ms(inp, 1)), ("disconnect", 1, ms(inp, 1)),
                  ("sync", 1, ms(inp, 1 + math.ceil(C / val(inp, "lambda.parallel_newest_id_reads")) + k,
                                  missed + 1))]))
+    # `received`: a device's cursors, per conversation a membership check,
+    # its newest id and one conditional write (docs/cost.md).
+    rf = val(inp, "client.received_frames_per_session")
+    ri = val(inp, "client.received_items_per_frame")
+    ops.append(Op(
+        "received (a device's cursors)", sessions * rf, f"{n(sessions)} sessions × {rf:g}",
+        units={"users": [ri, ri], "messages": [0, ri]},
+        calls=3 * ri, frames_in=1, bytes_in=small + 40 * ri,
+        lambdas=[("ack", 1, ms(inp, 3 * ri))]))
     page_n = val(inp, "frames.history_page_messages")
     page_bytes = page_n * msg_frame
     pages = dau * val(inp, "client.history_pages_per_user_per_day")

@@ -69,9 +69,10 @@ class HandComputed(unittest.TestCase):
         self.assertAlmostEqual(c["a_items"]["API Gateway connection minutes"], 9125.0, places=6)
 
     def test_api_gateway_messages(self):
-        # in: 1B sends + 2.3B acks + 100M syncs + 20M history + 10M × 120 / 9 pings + 100K creates.
+        # in: 1B sends + 2.3B acks + 100M syncs + 200M received (2 a session)
+        #     + 20M history + 10M × 120 / 9 pings + 100K creates.
         pings = 10e6 * 120 / 9
-        self.assertAlmostEqual(self.r["frames_in_day"], 1e9 + 2.3e9 + 1e8 + 2e7 + pings + 1e5, delta=1)
+        self.assertAlmostEqual(self.r["frames_in_day"], 1e9 + 2.3e9 + 1e8 + 2e8 + 2e7 + pings + 1e5, delta=1)
         # out: 800M × (ack + 0.5 delivery) + 200M × (1 + 19 × 0.5) + 400M × 0.5 + 1.9B × 19 × 0.5
         #      + 100M × (23 + 1) + 20M + pings + 100K × (1 + 19 × 0.5)
         out = 8e8 * 1.5 + 2e8 * 10.5 + 4e8 * 0.5 + 1.9e9 * 9.5 + 1e8 * 24 + 2e7 + pings + 1e5 * 10.5

@@ -7,7 +7,15 @@
 // What it does for the app:
 // - connects with `?token=`, reconnects with jittered exponential backoff
 //   (equal jitter, 1 s doubling up to 30 s, reset once a connection stayed up);
+// - names its install with a stable device id (`?device=`): in a browser one
+//   is made once and kept in localStorage; in Node pass `deviceId` (keep it
+//   in a file of your own); sync then replays what this device misses, even
+//   what another device of the same user read meanwhile;
 // - sends {"action":"sync"} as the first frame of every connection;
+// - tells the server what this device keeps (`received`, its delivery
+//   cursor): after `synced`, then at most once per conversation every
+//   `receivedEveryMs` (a first one within 200 ms), and at once on
+//   flushReceived() (a page being hidden);
 // - keeps each conversation's messages de-duplicated on
 //   (conversation_id, message_id) and sorted by message_id;
 // - keeps unacknowledged sends and resends them with the SAME client_msg_id
@@ -53,9 +61,17 @@
  * @property {Timers} [timers] defaults to globalThis.setTimeout/clearTimeout
  * @property {() => string} [newId] generates client_msg_ids
  * @property {StorageAdapter} [storage] optional: keeps unacked sends (sync load/save)
+ * @property {string|null} [deviceId] this install's stable id (1-64 of A-Z a-z 0-9 _ . -);
+ *   default: one kept in localStorage where there is one, else made for this client only.
+ *   null: connect without a device (sync starts at the read watermark; no `received`)
+ * @property {number} [receivedEveryMs=5000] at most one `received` per conversation this often
  */
 
 export const MAX_TEXT_BYTES = 10240;
+const DEVICE_KEY = 'chat-device-id';
+const MAX_RECEIVED_ITEMS = 100;
+/** What a first `received` waits, to take the messages arriving with it. */
+const RECEIVED_BATCH_MS = 200;
 const RETRYABLE_SEND_CODES = new Set(['internal', 'rate_limited']);
 const CONNECTED = new Set(['open', 'syncing', 'live']);
 const enc = new TextEncoder();
@@ -123,6 +139,25 @@ export function tokenSubject(token) {
   }
 }
 
+/** This install's device id: the one kept in `storage` (localStorage by
+ * default, where there is one), or a new one kept there; without a storage, a
+ * new one each call. @param {{getItem(k: string): string|null, setItem(k: string, v: string): void}|null} [storage] */
+export function defaultDeviceId(storage = globalThis.localStorage ?? null) {
+  try {
+    const kept = storage?.getItem(DEVICE_KEY);
+    if (kept && /^[A-Za-z0-9_.-]{1,64}$/.test(kept)) return kept;
+  } catch {
+    /* storage disabled */
+  }
+  const id = 'd-' + defaultNewId().slice(2, 26);
+  try {
+    storage?.setItem(DEVICE_KEY, id);
+  } catch {
+    /* storage disabled or full: this id lives as long as the client */
+  }
+  return id;
+}
+
 function defaultNewId() {
   const bytes = new Uint8Array(16);
   if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
@@ -169,6 +204,9 @@ export class ChatClient {
     this._clearTimeout = (/** @type {any} */ id) => t.clearTimeout(id);
     this._newId = opts.newId ?? defaultNewId;
     this._storage = opts.storage ?? null;
+    /** This install's device id, sent as ?device= (null: none). */
+    this.deviceId = opts.deviceId === undefined ? defaultDeviceId() : opts.deviceId;
+    this._receivedEveryMs = opts.receivedEveryMs ?? 5000;
 
     /** @type {Map<string, Set<Function>>} */ this._listeners = new Map();
     /** @type {ConnState} */ this.state = 'closed';
@@ -198,6 +236,13 @@ export class ChatClient {
     /** @type {Map<string, number>} */ this._ackToSend = new Map(); // not yet written, or written on a dropped connection
     /** @type {Map<string, number>} */ this._ackThisConn = new Map();
     /** @type {Map<string, number>} */ this._autoAckDue = new Map();
+    /** Per conversation, the first id this connection got (where its run
+     * starts, contiguous with the server's position for this device), or 1
+     * after a `gap` (the run must then reach message 1 through history).
+     * @type {Map<string, number>} */ this._runFrom = new Map();
+    /** @type {Map<string, number>} */ this._receivedSent = new Map(); // newest up_to told the server
+    /** @type {Map<string, number>} */ this._receivedAt = new Map(); // when, per conversation
+    this._receivedTimer = null;
 
     if (this._storage) {
       for (const s of this._storage.load() ?? []) {
@@ -211,7 +256,7 @@ export class ChatClient {
 
   // ---- events -------------------------------------------------------------
 
-  /** Subscribes to `message`, `receipt`, `group`, `state`, `error` or `ack`; returns an unsubscribe function.
+  /** Subscribes to `message`, `receipt`, `group`, `state`, `error`, `ack` or `gap`; returns an unsubscribe function.
    * @param {string} type @param {(detail: any) => void} fn */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
@@ -255,6 +300,7 @@ export class ChatClient {
     this._setState('connecting', { attempt: this._attempt });
     const u = new URL(this._url);
     u.searchParams.set('token', this._token);
+    if (this.deviceId) u.searchParams.set('device', this.deviceId);
     let ws;
     try {
       ws = new this._WS(u.toString());
@@ -328,6 +374,7 @@ export class ChatClient {
 
   _onOpen() {
     this._openedAt = this._now();
+    this._runFrom.clear(); // what this connection gets starts a new run
     this._lastRx = this._openedAt;
     this._tokens = this._rate ? this._rate.burst : Infinity;
     this._tokensAt = this._openedAt;
@@ -369,8 +416,8 @@ export class ChatClient {
   _onDrop(code, reason, opened) {
     this._ws = null;
     this._conn++; // events of the old socket are ignored from now on
-    for (const t of [this._keepaliveTimer, this._pumpTimer]) if (t !== null) this._clearTimeout(t);
-    this._keepaliveTimer = this._pumpTimer = null;
+    for (const t of [this._keepaliveTimer, this._pumpTimer, this._receivedTimer]) if (t !== null) this._clearTimeout(t);
+    this._keepaliveTimer = this._pumpTimer = this._receivedTimer = null;
     this._keepalivePing = false;
     this._outq = [];
     const err = this._stopped
@@ -701,10 +748,18 @@ export class ChatClient {
         if (this._answer('synced', f)) {
           this._setState('live');
           this._flushAutoAck();
+          this.flushReceived();
         }
+        return;
+      case 'gap':
+        // The replay left out older messages: this device holds a run
+        // only once history reaches message 1 (or nothing is reported).
+        if (typeof f.conversation_id === 'string') this._runFrom.set(f.conversation_id, 1);
+        this._emit('gap', { conversationId: f.conversation_id, before: f.before });
         return;
       case 'history':
         for (const m of f.messages ?? []) if (this._valid(m)) this._insert(m);
+        this._scheduleReceived(); // it may have filled a gap
         if (!this._answer('history', f)) this._emit('error', new ChatError('bad_frame', 'unexpected history frame', { frame: f }));
         return;
       case 'conversations':
@@ -737,12 +792,86 @@ export class ChatClient {
   _onMessage(f) {
     if (!this._valid(f)) return;
     const { type, ...m } = f;
+    this._noteRun(m.conversation_id, m.message_id);
     if (!this._insert(m)) return; // a duplicate (live and replayed copies)
     this._emit('message', m);
+    this._scheduleReceived();
     if (this._autoAck) {
       this._autoAckDue.set(m.conversation_id, Math.max(m.message_id, this._autoAckDue.get(m.conversation_id) ?? 0));
       if (this.state === 'live') queueMicrotask(() => this._flushAutoAck());
     }
+  }
+
+  /** The first id this connection got of a conversation starts its run.
+   * @param {string} conv @param {number} id */
+  _noteRun(conv, id) {
+    if (!this._runFrom.has(conv)) this._runFrom.set(conv, id);
+  }
+
+  /** The newest id this device holds every id of, from its run's start up;
+   * 0 when it holds no such run. @param {string} conv */
+  heldUpTo(conv) {
+    const from = this._runFrom.get(conv);
+    const list = this._convs.get(conv);
+    if (from === undefined || !list) return 0;
+    let i = search(list, from);
+    if (i < 0) return 0;
+    let at = from;
+    while (i + 1 < list.length && list[i + 1].message_id === at + 1) {
+      i++;
+      at++;
+    }
+    return at;
+  }
+
+  _scheduleReceived() {
+    if (!this.deviceId || this.state !== 'live' || this._receivedTimer !== null) return;
+    // When the soonest conversation may be told again: at once (after a
+    // short batching delay) for one not told recently, else its period.
+    const now = this._now();
+    let wait = this._receivedEveryMs;
+    for (const conv of this._runFrom.keys()) {
+      if (!(this.heldUpTo(conv) > (this._receivedSent.get(conv) ?? 0))) continue;
+      const due = (this._receivedAt.get(conv) ?? -Infinity) + this._receivedEveryMs - now;
+      wait = Math.min(wait, Math.max(RECEIVED_BATCH_MS, due));
+    }
+    const conn = this._conn;
+    this._receivedTimer = this._setTimeout(() => {
+      this._receivedTimer = null;
+      if (this._conn === conn) this._sendReceived(false);
+    }, wait);
+  }
+
+  /** Tells the server now what this device holds, every conversation that
+   * moved (for a page being hidden or closed). */
+  flushReceived() {
+    this._sendReceived(true);
+  }
+
+  /** @param {boolean} all whether to skip the per-conversation pacing */
+  _sendReceived(all) {
+    if (!this.deviceId || !this._ws || this.state !== 'live') return;
+    const now = this._now();
+    /** @type {{conversation_id: string, up_to: number}[]} */ const items = [];
+    let later = false;
+    for (const conv of this._runFrom.keys()) {
+      const upTo = this.heldUpTo(conv);
+      if (!(upTo > (this._receivedSent.get(conv) ?? 0))) continue;
+      if (!all && now - (this._receivedAt.get(conv) ?? 0) < this._receivedEveryMs) {
+        later = true;
+        continue;
+      }
+      items.push({ conversation_id: conv, up_to: upTo });
+    }
+    for (let i = 0; i < items.length; i += MAX_RECEIVED_ITEMS) {
+      const chunk = items.slice(i, i + MAX_RECEIVED_ITEMS);
+      this._write({ action: 'received', items: chunk });
+      for (const it of chunk) {
+        this._receivedSent.set(it.conversation_id, it.up_to);
+        this._receivedAt.set(it.conversation_id, now);
+      }
+    }
+    if (later) this._scheduleReceived();
   }
 
   _flushAutoAck() {
@@ -765,7 +894,11 @@ export class ChatClient {
       sent_at: f.sent_at,
       client_msg_id: f.client_msg_id,
     };
-    if (this._valid(m)) this._insert(m);
+    if (this._valid(m)) {
+      this._noteRun(m.conversation_id, m.message_id);
+      this._insert(m);
+      this._scheduleReceived();
+    }
     e.resolve?.(f);
     this._emit('ack', { clientMsgId: f.client_msg_id, to: e.to, text: e.text, message: m, frame: f });
   }

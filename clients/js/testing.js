@@ -130,7 +130,8 @@ export function fakeToken(sub) {
 /**
  * A client wired to FakeWebSocket and a FakeClock, connected (not yet open),
  * with every event recorded. Deterministic: random() is 0.5 unless given,
- * keepalive is off unless given, client_msg_ids are c-1, c-2, ...
+ * keepalive is off unless given, client_msg_ids are c-1, c-2, ..., and no
+ * device unless `deviceId` is given (so no `received` frames).
  * @param {typeof import('./chat-client.js').ChatClient} ChatClient
  * @param {Partial<import('./chat-client.js').ChatClientOptions>} [opts]
  */
@@ -148,11 +149,12 @@ export function harness(ChatClient, opts = {}) {
     now: clock.now,
     timers: clock,
     newId: () => `c-${++n}`,
+    deviceId: null,
     ...opts,
   });
   /** @type {[string, any][]} */
   const events = [];
-  for (const t of ['message', 'receipt', 'group', 'state', 'error', 'ack']) client.on(t, (d) => events.push([t, d]));
+  for (const t of ['message', 'receipt', 'group', 'state', 'error', 'ack', 'gap']) client.on(t, (d) => events.push([t, d]));
   client.connect();
   return {
     client,

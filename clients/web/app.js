@@ -18,6 +18,8 @@ const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementB
 const convs = new Map();
 let order = 0; // bumps on activity, to list recent conversations first
 /** @type {string|null} */ let openId = null;
+/** Conversations whose last sync replay left older messages out (`gap`). */
+const gapped = new Set();
 /** @type {Map<string, boolean>} whether older history exists, per conversation */
 const hasMore = new Map();
 let loadingOlder = false;
@@ -132,6 +134,10 @@ function start(token) {
   const c = client;
   Object.entries({ state: onState, message: onMessage, receipt: onReceipt, group: onGroup }).forEach(([t, fn]) => c.on(t, fn));
   client.on('ack', (/** @type {any} */ a) => onMessage(a.message)); // our send, stored
+  client.on('gap', (/** @type {any} */ g) => {
+    gapped.add(g.conversationId);
+    hasMore.set(g.conversationId, true);
+  });
   client.on('error', (/** @type {any} */ e) => {
     if (e.code === 'unauthorized') signOut('The server refused the token. Sign in again.');
     else showError(`Error: ${e.code}: ${e.message}`);
@@ -206,7 +212,9 @@ async function refreshConversations() {
       convs.set(it.conversation_id, it);
     }
     renderList();
-    if (openId) openConversation(openId, { reload: true });
+    // Sync brought this device what it missed; only a conversation whose
+    // replay left older messages out (a `gap`) needs its newest page again.
+    if (openId && gapped.delete(openId)) openConversation(openId, { reload: true });
   } catch (e) {
     if (/** @type {any} */ (e).code !== 'disconnected') showError(`Could not list conversations: ${/** @type {any} */ (e).message}`);
   }
@@ -247,7 +255,9 @@ async function openConversation(id, { reload = false } = {}) {
   if (switching || reload) {
     const c = client;
     try {
-      const page = await c.history(id, { limit: PAGE }); // the newest page; it joins c.messages(id)
+      // The newest page, for display: what this tab shows of a chat it opens
+      // (sync delivers what this device misses; a reload keeps nothing).
+      const page = await c.history(id, { limit: PAGE }); // it joins c.messages(id)
       if (c !== client || openId !== id) return;
       const newest = page.messages.at(-1)?.message_id ?? 0;
       const item = convs.get(id);
@@ -506,6 +516,12 @@ $('messages').addEventListener('scroll', () => {
   if ($('messages').scrollTop < 40) loadOlder();
 });
 document.addEventListener('visibilitychange', ackShown);
+// This browser's delivery cursors (what it keeps), told at once when the page
+// is hidden or closed rather than at the next pacing tick.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'hidden') client?.flushReceived();
+});
+window.addEventListener('pagehide', () => client?.flushReceived());
 // The network went away or came back: the socket may be dead without a close
 // (only the keepalive would notice, up to 50 s later), so start over at once:
 // offline, the banner says so and sends wait as "…"; online, no backoff wait.

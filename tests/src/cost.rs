@@ -115,10 +115,7 @@ impl Rig {
 }
 
 fn session(user: &str, conn: &str) -> Session {
-    Session {
-        connection_id: conn.to_string(),
-        user_id: UserId::parse(user).expect("user id"),
-    }
+    Session::new(conn, UserId::parse(user).expect("user id"))
 }
 
 /// Measures the operations of docs/cost.md on fresh tables.
@@ -246,10 +243,57 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         })
         .await,
     );
+    // A known device (seen once, with a cursor at 10) that misses 10.
+    let phone = session("carol", "c2").with_device(Some(
+        chat_core::ids::DeviceId::parse("phone").expect("device id"),
+    ));
+    rig.chat.sync(&phone, &Sink).await?;
+    rig.chat
+        .received(
+            &phone,
+            &[chat_core::protocol::ReceivedItem {
+                conversation_id: "dm#carol#dave".into(),
+                up_to: 10,
+            }],
+        )
+        .await?;
+    for i in 10..20 {
+        rig.chat
+            .send(&dave, "user:carol", format!("d{i}"), text_1kb.clone())
+            .await?;
+    }
+    rig.held.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    rows.push(
+        rig.measure(
+            "sync of 10 missed 1 KB messages on a known device (1 conversation)",
+            async {
+                rig.chat.sync(&phone, &Sink).await.expect("sync");
+            },
+        )
+        .await,
+    );
+    rows.push(
+        rig.measure(
+            "received (a device's cursor moves, 1 conversation)",
+            async {
+                rig.chat
+                    .received(
+                        &phone,
+                        &[chat_core::protocol::ReceivedItem {
+                            conversation_id: "dm#carol#dave".into(),
+                            up_to: 20,
+                        }],
+                    )
+                    .await
+                    .expect("received");
+            },
+        )
+        .await,
+    );
     rows.push(
         rig.measure("ack (watermark moves, receipt fan-out)", async {
             rig.chat
-                .ack(&carol, "dm#carol#dave", 10)
+                .ack(&carol, "dm#carol#dave", 20)
                 .await
                 .expect("ack");
         })

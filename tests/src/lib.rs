@@ -271,6 +271,8 @@ impl TestServer {
             ws,
             n: 0,
             early: Default::default(),
+            gaps: Vec::new(),
+            id: next_client(),
         };
         c.send(json!({"action":"ping"})).await;
         c.expect("pong").await;
@@ -283,6 +285,15 @@ impl TestServer {
         let mut c = self.raw_client(user).await;
         let got = c.sync().await;
         (c, got)
+    }
+
+    /// A client of one of `user`'s devices (`?device=`) that has sent
+    /// nothing yet.
+    pub async fn device_client(&self, user: &str, device: &str) -> TestClient {
+        let url = format!("{}?device={device}", self.url());
+        TestClient::connect(&url, &self.token(user))
+            .await
+            .expect("connect")
     }
 
     /// A client that has sent nothing yet (its first frame decides how
@@ -318,6 +329,17 @@ pub struct TestClient {
     /// `pong` (a `group` or `receipt` notification may come first): the
     /// test reads them next, in arrival order.
     early: std::collections::VecDeque<Value>,
+    /// The `gap` frames of the last [`TestClient::sync`].
+    pub gaps: Vec<Value>,
+    /// Tells this client's `client_msg_id`s from other clients' of the user.
+    id: u64,
+}
+
+/// Client numbers, for unique `client_msg_id`s.
+static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_client() -> u64 {
+    CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl TestClient {
@@ -326,6 +348,8 @@ impl TestClient {
             ws: connect(url, token).await?,
             n: 0,
             early: Default::default(),
+            gaps: Vec::new(),
+            id: next_client(),
         })
     }
 
@@ -400,6 +424,28 @@ impl TestClient {
         }
     }
 
+    /// Tells the server this device keeps `conv` up to `up_to`, and waits
+    /// until it has taken it (a `ping` answered after it).
+    pub async fn received(&mut self, conv: &str, up_to: u64) {
+        self.send(json!({"action":"received","conversation_id":conv,"up_to":up_to}))
+            .await;
+        self.send(json!({"action":"ping"})).await;
+        loop {
+            let f = self.recv().await;
+            match f["type"].as_str() {
+                Some("pong") => return,
+                Some("error") => panic!("received refused: {f}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The `client_msg_id` of this client's latest `send_text`: unique
+    /// across clients (a user's clients share the idempotency space).
+    fn msg_id(&self) -> String {
+        format!("t-{}-{}", self.id, self.n)
+    }
+
     /// Sends a text and returns its `ack` (anything else fails the test).
     pub async fn send_text(&mut self, to: &str, text: &str) -> Value {
         let f = self.send_text_answer(to, text).await;
@@ -412,13 +458,13 @@ impl TestClient {
     pub async fn send_text_refused(&mut self, to: &str, text: &str) -> Value {
         let f = self.send_text_answer(to, text).await;
         assert_eq!(f["type"], "error", "expected an error, got {f}");
-        assert_eq!(f["client_msg_id"], format!("t-{}", self.n), "{f}");
+        assert_eq!(f["client_msg_id"], self.msg_id(), "{f}");
         f
     }
 
     async fn send_text_answer(&mut self, to: &str, text: &str) -> Value {
         self.n += 1;
-        let id = format!("t-{}", self.n);
+        let id = self.msg_id();
         self.send(json!({"action":"send","to":to,"client_msg_id":id,"text":text}))
             .await;
         self.recv().await
@@ -426,15 +472,17 @@ impl TestClient {
 
     /// Runs `sync` and returns the messages before `synced`, exactly as
     /// they arrived (no sorting, no de-duplication: a test sees what a
-    /// client sees).
+    /// client sees). `gap` frames are kept in [`TestClient::gaps`].
     pub async fn sync(&mut self) -> Vec<Value> {
         self.send(json!({"action":"sync"})).await;
+        self.gaps.clear();
         let mut out = Vec::new();
         loop {
             let f = self.recv().await;
             match f["type"].as_str() {
                 Some("synced") => return out,
                 Some("message") => out.push(f),
+                Some("gap") => self.gaps.push(f),
                 // Pushes of other kinds may come meanwhile (a late group
                 // announcement, a receipt).
                 Some("group") | Some("receipt") => {}

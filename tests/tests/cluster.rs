@@ -7,7 +7,7 @@
 //! every connection.
 
 use chat_tests::cluster::{ClusterUnderTest, Device, CLUSTER_KEY};
-use chat_tests::signed_request;
+use chat_tests::{signed_request, TestClient, SECRET};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -273,6 +273,49 @@ async fn messages_receipts_and_group_frames_reach_devices_spread_over_three_node
         devices.iter().all(|d| d.from_history == 0),
         "all came live or by sync"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptop_on_one_node_gets_what_the_phone_on_another_read_meanwhile() {
+    let cluster = ClusterUnderTest::start(BIN, 2, &[]).await;
+    let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
+    let token = |u: &str| auth.mint(u, 3600).unwrap();
+    let on = |node: usize, device: &str| format!("{}?device={device}", cluster.node_url(node));
+    // Seen once each: the phone on node 0, the laptop on node 1.
+    let mut phone = TestClient::connect(&on(0, "phone"), &token("alice"))
+        .await
+        .unwrap();
+    phone.sync().await;
+    let mut laptop = TestClient::connect(&on(1, "laptop"), &token("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await;
+    laptop.close().await;
+    // bob, on node 1, sends 3; the phone (node 0) gets them across nodes.
+    let mut bob = TestClient::connect(&cluster.node_url(1), &token("bob"))
+        .await
+        .unwrap();
+    bob.sync().await;
+    for i in 1..=3 {
+        bob.send_text("user:alice", &format!("m{i}")).await;
+        assert_eq!(phone.expect("message").await["message_id"], i);
+    }
+    phone.received("dm#alice#bob", 3).await;
+    phone
+        .send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":3}))
+        .await;
+    assert_eq!(bob.expect("receipt").await["up_to"], 3);
+    // Back on node 1: the laptop gets all three, though alice read them.
+    let mut laptop = TestClient::connect(&on(1, "laptop"), &token("alice"))
+        .await
+        .unwrap();
+    let got: Vec<u64> = laptop
+        .sync()
+        .await
+        .iter()
+        .map(|m| m["message_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

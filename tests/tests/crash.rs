@@ -49,7 +49,10 @@ async fn acknowledged_messages_survive_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = spawn_server(dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
-    let ack = alice.send_text("user:bob", "survive this").await;
+    let send =
+        json!({"action":"send","to":"user:bob","client_msg_id":"keep-1","text":"survive this"});
+    alice.send(send.clone()).await;
+    let ack = alice.expect("ack").await;
     assert_eq!(ack["message_id"], 1);
     server.start_kill().unwrap();
     server.wait().await.unwrap();
@@ -62,7 +65,8 @@ async fn acknowledged_messages_survive_a_kill_and_restart() {
     assert_eq!(got[0]["sent_at"], ack["sent_at"]);
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     // The idempotency record survived too: a retry of the acked send is not stored twice...
-    assert_eq!(alice.send_text("user:bob", "survive this").await, ack);
+    alice.send(send).await;
+    assert_eq!(alice.expect("ack").await, ack);
     // ...and numbering carries on.
     alice
         .send(json!({"action":"send","to":"user:bob","client_msg_id":"after","text":"and after"}))

@@ -340,12 +340,18 @@ async fn a_reader_that_never_reads_is_closed_with_1008_and_never_holds_the_sende
     // then the close: 1008.
     assert_eq!(stuck.expect_close().await, 1008);
 
-    // bob reconnects and syncs everything he missed (a connection whose
-    // first frame is `sync` gets any late live copy in order with it)...
+    // bob reconnects and syncs what he missed: the newest 200, after a
+    // `gap` (a connection whose first frame is `sync` gets any late live
+    // copy in order with it); history has the rest...
     let mut bob = server.raw_client("bob").await;
     let got = bob.sync().await;
-    assert_eq!(ids(&got), (1..=n).collect::<Vec<u64>>());
-    assert_eq!(got[0]["text"], format!("1 {pad}"));
+    assert_eq!(ids(&got), (n - 199..=n).collect::<Vec<u64>>());
+    assert_eq!(
+        bob.gaps,
+        [json!({"type":"gap","conversation_id":"dm#alice#bob","before":n - 199})]
+    );
+    let oldest = bob.history("dm#alice#bob", Some(2), Some(1)).await;
+    assert_eq!(oldest["messages"][0]["text"], format!("1 {pad}"));
     // ...and alice still reaches him live.
     assert_eq!(
         alice.send_text("user:bob", "after").await["message_id"],

@@ -215,6 +215,16 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
     // A resend writes at most the failed claim, and reads the original.
     let resend = row("1:1 resend of an acked client_msg_id");
     assert!(resend.write_units() <= 1.0 && resend.read_units() >= 1.0);
+    // Device cursors cost nothing on the send path (above), one write per
+    // conversation a `received` moves, and on a known device's sync the
+    // device's last use (one write) and its cursors (one Query).
+    let received = row("received (a device's cursor moves, 1 conversation)");
+    assert_eq!(received.write_units(), 1.0);
+    assert_eq!(received.posts, 0, "no receipt");
+    let on_device = row("sync of 10 missed 1 KB messages on a known device (1 conversation)");
+    let plain = row("sync of 10 missed 1 KB messages (1 conversation)");
+    assert_eq!(on_device.write_units(), 1.0);
+    assert!(on_device.read_units() <= plain.read_units() + 1.0);
 }
 
 #[tokio::test]

@@ -315,6 +315,50 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     bob.send(json!({"action":"teleport"})).await;
     assert_eq!(bob.expect("error").await["code"], "bad_request");
 
+    // Devices through the functions (docs/protocol.md, "Devices"): erin's
+    // laptop, back online, gets what her phone read meanwhile. The phone's
+    // device comes from its token's `device` claim, through the authorizer.
+    assert_eq!(
+        handshake_status(&format!(
+            "{}?device=bad%20id&token={}",
+            server.url(),
+            server.token("erin")
+        ))
+        .await
+        .unwrap(),
+        401
+    );
+    let mut laptop = server.device_client("erin", "laptop").await;
+    laptop.sync().await;
+    laptop.close().await;
+    let phone_token = server.auth.mint_for_device("erin", "phone", 3600).unwrap();
+    let mut phone = TestClient::connect(&server.url(), &phone_token)
+        .await
+        .unwrap();
+    phone.sync().await;
+    for i in 1..=3 {
+        dave.send_text("user:erin", &format!("d{i}")).await;
+        assert_eq!(phone.expect("message").await["message_id"], i);
+    }
+    phone.received("dm#dave#erin", 3).await;
+    phone
+        .send(json!({"action":"ack","conversation_id":"dm#dave#erin","up_to":3}))
+        .await;
+    assert_eq!(dave.expect("receipt").await["up_to"], 3);
+    let mut laptop = server.device_client("erin", "laptop").await;
+    let got: Vec<u64> = laptop
+        .sync()
+        .await
+        .iter()
+        .map(|m| m["message_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [1, 2, 3],
+        "what the phone read, replayed to the laptop"
+    );
+    laptop.close().await;
+
     // Order: a receiver syncing while two peers send through the functions
     // and the stream-fed fan-out; and one that never syncs.
     let repeats = chat_tests::order::sync_while_peers_send(&server, 2, 20, 30).await;

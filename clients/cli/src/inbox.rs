@@ -1,9 +1,9 @@
 //! What comes in: de-duplication on `(conversation_id, message_id)`
 //! (delivery is at-least-once, and a reconnect replays what was not acked),
-//! and the acks of what was shown: one per conversation per batch, for the
-//! newest id.
+//! the acks of what was shown: one per conversation per batch, for the
+//! newest id; and what this device keeps (`received`).
 
-use chat_core::protocol::ClientFrame;
+use chat_core::protocol::{ClientFrame, ReceivedItem, MAX_RECEIVED_ITEMS};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Ids remembered per conversation; older ones count as seen.
@@ -88,6 +88,86 @@ impl Acks {
     }
 }
 
+/// One connection's run of a conversation: the first id it got, and the
+/// newest such that it got every id from the first up to it.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    to: u64,
+    /// An id came past a hole (or a `gap` frame said older ones were left
+    /// out): the run no longer grows, and after a gap is never reported.
+    stuck: bool,
+}
+
+/// What this device keeps, told to the server as `received` (its delivery
+/// cursor). What a connection gets of a conversation comes in id order
+/// without holes after the first (docs/protocol.md), and the first is
+/// where the server's position for this device was: so the run from it is
+/// what this device holds, and shown on the terminal, keeps.
+#[derive(Default)]
+pub struct Cursors {
+    runs: BTreeMap<String, Run>,
+    /// Already told, on this connection.
+    sent: HashMap<String, u64>,
+}
+
+impl Cursors {
+    /// This connection got `message_id` of `conversation_id` (a message,
+    /// or the ack of its own send).
+    pub fn note(&mut self, conversation_id: &str, message_id: u64) {
+        match self.runs.get_mut(conversation_id) {
+            None => {
+                self.runs.insert(
+                    conversation_id.to_string(),
+                    Run {
+                        to: message_id,
+                        stuck: false,
+                    },
+                );
+            }
+            Some(r) if r.stuck || message_id <= r.to => {}
+            Some(r) if message_id == r.to + 1 => r.to = message_id,
+            Some(r) => r.stuck = true,
+        }
+    }
+
+    /// The replay of `conversation_id` left older messages out: what
+    /// follows is not contiguous with this device's position.
+    pub fn gap(&mut self, conversation_id: &str) {
+        self.runs
+            .insert(conversation_id.to_string(), Run { to: 0, stuck: true });
+    }
+
+    /// One `received` for every conversation whose run grew since it was
+    /// last told (`None`: nothing to tell).
+    pub fn take_frame(&mut self) -> Option<ClientFrame> {
+        let mut items = Vec::new();
+        for (conversation_id, run) in &self.runs {
+            if run.to == 0 || self.sent.get(conversation_id).is_some_and(|&s| s >= run.to) {
+                continue;
+            }
+            items.push(ReceivedItem {
+                conversation_id: conversation_id.clone(),
+                up_to: run.to,
+            });
+        }
+        items.truncate(MAX_RECEIVED_ITEMS);
+        for i in &items {
+            self.sent.insert(i.conversation_id.clone(), i.up_to);
+        }
+        (!items.is_empty()).then_some(ClientFrame::Received {
+            conversation_id: None,
+            up_to: None,
+            items: Some(items),
+        })
+    }
+
+    /// A new connection: its runs start afresh.
+    pub fn on_connect(&mut self) {
+        self.runs.clear();
+        self.sent.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +224,35 @@ mod tests {
         acks.on_connect();
         acks.note("c", 5);
         assert_eq!(acks.take_frames(), [ack("c", 5)]);
+    }
+
+    #[test]
+    fn a_run_is_told_as_received_and_a_hole_or_a_gap_stops_it() {
+        let mut c = Cursors::default();
+        for id in [4, 5, 6, 6, 3] {
+            c.note("a", id);
+        }
+        c.note("b", 2);
+        c.note("b", 4); // a hole: b stays at 2
+        c.note("b", 5);
+        c.gap("g");
+        c.note("g", 801);
+        let items = |f: Option<ClientFrame>| match f {
+            Some(ClientFrame::Received { items: Some(i), .. }) => i
+                .into_iter()
+                .map(|i| (i.conversation_id, i.up_to))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            items(c.take_frame()),
+            [("a".to_string(), 6), ("b".to_string(), 2)]
+        );
+        assert!(c.take_frame().is_none(), "nothing new");
+        c.note("a", 7);
+        assert_eq!(items(c.take_frame()), [("a".to_string(), 7)]);
+        c.on_connect();
+        c.note("a", 9);
+        assert_eq!(items(c.take_frame()), [("a".to_string(), 9)]);
     }
 }

@@ -8,7 +8,7 @@
 //! [`Handled`]; the session prints and writes them.
 
 use crate::commands::Older;
-use crate::inbox::{Acks, Seen};
+use crate::inbox::{Acks, Cursors, Seen};
 use crate::outbox::{Outbox, Outcome};
 use crate::show;
 use chat_core::ids::UserId;
@@ -64,6 +64,8 @@ pub struct Incoming {
     seen: Seen,
     /// The acks owed for what was shown.
     pub acks: Acks,
+    /// What this device keeps, owed to the server as `received`.
+    pub cursors: Cursors,
     /// The conversation last sent to or received from (a bare `/history`).
     pub current: Option<String>,
     /// Where `/older` continues.
@@ -82,6 +84,7 @@ impl Incoming {
             me,
             seen: Seen::default(),
             acks: Acks::default(),
+            cursors: Cursors::default(),
             current: None,
             older: None,
             history_limit: None,
@@ -123,6 +126,7 @@ impl Incoming {
                 ..
             } => {
                 outbox.on_ack(&client_msg_id);
+                self.cursors.note(&conversation_id, message_id);
                 let line = show::ack(&conversation_id, message_id);
                 self.current = Some(conversation_id);
                 line
@@ -167,6 +171,13 @@ impl Incoming {
                 admins,
             } => show::group(&group_id, &name, &members, &admins),
             ServerFrame::Synced {} => "-- up to date --".to_string(),
+            ServerFrame::Gap {
+                conversation_id,
+                before,
+            } => {
+                self.cursors.gap(&conversation_id);
+                show::gap(&conversation_id, before)
+            }
             ServerFrame::Pong {} if self.quiet_pongs > 0 => {
                 self.quiet_pongs -= 1;
                 return;
@@ -183,6 +194,7 @@ impl Incoming {
         }
         // Shown now or before: acked (once per conversation per batch).
         self.acks.note(&m.conversation_id, m.message_id);
+        self.cursors.note(&m.conversation_id, m.message_id);
     }
 
     fn on_history(

@@ -16,6 +16,7 @@
 //! - [`outbox`]: the unanswered sends, and what waits for a connection.
 //! - [`inbox`]: de-duplication and acks.
 //! - [`net`]: connecting, writing, why a connection was lost.
+//! - [`device`]: this machine's device id per user (the config dir).
 //! - [`oneshot`]: the script commands (`send`, `group`).
 //!
 //! [`ClientFrame`]: chat_core::protocol::ClientFrame
@@ -23,6 +24,7 @@
 
 mod backoff;
 mod commands;
+mod device;
 mod inbox;
 mod incoming;
 mod net;
@@ -74,7 +76,13 @@ enum Cmd {
     },
     /// Connect as USER: sync, print messages as they come, send what you type
     /// (/help lists the commands); reconnects by itself.
-    Connect { user: String },
+    Connect {
+        user: String,
+        /// This install's device id (default: one kept per user in
+        /// ~/.config/chat): sync replays what this device misses.
+        #[arg(long, env = "CHAT_DEVICE")]
+        device: Option<String>,
+    },
     /// Send one message as USER to TO (user:<id> or group:<id>) and print the ack.
     Send {
         user: String,
@@ -124,8 +132,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             show::say(&auth.mint(user.as_str(), ttl)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Connect { user } => {
-            session::run(url, auth, UserId::parse(&user)?).await?;
+        Cmd::Connect { user, device } => {
+            let user = UserId::parse(&user)?;
+            let device = match device {
+                Some(d) => chat_core::ids::DeviceId::parse(&d).context("--device")?,
+                None => device::for_user(&user),
+            };
+            session::run(device::url_with(&url, &device), auth, user).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Send { user, to, text } => {

@@ -191,6 +191,7 @@ impl Session {
     async fn online(&mut self, ws: Ws, input: &mut Input) -> End {
         let (mut tx, mut rx) = ws.split();
         self.incoming.acks.on_connect();
+        self.incoming.cursors.on_connect();
         self.incoming.quiet_pongs = 0;
         let queued = self.outbox.replay();
         if !queued.is_empty() {
@@ -243,6 +244,7 @@ impl Session {
                     let mut out = Vec::new();
                     let lost = self.on_batch(msg, &mut rx, &mut out);
                     out.extend(self.incoming.acks.take_frames().into_iter().map(Outgoing::from));
+                    out.extend(self.incoming.cursors.take_frame().map(Outgoing::from));
                     if let Some(lost) = lost {
                         return End::Lost(lost);
                     }

@@ -208,6 +208,13 @@ pub fn unknown(f: &Value) -> String {
     }
 }
 
+/// A `sync` replayed only the newest messages of a conversation.
+pub fn gap(conversation_id: &str, before: u64) -> String {
+    format!(
+        "-- [{conversation_id}] older messages (before #{before}) were not replayed; /history WHO 50 {before} pages back --"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

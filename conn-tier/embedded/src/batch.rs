@@ -16,6 +16,8 @@ pub(crate) type Users<'t> = Table<'t, (&'static str, &'static str), &'static [u8
 pub(crate) type Groups<'t> = Table<'t, &'static str, &'static [u8]>;
 pub(crate) type GroupMembers<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 pub(crate) type Quotas<'t> = Table<'t, (&'static str, &'static str), u64>;
+pub(crate) type Devices<'t> = Table<'t, (&'static str, &'static str), u64>;
+pub(crate) type Cursors<'t> = Table<'t, (&'static str, &'static str, &'static str), (u64, u64)>;
 
 /// One transaction's tables, opened lazily.
 pub(crate) struct Batch<'t> {
@@ -27,6 +29,8 @@ pub(crate) struct Batch<'t> {
     groups: Option<Groups<'t>>,
     group_members: Option<GroupMembers<'t>>,
     quotas: Option<Quotas<'t>>,
+    devices: Option<Devices<'t>>,
+    cursors: Option<Cursors<'t>>,
 }
 
 /// The table in `slot`, opened now if it is not yet.
@@ -60,6 +64,8 @@ impl<'t> Batch<'t> {
             groups: None,
             group_members: None,
             quotas: None,
+            devices: None,
+            cursors: None,
         }
     }
 
@@ -78,6 +84,14 @@ impl<'t> Batch<'t> {
 
     pub fn quotas(&mut self) -> Result<&mut Quotas<'t>> {
         open(self.txn, &mut self.quotas, QUOTAS)
+    }
+
+    /// The device registry and the cursors.
+    pub fn for_devices(&mut self) -> Result<(&mut Devices<'t>, &mut Cursors<'t>)> {
+        Ok((
+            open(self.txn, &mut self.devices, DEVICES)?,
+            open(self.txn, &mut self.cursors, CURSORS)?,
+        ))
     }
 
     /// The group tables, and `users` for the members' rows.

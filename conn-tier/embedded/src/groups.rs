@@ -76,7 +76,7 @@ pub(crate) fn create(batch: &mut Batch<'_>, group: &Group) -> Result<()> {
             .map_err(db)?;
     }
     for m in &group.members {
-        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, 0)?;
+        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, 0, 0)?;
     }
     Ok(())
 }
@@ -107,7 +107,7 @@ pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Grou
         users.remove((u.as_str(), conv.as_str())).map_err(db)?;
     }
     for (m, acked) in &change.add {
-        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, *acked)?;
+        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, *acked, *acked)?;
     }
     Ok(updated)
 }

@@ -15,11 +15,12 @@
 //! - `writer`: the group-commit loop;
 //! - `batch`: the tables of one group commit, opened once for all its writes;
 //! - `tables`: table definitions and record bodies;
-//! - `messages`, `memberships`, `groups`, `quotas`: each entity's reads and
+//! - `messages`, `memberships`, `groups`, `quotas`, `devices`: each entity's reads and
 //!   writes, and its port's impl ([`MessageStore`] and so on);
 //! - [`error`]: the crate's error enum.
 
 mod batch;
+mod devices;
 pub mod error;
 mod groups;
 mod memberships;
@@ -96,6 +97,8 @@ impl EmbeddedStore {
             txn.open_table(GROUPS).map_err(Error::db)?;
             txn.open_table(GROUP_MEMBERS).map_err(Error::db)?;
             txn.open_table(QUOTAS).map_err(Error::db)?;
+            txn.open_table(DEVICES).map_err(Error::db)?;
+            txn.open_table(CURSORS).map_err(Error::db)?;
         }
         txn.commit().map_err(Error::db)?;
         let (tx, rx) = mpsc::channel::<writer::WriteOp>(WRITE_QUEUE);

@@ -8,14 +8,16 @@ use chat_core::ports::*;
 use chat_core::Result;
 use redb::{ReadTransaction, ReadableTable};
 
-/// Creates the row (watermark `acked`, joined `at`) or moves its watermark
-/// up to `acked`; never down.
+/// Creates the row (watermark `acked`, joined `at` when the conversation's
+/// newest id was `joined_at_id`) or moves its watermark up to `acked`;
+/// never down.
 pub(crate) fn put(
     users: &mut Users<'_>,
     user: &str,
     conv: &str,
     at: u64,
     acked: u64,
+    joined_at_id: u64,
 ) -> Result<()> {
     let current = match users.get((user, conv)).map_err(db)? {
         Some(v) => Some(dec::<MembershipBody>(v.value())?),
@@ -25,11 +27,12 @@ pub(crate) fn put(
         Some(m) if m.acked_up_to >= acked => return Ok(()),
         Some(m) => MembershipBody {
             acked_up_to: acked,
-            joined_at_ms: m.joined_at_ms,
+            ..m
         },
         None => MembershipBody {
             acked_up_to: acked,
             joined_at_ms: at,
+            joined_at_id,
         },
     };
     users
@@ -66,11 +69,7 @@ pub(crate) fn page(
             .map_err(db)?
             .map_or(0, |g| g.value());
         out.push(ConversationState {
-            membership: Membership {
-                conversation_id: conv,
-                acked_up_to: b.acked_up_to,
-                joined_at_ms: b.joined_at_ms,
-            },
+            membership: b.membership(conv),
             last_message_id,
         });
     }
@@ -83,11 +82,7 @@ pub(crate) fn get(txn: &ReadTransaction, user: &str, conv: &str) -> Result<Optio
         None => Ok(None),
         Some(v) => {
             let b: MembershipBody = dec(v.value())?;
-            Ok(Some(Membership {
-                conversation_id: conv.to_string(),
-                acked_up_to: b.acked_up_to,
-                joined_at_ms: b.joined_at_ms,
-            }))
+            Ok(Some(b.membership(conv.to_string())))
         }
     }
 }
@@ -115,7 +110,7 @@ pub(crate) fn advance(
     }
     let body = MembershipBody {
         acked_up_to: up_to,
-        joined_at_ms: current.joined_at_ms,
+        ..current
     };
     users
         .insert((user, conv), enc(&body).as_slice())

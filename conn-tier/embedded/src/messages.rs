@@ -87,9 +87,9 @@ pub(crate) fn append(
         (conv, id),
     )
     .map_err(db)?;
-    memberships::put(users, &msg.sender, conv, msg.sent_at_ms, id)?;
+    memberships::put(users, &msg.sender, conv, msg.sent_at_ms, id, 0)?;
     for u in &msg.enroll {
-        memberships::put(users, u, conv, msg.sent_at_ms, 0)?;
+        memberships::put(users, u, conv, msg.sent_at_ms, 0, 0)?;
     }
     let message = StoredMessage {
         conversation_id: msg.conversation_id.clone(),

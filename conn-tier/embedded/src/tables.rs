@@ -19,6 +19,11 @@ pub(crate) const USERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 pub(crate) const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// quotas: (user_id, key) -> units taken
 pub(crate) const QUOTAS: TableDefinition<(&str, &str), u64> = TableDefinition::new("quotas");
+/// devices: (user_id, device_id) -> when it was last used (ms)
+pub(crate) const DEVICES: TableDefinition<(&str, &str), u64> = TableDefinition::new("devices");
+/// cursors: (user_id, device_id, conversation_id) -> (cursor, moved at ms)
+pub(crate) const CURSORS: TableDefinition<(&str, &str, &str), (u64, u64)> =
+    TableDefinition::new("cursors");
 /// group members: (group_id, user_id) -> GroupMember
 pub(crate) const GROUP_MEMBERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("group_members");
@@ -38,6 +43,21 @@ pub(crate) struct MessageBody {
 pub(crate) struct MembershipBody {
     pub acked_up_to: u64,
     pub joined_at_ms: u64,
+    /// The conversation's newest id at the join (0 in rows written before
+    /// it was kept).
+    #[serde(default)]
+    pub joined_at_id: u64,
+}
+
+impl MembershipBody {
+    pub(crate) fn membership(self, conversation_id: String) -> chat_core::ports::Membership {
+        chat_core::ports::Membership {
+            conversation_id,
+            acked_up_to: self.acked_up_to,
+            joined_at_ms: self.joined_at_ms,
+            joined_at_id: self.joined_at_id,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -15,7 +15,8 @@
 
 use crate::error::Error;
 use aws_sdk_lambda::primitives::Blob;
-use chat_core::ids::UserId;
+use chat_core::auth::Identity;
+use chat_core::ids::{DeviceId, UserId};
 use chat_core::protocol::route;
 use chat_core::time::now_ms;
 use chat_core::Session;
@@ -25,7 +26,9 @@ use std::time::Duration;
 /// What the REQUEST authorizer decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authorization {
-    Allowed(UserId),
+    /// The user, and the device the authorizer settled on (the token's
+    /// `device` claim, else `?device=`).
+    Allowed(Identity),
     /// HTTP 401, and why (for the log).
     Denied(String),
 }
@@ -105,7 +108,7 @@ impl LambdaBackend {
         connection_id: &str,
         route: &str,
         event_type: &str,
-        user: Option<&str>,
+        session: Option<&Session>,
     ) -> Value {
         let now = now_ms();
         let mut ctx = json!({
@@ -123,8 +126,12 @@ impl LambdaBackend {
             "connectionId": connection_id,
             "apiId": "local"
         });
-        if let Some(u) = user {
+        if let Some(s) = session {
+            let u = s.user_id.as_str();
             ctx["authorizer"] = json!({"principalId": u, "user_id": u});
+            if let Some(d) = &s.device_id {
+                ctx["authorizer"]["device_id"] = json!(d.as_str());
+            }
         }
         ctx
     }
@@ -136,17 +143,23 @@ impl LambdaBackend {
     pub async fn authorize(
         &self,
         token: Option<&str>,
+        device: Option<&str>,
         connection_id: &str,
     ) -> Result<Authorization, Error> {
         let Some(token) = token else {
             return Ok(Authorization::Denied("no token (identity source)".into()));
         };
+        let (mut query, mut multi) = (json!({"token": token}), json!({"token": [token]}));
+        if let Some(d) = device {
+            query["device"] = json!(d);
+            multi["device"] = json!([d]);
+        }
         let event = json!({
             "type": "REQUEST",
             "methodArn": format!("arn:aws:execute-api:local:000000000000:local/{}/$connect", self.stage),
             "headers": {},
-            "queryStringParameters": {"token": token},
-            "multiValueQueryStringParameters": {"token": [token]},
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi,
             "stageVariables": {},
             "requestContext": self.context(connection_id, "$connect", "CONNECT", None),
         });
@@ -163,8 +176,15 @@ impl LambdaBackend {
             .as_str()
             .or(answer["principalId"].as_str())
             .unwrap_or("");
+        let device = match answer["context"]["device_id"].as_str() {
+            Some(d) => Some(DeviceId::parse(d).map_err(|_| Error::BadAnswer {
+                function: "authorizer".into(),
+                detail: "Allow with an invalid device id".into(),
+            })?),
+            None => None,
+        };
         UserId::parse(user)
-            .map(Authorization::Allowed)
+            .map(|user| Authorization::Allowed(Identity { user, device }))
             .map_err(|_| Error::BadAnswer {
                 function: "authorizer".into(),
                 detail: format!(
@@ -179,7 +199,7 @@ impl LambdaBackend {
         let event = json!({
             "headers": {},
             "isBase64Encoded": false,
-            "requestContext": self.context(&s.connection_id, "$connect", "CONNECT", Some(s.user_id.as_str())),
+            "requestContext": self.context(&s.connection_id, "$connect", "CONNECT", Some(s)),
         });
         let answer = self.invoke("connect", &event).await?;
         match answer["statusCode"].as_i64() {
@@ -201,7 +221,7 @@ impl LambdaBackend {
     ) -> Result<(), Error> {
         let (route_key, function) = route(action);
         let event = json!({
-            "requestContext": self.context(&s.connection_id, route_key, "MESSAGE", Some(s.user_id.as_str())),
+            "requestContext": self.context(&s.connection_id, route_key, "MESSAGE", Some(s)),
             "body": text,
             "isBase64Encoded": false,
         });
@@ -210,12 +230,7 @@ impl LambdaBackend {
 
     /// `$disconnect`.
     pub async fn disconnect(&self, s: &Session) {
-        let mut ctx = self.context(
-            &s.connection_id,
-            "$disconnect",
-            "DISCONNECT",
-            Some(s.user_id.as_str()),
-        );
+        let mut ctx = self.context(&s.connection_id, "$disconnect", "DISCONNECT", Some(s));
         ctx["disconnectStatusCode"] = json!(1000);
         let event = json!({"headers": {}, "isBase64Encoded": false, "requestContext": ctx});
         if let Err(e) = self.invoke("disconnect", &event).await {

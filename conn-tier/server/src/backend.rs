@@ -5,8 +5,8 @@
 
 use crate::error::Error;
 use async_trait::async_trait;
-use chat_core::auth::Authenticator;
-use chat_core::ids::UserId;
+use chat_core::auth::{Authenticator, Identity};
+use chat_core::ids::DeviceId;
 use chat_core::protocol::{ClientFrame, FrameError};
 use chat_core::service::Deferred;
 use chat_core::{Chat, Reply, Session};
@@ -23,12 +23,15 @@ pub enum Refusal {
 
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// The user a token names (runs before the upgrade).
+    /// Who a token names, and the connection's device: the token's
+    /// `device` claim, else `device` (`?device=`). Runs before the upgrade;
+    /// an invalid device is refused like an invalid token.
     async fn authenticate(
         &self,
         token: Option<&str>,
+        device: Option<&str>,
         connection_id: &str,
-    ) -> Result<UserId, Refusal>;
+    ) -> Result<Identity, Refusal>;
     /// `$connect`: the connection is accepted once this succeeds.
     async fn connect(&self, session: &Session) -> Result<(), Error>;
     /// One text frame, as the socket parsed it (once). An answer that comes
@@ -46,6 +49,14 @@ pub trait Backend: Send + Sync {
     async fn disconnect(&self, session: &Session);
 }
 
+/// `?device=`, if given: a valid device id, or a refusal (401).
+pub fn parse_device(device: Option<&str>) -> Result<Option<DeviceId>, Refusal> {
+    device
+        .map(DeviceId::parse)
+        .transpose()
+        .map_err(|e| Refusal::Unauthorized(format!("?device=: {e}")))
+}
+
 /// The services linked into this process (the default).
 pub struct InProcess {
     pub chat: Arc<Chat>,
@@ -59,17 +70,22 @@ impl Backend for InProcess {
     async fn authenticate(
         &self,
         token: Option<&str>,
+        device: Option<&str>,
         _connection_id: &str,
-    ) -> Result<UserId, Refusal> {
-        match token {
-            None => Err(Refusal::Unauthorized(
+    ) -> Result<Identity, Refusal> {
+        let Some(t) = token else {
+            return Err(Refusal::Unauthorized(
                 "missing token: use ?token= or Authorization: Bearer".into(),
-            )),
-            Some(t) => self
-                .auth
-                .verify(t)
-                .map_err(|e| Refusal::Unauthorized(e.to_string())),
+            ));
+        };
+        let mut identity = self
+            .auth
+            .verify_identity(t)
+            .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+        if identity.device.is_none() {
+            identity.device = parse_device(device)?;
         }
+        Ok(identity)
     }
 
     async fn connect(&self, session: &Session) -> Result<(), Error> {
@@ -124,10 +140,13 @@ mod lambda {
         async fn authenticate(
             &self,
             token: Option<&str>,
+            device: Option<&str>,
             connection_id: &str,
-        ) -> Result<UserId, Refusal> {
-            match self.authorize(token, connection_id).await {
-                Ok(Authorization::Allowed(user)) => Ok(user),
+        ) -> Result<Identity, Refusal> {
+            // A bad `?device=` never reaches the authorizer.
+            parse_device(device)?;
+            match self.authorize(token, device, connection_id).await {
+                Ok(Authorization::Allowed(identity)) => Ok(identity),
                 Ok(Authorization::Denied(why)) => Err(Refusal::Unauthorized(why)),
                 Err(e) => Err(Refusal::Failed(e.into())),
             }

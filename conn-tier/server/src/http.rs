@@ -169,20 +169,33 @@ async fn nodes(State(ctx): State<Ctx>) -> Response {
     axum::Json(serde_json::json!({ "nodes": nodes })).into_response()
 }
 
-/// The token from `?token=` or `Authorization: Bearer`.
-fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    if let Some(q) = uri.query() {
-        if let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(q) {
-            if let Some((_, t)) = pairs.into_iter().find(|(k, _)| k == "token") {
-                return Some(t);
-            }
-        }
+/// The token from `?token=` or `Authorization: Bearer`, and the device
+/// from `?device=`.
+fn credentials(uri: &Uri, headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let pairs: Vec<(String, String)> = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let device = param("device");
+    if let Some(t) = param("token") {
+        return (Some(t), device);
     }
-    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, t) = h.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| t.trim().to_string())
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .and_then(|(scheme, t)| {
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| t.trim().to_string())
+        });
+    (bearer, device)
 }
 
 /// Serves the `@connections` management API of `app`'s hub on its own
@@ -210,13 +223,13 @@ async fn ws_handler(
 ) -> Response {
     // Authenticate before anything else: no upgrade, no record without a valid token.
     let connection_id = new_connection_id();
-    let token = token(&uri, &headers);
+    let (token, device) = credentials(&uri, &headers);
     let deadline = ctx.app.socket.authorizer_timeout;
     let authenticated = tokio::time::timeout(
         deadline,
         ctx.app
             .backend
-            .authenticate(token.as_deref(), &connection_id),
+            .authenticate(token.as_deref(), device.as_deref(), &connection_id),
     )
     .await;
     let Ok(authenticated) = authenticated else {
@@ -231,15 +244,19 @@ async fn ws_handler(
         )
             .into_response();
     };
-    let user = match authenticated {
-        Ok(u) => u,
+    let identity = match authenticated {
+        Ok(i) => i,
         Err(Refusal::Unauthorized(reason)) => {
             chat_core::metrics::connect("unauthorized");
             let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
             if ctx.app.refusals.should_log(ip) {
                 tracing::info!(%reason, ?ip, "refused connection");
             }
-            let body = "missing or invalid token: use ?token= or Authorization: Bearer\n";
+            let body = if reason.contains("device") {
+                "invalid device: ?device= takes 1 to 64 characters of A-Z a-z 0-9 _ . -\n"
+            } else {
+                "missing or invalid token: use ?token= or Authorization: Bearer\n"
+            };
             return (StatusCode::UNAUTHORIZED, body).into_response();
         }
         Err(Refusal::Failed(reason)) => {
@@ -252,7 +269,7 @@ async fn ws_handler(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let ticket = match ctx.app.hub.admit_user(user.as_str()) {
+    let ticket = match ctx.app.hub.admit_user(identity.user.as_str()) {
         Ok(t) => t,
         Err(why) => {
             chat_core::metrics::connect(match why {
@@ -276,10 +293,7 @@ async fn ws_handler(
                 .into_response();
         }
     };
-    let session = Session {
-        connection_id,
-        user_id: user,
-    };
+    let session = Session::new(connection_id, identity.user).with_device(identity.device);
     let node = ctx.app.hub.node();
     chat_core::metrics::connect("accepted");
     let Ctx { app, stop, sockets } = ctx;
@@ -365,11 +379,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         crate::config::FunctionsKind::Lambda => "lambda functions".to_string(),
         crate::config::FunctionsKind::InProcess => format!("{:?} store", args.store).to_lowercase(),
     };
+    // Scripts and tests wait for "chat server ready url=ws://…": keep it.
     tracing::info!(
         url = %format!("ws://{addr}/ws"),
-        web = %format!("http://{addr}/"),
+        web_client = %format!("http://{addr}/"),
         %mode,
-        "chat server ready (the web client at `web`, WebSockets at `url`)"
+        "chat server ready"
     );
     // The management API stops with the client listener.
     let stop = CancellationToken::new();

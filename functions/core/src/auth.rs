@@ -4,7 +4,7 @@
 //! pinned (so `alg: none` or an RSA/HMAC confusion is refused).
 
 use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::ids::{DeviceId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,17 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// The install the token was issued to (optional): when present it is
+    /// the connection's device, whatever `?device=` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+}
+
+/// Who a token speaks for: the user, and the device if the token names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    pub device: Option<DeviceId>,
 }
 
 /// What a token must satisfy besides its signature.
@@ -137,6 +148,13 @@ impl Authenticator {
 
     /// The user a token names, or `unauthorized` saying why not.
     pub fn verify(&self, token: &str) -> Result<UserId> {
+        self.verify_identity(token).map(|i| i.user)
+    }
+
+    /// The user a token names and its `device` claim, if any, or
+    /// `unauthorized` saying why not (a `device` claim that is not a valid
+    /// device id is refused, not ignored).
+    pub fn verify_identity(&self, token: &str) -> Result<Identity> {
         let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
         if let (Err(e), Some(previous)) = (&decoded, &self.previous) {
             if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) {
@@ -153,8 +171,14 @@ impl Authenticator {
                 self.rules.max_lifetime_secs
             )));
         }
-        UserId::parse(&c.sub)
-            .map_err(|_| Error::Unauthorized("token `sub` is not a valid user id".into()))
+        let user = UserId::parse(&c.sub)
+            .map_err(|_| Error::Unauthorized("token `sub` is not a valid user id".into()))?;
+        let device = c
+            .device
+            .map(|d| DeviceId::parse(&d))
+            .transpose()
+            .map_err(|_| Error::Unauthorized("token `device` is not a valid device id".into()))?;
+        Ok(Identity { user, device })
     }
 
     /// Mints a token for `user` valid for `ttl_secs` (dev tools and tests),
@@ -169,8 +193,28 @@ impl Authenticator {
             nbf: None,
             iss: self.rules.issuer.clone(),
             aud: self.rules.audience.clone(),
+            device: None,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.encode(&claims)
+    }
+
+    /// Mints a token for `user` that names its device (`device` claim).
+    pub fn mint_for_device(&self, user: &str, device: &str, ttl_secs: i64) -> Result<String> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: (now as i64 + ttl_secs).max(0) as u64,
+            iat: Some(now),
+            nbf: None,
+            iss: self.rules.issuer.clone(),
+            aud: self.rules.audience.clone(),
+            device: Some(device.to_string()),
+        };
+        self.encode(&claims)
+    }
+
+    fn encode(&self, claims: &Claims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| Error::Store(format!("minting a token: {e}")))
     }
 }
@@ -309,6 +353,26 @@ mod tests {
         );
         assert!(auth.verify(&no_iat).is_err(), "exp 30 h away, no iat");
         assert!(auth.verify(&auth.mint("alice", 24 * 3600).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_device_claim_names_the_device_and_a_bad_one_is_refused() {
+        let auth = Authenticator::new(SECRET).unwrap();
+        let id = auth
+            .verify_identity(&auth.mint_for_device("alice", "phone-1", 60).unwrap())
+            .unwrap();
+        assert_eq!(id.user.as_str(), "alice");
+        assert_eq!(id.device.unwrap().as_str(), "phone-1");
+        let plain = auth.verify_identity(&auth.mint("alice", 60).unwrap());
+        assert_eq!(plain.unwrap().device, None);
+        let now = now_secs();
+        let bad = encode(
+            serde_json::json!({"sub":"alice","exp":now + 60,"device":"no spaces!"}),
+            SECRET,
+        );
+        let err = auth.verify_identity(&bad).unwrap_err();
+        assert!(matches!(err, Error::Unauthorized(_)), "{err}");
+        assert!(auth.verify(&bad).is_err());
     }
 
     #[test]

@@ -33,6 +33,36 @@ impl fmt::Display for UserId {
     }
 }
 
+/// A client's name for one of its installs (a phone, a laptop, a browser
+/// profile): 1 to 64 characters of `[A-Za-z0-9_.-]`, scoped to the user
+/// (two users may pick the same name). Each device keeps its own delivery
+/// cursors, so every device catches up on what it missed
+/// (docs/protocol.md, "Devices").
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn parse(s: &str) -> Result<Self> {
+        if is_valid_id(s) {
+            Ok(DeviceId(s.to_string()))
+        } else {
+            Err(Error::BadRequest(format!(
+                "invalid device id {:?}: 1 to {MAX_ID_LEN} characters of A-Z a-z 0-9 _ . -",
+                truncate(s, 80)
+            )))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN

@@ -21,6 +21,19 @@ struct Inner {
     /// user -> conversation -> membership.
     users: HashMap<String, BTreeMap<String, Membership>>,
     groups: HashMap<String, Group>,
+    /// user -> device -> its last use and cursors.
+    devices: HashMap<String, HashMap<String, Device>>,
+    /// Reads of this conversation's messages fail (tests of what a failed
+    /// read does: [`MemoryStore::fail_reads_of`]).
+    failing: Option<String>,
+}
+
+/// One device of a user.
+#[derive(Default)]
+struct Device {
+    last_used_ms: u64,
+    /// conversation -> (cursor, when it last moved).
+    cursors: HashMap<String, (u64, u64)>,
 }
 
 /// The in-memory [`Store`].
@@ -32,6 +45,22 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on, reading the messages of `conversation` fails as a
+    /// store that cannot be reached would (`None`: nothing fails). For
+    /// tests of the paths that must not hide a failed read.
+    pub fn fail_reads_of(&self, conversation: Option<&str>) {
+        self.lock().failing = conversation.map(str::to_string);
+    }
+
+    fn check_read(g: &Inner, conversation: &str) -> Result<()> {
+        match &g.failing {
+            Some(c) if c == conversation => Err(Error::Store(format!(
+                "injected failure reading {conversation}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -47,6 +76,7 @@ fn enroll(
     conv: &str,
     at: u64,
     acked: u64,
+    joined_at_id: u64,
 ) -> u64 {
     let m = users
         .entry(user.to_string())
@@ -54,8 +84,9 @@ fn enroll(
         .entry(conv.to_string())
         .or_insert(Membership {
             conversation_id: conv.to_string(),
-            acked_up_to: 0,
+            acked_up_to: acked,
             joined_at_ms: at,
+            joined_at_id,
         });
     m.acked_up_to = m.acked_up_to.max(acked);
     m.acked_up_to
@@ -99,9 +130,10 @@ impl MessageStore for MemoryStore {
             &msg.conversation_id,
             msg.sent_at_ms,
             id,
+            0,
         );
         for u in &msg.enroll {
-            enroll(&mut g.users, u, &msg.conversation_id, msg.sent_at_ms, 0);
+            enroll(&mut g.users, u, &msg.conversation_id, msg.sent_at_ms, 0, 0);
         }
         Ok(Appended {
             message: stored,
@@ -116,6 +148,7 @@ impl MessageStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>> {
         let g = self.lock();
+        Self::check_read(&g, conv)?;
         let Some(list) = g.messages.get(conv) else {
             return Ok(vec![]);
         };
@@ -134,6 +167,7 @@ impl MessageStore for MemoryStore {
         limit: usize,
     ) -> Result<HistoryPage> {
         let g = self.lock();
+        Self::check_read(&g, conv)?;
         let Some(list) = g.messages.get(conv) else {
             return Ok(HistoryPage {
                 messages: vec![],
@@ -229,7 +263,7 @@ impl GroupStore for MemoryStore {
         }
         let conv = ConversationId::group(&group.group_id).to_string();
         for m in &group.members {
-            enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, 0);
+            enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, 0, 0);
         }
         g.groups.insert(group.group_id.clone(), group.clone());
         Ok(())
@@ -251,7 +285,14 @@ impl GroupStore for MemoryStore {
             }
         }
         for (m, acked) in &change.add {
-            enroll(&mut g.users, &m.user_id, &conv, m.joined_at_ms, *acked);
+            enroll(
+                &mut g.users,
+                &m.user_id,
+                &conv,
+                m.joined_at_ms,
+                *acked,
+                *acked,
+            );
         }
         g.groups.insert(change.group_id.clone(), group.clone());
         Ok(group)
@@ -277,6 +318,74 @@ impl QuotaStore for MemoryStore {
         }
         *n += 1;
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for MemoryStore {
+    async fn use_device(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
+        let mut g = self.lock();
+        let devices = g.devices.entry(user.to_string()).or_default();
+        if let Some(d) = devices.get_mut(device) {
+            d.last_used_ms = d.last_used_ms.max(now_ms);
+            return Ok(true);
+        }
+        devices.insert(
+            device.to_string(),
+            Device {
+                last_used_ms: now_ms,
+                cursors: HashMap::new(),
+            },
+        );
+        while devices.len() > MAX_DEVICES {
+            let Some(oldest) = devices
+                .iter()
+                .filter(|(id, _)| id.as_str() != device)
+                .min_by_key(|(id, d)| (d.last_used_ms, id.to_string()))
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            devices.remove(&oldest);
+        }
+        Ok(false)
+    }
+
+    async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
+        let g = self.lock();
+        let Some(d) = g.devices.get(user).and_then(|ds| ds.get(device)) else {
+            return Ok(HashMap::new());
+        };
+        Ok(d.cursors
+            .iter()
+            .filter(|(_, (_, moved))| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+            .map(|(c, (up_to, _))| (c.clone(), *up_to))
+            .collect())
+    }
+
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        conv: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        let d = g
+            .devices
+            .entry(user.to_string())
+            .or_default()
+            .entry(device.to_string())
+            .or_default();
+        let c = d.cursors.entry(conv.to_string()).or_insert((0, now_ms));
+        // An expired cursor is forgotten: any position moves it.
+        let expired = c.1.saturating_add(CURSOR_TTL_MS) <= now_ms;
+        if up_to > c.0 || (expired && up_to > 0) {
+            *c = (up_to, now_ms);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

@@ -78,9 +78,15 @@ pub struct Appended {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub conversation_id: String,
-    /// Highest message id the user has acknowledged; `sync` sends what is above.
+    /// Highest message id the user has read (`ack`): unread counts and
+    /// receipts; where `sync` starts for a device never seen.
     pub acked_up_to: u64,
     pub joined_at_ms: u64,
+    /// The conversation's newest id when the user joined (0 for a direct
+    /// conversation and a group's first members): `sync` never replays
+    /// below it. Rows written before it existed read 0.
+    #[serde(default)]
+    pub joined_at_id: u64,
 }
 
 /// A membership with the conversation's newest id, for `sync` and `conversations`.
@@ -260,12 +266,55 @@ pub trait QuotaStore: Send + Sync {
     ) -> Result<bool>;
 }
 
-/// Messages, users, groups and quotas: everything the services keep. One
-/// trait per entity (each adapter implements them in that entity's
-/// module); a store is any type that implements all four.
-pub trait Store: MessageStore + MembershipStore + GroupStore + QuotaStore {}
+/// Devices a user holds cursors for, at most this many (the least
+/// recently used beyond it are forgotten, cursors and all).
+pub const MAX_DEVICES: usize = 20;
 
-impl<T: MessageStore + MembershipStore + GroupStore + QuotaStore + ?Sized> Store for T {}
+/// A cursor not moved for this long is forgotten (90 days): the device is
+/// treated as new to that conversation.
+pub const CURSOR_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
+
+/// A user's devices and their delivery cursors: per device and
+/// conversation, the highest id such that the device holds every id up to
+/// it. Kept apart from the read watermark ([`MembershipStore`]), which is
+/// the user's and shared by all devices.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Marks `device_id` of `user_id` as used at `now_ms`; whether it was
+    /// known before. A new device past [`MAX_DEVICES`] makes the least
+    /// recently used one forgotten, with its cursors.
+    async fn use_device(&self, user_id: &str, device_id: &str, now_ms: u64) -> Result<bool>;
+
+    /// The device's cursors by conversation, those moved in the last
+    /// [`CURSOR_TTL_MS`] before `now_ms`.
+    async fn cursors(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now_ms: u64,
+    ) -> Result<std::collections::HashMap<String, u64>>;
+
+    /// Moves the cursor forward to `up_to` (atomically; never back);
+    /// whether it moved.
+    async fn advance_cursor(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        conversation_id: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<bool>;
+}
+
+/// Messages, users, groups, quotas and devices: everything the services
+/// keep. One trait per entity (each adapter implements them in that
+/// entity's module); a store is any type that implements them all.
+pub trait Store: MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore {}
+
+impl<T> Store for T where
+    T: MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore + ?Sized
+{
+}
 
 /// Where a connection lives, so anyone can post to it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -282,6 +331,10 @@ pub struct ConnectionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     pub connected_at_ms: u64,
+    /// The device the client named at connect, if any: the stateless
+    /// functions read it back for the connection's later frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// Where the connection is in its first `sync`, for the stateless
     /// functions' fan-out (docs/design.md, "Order in Lambda mode");
     /// conn-tier keeps order in its sockets and records `Live`.

@@ -118,9 +118,19 @@ pub struct MembershipItem {
     pub conversation_id: String,
     pub acked_up_to: u64,
     pub joined_at: u64,
+    /// The conversation's newest id at the join (absent, so 0, on rows a
+    /// first direct message creates and on rows written before it was kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub joined_at_id: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl MembershipItem {
+    /// A new row: its watermark starts at the conversation's newest id at
+    /// the join, which is also the join point.
     pub fn new(user: &str, conv: &str, acked_up_to: u64, joined_at: u64) -> Self {
         MembershipItem {
             user_id: user.to_string(),
@@ -128,6 +138,7 @@ impl MembershipItem {
             conversation_id: conv.to_string(),
             acked_up_to,
             joined_at,
+            joined_at_id: acked_up_to,
         }
     }
 
@@ -144,7 +155,54 @@ impl MembershipItem {
             conversation_id: self.conversation_id,
             acked_up_to: self.acked_up_to,
             joined_at_ms: self.joined_at,
+            joined_at_id: self.joined_at_id,
         }
+    }
+}
+
+/// One of a user's devices (users table, `device#<id>`): when it was last
+/// used, for "the least recently used are forgotten".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceItem {
+    pub user_id: String,
+    pub sk: String,
+    pub device_id: String,
+    pub last_used: u64,
+    /// TTL: a device unused for the cursors' lifetime goes.
+    pub expires_at: u64,
+}
+
+impl DeviceItem {
+    pub fn sort_key(device: &str) -> String {
+        format!("{DEVICE_PREFIX}{device}")
+    }
+}
+
+/// A device's delivery cursor in one conversation (users table,
+/// `cursor#<device>#<conversation>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorItem {
+    pub user_id: String,
+    pub sk: String,
+    pub up_to: u64,
+    pub moved_at: u64,
+    /// TTL: 90 days after its last move.
+    pub expires_at: u64,
+}
+
+impl CursorItem {
+    /// The prefix of every cursor of `device`.
+    pub fn prefix(device: &str) -> String {
+        format!("{CURSOR_PREFIX}{device}#")
+    }
+
+    pub fn sort_key(device: &str, conv: &str) -> String {
+        format!("{}{conv}", Self::prefix(device))
+    }
+
+    /// The conversation of a cursor's sort key.
+    pub fn conversation(&self, device: &str) -> Option<&str> {
+        self.sk.strip_prefix(&Self::prefix(device))
     }
 }
 
@@ -207,6 +265,9 @@ pub struct ConnectionItem {
     pub node_id: Option<String>,
     #[serde(default)]
     pub connected_at: u64,
+    /// The device the client named, for the functions' later frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// TTL: a row whose disconnect was never seen goes after a while
     /// (API Gateway's; a node's rows go with the node instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +294,7 @@ impl ConnectionItem {
             endpoint: rec.endpoint.clone(),
             node_id: rec.node_id.clone(),
             connected_at: rec.connected_at_ms,
+            device_id: rec.device_id.clone(),
             expires_at: match rec.node_id {
                 Some(_) => None,
                 None => Some(rec.connected_at_ms / 1000 + CONNECTION_TTL_SECS),
@@ -251,6 +313,7 @@ impl ConnectionItem {
             endpoint: self.endpoint,
             node_id: self.node_id,
             connected_at_ms: self.connected_at,
+            device_id: self.device_id,
             sync: self.sync_state,
             replayed: self.replayed,
         }
@@ -407,6 +470,7 @@ mod tests {
             endpoint: "https://api/stage".into(),
             node_id: None,
             connected_at_ms: 5_000,
+            device_id: Some("phone".into()),
             sync: SyncState::Pending,
             replayed: BTreeMap::from([("dm#a#b".to_string(), 4)]),
         };

@@ -54,9 +54,12 @@ pub const BY_NODE_INDEX: &str = "by_node";
 /// connections table (not a valid user id, so no client can be it).
 pub const NODES_USER: &str = "#nodes";
 
-/// users sort keys: a conversation membership, an idempotency record.
+/// users sort keys: a conversation membership, an idempotency record, a
+/// device, a device's cursor in a conversation.
 pub const CONV_PREFIX: &str = "conv#";
 pub const IDEM_PREFIX: &str = "idem#";
+pub const DEVICE_PREFIX: &str = "device#";
+pub const CURSOR_PREFIX: &str = "cursor#";
 /// groups sort keys: the group itself, a member.
 pub const GROUP_META: &str = "meta";
 pub const MEMBER_PREFIX: &str = "member#";

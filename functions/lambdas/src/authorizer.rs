@@ -1,6 +1,7 @@
 //! The REQUEST authorizer on `$connect`: verifies the token of `?token=`
 //! (or `Authorization: Bearer`), allows the connection with the user id as
-//! principal and in the context, or denies it.
+//! principal and in the context (with the device: the token's `device`
+//! claim, else `?device=`), or denies it.
 
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
@@ -8,6 +9,7 @@ use aws_lambda_events::apigw::{
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use chat_core::auth::{Authenticator, TokenRules};
+use chat_core::ids::DeviceId;
 use serde_json::json;
 
 /// The REQUEST authorizer: verifies `?token=` and allows the connection
@@ -26,13 +28,26 @@ pub fn authorize(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
         });
-    let user = token.as_deref().map(|t| auth.verify(t));
-    let (effect, principal, context) = match user {
-        Some(Ok(u)) => (
-            IamPolicyEffect::Allow,
-            u.to_string(),
-            json!({"user_id": u.as_str()}),
-        ),
+    // The token's `device` claim wins over `?device=`; a bad one is denied.
+    let device = e
+        .query_string_parameters
+        .first("device")
+        .map(str::to_string);
+    let identity = token.as_deref().map(|t| {
+        let mut id = auth.verify_identity(t)?;
+        if id.device.is_none() {
+            id.device = device.as_deref().map(DeviceId::parse).transpose()?;
+        }
+        Ok::<_, chat_core::Error>(id)
+    });
+    let (effect, principal, context) = match identity {
+        Some(Ok(id)) => {
+            let mut context = json!({"user_id": id.user.as_str()});
+            if let Some(d) = &id.device {
+                context["device_id"] = json!(d.as_str());
+            }
+            (IamPolicyEffect::Allow, id.user.to_string(), context)
+        }
         Some(Err(err)) => {
             tracing::info!(reason = %err, "denied");
             (IamPolicyEffect::Deny, "anonymous".to_string(), json!({}))

@@ -31,7 +31,7 @@ pub use message::message;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::delivery::InlineFanout;
-use chat_core::ids::UserId;
+use chat_core::ids::{DeviceId, UserId};
 use chat_core::ports::*;
 use chat_core::service::ChatLimits;
 use chat_core::{Chat, Deliverer, MessageDelivery, Session};
@@ -185,29 +185,33 @@ impl Deps {
             .connection_id
             .clone()
             .ok_or(Error::MissingField("requestContext.connectionId"))?;
-        let from_authorizer = ["user_id", "principalId"].iter().find_map(|k| {
+        let field = |k: &str| {
             ctx.authorizer
                 .fields
-                .get(*k)
+                .get(k)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-        });
-        let user = match from_authorizer {
-            Some(u) => u,
-            None => self
-                .connections
-                .get(&connection_id)
-                .await?
-                .map(|c| c.user_id)
-                .ok_or(Error::MissingField(
-                    "authorizer context or connection record",
-                ))?,
+        };
+        let from_authorizer = field("user_id").or_else(|| field("principalId"));
+        let (user, device) = match from_authorizer {
+            Some(u) => (u, field("device_id")),
+            None => {
+                let rec =
+                    self.connections
+                        .get(&connection_id)
+                        .await?
+                        .ok_or(Error::MissingField(
+                            "authorizer context or connection record",
+                        ))?;
+                (rec.user_id, rec.device_id)
+            }
         };
         let user_id = UserId::parse(&user).map_err(|_| Error::MissingField("a valid user id"))?;
-        Ok(Session {
-            connection_id,
-            user_id,
-        })
+        let device_id = device
+            .map(|d| DeviceId::parse(&d))
+            .transpose()
+            .map_err(|_| Error::MissingField("a valid device id"))?;
+        Ok(Session::new(connection_id, user_id).with_device(device_id))
     }
 }
 

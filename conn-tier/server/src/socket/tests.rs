@@ -107,10 +107,7 @@ fn app_with(socket: SocketConfig, users: crate::hub::UserLimits) -> App {
 }
 
 fn session(conn: &str, user: &str) -> Session {
-    Session {
-        connection_id: conn.into(),
-        user_id: UserId::parse(user).unwrap(),
-    }
+    Session::new(conn, UserId::parse(user).unwrap())
 }
 
 /// Runs a socket for `user` as connection `conn`.

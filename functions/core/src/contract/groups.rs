@@ -46,10 +46,12 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     assert_eq!(after.version, 2);
     assert_eq!(after.member_ids(), vec![a.clone(), b.clone(), c.clone()]);
     assert_eq!(s.group(&gid).await.unwrap().unwrap(), after);
-    assert_eq!(
-        s.membership(&c, &conv).await.unwrap().unwrap().acked_up_to,
-        1
-    );
+    let joined = s.membership(&c, &conv).await.unwrap().unwrap();
+    assert_eq!(joined.acked_up_to, 1);
+    // The join point: the newest id when c joined (sync never goes below).
+    assert_eq!(joined.joined_at_id, 1);
+    let first = s.membership(&b, &conv).await.unwrap().unwrap();
+    assert_eq!(first.joined_at_id, 0, "a first member joined at the start");
     // A stale version loses, and changes nothing.
     let stale = GroupChange {
         remove: vec![b.clone()],

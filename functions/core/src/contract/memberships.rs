@@ -20,9 +20,14 @@ pub async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
         s.advance_watermark(&b, &conv, 0).await.unwrap(),
         Some((1, false))
     );
+    let m = s.membership(&b, &conv).await.unwrap().unwrap();
+    assert_eq!(m.acked_up_to, 1);
+    // Enrolled by a first direct message: joined at the start, whatever
+    // its watermark is now (the sender's too).
+    assert_eq!(m.joined_at_id, 0);
     assert_eq!(
-        s.membership(&b, &conv).await.unwrap().unwrap().acked_up_to,
-        1
+        s.membership(&a, &conv).await.unwrap().unwrap().joined_at_id,
+        0
     );
     assert_eq!(
         s.advance_watermark(&unique("z"), &conv, 1).await.unwrap(),

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - this file: [`Fixture`], the macros, the helpers the checks share;
-//! - `messages`, `memberships`, `groups`, `quotas`: the [`Store`] checks, one
+//! - `messages`, `memberships`, `groups`, `quotas`, `devices`: the [`Store`] checks, one
 //!   file per entity (as the store ports are split);
 //! - `connections`, `nodes`: the [`Connections`] and [`Nodes`] checks.
 //!
@@ -23,6 +23,7 @@ use crate::ports::*;
 use std::sync::Arc;
 
 mod connections;
+mod devices;
 mod groups;
 mod memberships;
 mod messages;
@@ -30,6 +31,7 @@ mod nodes;
 mod quotas;
 
 pub use connections::*;
+pub use devices::*;
 pub use groups::*;
 pub use memberships::*;
 pub use messages::*;
@@ -68,6 +70,10 @@ macro_rules! store_contract {
             a_member_removed_while_sending_stays_removed,
             conversations_come_in_pages_by_id,
             a_quota_is_taken_up_to_its_limit,
+            a_device_is_new_once_then_known,
+            a_cursor_only_moves_forward_per_device,
+            a_cursor_not_moved_for_90_days_is_forgotten,
+            past_the_most_devices_the_least_recently_used_is_forgotten,
         );
     };
     (@checks $fixture:expr; $($check:ident),* $(,)?) => {

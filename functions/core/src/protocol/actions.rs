@@ -74,6 +74,17 @@ client_actions! {
         up_to: u64,
     } => "ack", route "ack", function "ack";
     Sync {} => "sync", route "sync", function "sync";
+    /// This device keeps every message of a conversation up to `up_to`
+    /// (its delivery cursor moves there; never back): one conversation, or
+    /// `items` for several at once. No answer, no receipt.
+    Received {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        up_to: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<Vec<crate::protocol::ReceivedItem>>,
+    } => "received", route "received", function "ack";
     History {
         conversation_id: String,
         #[serde(default)]
@@ -133,6 +144,7 @@ mod tests {
         assert_eq!(route(Some("send")), ("send", "send"));
         assert_eq!(route(Some("addMember")), ("addMember", "groups"));
         assert_eq!(route(Some("ping")), ("$default", "default"));
+        assert_eq!(route(Some("received")), ("received", "ack"));
         assert_eq!(route(Some("$connect")), ("$default", "default"));
         assert_eq!(route(None), ("$default", "default"));
     }

@@ -6,7 +6,7 @@
 
 use super::{
     ClientFrame, ServerFrame, ACTIONS, MAX_CLIENT_MSG_ID_CHARS, MAX_CONVERSATIONS_LIMIT,
-    MAX_GROUP_NAME_BYTES, MAX_HISTORY_LIMIT, MAX_TEXT_BYTES,
+    MAX_GROUP_NAME_BYTES, MAX_HISTORY_LIMIT, MAX_RECEIVED_ITEMS, MAX_TEXT_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::ids::{first_chars, truncate};
@@ -139,6 +139,25 @@ fn validate(frame: &ClientFrame) -> Result<()> {
                 return Err(Error::BadRequest("text must not be empty".into()));
             }
         }
+        ClientFrame::Received {
+            conversation_id,
+            up_to,
+            items,
+        } => match (conversation_id, up_to, items) {
+            (Some(_), Some(_), None) => {}
+            (None, None, Some(items)) if !items.is_empty() && items.len() <= MAX_RECEIVED_ITEMS => {
+            }
+            (None, None, Some(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "items must name 1 to {MAX_RECEIVED_ITEMS} conversations"
+                )))
+            }
+            _ => {
+                return Err(Error::BadRequest(
+                    "received takes conversation_id and up_to, or items".into(),
+                ))
+            }
+        },
         ClientFrame::History { limit: Some(l), .. } if *l == 0 || *l > MAX_HISTORY_LIMIT => {
             return Err(Error::BadRequest(format!(
                 "limit must be 1 to {MAX_HISTORY_LIMIT}"
@@ -181,6 +200,8 @@ mod tests {
             r#"{"action":"send","to":"user:bob","client_msg_id":"c-1","text":"hi"}"#,
             r#"{"action":"ack","conversation_id":"dm#a#b","up_to":42}"#,
             r#"{"action":"sync"}"#,
+            r#"{"action":"received","conversation_id":"dm#a#b","up_to":42}"#,
+            r#"{"action":"received","items":[{"conversation_id":"dm#a#b","up_to":42}]}"#,
             r#"{"action":"history","conversation_id":"dm#a#b","before":100,"limit":50}"#,
             r#"{"action":"history","conversation_id":"dm#a#b"}"#,
             r#"{"action":"conversations"}"#,
@@ -198,6 +219,25 @@ mod tests {
         for a in ACTIONS {
             assert!(seen.contains(&a.name), "no case for {}", a.name);
         }
+    }
+
+    #[test]
+    fn received_takes_one_conversation_or_1_to_100_items_not_both() {
+        let item = r#"{"conversation_id":"c","up_to":1}"#;
+        let many = |n: usize| vec![item; n].join(",");
+        for bad in [
+            r#"{"action":"received"}"#.to_string(),
+            r#"{"action":"received","conversation_id":"c"}"#.to_string(),
+            r#"{"action":"received","items":[]}"#.to_string(),
+            format!(r#"{{"action":"received","items":[{}]}}"#, many(101)),
+            format!(r#"{{"action":"received","conversation_id":"c","up_to":1,"items":[{item}]}}"#),
+        ] {
+            let e = parse_client_frame(&bad).unwrap_err();
+            assert_eq!(e.error.code(), "bad_request", "{bad}");
+            assert_eq!(e.action.as_deref(), Some("received"), "{bad}");
+        }
+        let ok = format!(r#"{{"action":"received","items":[{}]}}"#, many(100));
+        assert!(parse_client_frame(&ok).is_ok());
     }
 
     #[test]

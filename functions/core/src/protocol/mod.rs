@@ -22,6 +22,17 @@ pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};
 pub use client::{parse_client_frame, FrameError};
 pub use server::{ConversationItem, MessageView, ServerFrame};
 
+/// One conversation of a `received` frame with `items`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReceivedItem {
+    pub conversation_id: String,
+    pub up_to: u64,
+}
+
+/// Most conversations one `received` frame may name.
+pub const MAX_RECEIVED_ITEMS: usize = 100;
+
 /// Longest message text, in bytes of UTF-8 after JSON decoding.
 pub const MAX_TEXT_BYTES: usize = 10_240;
 /// Largest WebSocket frame a client may send (API Gateway's limit); a

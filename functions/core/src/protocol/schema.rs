@@ -138,6 +138,7 @@ mod tests {
                 "ack",
                 "conversations",
                 "error",
+                "gap",
                 "group",
                 "history",
                 "message",

@@ -52,6 +52,13 @@ pub enum ServerFrame {
         user_id: String,
         up_to: u64,
     },
+    /// A `sync` replayed only the newest messages of a conversation: the
+    /// ones below `before` that this device misses are left out (page back
+    /// with `history`). Sent before that conversation's replay.
+    Gap {
+        conversation_id: String,
+        before: u64,
+    },
     Synced {},
     History {
         conversation_id: String,

@@ -5,23 +5,28 @@
 //! - this file: [`Chat`] (the services over their ports), [`Session`],
 //!   [`Reply`], [`MessageDelivery`], frame dispatch and the checks several
 //!   actions share;
-//! - one file per action: `send`, `ack`, `sync`, `history`,
+//! - one file per action: `send`, `ack`, `sync`, `received`, `history`,
 //!   `conversations`, `groups` (createGroup, addMember, removeMember);
 //! - `tests`: the services' rules over the in-memory store.
 
 mod ack;
 mod conversations;
+#[cfg(test)]
+mod devices_tests;
 mod groups;
 mod history;
+mod received;
 mod send;
 mod sync;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
 use crate::error::{Error, Result};
-use crate::ids::{ConversationId, UserId};
+use crate::ids::{ConversationId, DeviceId, UserId};
 use crate::ports::*;
-use crate::protocol::{parse_client_frame, ClientFrame, ServerFrame};
+use crate::protocol::{parse_client_frame, ClientFrame, ReceivedItem, ServerFrame};
 use crate::time::now_ms;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -29,11 +34,32 @@ use std::sync::Arc;
 pub use groups::group_frame;
 pub use send::Deferred;
 
-/// An authenticated connection: who is speaking, on which connection.
+/// An authenticated connection: who is speaking, on which connection,
+/// from which device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub connection_id: String,
     pub user_id: UserId,
+    /// The install the client named at connect (`?device=`, or the token's
+    /// `device` claim): its delivery cursors say where `sync` starts.
+    /// Without one, `sync` starts at the read watermark.
+    pub device_id: Option<DeviceId>,
+}
+
+impl Session {
+    /// A session without a device.
+    pub fn new(connection_id: impl Into<String>, user_id: UserId) -> Self {
+        Session {
+            connection_id: connection_id.into(),
+            user_id,
+            device_id: None,
+        }
+    }
+
+    pub fn with_device(mut self, device_id: Option<DeviceId>) -> Self {
+        self.device_id = device_id;
+        self
+    }
 }
 
 /// Answers to the requesting connection itself (conn-tier: its own
@@ -143,7 +169,6 @@ impl Chat {
         self
     }
 
-    /// Records a new authenticated connection.
     /// Records a connection: where to post to it (`endpoint`), and the
     /// conn-tier node that holds it, if any.
     pub async fn connect(
@@ -159,6 +184,7 @@ impl Chat {
                 endpoint: endpoint.to_string(),
                 node_id: node_id.map(str::to_string),
                 connected_at_ms: now_ms(),
+                device_id: session.device_id.as_ref().map(|d| d.to_string()),
                 sync: if self.sync_states {
                     SyncState::Pending
                 } else {
@@ -216,6 +242,21 @@ impl Chat {
                 return Ok(());
             }
             ClientFrame::Sync {} => return self.sync(session, reply).await,
+            ClientFrame::Received {
+                conversation_id,
+                up_to,
+                items,
+            } => {
+                let items = match (conversation_id, up_to, items) {
+                    (Some(c), Some(u), _) => vec![ReceivedItem {
+                        conversation_id: c,
+                        up_to: u,
+                    }],
+                    (_, _, items) => items.unwrap_or_default(),
+                };
+                self.received(session, &items).await?;
+                return Ok(());
+            }
             ClientFrame::History {
                 conversation_id,
                 before,

@@ -1,14 +1,26 @@
-//! `sync`: every message above the caller's watermarks, conversation by
-//! conversation in id order, then `synced`. With sync states (the Lambda
-//! functions), the connection goes live only once everything the fan-out
-//! skipped meanwhile is replayed too.
+//! `sync`: per conversation, in id order, the messages this device misses,
+//! then `synced`. With sync states (the Lambda functions), the connection
+//! goes live only once everything the fan-out skipped meanwhile is
+//! replayed too.
+//!
+//! Where each conversation's replay starts (docs/protocol.md, "Devices"):
+//! - a connection without a device, or a device never seen: above the read
+//!   watermark (what the user has not read);
+//! - a known device: above its delivery cursor; in a conversation it has
+//!   no cursor for, the newest page;
+//! - never below the member's join point, and at most [`SYNC_REPLAY_MAX`]
+//!   messages: the newest, after a `gap` frame saying where they start
+//!   (the client pages back with `history`).
 
 use super::{Chat, Reply, Session};
 use crate::error::Result;
-use crate::ports::GoLive;
+use crate::ports::{ConversationState, GoLive};
 use crate::protocol::ServerFrame;
-use std::collections::BTreeMap;
+use crate::time::now_ms;
+use std::collections::{BTreeMap, HashMap};
 
+/// Most messages one `sync` replays of one conversation (the newest).
+pub const SYNC_REPLAY_MAX: u64 = 200;
 /// Most messages `sync` reads at once; fewer when the answer limit is small
 /// (each message can be 10 KB).
 const SYNC_PAGE: usize = 200;
@@ -17,78 +29,175 @@ const SYNC_PAGE: usize = 200;
 /// reaches the connection at its next sync; never seen in tests).
 const GO_LIVE_ROUNDS: usize = 20;
 
+/// What this connection's device holds, as far as the server knows.
+enum Positions {
+    /// No device, or one never seen (`new_device`): the read watermark
+    /// stands in.
+    Watermark { new_device: bool },
+    /// A known device's cursors, by conversation.
+    Cursors(HashMap<String, u64>),
+}
+
+/// One conversation's replay: the ids above `from` up to `last`.
+struct Replay {
+    conversation_id: String,
+    from: u64,
+    last: u64,
+    /// More below `from` are missed: a `gap` frame goes first.
+    gap: bool,
+}
+
+impl Replay {
+    fn plan(state: &ConversationState, positions: &Positions) -> Self {
+        let m = &state.membership;
+        let last = state.last_message_id;
+        let floor = m.joined_at_id.min(last);
+        let held = match positions {
+            Positions::Watermark { .. } => m.acked_up_to,
+            // A conversation new to a known device: it holds none of it.
+            Positions::Cursors(c) => c.get(&m.conversation_id).copied().unwrap_or(floor),
+        };
+        let wanted = held.clamp(floor, last);
+        let from = wanted.max(last.saturating_sub(SYNC_REPLAY_MAX));
+        Replay {
+            conversation_id: m.conversation_id.clone(),
+            from,
+            last,
+            gap: from > wanted,
+        }
+    }
+}
+
 impl Chat {
-    /// Sends every message above the user's watermarks, conversation by
-    /// conversation in id order, then `synced`.
+    /// Sends, per conversation in id order, what this device misses (at
+    /// most a page each, after a `gap` frame when more is missed), then
+    /// `synced`. A conversation that cannot be read ends the sync with an
+    /// error, never with `synced`: the client retries rather than believe
+    /// it is caught up.
     pub async fn sync(&self, session: &Session, reply: &dyn Reply) -> Result<()> {
         let states = self.store.conversations(session.user_id.as_str()).await?;
-        let baselines = states
+        let positions = self.positions(session).await?;
+        let plan: Vec<Replay> = states.iter().map(|s| Replay::plan(s, &positions)).collect();
+        let baselines = plan
             .iter()
-            .map(|s| {
-                (
-                    s.membership.conversation_id.clone(),
-                    s.membership.acked_up_to,
-                )
-            })
+            .map(|r| (r.conversation_id.clone(), r.from))
             .collect();
         if self.sync_states && !self.connections.begin_sync(&session.connection_id).await? {
             return Ok(()); // the connection is gone
         }
         reply.sync_started(baselines).await;
         let mut replayed = BTreeMap::new();
-        for state in states {
-            let conv = &state.membership.conversation_id;
-            let from = state.membership.acked_up_to;
+        let mut starts = HashMap::new();
+        for r in plan {
+            starts.insert(r.conversation_id.clone(), r.from);
+            if r.last <= r.from {
+                continue;
+            }
+            if r.gap {
+                let gap = ServerFrame::Gap {
+                    conversation_id: r.conversation_id.clone(),
+                    before: r.from + 1,
+                };
+                if reply.send(gap).await.is_err() {
+                    return Ok(()); // the caller is gone
+                }
+            }
             match self
-                .replay(reply, conv, from, Some(state.last_message_id))
-                .await
+                .replay(reply, &r.conversation_id, r.from, Some(r.last))
+                .await?
             {
-                Some(last) if last > from => {
-                    replayed.insert(conv.clone(), last);
+                Some(last) if last > r.from => {
+                    replayed.insert(r.conversation_id, last);
                 }
                 Some(_) => {}
                 None => return Ok(()), // the caller is gone
             }
         }
-        if self.sync_states && !self.go_live(session, reply, replayed).await? {
+        if self.sync_states && !self.go_live(session, reply, replayed, &starts).await? {
             return Ok(());
+        }
+        if let (Positions::Watermark { new_device: true }, Some(device)) =
+            (&positions, &session.device_id)
+        {
+            self.note_caught_up(session.user_id.as_str(), device.as_str(), &states)
+                .await?;
         }
         let _ = reply.send(ServerFrame::Synced {}).await;
         Ok(())
     }
 
+    /// A device's first sync started at the read watermark: in every
+    /// conversation with nothing above it, the device has all it needs up
+    /// to the newest id, so its cursor starts there. Without it the next
+    /// sync would take each such conversation as new to the device and
+    /// replay its newest page. (Where something was replayed, the client
+    /// tells with `received` once it keeps it.) One write per such
+    /// conversation, once per new device.
+    async fn note_caught_up(
+        &self,
+        user: &str,
+        device: &str,
+        states: &[ConversationState],
+    ) -> Result<()> {
+        let now = now_ms();
+        for s in states {
+            let last = s.last_message_id;
+            if last > 0 && s.membership.acked_up_to >= last {
+                self.store
+                    .advance_cursor(user, device, &s.membership.conversation_id, last, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the connection's device holds: its cursors if it is known
+    /// (marking it used now), or the read watermark.
+    async fn positions(&self, session: &Session) -> Result<Positions> {
+        let Some(device) = &session.device_id else {
+            return Ok(Positions::Watermark { new_device: false });
+        };
+        let (user, now) = (session.user_id.as_str(), now_ms());
+        let known = self.store.use_device(user, device.as_str(), now).await?;
+        let cursors = self.store.cursors(user, device.as_str(), now).await?;
+        // Cursors without the device's record: it was used before, its
+        // record lost (or written by another path); still known.
+        if known || !cursors.is_empty() {
+            Ok(Positions::Cursors(cursors))
+        } else {
+            Ok(Positions::Watermark { new_device: true })
+        }
+    }
+
     /// Sends the messages of `conv` above `from` (up to `until`, or all),
     /// in id order; the last id sent (or `from`), or `None` if the caller
-    /// is gone.
+    /// is gone. A failed read is an error: the caller must not be told it
+    /// is caught up.
     async fn replay(
         &self,
         reply: &dyn Reply,
         conv: &str,
         from: u64,
         until: Option<u64>,
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>> {
         let mut cursor = from;
         while until.is_none_or(|u| cursor < u) {
-            let page = match self
+            let page = self
                 .store
                 .messages_after(conv, cursor, self.sync_page())
                 .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sync: a conversation could not be read");
-                    break;
-                }
-            };
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, conversation = conv, "sync: a conversation could not be read")
+                })?;
             let Some(last) = page.last() else { break };
             cursor = last.message_id;
             for m in &page {
                 if reply.send(ServerFrame::Message(m.view())).await.is_err() {
-                    return None;
+                    return Ok(None);
                 }
             }
         }
-        Some(cursor)
+        Ok(Some(cursor))
     }
 
     /// Messages read at once: a page's worth of the answer limit at most.
@@ -105,6 +214,7 @@ impl Chat {
         session: &Session,
         reply: &dyn Reply,
         mut replayed: BTreeMap<String, u64>,
+        starts: &HashMap<String, u64>,
     ) -> Result<bool> {
         let conn = &session.connection_id;
         let mut seen = 0;
@@ -118,15 +228,16 @@ impl Chat {
                     } => (conversations, skips),
                 };
             for conv in conversations {
-                let from = match replayed.get(&conv) {
+                let from = match replayed.get(&conv).or(starts.get(&conv)) {
                     Some(&r) => r,
+                    // Joined during this sync: from its watermark.
                     None => self
                         .store
                         .membership(session.user_id.as_str(), &conv)
                         .await?
                         .map_or(0, |m| m.acked_up_to),
                 };
-                match self.replay(reply, &conv, from, None).await {
+                match self.replay(reply, &conv, from, None).await? {
                     Some(last) if last > from => {
                         replayed.insert(conv, last);
                     }

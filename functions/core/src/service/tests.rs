@@ -1,34 +1,10 @@
 //! Unit tests of the services over the in-memory store: the rules that
 //! live in chat-core, each checked where it is written.
 
+use super::test_support::{Answers, Jobs};
 use super::*;
 use crate::memory::{MemoryConnections, MemoryStore};
 use crate::protocol::MAX_GROUP_MEMBERS;
-use std::sync::Mutex;
-
-/// Keeps the fan-out jobs the services dispatch.
-#[derive(Default)]
-struct Jobs(Mutex<Vec<FanoutJob>>);
-
-#[async_trait]
-impl Fanout for Jobs {
-    async fn dispatch(&self, job: FanoutJob) -> Result<()> {
-        self.0.lock().unwrap().push(job);
-        Ok(())
-    }
-}
-
-/// Keeps the frames answered to the caller.
-#[derive(Default)]
-struct Answers(Mutex<Vec<ServerFrame>>);
-
-#[async_trait]
-impl Reply for Answers {
-    async fn send(&self, frame: ServerFrame) -> Result<(), PostError> {
-        self.0.lock().unwrap().push(frame);
-        Ok(())
-    }
-}
 
 fn chat(messages: MessageDelivery) -> (Chat, Arc<Jobs>) {
     let jobs = Arc::new(Jobs::default());
@@ -42,10 +18,7 @@ fn chat(messages: MessageDelivery) -> (Chat, Arc<Jobs>) {
 }
 
 fn session(user: &str) -> Session {
-    Session {
-        connection_id: format!("conn-{user}"),
-        user_id: UserId::parse(user).unwrap(),
-    }
+    Session::new(format!("conn-{user}"), UserId::parse(user).unwrap())
 }
 
 fn group_of(frame: &ServerFrame) -> (String, Vec<String>, Vec<String>) {

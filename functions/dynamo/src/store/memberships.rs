@@ -43,18 +43,11 @@ impl DynamoStore {
     }
 
     pub(super) async fn read_conversations(&self, user: &str) -> Result<Vec<ConversationState>> {
-        let q = self
-            .client
-            .query()
-            .table_name(&self.users)
-            .key_condition_expression("user_id = :u AND begins_with(sk, :p)")
-            .expression_attribute_values(":u", Av::S(user.to_string()))
-            .expression_attribute_values(":p", Av::S(CONV_PREFIX.to_string()));
-        let table = self.users.clone();
-        let items = self.query_all(q, &table, usize::MAX, true).await?;
-        let memberships: Vec<Membership> = items
+        let memberships: Vec<Membership> = self
+            .user_items(user, CONV_PREFIX)
+            .await?
             .into_iter()
-            .map(|i| Ok(from_item::<_, MembershipItem>(&table, i)?.membership()))
+            .map(|i| Ok(from_item::<_, MembershipItem>(&self.users, i)?.membership()))
             .collect::<Result<_>>()?;
         stream::iter(memberships)
             .map(|m| async move {

@@ -29,6 +29,7 @@
 //! or re-pointed by the next attempt, so a retry with the same
 //! `client_msg_id` returns the original message or stores exactly one.
 
+mod devices;
 mod groups;
 mod memberships;
 mod messages;

@@ -1,0 +1,173 @@
+//! Devices and their delivery cursors, in the users table beside the
+//! memberships (same partition: the user): `device#<id>` with its last use,
+//! and `cursor#<device>#<conversation>` with the cursor and when it moved.
+//! One device's cursors are one Query (`begins_with`); both kinds expire
+//! through the table's TTL 90 days after their last write.
+
+use super::DynamoStore;
+use crate::codec::{from_item, key, CursorItem, DeviceItem};
+use crate::request::{call, conditional, Written};
+use crate::schema::DEVICE_PREFIX;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity, ReturnValue};
+use chat_core::ports::{DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::Result;
+use std::collections::HashMap;
+
+fn n(v: u64) -> Av {
+    Av::N(v.to_string())
+}
+
+/// The TTL attribute (seconds) of an item written at `now_ms`.
+fn expiry(now_ms: u64) -> u64 {
+    (now_ms + CURSOR_TTL_MS) / 1000
+}
+
+/// What a device or cursor item is metered as (it is small).
+const SMALL_ITEM: usize = 160;
+
+impl DynamoStore {
+    /// Every item of `user` whose sort key starts with `prefix` (one
+    /// strongly consistent Query, all pages): memberships, devices, a
+    /// device's cursors.
+    pub(super) async fn user_items(
+        &self,
+        user: &str,
+        prefix: &str,
+    ) -> Result<Vec<crate::codec::Item>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.users)
+            .key_condition_expression("user_id = :u AND begins_with(sk, :p)")
+            .expression_attribute_values(":u", Av::S(user.to_string()))
+            .expression_attribute_values(":p", Av::S(prefix.to_string()));
+        let table = self.users.clone();
+        self.query_all(q, &table, usize::MAX, true).await
+    }
+
+    async fn delete_user_item(&self, user: &str, sk: &str) -> Result<()> {
+        self.meter.write(SMALL_ITEM, 0, false);
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.users)
+            .set_key(Some(key(&[("user_id", user), ("sk", sk)])))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        call(&self.meter, "DeleteItem", &self.users, request).await?;
+        Ok(())
+    }
+
+    /// Forgets the least recently used devices of `user` beyond
+    /// [`MAX_DEVICES`] (never `keep`), each with its cursors. Runs only
+    /// when a new device appears.
+    async fn forget_extra_devices(&self, user: &str, keep: &str) -> Result<()> {
+        let mut devices: Vec<DeviceItem> = self
+            .user_items(user, DEVICE_PREFIX)
+            .await?
+            .into_iter()
+            .map(|i| from_item(&self.users, i))
+            .collect::<std::result::Result<_, _>>()?;
+        if devices.len() <= MAX_DEVICES {
+            return Ok(());
+        }
+        devices.sort_by(|a, b| (a.last_used, &a.device_id).cmp(&(b.last_used, &b.device_id)));
+        let extra = devices.len() - MAX_DEVICES;
+        for d in devices
+            .into_iter()
+            .filter(|d| d.device_id != keep)
+            .take(extra)
+        {
+            for c in self
+                .user_items(user, &CursorItem::prefix(&d.device_id))
+                .await?
+            {
+                let c: CursorItem = from_item(&self.users, c)?;
+                self.delete_user_item(user, &c.sk).await?;
+            }
+            self.delete_user_item(user, &d.sk).await?;
+            tracing::debug!(user, device = %d.device_id, "device forgotten (least recently used)");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeviceStore for DynamoStore {
+    async fn use_device(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
+        self.meter.write(SMALL_ITEM, 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(key(&[
+                ("user_id", user),
+                ("sk", &DeviceItem::sort_key(device)),
+            ])))
+            .update_expression("SET device_id = :d, last_used = :t, expires_at = :e")
+            .expression_attribute_values(":d", Av::S(device.to_string()))
+            .expression_attribute_values(":t", n(now_ms))
+            .expression_attribute_values(":e", n(expiry(now_ms)))
+            .return_values(ReturnValue::UpdatedOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        let out = call(&self.meter, "UpdateItem", &self.users, request).await?;
+        let known = out.attributes().is_some_and(|a| !a.is_empty());
+        if !known {
+            self.forget_extra_devices(user, device).await?;
+        }
+        Ok(known)
+    }
+
+    async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
+        let mut out = HashMap::new();
+        for i in self.user_items(user, &CursorItem::prefix(device)).await? {
+            let c: CursorItem = from_item(&self.users, i)?;
+            // The TTL deletes late (up to days): expired is gone.
+            if c.moved_at.saturating_add(CURSOR_TTL_MS) <= now_ms {
+                continue;
+            }
+            if let Some(conv) = c.conversation(device) {
+                out.insert(conv.to_string(), c.up_to);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        conv: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<bool> {
+        if up_to == 0 {
+            return Ok(false);
+        }
+        self.meter.write(SMALL_ITEM + conv.len(), 0, false);
+        let stale = now_ms.saturating_sub(CURSOR_TTL_MS);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .set_key(Some(key(&[
+                ("user_id", user),
+                ("sk", &CursorItem::sort_key(device, conv)),
+            ])))
+            .update_expression("SET up_to = :u, moved_at = :t, expires_at = :e")
+            // Forward only; an expired cursor (not yet deleted) is forgotten.
+            .condition_expression("attribute_not_exists(up_to) OR up_to < :u OR moved_at <= :stale")
+            .expression_attribute_values(":u", n(up_to))
+            .expression_attribute_values(":t", n(now_ms))
+            .expression_attribute_values(":e", n(expiry(now_ms)))
+            .expression_attribute_values(":stale", n(stale))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        Ok(matches!(
+            conditional(&self.meter, "UpdateItem", &self.users, request).await?,
+            Written::Done(_)
+        ))
+    }
+}
