@@ -1,7 +1,8 @@
 //! The management API's request check: SigV4 verification of any method,
 //! path, query, headers and body (and the Authorization header parser) is
 //! accepted or rejected, never a panic; a request signed by the real
-//! signer with the right credential is always accepted.
+//! signer with the right credential is always accepted, and one the target
+//! did not sign (or signed over another body) never is.
 #![no_main]
 use arbitrary::Arbitrary;
 use chat_management::sigv4::{
@@ -37,7 +38,11 @@ fuzz_target!(|input: Input| {
         headers: &headers,
         body: &input.body,
     };
-    let _ = verify_at(&r, &cred, NOW);
+    // Nothing here signed it: accepting it is a forgery.
+    assert!(
+        verify_at(&r, &cred, NOW).is_err(),
+        "an unsigned request was accepted: {input:?}"
+    );
     // Signed properly (a path the router would route, no query): accepted.
     let plain = |c: char| c.is_ascii_alphanumeric() || "-._~/@".contains(c);
     if input.sign && input.path.starts_with('/') && input.path.chars().all(plain) {
@@ -50,5 +55,10 @@ fuzz_target!(|input: Input| {
             body: &input.body,
         };
         assert_eq!(verify_at(&r, &cred, NOW), Ok(()), "{:?}", input.path);
+        // The same signature over another body: refused.
+        let mut other = input.body.clone();
+        other.push(b'!');
+        let r = Request { body: &other, ..r };
+        assert!(verify_at(&r, &cred, NOW).is_err(), "a body the signature does not cover");
     }
 });

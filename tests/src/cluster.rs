@@ -18,7 +18,12 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The credential the nodes sign `@connections` calls to each other with.
-pub const CLUSTER_KEY: (&str, &str) = ("cluster-test", "cluster-test-secret-0123456789");
+/// The address HAProxy connects to the nodes from: the nodes trust a
+/// PROXY header from it only, so clients reaching a node directly (from
+/// 127.0.0.1) are not taken for the balancer.
+pub const LB_SOURCE: &str = "127.0.0.2";
+
+pub const CLUSTER_KEY: (&str, &str) = ("cluster-test", "cluster-test-secret-0123456789abcdef");
 
 /// How long [`Device::settle`] and [`Device::expect_all`] wait for the
 /// next ack or missing message before they call it a stall.
@@ -142,6 +147,8 @@ pub struct ClusterUnderTest {
     prefix: String,
     dir: tempfile::TempDir,
     pub lb_port: u16,
+    /// HAProxy's stats page (`/stats;csv`): which servers it has up.
+    stats_port: u16,
     pub nodes: Vec<NodeProc>,
     haproxy: Option<Child>,
     /// Extra flags every node gets.
@@ -159,6 +166,7 @@ impl ClusterUnderTest {
             prefix,
             dir: tempfile::tempdir().unwrap(),
             lb_port: free_port(),
+            stats_port: free_port(),
             nodes: Vec::new(),
             haproxy: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -182,9 +190,19 @@ impl ClusterUnderTest {
     }
 
     async fn spawn_node(&self, port: u16, mport: u16) -> NodeProc {
+        self.try_spawn_node(port, mport)
+            .await
+            .unwrap_or_else(|log| panic!("node on {port} not ready: {log}"))
+    }
+
+    /// Starts a node; `Err` with its log if it is not ready in 30 s (it
+    /// could not listen, say).
+    async fn try_spawn_node(&self, port: u16, mport: u16) -> Result<NodeProc, String> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--store", "dynamodb", "--cluster"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // HAProxy connects from its own address, with a PROXY header.
+            .args(["--trusted-proxies", LB_SOURCE])
             .args(["--management-listen", &format!("127.0.0.1:{mport}")])
             .args(["--public-url", &self.url()])
             .args(&self.extra)
@@ -223,21 +241,22 @@ impl ClusterUnderTest {
             log,
             reader: Some(reader),
         };
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok((200, _, _)) = crate::try_http_get(port, "/healthz").await {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut node = node;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _, _)) = crate::try_http_get(port, "/healthz").await {
+                return Ok(node);
             }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "node on {port} not ready: {:?}",
-            node.log.lock().unwrap()
-        );
-        node
+            // A node that could not start (its port taken) exits at once.
+            let exited = node
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || tokio::time::Instant::now() > deadline {
+                return Err(format!("{:?}", node.log.lock().unwrap()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn start_haproxy(&mut self) {
@@ -251,11 +270,13 @@ impl ClusterUnderTest {
             "global\n    maxconn 4000\n\
              defaults\n    mode http\n    option redispatch\n    retries 3\n\
              \x20   timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n\
-             \x20   timeout tunnel 1h\n    default-server inter 200ms fall 2 rise 1\n\
+             \x20   timeout tunnel 1h\n\
+             \x20   default-server inter 200ms fall 2 rise 1 source {LB_SOURCE} send-proxy-v2 check-send-proxy\n\
              frontend chat\n    bind 127.0.0.1:{}\n    default_backend nodes\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /healthz\n\
-             \x20   http-check expect status 200\n{servers}",
-            self.lb_port
+             \x20   http-check expect status 200\n{servers}\
+             listen stats\n    bind 127.0.0.1:{}\n    stats enable\n    stats uri /stats\n",
+            self.lb_port, self.stats_port
         );
         let path = self.dir.path().join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
@@ -285,6 +306,35 @@ impl ClusterUnderTest {
         assert!(ready.is_ok(), "HAProxy not answering");
     }
 
+    /// The backend servers HAProxy does not have up now (by its stats).
+    pub async fn servers_not_up(&self) -> Vec<String> {
+        let (status, _, csv) = crate::try_http_get(self.stats_port, "/stats;csv")
+            .await
+            .expect("HAProxy's stats");
+        assert_eq!(status, 200, "{csv}");
+        // The body may come chunked: the header line is the one that
+        // starts with `# pxname`.
+        let mut lines = csv.lines().skip_while(|l| !l.starts_with("# pxname"));
+        let head: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |name: &str| {
+            head.iter()
+                .position(|h| *h == name)
+                .expect("a stats column")
+        };
+        let (px, sv, st) = (col("pxname"), col("svname"), col("status"));
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() > st && f[px] == "nodes" && f[sv].starts_with("node"))
+            .filter(|f| f[st] != "UP")
+            .map(|f| format!("{} {}", f[sv], f[st]))
+            .collect()
+    }
+
     /// kill -9 node `i`.
     pub async fn kill(&mut self, i: usize) {
         self.nodes[i].signal(libc::SIGKILL);
@@ -292,10 +342,25 @@ impl ClusterUnderTest {
         self.nodes[i].child = None;
     }
 
-    /// Starts node `i` again on its ports (a new process, so a new node id).
+    /// Starts node `i` again on its ports (a new process, so a new node
+    /// id). HAProxy knows the node by its port, so the port cannot change;
+    /// the old process let it go, but something else may have taken it
+    /// meanwhile (a free port is bound, then released): then it tries
+    /// again, a few times.
     pub async fn restart(&mut self, i: usize) {
         let (port, mport) = (self.nodes[i].port, self.nodes[i].mport);
-        self.nodes[i] = self.spawn_node(port, mport).await;
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.try_spawn_node(port, mport).await {
+                Ok(node) => {
+                    self.nodes[i] = node;
+                    return;
+                }
+                Err(log) => last = log,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("node {i} did not restart on port {port}: {last}");
     }
 
     /// SIGTERM node `i` and waits for it to drain and exit.
@@ -342,11 +407,20 @@ impl ClusterUnderTest {
 }
 
 /// One device of a user, connected through the load balancer, behaving as
-/// a client should: `sync` first on every connection, reconnect on close,
-/// resend what was not acked (same `client_msg_id`), and check the order
-/// guarantee on every connection.
+/// a client should: a device id of its own, `sync` first on every
+/// connection, reconnect on close, resend what was not acked (same
+/// `client_msg_id`), tell the server what it keeps (`received`), and check
+/// the order guarantee on every connection.
 pub struct Device {
     pub user: String,
+    /// Its device id (`?device=`): its delivery cursors are its own.
+    pub device: String,
+    /// Per conversation, the run this connection holds without a hole
+    /// from the first id it got (`received` tells the server)...
+    runs: BTreeMap<String, u64>,
+    /// ...and what was told (across connections: the cursor stays).
+    told: HashMap<String, u64>,
+    told_at: tokio::time::Instant,
     url: String,
     token: String,
     ws: Option<Ws>,
@@ -372,8 +446,8 @@ pub struct Device {
     pub groups: Vec<Value>,
     /// Every `receipt` received.
     pub receipts: Vec<Value>,
-    /// Messages this device only found through `history` (see
-    /// [`Device::expect_all`]).
+    /// Messages this device only found through a `history` answer: every
+    /// test expects none (delivery is live or by `sync`).
     pub from_history: usize,
     /// Any other frame (pong, error…).
     pub others: Vec<Value>,
@@ -390,6 +464,10 @@ impl Device {
             .unwrap();
         let mut d = Device {
             user: user.to_string(),
+            device: format!("{user}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            runs: BTreeMap::new(),
+            told: HashMap::new(),
+            told_at: tokio::time::Instant::now(),
             url: url.to_string(),
             token,
             ws: None,
@@ -416,7 +494,7 @@ impl Device {
     pub async fn reconnect(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
         loop {
-            let url = format!("{}?token={}", self.url, self.token);
+            let url = format!("{}?token={}&device={}", self.url, self.token, self.device);
             if let Ok(Ok((mut ws, resp))) = tokio::time::timeout(
                 Duration::from_secs(5),
                 tokio_tungstenite::connect_async_with_config(&url, None, true),
@@ -430,6 +508,7 @@ impl Device {
                     .unwrap_or_default()
                     .to_string();
                 self.last.clear();
+                self.runs.clear();
                 if ws
                     .send(WsMessage::text(json!({"action":"sync"}).to_string()))
                     .await
@@ -438,7 +517,7 @@ impl Device {
                     self.ws = Some(ws);
                     if self.until_synced().await {
                         let frames: Vec<Value> = self.pending.values().cloned().collect();
-                        let mut ok = true;
+                        let mut ok = self.tell_received().await;
                         for f in frames {
                             ok &= self.write(&f).await;
                         }
@@ -455,6 +534,42 @@ impl Device {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Notes that this connection got `id` of `conv` (a message, or the
+    /// ack of its own send): a run grows only without holes.
+    fn note_held(&mut self, conv: &str, id: u64) {
+        match self.runs.get_mut(conv) {
+            None => {
+                self.runs.insert(conv.to_string(), id);
+            }
+            Some(to) if id == *to + 1 => *to = id,
+            Some(_) => {}
+        }
+    }
+
+    /// One `received` for the runs that grew since they were told.
+    async fn tell_received(&mut self) -> bool {
+        self.told_at = tokio::time::Instant::now();
+        let items: Vec<Value> = self
+            .runs
+            .iter()
+            .filter(|(c, to)| self.told.get(*c).is_none_or(|t| t < to))
+            .take(100)
+            .map(|(c, to)| json!({"conversation_id": c, "up_to": to}))
+            .collect();
+        if items.is_empty() {
+            return true;
+        }
+        for i in &items {
+            let c = i["conversation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            self.told.insert(c, i["up_to"].as_u64().unwrap_or(0));
+        }
+        self.write(&json!({"action":"received","items":items}))
+            .await
     }
 
     async fn write(&mut self, f: &Value) -> bool {
@@ -531,12 +646,14 @@ impl Device {
                     f["conversation_id"].as_str().unwrap().to_string(),
                     f["message_id"].as_u64().unwrap(),
                 );
+                self.note_held(&at.0, at.1);
                 self.acked.insert(id, at);
             }
             Some("message") => {
                 let conv = f["conversation_id"].as_str().unwrap().to_string();
                 let id = f["message_id"].as_u64().unwrap();
                 self.note_order(&conv, id);
+                self.note_held(&conv, id);
                 self.got
                     .insert((conv, id), f["text"].as_str().unwrap().to_string());
             }
@@ -618,6 +735,9 @@ impl Device {
             }
             let left = deadline - tokio::time::Instant::now();
             self.next(left.min(Duration::from_millis(100))).await;
+            if self.ws.is_some() && self.told_at.elapsed() > Duration::from_millis(500) {
+                self.tell_received().await;
+            }
         }
     }
 
@@ -649,43 +769,23 @@ impl Device {
 
     /// Waits (reading) until `want` all arrived, or panics with what is
     /// missing on a stall ([`STALL`] without a new one, or [`PATIENCE`]).
-    /// After a few seconds it also reads the conversations'
-    /// `history`, as a client does when it opens a chat: a device whose
-    /// node died after it sent in a conversation has its watermark at its
-    /// own message, so `sync` does not replay what came just before it
-    /// (counted in `from_history`). It asks again every 5 s while something
-    /// is missing: an answer is lost with the socket when the node it went
-    /// to was hung (SIGSTOP) and then closes its sockets.
+    /// Everything must come live or by `sync` (never asked with
+    /// `history`): a device whose node died gets what it missed from its
+    /// own delivery cursor on the next node, whatever it sent meanwhile.
     pub async fn expect_all(&mut self, want: &[(String, u64)]) {
-        let start = tokio::time::Instant::now();
         let missing = |d: &Self| want.iter().filter(|k| !d.got.contains_key(*k)).count();
         let mut progress = Progress::new(missing(self));
-        let mut asked_at: Option<tokio::time::Instant> = None;
         loop {
             let left = missing(self);
             if left == 0 {
                 break;
             }
-            let waited = start.elapsed();
             if let Some(why) = progress.stalled(left) {
                 let missing: Vec<_> = want.iter().filter(|k| !self.got.contains_key(*k)).collect();
                 panic!(
                     "{} (on {}) is missing ({why}) {missing:?}",
                     self.user, self.node
                 );
-            }
-            let due = asked_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
-            if waited > Duration::from_secs(5) && due && self.ws.is_some() {
-                asked_at = Some(tokio::time::Instant::now());
-                let mut convs: BTreeMap<String, u64> = BTreeMap::new();
-                for (c, id) in want.iter().filter(|k| !self.got.contains_key(*k)) {
-                    let top = convs.entry(c.clone()).or_default();
-                    *top = (*top).max(*id);
-                }
-                for (c, top) in convs {
-                    self.send_frame(json!({"action":"history","conversation_id":c,"before":top + 1,"limit":100}))
-                        .await;
-                }
             }
             self.pump(Duration::from_millis(200)).await;
         }

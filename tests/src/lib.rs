@@ -413,11 +413,18 @@ impl TestClient {
 
     /// The close frame's code, waiting up to [`WAIT`].
     pub async fn expect_close(&mut self) -> u16 {
+        self.expect_close_reason().await.0
+    }
+
+    /// The close frame's code and reason, waiting up to [`WAIT`].
+    pub async fn expect_close_reason(&mut self) -> (u16, String) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Ok(Some(Ok(WsMessage::Close(Some(f))))) => return u16::from(f.code),
-                Ok(Some(Ok(WsMessage::Close(None)))) => return 1005,
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => {
+                    return (u16::from(f.code), f.reason.to_string())
+                }
+                Ok(Some(Ok(WsMessage::Close(None)))) => return (1005, String::new()),
                 Ok(Some(Ok(_))) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
             }
@@ -536,6 +543,22 @@ pub fn check_server_frame(frame: &Value) {
 }
 
 /// The HTTP status of a refused WebSocket handshake.
+/// The HTTP status of a WebSocket handshake, and its `Retry-After` header
+/// when refused (101 and `None` when it upgraded).
+pub async fn handshake_response(url: &str) -> anyhow::Result<(u16, Option<String>)> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => Ok((101, None)),
+        Err(WsError::Http(resp)) => Ok((
+            resp.status().as_u16(),
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        )),
+        Err(e) => Err(e).context("handshake"),
+    }
+}
+
 pub async fn handshake_status(url: &str) -> anyhow::Result<u16> {
     match tokio_tungstenite::connect_async(url).await {
         Ok(_) => Ok(101),

@@ -99,7 +99,17 @@ pub async fn sync_while_peers_send(
                     assert_eq!(f["conversation_id"], conv.as_str());
                     seen.take(&f);
                 }
-                Some("synced") => synced = true,
+                Some("synced") => {
+                    // `synced` ends the replay: everything missed before
+                    // the sync came before it (live ones may too).
+                    let missed_ids: Vec<u64> = (1..=missed as u64).collect();
+                    assert!(
+                        seen.ids.len() >= missed && seen.ids[..missed] == missed_ids[..],
+                        "round {round}: synced before the replay of 1..={missed}: {:?}",
+                        seen.ids
+                    );
+                    synced = true;
+                }
                 Some("group") => {}
                 _ => panic!("unexpected frame: {f}"),
             }

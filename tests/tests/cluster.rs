@@ -29,6 +29,20 @@ fn acked_by_conversation(devices: &[Device]) -> BTreeMap<String, BTreeSet<u64>> 
     out
 }
 
+/// Waits until the group conversation holds at least `n` messages (the
+/// load is under way), instead of sleeping a fixed time.
+async fn until_stored(cluster: &ClusterUnderTest, gid: &str, n: usize) {
+    let conv = group_conv(gid);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.stored(&conv).await.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{conv}: fewer than {n} stored after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Checks the end state: each acked message is stored, gapless per
 /// conversation; each device has every message of its user's
 /// conversations except its own sends; no connection saw ids out of order.
@@ -39,14 +53,28 @@ async fn everything_arrived(
 ) {
     let acked = acked_by_conversation(devices);
     for (conv, ids) in &acked {
-        let stored: Vec<u64> = cluster
-            .stored(conv)
-            .await
-            .iter()
-            .map(|m| m.message_id)
-            .collect();
+        let messages = cluster.stored(conv).await;
+        let stored: Vec<u64> = messages.iter().map(|m| m.message_id).collect();
         let want: Vec<u64> = (1..=stored.len() as u64).collect();
         assert_eq!(stored, want, "{conv}: ids are gapless");
+        // Each send stored once, whatever failed and was retried: as many
+        // messages as distinct client_msg_ids acked, and no text twice
+        // (every text the devices send is unique).
+        let sent: BTreeSet<&String> = devices
+            .iter()
+            .flat_map(|d| {
+                d.acked
+                    .iter()
+                    .filter(|(_, (c, _))| c == conv)
+                    .map(|(k, _)| k)
+            })
+            .collect();
+        let texts: BTreeSet<&String> = messages.iter().map(|m| &m.text).collect();
+        assert_eq!(
+            (messages.len(), texts.len()),
+            (sent.len(), sent.len()),
+            "{conv}: each send stored exactly once"
+        );
         let lost: Vec<&u64> = ids.iter().filter(|i| !stored.contains(i)).collect();
         if !lost.is_empty() {
             let who: Vec<String> = devices
@@ -83,6 +111,10 @@ async fn everything_arrived(
     assert!(
         violations.is_empty(),
         "order on a connection: {violations:?}"
+    );
+    assert!(
+        devices.iter().all(|d| d.from_history == 0),
+        "every message came live or by sync, none only through history"
     );
 }
 
@@ -318,6 +350,83 @@ async fn a_laptop_on_one_node_gets_what_the_phone_on_another_read_meanwhile() {
     assert_eq!(got, [1, 2, 3]);
 }
 
+/// A TCP connection to `port` from the local address `from` (all of
+/// 127/8 is this machine: each address is another client IP).
+async fn connect_from(from: [u8; 4], port: u16) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    sock.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// The status of one HTTP request for `path` sent from `from` to `port`.
+async fn status_from(from: [u8; 4], port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect_from(from, port).await;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_a_flooding_client_locks_out_only_itself_and_no_node_goes_down() {
+    let cluster = ClusterUnderTest::start(BIN, 2, &[]).await;
+    let lb = cluster.lb_port;
+    // One client (127.0.0.3) floods the balancer for 3 s: upgrades without
+    // a token (each spends a token of its address's connection rate) and
+    // health checks (which spend none).
+    let flood = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+        let mut k = 0;
+        while Instant::now() < until {
+            k += 1;
+            let path = if k % 2 == 0 { "/ws" } else { "/healthz" };
+            *statuses
+                .entry(status_from([127, 0, 0, 3], lb, path).await)
+                .or_default() += 1;
+        }
+        statuses
+    });
+    // Meanwhile, clients from ten other addresses connect, and HAProxy
+    // keeps every node up.
+    let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
+    let mut upgraded = 0;
+    let mut not_up = Vec::new();
+    for i in 4..14u8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stream = connect_from([127, 0, 0, i], lb).await;
+        let url = format!(
+            "ws://127.0.0.1:{lb}/ws?token={}",
+            auth.mint(&format!("c{i}"), 600).unwrap()
+        );
+        if tokio_tungstenite::client_async(url, stream).await.is_ok() {
+            upgraded += 1;
+        }
+        not_up.extend(cluster.servers_not_up().await);
+    }
+    let statuses = flood.await.unwrap();
+    eprintln!("the flood's answers: {statuses:?}");
+    assert_eq!(upgraded, 10, "every other client got in");
+    assert!(not_up.is_empty(), "HAProxy marked nodes down: {not_up:?}");
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) > 0,
+        "the flooder was rate limited: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > 0,
+        "health checks are answered, whatever the flood: {statuses:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_nothing() {
     let mut cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
@@ -342,7 +451,7 @@ async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_noth
         let gid = gid.clone();
         async move { load(devices, &gid, Duration::from_secs(6)).await }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    until_stored(&cluster, &gid, 6).await;
     let killed = Instant::now();
     cluster.kill(1).await;
 
@@ -416,17 +525,22 @@ async fn a_hung_node_finds_it_was_declared_dead_closes_its_sockets_and_nothing_i
         let gid = gid.clone();
         async move { load(devices, &gid, Duration::from_secs(9)).await }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_stored(&cluster, &gid, 3).await;
     cluster.nodes[2].signal(libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(
-        !cluster
-            .live_nodes(0)
-            .await
-            .iter()
-            .any(|n| n["node_id"] == hung_id.as_str()),
-        "the hung node was declared dead"
-    );
+    let stopped = Instant::now();
+    // Declared dead by the others within dead-after (6 s) and a round.
+    while cluster
+        .live_nodes(0)
+        .await
+        .iter()
+        .any(|n| n["node_id"] == hung_id.as_str())
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "the hung node was not declared dead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster.nodes[2].signal(libc::SIGCONT);
     let mut devices = running.await.unwrap();
     assert!(cluster.nodes[2].logged("closing its connections with 1012"));
@@ -446,7 +560,9 @@ async fn the_management_api_takes_only_requests_signed_with_the_cluster_credenti
     let rec = cluster.records_of("alice").await.remove(0);
     let host = format!("127.0.0.1:{}", cluster.nodes[0].mport);
     let path = format!("/@connections/{}", rec.connection_id);
-    let body = br#"{"type":"pong"}"#;
+    // A marker no real frame carries: if a forged post got through, it
+    // would show, unlike a pong, which the client itself causes.
+    let body = br#"{"type":"pong","forged":"x-marker"}"#;
     let cred = chat_management::sigv4::Credential {
         key_id: CLUSTER_KEY.0.into(),
         secret: CLUSTER_KEY.1.into(),
@@ -505,6 +621,12 @@ async fn the_management_api_takes_only_requests_signed_with_the_cluster_credenti
         }
         assert!(Instant::now() < deadline, "the signed post arrived");
     }
+    // The forged posts came before it, and none was delivered.
+    assert!(
+        !alice.others.iter().any(|f| f["forged"] == "x-marker"),
+        "a forged post was delivered: {:?}",
+        alice.others
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,7 +638,8 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
         async move { load(devices, &gid, Duration::from_secs(12)).await }
     });
     for i in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Each node goes while the load runs: after a few more messages.
+        until_stored(&cluster, &gid, 3 * (i + 1)).await;
         cluster.stop_gracefully(i).await;
         assert!(
             cluster.nodes[i].logged("left the node registry"),

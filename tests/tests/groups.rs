@@ -358,3 +358,114 @@ async fn a_member_added_later_syncs_only_what_came_after_joining_and_groups_list
     );
     server.stop().await;
 }
+
+/// A server whose per-IP connection rate lets a test open 100 clients.
+async fn roomy_server(socket: conn_tier::limits::SocketConfig) -> TestServer {
+    TestServer::start_with_settings(conn_tier::config::Settings {
+        socket,
+        limits: conn_tier::listener::Limits {
+            new_per_ip_per_sec: 1000,
+            new_per_ip_burst: 1000,
+            ..Default::default()
+        },
+        users: conn_tier::hub::UserLimits {
+            burst: 1000,
+            per_sec: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+}
+
+/// The ids of the next `n` messages `c` gets (other frames skipped).
+async fn next_ids(c: &mut TestClient, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let f = c.recv().await;
+        if f["type"] == "message" {
+            ids.push(f["message_id"].as_u64().unwrap());
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_member_group_gets_every_message_in_order_on_every_member() {
+    let server = roomy_server(Default::default()).await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let names: Vec<String> = (1..100).map(|i| format!("m{i}-{tag}")).collect();
+    let mut owner = server.client(&format!("owner-{tag}")).await;
+    let mut members = Vec::new();
+    for n in &names {
+        members.push(server.client(n).await);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = owner.create_group("a hundred", &refs).await;
+    assert_eq!(g["members"].as_array().unwrap().len(), 100);
+    let to = format!("group:{}", g["group_id"].as_str().unwrap());
+    // Fewer on the emulator: each message is 99 look-ups there.
+    let n: u64 = if store_kind() == "dynamodb" { 3 } else { 20 };
+    for i in 1..=n {
+        owner.send_text(&to, &format!("to all {i}")).await;
+    }
+    for m in members.iter_mut() {
+        assert_eq!(next_ids(m, n as usize).await, (1..=n).collect::<Vec<_>>());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_member_is_closed_with_1008_and_the_others_get_everything_in_order() {
+    if store_kind() == "dynamodb" {
+        // 8 MB of messages: minutes on the emulator; the socket's rules
+        // are the same on every store.
+        return;
+    }
+    // A write timeout of a minute: the close can only come from the stuck
+    // member's outbound queue filling (1 MiB), long before it.
+    let server = roomy_server(conn_tier::limits::SocketConfig {
+        outbound_bytes: 1024 * 1024,
+        write_timeout: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let names: Vec<String> = (1..10).map(|i| format!("s{i}-{tag}")).collect();
+    let mut owner = server.client(&format!("owner-{tag}")).await;
+    let mut readers: Vec<TestClient> = Vec::new();
+    for n in &names[1..] {
+        readers.push(server.client(n).await);
+    }
+    // Connected with a tiny receive buffer, and never reading again.
+    let mut stuck = server.tight_client(&names[0]).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = owner.create_group("one stuck", &refs).await;
+    let to = format!("group:{}", g["group_id"].as_str().unwrap());
+    // The others read at once, each in a task of its own.
+    let n = 800u64;
+    let reading: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| tokio::spawn(async move { next_ids(&mut r, n as usize).await }))
+        .collect();
+    // 800 × 10 KB: past the kernel's buffers (4 MB at most) and the queue.
+    let big = "z".repeat(10_000);
+    let started = std::time::Instant::now();
+    for i in 1..=n {
+        owner.send_text(&to, &format!("{i} {big}")).await;
+    }
+    for r in reading {
+        assert_eq!(r.await.unwrap(), (1..=n).collect::<Vec<_>>());
+    }
+    let (code, reason) = stuck.expect_close_reason().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "too slow: outbound queue overflowed")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}

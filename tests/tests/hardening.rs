@@ -11,11 +11,19 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The HTTP status line's code of a raw upgrade attempt on `server`.
+/// The HTTP status line's code of a raw upgrade attempt on `server`; a
+/// refusal (429, 503) must say when to retry.
 async fn upgrade_status(server: &TestServer, user: &str) -> u16 {
-    handshake_status(&format!("{}?token={}", server.url(), server.token(user)))
-        .await
-        .unwrap()
+    let url = format!("{}?token={}", server.url(), server.token(user));
+    let (status, retry_after) = handshake_response(&url).await.unwrap();
+    if matches!(status, 429 | 503) {
+        let secs: Option<u64> = retry_after.as_deref().and_then(|v| v.parse().ok());
+        assert!(
+            secs.is_some_and(|s| s >= 1),
+            "{status} without a Retry-After: {retry_after:?}"
+        );
+    }
+    status
 }
 
 #[tokio::test]
@@ -28,27 +36,47 @@ async fn a_member_removed_while_sending_stays_removed() {
         .unwrap()
         .to_string();
     bob.expect("group").await;
-    // bob keeps sending while alice removes him.
-    for i in 0..60 {
-        bob.send(json!({"action":"send","to":format!("group:{gid}"),"client_msg_id":format!("b{i}"),"text":"still here"}))
-            .await;
-    }
-    alice
-        .send(json!({"action":"removeMember","group_id":gid,"user_id":"bob"}))
-        .await;
-    // Every one of bob's sends is answered: acks, then only `forbidden`.
-    let mut refused = false;
-    let mut answered = 0;
-    while answered < 60 {
+    // bob keeps up to 20 sends in flight; once 10 are acked, alice removes
+    // him (from a task of her own), while his next sends are on their way.
+    let (remove, removal) = tokio::sync::oneshot::channel::<()>();
+    let remover = {
+        let gid = gid.clone();
+        tokio::spawn(async move {
+            let _ = removal.await;
+            alice
+                .send(json!({"action":"removeMember","group_id":gid,"user_id":"bob"}))
+                .await;
+            alice
+        })
+    };
+    let mut remove = Some(remove);
+    let (mut sent, mut acked, mut refused) = (0, 0, 0);
+    while refused == 0 || acked + refused < sent {
+        while refused == 0 && sent - acked - refused < 20 && sent < 5000 {
+            bob.send(json!({"action":"send","to":format!("group:{gid}"),"client_msg_id":format!("b{sent}"),"text":"still here"}))
+                .await;
+            sent += 1;
+        }
         let f = bob.recv().await;
         match (f["type"].as_str(), f["code"].as_str()) {
-            (Some("ack"), _) => assert!(!refused, "an ack after a refusal: {f}"),
-            (Some("error"), Some("forbidden")) => refused = true,
+            (Some("ack"), _) => {
+                assert_eq!(refused, 0, "an ack after a refusal: {f}");
+                acked += 1;
+                if acked == 10 {
+                    let _ = remove.take().map(|r| r.send(()));
+                }
+            }
+            (Some("error"), Some("forbidden")) => refused += 1,
             (Some("group") | Some("message"), _) => continue,
             _ => panic!("unexpected {f}"),
         }
-        answered += 1;
     }
+    let mut alice = remover.await.unwrap();
+    // Sends landed before the removal, and the ones after it were refused.
+    assert!(
+        acked >= 10 && refused > 0,
+        "acked {acked}, refused {refused}"
+    );
     // bob is out: no history, no posting, not a member, and removing him
     // again is `not_found` (nothing re-created his membership).
     let conv = format!("grp#{gid}");
@@ -281,22 +309,59 @@ async fn connections_are_capped_per_ip_and_in_total_and_a_slow_request_is_cut_of
     assert_eq!(upgrade_status(&server, "d").await, 429);
     drop(open.pop());
     // A half-sent request holds a place only until the header timeout.
-    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
-        .await
-        .expect("the server cut the slow request off")
-        .unwrap_or(0);
-    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    // (The closed client's place is free once the server has seen the
+    // close: until then, a new one is still refused.)
+    let freed_by = std::time::Instant::now() + WAIT;
+    let (n, answer, started) = loop {
+        let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+            .await
+            .expect("the server cut the slow request off")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        if answer.starts_with("HTTP/1.1 429") && std::time::Instant::now() < freed_by {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        break (n, answer, started);
+    };
     assert!(
         n == 0 || answer.starts_with("HTTP/1.1 408"),
         "closed or 408: {answer:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_total_cap_an_upgrade_gets_503_with_retry_after() {
+    // The per-IP cap above the total one: the total cap answers first.
+    let server = TestServer::start_with_settings(Settings {
+        limits: Limits {
+            max_connections: 3,
+            max_per_ip: 100,
+            new_per_ip_per_sec: 1000,
+            new_per_ip_burst: 1000,
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for u in ["a", "b", "c"] {
+        open.push(server.client(u).await);
+    }
+    assert_eq!(upgrade_status(&server, "d").await, 503);
+    // The three open ones still work.
+    for c in open.iter_mut() {
+        c.send(json!({"action":"ping"})).await;
+        c.expect("pong").await;
+    }
     server.stop().await;
 }
 
@@ -320,6 +385,11 @@ async fn new_connections_from_one_ip_are_rate_limited() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_its_answers_is_closed_with_1008_within_its_bytes() {
+    if store_kind() == "dynamodb" {
+        // Megabytes through the emulator take minutes; the socket's rules
+        // are the same on every store (run with embedded and memory).
+        return;
+    }
     let server = TestServer::start_with_settings(Settings {
         socket: SocketConfig {
             outbound_bytes: 256 * 1024,
@@ -363,6 +433,55 @@ async fn a_client_that_never_reads_its_answers_is_closed_with_1008_within_its_by
 }
 
 #[tokio::test]
+async fn a_reader_that_lets_its_queue_fill_is_closed_by_the_byte_cap_long_before_a_write_times_out()
+{
+    if store_kind() == "dynamodb" {
+        // Megabytes through the emulator take minutes; the socket's rules
+        // are the same on every store (run with embedded and memory).
+        return;
+    }
+    // The write timeout is a minute: a close within seconds can only come
+    // from the outbound queue's byte cap.
+    let write_timeout = Duration::from_secs(60);
+    let server = TestServer::start_with_settings(Settings {
+        socket: SocketConfig {
+            outbound_bytes: 256 * 1024,
+            write_timeout,
+            ..SocketConfig::default()
+        },
+        users: conn_tier::hub::UserLimits {
+            burst: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut stuck = server.tight_client("bob").await;
+    let mut alice = server.client("alice").await;
+    let big = "y".repeat(10_000);
+    let started = std::time::Instant::now();
+    // 600 live messages of 10 KB: 6 MB, more than the kernel's send
+    // buffer (Linux grows it to 4 MB at most) and the 256 KB queue.
+    for i in 0..600 {
+        alice
+            .send(json!({"action":"send","to":"user:bob","client_msg_id":format!("m{i}"),"text":format!("{i} {big}")}))
+            .await;
+    }
+    for _ in 0..600 {
+        alice.expect("ack").await;
+    }
+    let (code, reason) = stuck.expect_close_reason().await;
+    assert_eq!(code, 1008);
+    assert_eq!(reason, "too slow: outbound queue overflowed");
+    assert!(
+        started.elapsed() < write_timeout / 4,
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -382,6 +501,18 @@ async fn tokens_living_longer_than_a_day_are_refused() {
         .await
         .unwrap();
     assert_eq!(status, 401);
+    // An `iat` set just before a far `exp`: the lifetime looks short, but
+    // the token would be good for years.
+    let now = chat_management::sigv4::now_secs();
+    let ten_years = now + 10 * 365 * 24 * 3600;
+    let forged = server
+        .auth
+        .sign_claims(&json!({"sub":"alice","exp":ten_years,"iat":ten_years - 60}))
+        .unwrap();
+    let status = handshake_status(&format!("{}?token={forged}", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a future iat");
     server.stop().await;
 }
 

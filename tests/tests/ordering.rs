@@ -36,3 +36,37 @@ async fn a_receiver_that_never_syncs_gets_a_busy_group_in_order_without_gaps() {
     assert_eq!(seen.repeats, 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_gets_what_was_held_in_order_once_the_hold_runs_out() {
+    // The hold as configured by default: 2 s for the first frame.
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.raw_client("bob").await;
+    // bob's connection is recorded (live messages are posted to it) before
+    // alice sends; it never sends a frame.
+    let recorded = std::time::Instant::now();
+    while server.connections.for_user("bob").await.unwrap().is_empty() {
+        assert!(recorded.elapsed() < WAIT, "bob's connection was recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let held_from = std::time::Instant::now();
+    for i in 1..=3 {
+        alice.send_text("user:bob", &format!("held {i}")).await;
+    }
+    // Held for the first frame that never comes...
+    bob.expect_silence(std::time::Duration::from_millis(1000))
+        .await;
+    // ...then, past the hold, every one from the first, in order.
+    let got: Vec<u64> = [
+        bob.expect("message").await,
+        bob.expect("message").await,
+        bob.expect("message").await,
+    ]
+    .iter()
+    .map(|m| m["message_id"].as_u64().unwrap())
+    .collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert!(held_from.elapsed() >= std::time::Duration::from_millis(1000));
+    server.stop().await;
+}

@@ -162,3 +162,35 @@ async fn dynamodb_mode_without_the_emulator_variables_says_to_source_env_sh() {
         "names the variable: {err}"
     );
 }
+
+#[tokio::test]
+async fn an_empty_or_short_management_secret_is_refused_on_every_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for secret in ["", "x", "thirty-one-bytes-is-not-enough!"] {
+        let err = refused(
+            &[
+                "--dev",
+                "--data-dir",
+                data,
+                "--listen",
+                "127.0.0.1:0",
+                "--management-listen",
+                "0.0.0.0:0",
+                "--management-key-id",
+                "k",
+            ],
+            &[("CHAT_MANAGEMENT_SECRET", secret)],
+        )
+        .await;
+        assert!(err.contains("at least 32 bytes"), "{secret:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn dev_mode_listens_on_loopback_only_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let err = refused(&["--dev", "--data-dir", data, "--listen", "0.0.0.0:0"], &[]).await;
+    assert!(err.contains("--dev-on-network"), "{err}");
+}

@@ -58,3 +58,80 @@ async fn with_dev_tokens_the_page_can_sign_anyone_in() {
     assert_eq!(status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_forbids_framing_sniffing_and_referrers() {
+    let server = TestServer::start().await;
+    for path in ["/", "/app.js", "/chat-client.js", "/style.css"] {
+        let (_, headers, _) = http_get(server.addr, path).await;
+        let csp = header(&headers, "content-security-policy").unwrap_or("");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&headers, "referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_dev_mode_another_sites_page_can_neither_mint_tokens_nor_open_sockets() {
+    let server = TestServer::start_with_settings(Settings {
+        dev_tokens: Some(Authenticator::dev()),
+        ..Default::default()
+    })
+    .await;
+    let host = server.addr.to_string();
+    let with_origin = |o: &str| vec![("Origin".to_string(), o.to_string())];
+    // Another site's page (any site a developer visits): refused.
+    let (status, _, body) = http_request(
+        &host,
+        "GET",
+        "/dev/token?user=admin",
+        &with_origin("https://evil.example"),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("token\""), "{body}");
+    // The server's own page, and no Origin at all (a CLI): allowed.
+    let own = format!("http://{host}");
+    let (status, _, _) = http_request(
+        &host,
+        "GET",
+        "/dev/token?user=alice",
+        &with_origin(&own),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _, _) = http_get(server.addr, "/dev/token?user=alice").await;
+    assert_eq!(status, 200);
+    // A WebSocket from another site's page, even with a valid token.
+    let token = server.token("alice");
+    let ws = |origin: &str| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("{}?token={token}", server.url()),
+            )
+            .unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        req
+    };
+    match tokio_tungstenite::connect_async(ws("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(tokio_tungstenite::connect_async(ws(&own)).await.is_ok());
+    server.stop().await;
+}

@@ -274,26 +274,24 @@ function rows(u) {
 const said = (rs) => rs.map((r) => `${r.from}: ${r.text}`);
 
 /**
- * Waits until `check(rows, arg)` holds in the page (checked on every change of
- * the DOM, polled); on timeout fails with what the page shows.
+ * Waits until `check(rows, arg)` holds for the page's rows (polled); on
+ * timeout fails with what the page shows.
  * @param {User} u @param {string} what
- * @param {(rows: Row[], arg: any) => boolean} check runs in the page: no closures
+ * @param {(rows: Row[], arg: any) => boolean} check
  * @param {any} [arg]
  */
 async function waitRows(u, what, check, arg) {
-  try {
-    await u.page.waitForFunction(
-      ({ read, check, arg }) => new Function('arg', `return (${check})((${read})(), arg)`)(arg),
-      { read: readRows.toString(), check: check.toString(), arg },
-      { timeout: WAIT_MS, polling: 50 },
-    );
-  } catch (e) {
-    const now = await rows(u).catch(() => []);
-    const banner = await u.page.textContent('#banner').catch(() => '?');
-    throw new Error(
-      `${u.name}: ${what}: not within ${WAIT_MS} ms (${String(/** @type {Error} */ (e).message).split('\n')[0]})\n` +
-        `  banner: ${banner}\n  rows: ${JSON.stringify(now)}`,
-    );
+  // Polled from here, not evaluated as a string in the page: the page's
+  // Content-Security-Policy forbids eval there, as it should.
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const now = await rows(u).catch(() => /** @type {Row[]} */ ([]));
+    if (check(now, arg)) return;
+    if (Date.now() > deadline) {
+      const banner = await u.page.textContent('#banner').catch(() => '?');
+      throw new Error(`${u.name}: ${what}: not within ${WAIT_MS} ms\n  banner: ${banner}\n  rows: ${JSON.stringify(now)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50)); // polling interval
   }
 }
 

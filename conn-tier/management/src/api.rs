@@ -25,8 +25,10 @@ use chat_core::ports::PostError;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Largest request body: API Gateway's post limit (128 KB) and some.
-const MAX_BODY: usize = 256 * 1024;
+/// Largest request body: API Gateway's post limit (128 KB).
+const MAX_BODY: usize = 128 * 1024;
+/// A signed request's body must arrive within this.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the management API manages: the connections one node holds.
 pub trait ConnectionHost: Send + Sync + 'static {
@@ -66,39 +68,60 @@ async fn require_signature(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({"message": "the body is too large"})),
-        )
-            .into_response();
-    };
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let signed = sigv4::Request {
+    let mut signed = sigv4::Request {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &headers,
-        body: &bytes,
+        body: &[],
     };
+    // The headers first: an unsigned, stale or unknown-key request is
+    // refused before a byte of its body is read.
+    if let Err(why) = sigv4::precheck(&signed, &credential) {
+        return forbidden(&why);
+    }
+    let bytes =
+        match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Json(json!({"message": "the body is over 128 KB"})),
+                )
+                    .into_response()
+            }
+            Err(_) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    Json(json!({"message": "the body did not arrive in time"})),
+                )
+                    .into_response()
+            }
+        };
+    signed.body = &bytes;
     if let Err(why) = sigv4::verify(&signed, &credential) {
-        tracing::debug!(reason = %why, "@connections request refused");
-        return (
-            StatusCode::FORBIDDEN,
-            [(
-                HeaderName::from_static("x-amzn-errortype"),
-                "ForbiddenException",
-            )],
-            Json(json!({"message": "Forbidden"})),
-        )
-            .into_response();
+        return forbidden(&why);
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+fn forbidden(why: &sigv4::Rejected) -> Response {
+    tracing::debug!(reason = %why, "@connections request refused");
+    (
+        StatusCode::FORBIDDEN,
+        [(
+            HeaderName::from_static("x-amzn-errortype"),
+            "ForbiddenException",
+        )],
+        Json(json!({"message": "Forbidden"})),
+    )
+        .into_response()
 }
 
 fn gone() -> Response {

@@ -352,8 +352,16 @@ fn now_secs_inner() -> u64 {
         .unwrap_or(0)
 }
 
-/// Verifies `r` against `cred`, at time `now` (seconds since the epoch).
-pub fn verify_at(r: &Request<'_>, cred: &Credential, now: u64) -> Result<(), Rejected> {
+/// What can be checked of `r` before its body is read: an Authorization
+/// header that parses, names `cred`'s key, and is dated within 5 minutes
+/// of `now`, with `host` and `x-amz-date` signed. A request that fails it
+/// is refused before its body is read, so an unsigned client cannot make
+/// the server buffer anything.
+pub fn precheck_at<'r>(
+    r: &'r Request<'_>,
+    cred: &Credential,
+    now: u64,
+) -> Result<(Authorization<'r>, &'r str), Rejected> {
     let auth = r.header("authorization").ok_or(Rejected::Missing)?;
     let a = parse_authorization(auth)?;
     if a.key_id != cred.key_id {
@@ -371,6 +379,20 @@ pub fn verify_at(r: &Request<'_>, cred: &Credential, now: u64) -> Result<(), Rej
     if !signed("host") || !signed("x-amz-date") {
         return Err(Rejected::Unsigned);
     }
+    Ok((a, amz_date))
+}
+
+/// [`precheck_at`] now.
+pub fn precheck<'r>(
+    r: &'r Request<'_>,
+    cred: &Credential,
+) -> Result<(Authorization<'r>, &'r str), Rejected> {
+    precheck_at(r, cred, now_secs_inner())
+}
+
+/// Verifies `r` against `cred`, at time `now` (seconds since the epoch).
+pub fn verify_at(r: &Request<'_>, cred: &Credential, now: u64) -> Result<(), Rejected> {
+    let (a, amz_date) = precheck_at(r, cred, now)?;
     let body_hash = hex_sha256(r.body);
     let payload_hash = match r.header("x-amz-content-sha256") {
         Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_string(),

@@ -15,6 +15,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The shortest `@connections` secret accepted (as for the JWT secret).
+pub const MIN_MANAGEMENT_SECRET_BYTES: usize = 32;
+
 /// What the flags configure, besides the store and the backend.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -35,6 +38,10 @@ pub struct Settings {
     /// On SIGTERM, how long `/healthz` answers 503 before sockets close
     /// (a cluster node: the load balancer stops sending clients first).
     pub drain: Duration,
+}
+
+fn parse_cidr(s: &str) -> Result<crate::proxy_protocol::Cidr, String> {
+    s.parse()
 }
 
 /// A switch: `1/0/true/false/yes/no/on/off`, from the flag or its
@@ -108,6 +115,12 @@ pub struct ServerArgs {
     /// Never in production.
     #[arg(long, env = "CHAT_DEV", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub dev: bool,
+    /// Lets --dev listen on an address other machines reach (its
+    /// `/dev/token` mints a token for anyone to anyone who asks): for a
+    /// test network, never the internet. Without it, --dev listens on
+    /// loopback only.
+    #[arg(long, env = "CHAT_DEV_ON_NETWORK", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub dev_on_network: bool,
     /// HS256 secret that client tokens are signed with, at least 32 bytes
     /// (`openssl rand -hex 32`). Required unless --dev.
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
@@ -204,6 +217,13 @@ pub struct ServerArgs {
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "CHAT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Load balancers (addresses or CIDR ranges, comma-separated) whose
+    /// connections start with a PROXY protocol header (v1 or v2) naming
+    /// the client: per-IP limits then count the client, not the balancer.
+    /// A connection from them without the header is dropped; from anyone
+    /// else a header is never believed.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<crate::proxy_protocol::Cidr>,
     /// Bytes each connection reads from its socket at a time (its read
     /// buffer, grown on demand for a larger frame). Every idle connection
     /// holds it: 512 costs 0.5 KB less per connection than 1024 and about
@@ -291,6 +311,13 @@ impl ServerArgs {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
         };
+        if self.dev && !self.listen.ip().is_loopback() && !self.dev_on_network {
+            return Err(Error::Config(format!(
+                "--dev on {} would serve /dev/token (a token for anyone) to the network: \
+                 listen on 127.0.0.1, or add --dev-on-network if this network is yours alone",
+                self.listen
+            )));
+        }
         let secret = match (&self.jwt_secret, self.dev) {
             (Some(s), _) if !s.is_empty() => s.clone(),
             (_, true) => {
@@ -341,6 +368,7 @@ impl ServerArgs {
                 new_per_ip_burst: self.new_connections_per_ip_per_sec.saturating_mul(2).max(1),
                 header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
                 tcp_nodelay: self.tcp_nodelay,
+                trusted_proxies: std::sync::Arc::new(self.trusted_proxies.clone()),
             },
             users: UserLimits {
                 max_connections: self.max_connections_per_user.max(1),
@@ -416,6 +444,15 @@ impl ServerArgs {
     /// environment, which is what the local functions sign with.
     fn management_credential(&self, addr: SocketAddr) -> Result<Credential, Error> {
         if let (Some(key_id), Some(secret)) = (&self.management_key_id, &self.management_secret) {
+            // An empty or short secret (an unset shell variable, say) would
+            // leave the API open to whoever guesses it: refused, like a
+            // short JWT secret.
+            if secret.len() < MIN_MANAGEMENT_SECRET_BYTES || key_id.is_empty() {
+                return Err(Error::Config(format!(
+                    "--management-secret / CHAT_MANAGEMENT_SECRET must be at least {MIN_MANAGEMENT_SECRET_BYTES} bytes \
+                     (e.g. `openssl rand -hex 32`), and --management-key-id must not be empty"
+                )));
+            }
             return Ok(Credential {
                 key_id: key_id.clone(),
                 secret: secret.clone(),
@@ -504,11 +541,26 @@ mod tests {
             "--management-key-id",
             "k",
             "--management-secret",
-            "s",
+            "a-management-secret-of-32-bytes!",
         ])
         .unwrap()
         .settings(&auth)
         .unwrap();
         assert_eq!(s.management.map(|c| c.key_id), Some("k".to_string()));
+        // Shorter: refused, with what to do.
+        let short = parse(&[
+            "--dev",
+            "--management-listen",
+            "10.0.0.1:8081",
+            "--management-key-id",
+            "k",
+            "--management-secret",
+            "s",
+        ])
+        .unwrap()
+        .settings(&auth)
+        .unwrap_err()
+        .to_string();
+        assert!(short.contains("at least 32 bytes"), "{short}");
     }
 }

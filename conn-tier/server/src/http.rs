@@ -221,6 +221,15 @@ async fn ws_handler(
     admitted: Option<Extension<Arc<Admitted>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // In --dev, another site's page could open a socket as anyone: refused.
+    if ctx.app.dev_tokens.is_some() && !web::same_origin_or_none(&headers) {
+        chat_core::metrics::connect("cross_origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "--dev refuses WebSockets from another site's page\n",
+        )
+            .into_response();
+    }
     // Authenticate before anything else: no upgrade, no record without a valid token.
     let connection_id = new_connection_id();
     let (token, device) = credentials(&uri, &headers);

@@ -11,8 +11,8 @@
 //! http → socket → app → config → backend, cluster → hub → outbox, limits, rate
 //! ```
 //!
-//! (`listener`, `metrics`, `web`, `refusals` and `error` are leaves beside
-//! them.)
+//! (`listener`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
+//! are leaves beside them.)
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
@@ -29,6 +29,8 @@
 //! - [`rate`]: the token bucket (one per user, in the hub).
 //! - [`listener`]: the accept loop of both listeners: caps in total, per IP
 //!   and per second, header-read timeout, `TCP_NODELAY`, descriptor backoff.
+//! - [`proxy_protocol`]: the client's address from a trusted load
+//!   balancer's PROXY header, and the address ranges trusted.
 //! - [`metrics`]: Prometheus `/metrics` on its own listener.
 //! - [`web`]: the embedded web client, and `/dev/token` with `--dev`.
 //! - [`refusals`]: bounded logging of refused connections.
@@ -51,6 +53,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
+pub mod proxy_protocol;
 pub mod rate;
 pub mod refusals;
 pub mod socket;

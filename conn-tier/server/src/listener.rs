@@ -5,7 +5,16 @@
 //! accepting when the process runs out of file descriptors (it backs off
 //! and goes on). Each admitted connection carries an [`Admitted`] ticket in
 //! its requests' extensions; a WebSocket keeps it for its whole life.
+//!
+//! The IP is the client's: from a configured load balancer
+//! ([`Limits::trusted_proxies`]) it is read from the PROXY protocol header
+//! the balancer sends first ([`crate::proxy_protocol`]), so one flooding
+//! client behind it does not spend everyone's budget. A connection's first
+//! request spends a token of the per-IP rate, unless it is a health or
+//! readiness probe (`/healthz`, `/readyz`, `/metrics`): a balancer's own
+//! checks never count against anyone's budget.
 
+use crate::proxy_protocol::{self, Cidr};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -39,6 +48,17 @@ pub struct Limits {
     /// before (Nagle's algorithm meeting the peer's delayed ACK costs up
     /// to 40 ms a frame). Off only to measure that (docs/benchmarks.md).
     pub tcp_nodelay: bool,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// naming the client (required from them; never believed from anyone
+    /// else).
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+}
+
+impl Limits {
+    /// Whether `ip` is a configured load balancer.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +70,7 @@ impl Default for Limits {
             new_per_ip_burst: 100,
             header_timeout: Duration::from_secs(10),
             tcp_nodelay: true,
+            trusted_proxies: Arc::new(Vec::new()),
         }
     }
 }
@@ -61,8 +82,6 @@ pub enum Refused {
     Full,
     /// `max_per_ip` are open from this IP.
     TooManyFromIp,
-    /// This IP opens connections too fast.
-    TooFast,
 }
 
 #[derive(Debug)]
@@ -84,6 +103,28 @@ pub struct Admission {
 pub struct Admitted {
     admission: Arc<Admission>,
     ip: IpAddr,
+    /// Whether it spent its token of the per-IP rate (its first request
+    /// that was not a probe).
+    charged: std::sync::atomic::AtomicBool,
+}
+
+impl Admitted {
+    /// The client's IP (the PROXY header's, behind a trusted balancer).
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Spends the connection's token of its IP's rate, once; false if
+    /// the IP opens connections too fast.
+    fn charge(&self) -> bool {
+        if self
+            .charged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return true;
+        }
+        self.admission.take_token(self.ip)
+    }
 }
 
 impl Drop for Admitted {
@@ -121,35 +162,51 @@ impl Admission {
         self.lock().0
     }
 
-    /// Admits a connection from `ip`, or says why not.
+    /// Admits a connection from `ip` under the caps on open connections,
+    /// or says why not. (Its token of the IP's rate is spent by its first
+    /// request that is not a probe: [`Admission::take_token`].)
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
         let l = &self.limits;
         let mut g = self.lock();
         if g.0 >= l.max_connections {
             return Err(Refused::Full);
         }
+        let p = g.1.entry(ip).or_insert(PerIp {
+            open: 0,
+            tokens: l.new_per_ip_burst as f64,
+            at: Instant::now(),
+        });
+        if p.open >= l.max_per_ip {
+            return Err(Refused::TooManyFromIp);
+        }
+        p.open += 1;
+        g.0 += 1;
+        Ok(Admitted {
+            admission: self.clone(),
+            ip,
+            charged: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Takes a token of `ip`'s rate of new connections; false when it
+    /// opens them too fast.
+    pub fn take_token(&self, ip: IpAddr) -> bool {
+        let l = &self.limits;
+        let mut g = self.lock();
         let now = Instant::now();
         let p = g.1.entry(ip).or_insert(PerIp {
             open: 0,
             tokens: l.new_per_ip_burst as f64,
             at: now,
         });
-        if p.open >= l.max_per_ip {
-            return Err(Refused::TooManyFromIp);
-        }
         let refill = now.duration_since(p.at).as_secs_f64() * l.new_per_ip_per_sec as f64;
         p.tokens = (p.tokens + refill).min(l.new_per_ip_burst as f64);
         p.at = now;
         if p.tokens < 1.0 {
-            return Err(Refused::TooFast);
+            return false;
         }
         p.tokens -= 1.0;
-        p.open += 1;
-        g.0 += 1;
-        Ok(Admitted {
-            admission: self.clone(),
-            ip,
-        })
+        true
     }
 }
 
@@ -188,6 +245,32 @@ pub async fn serve(
                 }
             },
         };
+        let _ = stream.set_nodelay(admission.limits.tcp_nodelay);
+        let router = router.clone();
+        let stop = stop.clone();
+        if admission.limits.trusted(peer.ip()) {
+            // A load balancer: the client's address comes first.
+            let admission = admission.clone();
+            connections.spawn(async move {
+                let mut stream = stream;
+                let read = proxy_protocol::read_header(&mut stream, peer);
+                let client = match tokio::time::timeout(header_timeout, read).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(why)) => {
+                        tracing::warn!(%peer, %why, "dropped a connection from a trusted proxy");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                match admission.admit(client.ip()) {
+                    Ok(t) => {
+                        serve_one(stream, client, router, Arc::new(t), header_timeout, stop).await
+                    }
+                    Err(why) => refuse(stream, why).await,
+                }
+            });
+            continue;
+        }
         let ticket = match admission.admit(peer.ip()) {
             Ok(t) => Arc::new(t),
             Err(why) => {
@@ -195,9 +278,6 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(admission.limits.tcp_nodelay);
-        let router = router.clone();
-        let stop = stop.clone();
         connections.spawn(async move {
             serve_one(stream, peer, router, ticket, header_timeout, stop).await;
         });
@@ -223,9 +303,20 @@ async fn serve_one(
     stop: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // The connection's first request that is not a probe spends its
+        // token of the IP's rate.
+        let probe = PROBES.contains(&req.uri().path());
+        let too_fast = !probe && !ticket.charge();
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(ticket.clone());
-        router.clone().call(req)
+        let router = router.clone();
+        async move {
+            if too_fast {
+                chat_core::metrics::rejected("per_ip_rate");
+                return Ok(too_fast_response());
+            }
+            router.clone().call(req).await
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -246,12 +337,27 @@ async fn serve_one(
     }
 }
 
+/// Paths of health, readiness and metrics probes: they never spend a
+/// token of the per-IP rate.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// HTTP 429 for a connection of an IP that opens them too fast.
+fn too_fast_response() -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1"), (header::CONNECTION, "close")],
+        "too many new connections from your address\n",
+    )
+        .into_response()
+}
+
 /// Answers a connection that was not admitted, and closes it.
 async fn refuse(mut stream: TcpStream, why: Refused) {
     chat_core::metrics::rejected(match why {
         Refused::Full => "total",
         Refused::TooManyFromIp => "per_ip",
-        Refused::TooFast => "per_ip_rate",
     });
     let (status, reason) = match why {
         Refused::Full => (
@@ -261,10 +367,6 @@ async fn refuse(mut stream: TcpStream, why: Refused) {
         Refused::TooManyFromIp => (
             "429 Too Many Requests",
             "too many connections from your address",
-        ),
-        Refused::TooFast => (
-            "429 Too Many Requests",
-            "too many new connections from your address",
         ),
     };
     let body = format!("{reason}\n");
@@ -306,13 +408,22 @@ mod tests {
     }
 
     #[test]
-    fn new_connections_per_ip_are_rate_limited() {
+    fn new_connections_per_ip_are_rate_limited_once_each() {
         let a = Admission::new(limits(100, 100, 3));
         let ip: IpAddr = "10.0.0.3".parse().unwrap();
         let kept: Vec<_> = (0..3).map(|_| a.admit(ip).unwrap()).collect();
-        assert_eq!(a.admit(ip).unwrap_err(), Refused::TooFast);
+        // Each connection's first request spends a token; later ones, none.
+        assert!(kept.iter().all(|t| t.charge()));
+        assert!(
+            kept.iter().all(|t| t.charge()),
+            "charged once per connection"
+        );
+        let fourth = a.admit(ip).unwrap();
+        assert!(!fourth.charge());
         drop(kept);
         // Closing frees places, not new-connection tokens.
-        assert_eq!(a.admit(ip).unwrap_err(), Refused::TooFast);
+        assert!(!a.admit(ip).unwrap().charge());
+        // Another address has its own.
+        assert!(a.admit("10.0.0.4".parse().unwrap()).unwrap().charge());
     }
 }

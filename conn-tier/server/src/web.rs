@@ -2,10 +2,12 @@
 //! `GET /` is the page (clients/web), `/chat-client.js` the client library
 //! (clients/js). With `--dev`, `GET /dev/token?user=<id>` mints a token with
 //! the public development secret, so the page can sign anyone in; without
-//! `--dev` that route does not exist.
+//! `--dev` that route does not exist, and in `--dev` a request from another
+//! site's page (its `Origin`) is refused there and on `/ws`. Every file
+//! goes with a Content-Security-Policy that forbids framing.
 
 use axum::extract::Query;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,13 +23,48 @@ const CLIENT_JS: &str = include_str!("../../../clients/js/chat-client.js");
 /// How long a token minted by `/dev/token` lives.
 const DEV_TOKEN_SECS: i64 = 12 * 3600;
 
+/// The page may load only its own files and talk only to its own
+/// server, and no other site may frame it (clickjacking).
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                   object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 fn file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         body,
+    )
+        .into_response()
+}
+
+/// In `--dev`, a browser request from another site's page is refused: any
+/// page a developer visits could otherwise mint tokens from `/dev/token`
+/// or open `/ws` to their local server. A request with no `Origin` (not
+/// from a browser page) or one from this server's own page passes.
+pub fn same_origin_or_none(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    bare.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host))
+}
+
+fn cross_origin() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "--dev refuses requests from another site's page (Origin is not this server)\n",
     )
         .into_response()
 }
@@ -59,12 +96,18 @@ pub fn router<S: Clone + Send + Sync + 'static>(dev: Option<Authenticator>) -> R
     if let Some(auth) = dev {
         r = r.route(
             "/dev/token",
-            get(move |Query(q): Query<TokenQuery>| async move {
-                match UserId::parse(&q.user).and_then(|u| auth.mint(u.as_str(), DEV_TOKEN_SECS)) {
-                    Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),
-                    Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-                }
-            }),
+            get(
+                move |headers: HeaderMap, Query(q): Query<TokenQuery>| async move {
+                    if !same_origin_or_none(&headers) {
+                        return cross_origin();
+                    }
+                    match UserId::parse(&q.user).and_then(|u| auth.mint(u.as_str(), DEV_TOKEN_SECS))
+                    {
+                        Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),
+                        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+                    }
+                },
+            ),
         );
     }
     r

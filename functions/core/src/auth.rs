@@ -16,6 +16,10 @@ pub const DEV_SECRET: &str = "dev-secret-do-not-use-in-production";
 /// hash: 32 bytes).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// How far a token's `iat` may be ahead of this server's clock (clocks
+/// drift), and its `exp` beyond the longest lifetime from now.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
 /// The longest token lifetime accepted by default (`exp - iat`, or
 /// `exp - now` without `iat`).
 pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
@@ -164,11 +168,17 @@ impl Authenticator {
         let data =
             decoded.map_err(|e| Error::Unauthorized(format!("invalid token: {}", why(&e))))?;
         let c = data.claims;
-        let start = c.iat.unwrap_or_else(now_secs);
-        if c.exp.saturating_sub(start) > self.rules.max_lifetime_secs {
+        let now = now_secs();
+        // An `iat` in the future would let `exp - iat` stay short while the
+        // token lives for years: refused, and the time left is capped too.
+        if c.iat.is_some_and(|iat| iat > now + CLOCK_SKEW_SECS) {
+            return Err(Error::Unauthorized("token `iat` is in the future".into()));
+        }
+        let start = c.iat.unwrap_or(now);
+        let max = self.rules.max_lifetime_secs;
+        if c.exp.saturating_sub(start) > max || c.exp.saturating_sub(now) > max + CLOCK_SKEW_SECS {
             return Err(Error::Unauthorized(format!(
-                "token lifetime exceeds {} s",
-                self.rules.max_lifetime_secs
+                "token lifetime exceeds {max} s"
             )));
         }
         let user = UserId::parse(&c.sub)
@@ -211,6 +221,13 @@ impl Authenticator {
             device: Some(device.to_string()),
         };
         self.encode(&claims)
+    }
+
+    /// Signs arbitrary claims (tests and tools that need a token of an
+    /// unusual shape: a future `iat`, a bad `device`).
+    pub fn sign_claims(&self, claims: &serde_json::Value) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| Error::Store(format!("signing claims: {e}")))
     }
 
     fn encode(&self, claims: &Claims) -> Result<String> {
@@ -373,6 +390,27 @@ mod tests {
         let err = auth.verify_identity(&bad).unwrap_err();
         assert!(matches!(err, Error::Unauthorized(_)), "{err}");
         assert!(auth.verify(&bad).is_err());
+    }
+
+    #[test]
+    fn a_future_iat_does_not_stretch_the_lifetime_cap() {
+        let auth = Authenticator::new(SECRET).unwrap();
+        let now = now_secs();
+        let ten_years = now + 10 * 365 * 24 * 3600;
+        let forged_iat = encode(
+            serde_json::json!({"sub":"alice","exp":ten_years,"iat":ten_years - 60}),
+            SECRET,
+        );
+        let err = auth.verify(&forged_iat).unwrap_err().to_string();
+        assert!(err.contains("iat"), "{err}");
+        let slightly_ahead = encode(
+            serde_json::json!({"sub":"alice","exp":now + 600,"iat":now + 30}),
+            SECRET,
+        );
+        assert!(
+            auth.verify(&slightly_ahead).is_ok(),
+            "within the clock skew"
+        );
     }
 
     #[test]

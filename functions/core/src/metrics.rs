@@ -31,7 +31,8 @@ pub fn connection_open(delta: f64) {
 }
 
 /// An upgrade attempt's outcome: `accepted`, `unauthorized`,
-/// `too_many_for_user`, `too_fast`, `authorizer_timeout`, `failed`.
+/// `too_many_for_user`, `too_fast`, `authorizer_timeout`, `busy`,
+/// `cross_origin`, `failed`.
 pub fn connect(result: &'static str) {
     metrics::counter!(CONNECTS, "result" => result).increment(1);
 }

@@ -55,6 +55,13 @@ impl ApiGatewayDelivery {
         Self::new(conf, None)
     }
 
+    /// Posts go to `endpoint` whatever a connection's record says (tests,
+    /// and a single callback URL).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint_override = Some(endpoint.into());
+        self
+    }
+
     fn client(&self, endpoint: &str) -> Client {
         let endpoint = self.endpoint_override.as_deref().unwrap_or(endpoint);
         if let Some(c) = self

@@ -427,6 +427,42 @@ async fn fanout_holds_messages_back_from_a_connection_until_its_first_sync_repla
 }
 
 #[tokio::test]
+async fn past_the_sync_grace_a_connection_that_never_syncs_gets_live_messages_in_order() {
+    // The grace as deployed (1 s): within it, a connection that has not
+    // synced gets nothing live; past it, what comes from then on, in order.
+    let r = rig_with_grace(1000).await;
+    connect(&r, "alice", "a1").await;
+    connect(&r, "bob", "b1").await;
+    let send = |i: u64| json!({"action":"send","to":"user:bob","client_msg_id":format!("g{i}"),"text":format!("m{i}")});
+    say(&r, "alice", "a1", send(1)).await;
+    chat_lambdas::fanout(&r.deps, stream_batch(&[("INSERT", 1)]))
+        .await
+        .unwrap();
+    assert!(r.rec.to("b1").is_empty(), "within the grace: held back");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for i in 2..=4 {
+        say(&r, "alice", "a1", send(i)).await;
+    }
+    chat_lambdas::fanout(
+        &r.deps,
+        stream_batch(&[("INSERT", 2), ("INSERT", 3), ("INSERT", 4)]),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<u64> = r
+        .rec
+        .to("b1")
+        .iter()
+        .map(|f| f["message_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![2, 3, 4],
+        "from then on, in order, no gap after the first"
+    );
+}
+
+#[tokio::test]
 async fn an_invocation_writes_its_metrics_as_one_embedded_metric_format_line() {
     let emf = chat_lambdas::emf::recorder();
     let r = rig().await;

@@ -171,7 +171,12 @@ where
         tracing::debug!(user = %session.user_id, connection = %conn, "connected");
 
         let origin = Instant::now();
-        let sequencer = Sequencer::new(app.store.clone(), conn, cfg.outbound_bytes);
+        let sequencer = Sequencer::new(
+            app.store.clone(),
+            conn,
+            session.user_id.as_str(),
+            cfg.outbound_bytes,
+        );
         let writer = Writer {
             sink,
             inbox,

@@ -154,12 +154,16 @@ impl Chat {
         let appended = {
             let _order = locks.lock(&conv).await;
             let appended = self.store.append(msg).await?;
-            if !appended.duplicate {
-                // The same job the commit feed makes: the stored message
-                // keeps its origin (this connection), which gets the ack.
-                self.dispatch(feed::job(appended.message.clone()), "message")
-                    .await;
+            // The same job the commit feed makes: the stored message keeps
+            // its origin (this connection), which gets the ack. A resend
+            // (a duplicate) is delivered again too: the first attempt's
+            // node may have died after storing it and before its fan-out
+            // (members de-duplicate; the resending connection gets the ack).
+            let mut m = appended.message.clone();
+            if appended.duplicate {
+                m.origin = Some(session.connection_id.clone());
             }
+            self.dispatch(feed::job(m), "message").await;
             appended
         };
         let frame = ack(&appended);

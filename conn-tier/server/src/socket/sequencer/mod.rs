@@ -20,7 +20,10 @@
 //!   back, documented in docs/protocol.md);
 //! - live messages that arrive before the connection's first frame are
 //!   held until that frame is read: if it is a `sync`, they follow its
-//!   replay; otherwise, or after `hold` without any frame, they go out;
+//!   replay; otherwise, or after `hold` without any frame, they go out.
+//!   Past the hold's byte limit only their ids are kept: a `sync` replays
+//!   them, going live without one reads them from the store after the
+//!   held ones;
 //! - the connection's own sends race the messages around them (an ack
 //!   comes on the send's path, not the fan-out's), so an ack beyond the
 //!   last id is remembered until the sequence gets there, and a message
@@ -51,6 +54,9 @@ pub struct SequencerStats {
     pub filled: u64,
     /// Older messages a late `sync` sent below what the connection had seen.
     pub backfilled: u64,
+    /// Live messages past the hold's byte limit, kept as ids only (a
+    /// `sync` replays them, or they are read from the store).
+    pub dropped_while_held: u64,
 }
 
 /// The ids of one conversation this connection holds: every id in
@@ -67,6 +73,10 @@ struct Gap {
     seq: Seq,
     text: Utf8Bytes,
     last: u64,
+    /// The first message of a conversation the connection has no span for
+    /// after its sync (the user joined it since): the gap runs from the
+    /// user's join point, read from the store, not from `last`.
+    from_join: bool,
 }
 
 /// What [`Sequencer::order`] finishes after a store read or a release.
@@ -108,15 +118,28 @@ pub struct Sequencer {
     store: Option<Arc<dyn Store>>,
     /// This connection's id: a filled message it sent is held as its ack.
     me: String,
+    /// Its user, whose join point starts a conversation new since the sync.
+    user: String,
+    /// Whether a `sync` started on this connection: from then on, every
+    /// conversation the user is in has a span, and one without is new.
+    synced: bool,
     /// Per conversation, the ids written.
     spans: HashMap<String, Span>,
     /// Live messages held until the connection's first frame; `None` once live.
     held: Option<Vec<(Seq, Utf8Bytes)>>,
     /// Bytes of the held messages...
     held_bytes: usize,
-    /// ...and the most they may take; past it they go out (the connection
-    /// goes live). Parked messages ([`Waiting`]) are held to it too.
+    /// ...and the most they may take. Parked messages ([`Waiting`]) are
+    /// held to it too.
     max_held_bytes: usize,
+    /// Held messages past that limit are not kept: per conversation, the
+    /// lowest and highest id dropped. A `sync` replays them; going live
+    /// without one reads them from the store. Either way they come in
+    /// order, after what was held, never before a replay below them.
+    // Boxed: 8 bytes in every idle connection's writer, not a map's 48
+    // (docs/benchmarks.md (c)); it is only ever made past the hold's limit.
+    #[allow(clippy::box_collection)]
+    dropped: Option<Box<HashMap<String, (u64, u64)>>>,
     waiting: Option<Box<Waiting>>,
     /// Answers to the connection's frames written so far (`Ack`, `Answer`).
     answers_written: u64,
@@ -124,15 +147,18 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    pub fn new(store: Option<Arc<dyn Store>>, me: &str, max_held_bytes: usize) -> Self {
+    pub fn new(store: Option<Arc<dyn Store>>, me: &str, user: &str, max_held_bytes: usize) -> Self {
         let held = store.as_ref().map(|_| Vec::new());
         Sequencer {
             store,
             me: me.to_string(),
+            user: user.to_string(),
+            synced: false,
             spans: HashMap::new(),
             held,
             held_bytes: 0,
             max_held_bytes,
+            dropped: None,
             waiting: None,
             answers_written: 0,
             stats: SequencerStats::default(),
@@ -185,13 +211,18 @@ impl Sequencer {
             }
             Outbound::Message { seq, text } => {
                 if let Some(held) = &mut self.held {
-                    self.held_bytes += text.len();
-                    held.push((seq, text));
-                    if self.held_bytes <= self.max_held_bytes {
-                        return Ok(vec![]);
+                    if self.held_bytes + text.len() <= self.max_held_bytes {
+                        self.held_bytes += text.len();
+                        held.push((seq, text));
+                    } else {
+                        // Kept as ids only: the store has the message.
+                        let id = seq.message_id;
+                        let d = self.dropped.get_or_insert_default();
+                        let span = d.entry(seq.conversation_id).or_insert((id, id));
+                        *span = (span.0.min(id), span.1.max(id));
+                        self.stats.dropped_while_held += 1;
                     }
-                    tracing::debug!("held live messages reached their byte limit; going live");
-                    return Err(Later::GoLive);
+                    return Ok(vec![]);
                 }
                 match self.admit_now(seq, text) {
                     Ok(frames) => frames,
@@ -310,6 +341,10 @@ impl Sequencer {
     /// watermark (after what the connection never saw below what it has);
     /// then the held messages go.
     async fn sync_started(&mut self, baselines: Vec<(String, u64)>) -> Vec<Message> {
+        // What was dropped from the hold is stored, so in the replay (or
+        // below its start, which a `gap` frame names).
+        self.dropped = None;
+        self.synced = true;
         let mut out = Vec::new();
         for (conversation, watermark) in baselines {
             out.extend(self.sync_from(conversation, watermark).await);
@@ -325,6 +360,21 @@ impl Sequencer {
         let mut out = Vec::new();
         for (seq, text) in self.held.take().unwrap_or_default() {
             out.extend(self.admit(seq, text).await);
+        }
+        // What did not fit the hold: from the store, after what was held.
+        for (conv, (low, high)) in self.dropped.take().map(|d| *d).unwrap_or_default() {
+            let after = self
+                .spans
+                .get(&conv)
+                .map_or(low - 1, |s| s.last.max(low - 1));
+            let (frames, _) = Box::pin(self.read(&conv, after, high + 1)).await;
+            self.stats.filled += frames.len() as u64;
+            out.extend(frames);
+            let span = self.spans.entry(conv).or_insert(Span {
+                first: after + 1,
+                last: after,
+            });
+            span.last = span.last.max(high);
         }
         out
     }
@@ -409,6 +459,17 @@ impl Sequencer {
                     seq,
                     text,
                     last: span.last,
+                    from_join: false,
+                })
+            }
+            // A conversation the user joined since this connection's sync:
+            // every id from the join point is owed, not from this one.
+            None if self.synced && id > 1 => {
+                return Err(Gap {
+                    seq,
+                    text,
+                    last: 0,
+                    from_join: true,
                 })
             }
             _ => {}
@@ -417,7 +478,22 @@ impl Sequencer {
     }
 
     async fn fill_then_admit(&mut self, gap: Gap) -> Vec<Message> {
-        let Gap { seq, text, last } = gap;
+        let Gap {
+            seq,
+            text,
+            mut last,
+            from_join,
+        } = gap;
+        if from_join {
+            last = self.join_point(&seq).await;
+            self.spans.insert(
+                seq.conversation_id.clone(),
+                Span {
+                    first: last + 1,
+                    last,
+                },
+            );
+        }
         let (out, complete) = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
         chat_core::metrics::gap_read(match (complete, out.is_empty()) {
@@ -426,6 +502,24 @@ impl Sequencer {
             (true, false) => "messages",
         });
         self.next_in_sequence(seq, text, out)
+    }
+
+    /// Where this user's part of `seq`'s conversation starts: the newest id
+    /// when they joined (not found, or unreadable: just below `seq`, as
+    /// before, so nothing is sent twice).
+    async fn join_point(&self, seq: &Seq) -> u64 {
+        let below = seq.message_id - 1;
+        let Some(store) = &self.store else {
+            return below;
+        };
+        match store.membership(&self.user, &seq.conversation_id).await {
+            Ok(Some(m)) => m.joined_at_id.min(below),
+            Ok(None) => below,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a join point; the sequence starts at the first message seen");
+                below
+            }
+        }
     }
 
     /// `seq` goes out after `out` (what filled the gap before it): the

@@ -87,7 +87,7 @@ fn ack(id: u64) -> Outbound {
 async fn the_connections_own_sends_count_as_their_acks_not_as_gaps() {
     // Messages 3 and 5 were sent by this connection (c1).
     let store = store_sent_by(6, |i| (i == 3 || i == 5).then_some("c1")).await;
-    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     // Live 4 overtook the ack of 3: 3 is not sent back as a message.
@@ -108,7 +108,7 @@ async fn a_message_that_overtakes_the_ack_of_an_own_send_waits_for_it_without_a_
     // The store says 3 is another connection's: had the sequencer read
     // it, 3 would go out as a message.
     let store = store_sent_by(4, |i| (i == 3).then_some("c2")).await;
-    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     // One answer is owed (a send in flight): 4 waits.
@@ -125,7 +125,7 @@ async fn an_ack_that_comes_before_the_message_below_it_is_not_taken_for_a_gap_la
     // The store says 4 is another connection's: had the sequencer read
     // it, 4 would go out as a message.
     let store = store_sent_by(6, |i| (i == 4).then_some("c2")).await;
-    let mut s = Sequencer::new(Some(store), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     // The ack of this connection's 4 comes before 3.
@@ -139,7 +139,7 @@ async fn an_ack_that_comes_before_the_message_below_it_is_not_taken_for_a_gap_la
 
 #[tokio::test]
 async fn a_parked_message_is_filled_from_the_store_once_the_answers_owed_are_written() {
-    let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     assert!(s.order(msg(4), 1).await.is_empty(), "parked");
@@ -152,7 +152,7 @@ async fn a_parked_message_is_filled_from_the_store_once_the_answers_owed_are_wri
 
 #[tokio::test]
 async fn a_parked_message_waits_only_for_the_answers_owed_when_it_came() {
-    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     // 4 comes while one answer is owed, 6 while two are.
@@ -167,7 +167,7 @@ async fn a_parked_message_waits_only_for_the_answers_owed_when_it_came() {
 
 #[tokio::test]
 async fn parked_messages_past_the_byte_limit_are_read_from_the_store_at_once() {
-    let mut s = Sequencer::new(Some(store_with(5).await), "c1", msg_len());
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", "b", msg_len());
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     assert!(s.order(msg(4), 1).await.is_empty(), "parked");
@@ -180,7 +180,7 @@ async fn parked_messages_past_the_byte_limit_are_read_from_the_store_at_once() {
 #[tokio::test]
 async fn past_the_most_parked_messages_the_store_is_read() {
     let n = MAX_WAITING as u64;
-    let mut s = Sequencer::new(Some(store_with(n + 4).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(n + 4).await), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     for id in 4..4 + n {
@@ -194,7 +194,7 @@ async fn past_the_most_parked_messages_the_store_is_read() {
 
 #[tokio::test]
 async fn other_conversations_flow_past_a_parked_message() {
-    let mut s = Sequencer::new(Some(store_with(4).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     assert!(s.order(msg(4), 1).await.is_empty(), "parked");
@@ -211,7 +211,7 @@ async fn other_conversations_flow_past_a_parked_message() {
 
 #[tokio::test]
 async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
-    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", "b", 1 << 20);
     assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2], "first seen");
     assert_eq!(
@@ -226,7 +226,7 @@ async fn a_gap_is_filled_from_the_store_and_repeats_are_dropped() {
 
 #[tokio::test]
 async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
-    let mut s = Sequencer::new(Some(store_with(5).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", "b", 1 << 20);
     // Live 4 and 5 arrive before the client's sync is read.
     assert!(s.order(msg(4), IDLE).await.is_empty());
     assert!(s.order(msg(5), IDLE).await.is_empty());
@@ -244,7 +244,7 @@ async fn live_messages_wait_for_the_first_frame_and_follow_a_sync_replay() {
 
 #[tokio::test]
 async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
-    let mut s = Sequencer::new(Some(store_with(6).await), "c1", 1 << 20);
+    let mut s = Sequencer::new(Some(store_with(6).await), "c1", "b", 1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     // Live 5 was the first this connection saw; the user had acked 1.
     assert_eq!(texts(&s.order(msg(5), IDLE).await), vec![5]);
@@ -266,17 +266,72 @@ async fn a_late_sync_sends_the_older_messages_the_connection_never_saw_once() {
 
 #[tokio::test]
 async fn without_a_store_messages_pass_through_unheld() {
-    let mut s = Sequencer::new(None, "c1", 1 << 20);
+    let mut s = Sequencer::new(None, "c1", "b", 1 << 20);
     assert!(!s.holding());
     assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![3]);
     assert_eq!(texts(&s.order(msg(1), IDLE).await), vec![1]);
 }
 
 #[tokio::test]
-async fn too_many_held_messages_go_live() {
-    let mut s = Sequencer::new(Some(store_with(3).await), "c1", 2 * msg_len());
+async fn past_the_held_bytes_a_sync_replays_the_rest_and_ids_never_step_back() {
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len());
     assert!(s.order(msg(1), IDLE).await.is_empty());
     assert!(s.order(msg(2), IDLE).await.is_empty());
-    assert_eq!(texts(&s.order(msg(3), IDLE).await), vec![1, 2, 3]);
+    // Past the limit: still held back (as an id only), not sent ahead of
+    // the sync that comes next.
+    assert!(s.order(msg(3), IDLE).await.is_empty());
+    assert!(s.order(msg(4), IDLE).await.is_empty());
+    assert!(s.holding());
+    assert_eq!(s.stats.dropped_while_held, 2);
+    // The client's first frame is a sync from 0: what was held, then the
+    // replay, whose first two are repeats.
+    let baselines = vec![("dm#a#b".to_string(), 0)];
+    assert_eq!(
+        texts(&s.order(Outbound::SyncStarted(baselines), IDLE).await),
+        [1, 2]
+    );
+    let mut replay = Vec::new();
+    for id in 1..=4 {
+        replay.extend(s.order(msg(id), IDLE).await);
+    }
+    assert_eq!(texts(&replay), [3, 4]);
+}
+
+#[tokio::test]
+async fn past_the_held_bytes_going_live_reads_the_rest_from_the_store() {
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len());
+    for id in 1..=4 {
+        assert!(s.order(msg(id), IDLE).await.is_empty());
+    }
+    // The first frame is not a sync (or the hold ran out).
+    assert_eq!(texts(&s.order(Outbound::GoLive, IDLE).await), [1, 2, 3, 4]);
     assert!(!s.holding());
+    assert_eq!(s.stats.filled, 2);
+    // And the sequence goes on from there.
+    assert!(s.order(msg(4), IDLE).await.is_empty(), "a repeat");
+}
+
+#[tokio::test]
+async fn after_a_sync_a_conversation_new_to_the_connection_starts_at_the_users_join_point() {
+    // The user ("b") joined dm#a#b at its first message; the sync saw
+    // another conversation only (dm#a#b did not exist yet). Message 1
+    // never came live (its sender's node died before the fan-out), and 3
+    // arrives: 1 and 2 are read first, from the join point.
+    let mut s = Sequencer::new(Some(store_with(3).await), "c1", "b", 1 << 20);
+    let baselines = vec![("dm#b#c".to_string(), 0)];
+    assert!(s
+        .order(Outbound::SyncStarted(baselines), IDLE)
+        .await
+        .is_empty());
+    assert_eq!(texts(&s.order(msg(3), IDLE).await), [1, 2, 3]);
+    assert_eq!(s.stats.filled, 2);
+    assert!(s.order(msg(2), IDLE).await.is_empty(), "a repeat");
+    // Without a sync (a connection that never syncs), it starts at the
+    // first message seen, as documented.
+    let mut never = Sequencer::new(Some(store_with(3).await), "c2", "b", 1 << 20);
+    assert_eq!(
+        texts(&never.order(Outbound::GoLive, IDLE).await),
+        Vec::<u64>::new()
+    );
+    assert_eq!(texts(&never.order(msg(3), IDLE).await), [3]);
 }
