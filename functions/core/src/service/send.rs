@@ -16,6 +16,12 @@ use tokio::sync::Mutex;
 /// these in frame order.
 pub type Deferred = BoxFuture<'static, ServerFrame>;
 
+/// A resent `client_msg_id` whose original is at most this old (5 minutes)
+/// is delivered again: a client resends after a lost connection, and the
+/// first attempt's fan-out may have died with its node. Older originals
+/// reached everyone live or are replayed by their next `sync`.
+const RESEND_REDELIVERY_MS: u64 = 5 * 60 * 1000;
+
 /// Serialises append-and-dispatch per conversation, so fan-out jobs are
 /// queued in id order ([`super::MessageDelivery::Dispatch`]). Striped: a fixed set
 /// of locks, no per-conversation state to clean up.
@@ -151,22 +157,28 @@ impl Chat {
         };
         // MessageDelivery::Dispatch: append and queue the delivery under
         // the conversation's lock, so delivery jobs are queued in id order.
-        let appended = {
+        let frame = {
             let _order = locks.lock(&conv).await;
             let appended = self.store.append(msg).await?;
+            let frame = ack(&appended);
             // The same job the commit feed makes: the stored message keeps
-            // its origin (this connection), which gets the ack. A resend
-            // (a duplicate) is delivered again too: the first attempt's
-            // node may have died after storing it and before its fan-out
-            // (members de-duplicate; the resending connection gets the ack).
-            let mut m = appended.message.clone();
-            if appended.duplicate {
-                m.origin = Some(session.connection_id.clone());
+            // its origin (this connection), which gets the ack. A recent
+            // resend (a duplicate) is delivered again too: the first
+            // attempt's node may have died after storing it and before its
+            // fan-out (members de-duplicate; the resending connection gets
+            // the ack). A resend that reuses the id for another message
+            // delivers nothing.
+            let resend_redelivers = frame.is_ok()
+                && now_ms().saturating_sub(appended.message.sent_at_ms) <= RESEND_REDELIVERY_MS;
+            if !appended.duplicate || resend_redelivers {
+                let mut m = appended.message;
+                if appended.duplicate {
+                    m.origin = Some(session.connection_id.clone());
+                }
+                self.dispatch(feed::job(m), "message").await;
             }
-            self.dispatch(feed::job(m), "message").await;
-            appended
+            frame
         };
-        let frame = ack(&appended);
         Ok(Box::pin(std::future::ready(frame)))
     }
 }

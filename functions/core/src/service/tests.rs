@@ -130,25 +130,37 @@ async fn strangers_are_forbidden_and_learn_nothing() {
 }
 
 #[tokio::test]
-async fn a_resent_client_msg_id_replays_the_original_ack_and_delivers_nothing_new() {
+async fn a_resent_client_msg_id_replays_the_original_ack_and_delivers_the_same_message_again() {
     let (chat, jobs) = chat(MessageDelivery::Dispatch);
     let alice = session("alice");
     let first = chat
         .send(&alice, "user:bob", "same".into(), "once".into())
         .await
         .unwrap();
-    let delivered = jobs.0.lock().unwrap().len();
-    assert_eq!(delivered, 1, "the first send is delivered");
+    assert_eq!(
+        jobs.0.lock().unwrap().len(),
+        1,
+        "the first send is delivered"
+    );
     let again = chat
         .send(&alice, "user:bob", "same".into(), "once".into())
         .await
         .unwrap();
     assert_eq!(first, again);
-    assert_eq!(
-        jobs.0.lock().unwrap().len(),
-        delivered,
-        "no second delivery"
-    );
+    {
+        // Delivered again (the first fan-out may have died with its
+        // node): the same message, same id, not a new one.
+        let jobs = jobs.0.lock().unwrap();
+        assert_eq!(jobs.len(), 2, "a recent resend is delivered again");
+        let ids: Vec<_> = jobs
+            .iter()
+            .map(|j| match &j.frame {
+                ServerFrame::Message(m) => m.message_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 1]);
+    }
     let ServerFrame::History { messages, .. } = chat
         .history(&alice, "dm#alice#bob", None, None)
         .await
@@ -156,8 +168,23 @@ async fn a_resent_client_msg_id_replays_the_original_ack_and_delivers_nothing_ne
     else {
         panic!("history")
     };
-    assert_eq!(messages.len(), 1);
+    assert_eq!(messages.len(), 1, "stored once");
     assert_eq!(messages[0].text, "once");
+}
+
+#[tokio::test]
+async fn a_client_msg_id_reused_for_other_text_is_refused_and_delivers_nothing() {
+    let (chat, jobs) = chat(MessageDelivery::Dispatch);
+    let alice = session("alice");
+    chat.send(&alice, "user:bob", "same".into(), "once".into())
+        .await
+        .unwrap();
+    let err = chat
+        .send(&alice, "user:bob", "same".into(), "other text".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::IdReused(_)), "{err:?}");
+    assert_eq!(jobs.0.lock().unwrap().len(), 1, "only the first delivery");
 }
 
 #[tokio::test]
