@@ -174,9 +174,11 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
     add("sync_device_10x1kb", "write units", 1)
     add("sync_device_10x1kb", "read units (request)", s["users"] + s["messages"] + 1)
     add("sync_device_10x1kb", "calls", 1 + r["conversations"] + r["conversations"] + 2)
+    # per conversation: membership, newest id, the cursor's conditional
+    # write; per frame: the device's record (eventually consistent)
     add("received", "write units", 1)
-    add("received", "read units (request)", 2)
-    add("received", "calls", 3)
+    add("received", "read units (request)", 2 + 0.5)
+    add("received", "calls", 3 + 1)
     add("ack", "write units", 1)
     add("ack", "read units (request)", 2)
     add("ack", "read units (fan-out)", lookup_units(inp, 2))
@@ -303,14 +305,15 @@ def build(inp: dict, scale: float = 1.0) -> dict:
                  ("sync", 1, ms(inp, 1 + math.ceil(C / val(inp, "lambda.parallel_newest_id_reads")) + k,
                                  missed + 1))]))
     # `received`: a device's cursors, per conversation a membership check,
-    # its newest id and one conditional write (docs/cost.md).
+    # its newest id and one conditional write, and per frame the device's
+    # record, read eventually consistent (docs/cost.md).
     rf = val(inp, "client.received_frames_per_session")
     ri = val(inp, "client.received_items_per_frame")
     ops.append(Op(
         "received (a device's cursors)", sessions * rf, f"{n(sessions)} sessions × {rf:g}",
-        units={"users": [ri, ri], "messages": [0, ri]},
-        calls=3 * ri, frames_in=1, bytes_in=small + 40 * ri,
-        lambdas=[("ack", 1, ms(inp, 3 * ri))]))
+        units={"users": [ri, ri + 0.5], "messages": [0, ri]},
+        calls=3 * ri + 1, frames_in=1, bytes_in=small + 50 * ri,
+        lambdas=[("ack", 1, ms(inp, 3 * ri + 1))]))
     page_n = val(inp, "frames.history_page_messages")
     page_bytes = page_n * msg_frame
     pages = dau * val(inp, "client.history_pages_per_user_per_day")

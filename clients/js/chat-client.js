@@ -236,11 +236,12 @@ export class ChatClient {
     /** @type {Map<string, number>} */ this._ackToSend = new Map(); // not yet written, or written on a dropped connection
     /** @type {Map<string, number>} */ this._ackThisConn = new Map();
     /** @type {Map<string, number>} */ this._autoAckDue = new Map();
-    /** Per conversation, the first id this connection got (where its run
-     * starts, contiguous with the server's position for this device), or 1
-     * after a `gap` (the run must then reach message 1 through history).
+    /** Per conversation, the first id this connection got, a message or
+     * the ack of its own send (its run is the ids held without a hole
+     * around it), or, after a `gap`, the first id left out (the run then
+     * exists once history reaches it).
      * @type {Map<string, number>} */ this._runFrom = new Map();
-    /** @type {Map<string, number>} */ this._receivedSent = new Map(); // newest up_to told the server
+    /** @type {Map<string, {from: number, upTo: number}>} */ this._receivedSent = new Map(); // the run last told the server
     /** @type {Map<string, number>} */ this._receivedAt = new Map(); // when, per conversation
     this._receivedTimer = null;
 
@@ -375,6 +376,7 @@ export class ChatClient {
   _onOpen() {
     this._openedAt = this._now();
     this._runFrom.clear(); // what this connection gets starts a new run
+    this._receivedSent.clear(); // and each is told once on it
     this._lastRx = this._openedAt;
     this._tokens = this._rate ? this._rate.burst : Infinity;
     this._tokensAt = this._openedAt;
@@ -752,10 +754,14 @@ export class ChatClient {
         }
         return;
       case 'gap':
-        // The replay left out older messages: this device holds a run
-        // only once history reaches message 1 (or nothing is reported).
-        if (typeof f.conversation_id === 'string') this._runFrom.set(f.conversation_id, 1);
-        this._emit('gap', { conversationId: f.conversation_id, before: f.before });
+        // The replay left out the messages above `after` (this device's
+        // position) and below `before`: this device holds a run only once
+        // history reaches `after + 1` (or nothing is reported).
+        if (typeof f.conversation_id === 'string') {
+          const after = Number.isSafeInteger(f.after) && f.after >= 0 ? f.after : 0;
+          this._runFrom.set(f.conversation_id, after + 1);
+        }
+        this._emit('gap', { conversationId: f.conversation_id, after: f.after, before: f.before });
         return;
       case 'history':
         for (const m of f.messages ?? []) if (this._valid(m)) this._insert(m);
@@ -808,20 +814,32 @@ export class ChatClient {
     if (!this._runFrom.has(conv)) this._runFrom.set(conv, id);
   }
 
-  /** The newest id this device holds every id of, from its run's start up;
-   * 0 when it holds no such run. @param {string} conv */
-  heldUpTo(conv) {
-    const from = this._runFrom.get(conv);
+  /** The run this device holds of a conversation: every id from `from` to
+   * `upTo`, without a hole, around the first id this connection got (an
+   * ack that came before a message below it starts it high; it reaches
+   * down once that message comes). The server moves the device's cursor
+   * only if `from` reaches down to it. null when there is none.
+   * @param {string} conv @returns {{from: number, upTo: number} | null} */
+  heldRun(conv) {
+    const start = this._runFrom.get(conv);
     const list = this._convs.get(conv);
-    if (from === undefined || !list) return 0;
-    let i = search(list, from);
-    if (i < 0) return 0;
-    let at = from;
-    while (i + 1 < list.length && list[i + 1].message_id === at + 1) {
-      i++;
-      at++;
-    }
-    return at;
+    if (start === undefined || !list) return null;
+    const at = search(list, start);
+    if (at < 0) return null;
+    let lo = at;
+    while (lo > 0 && list[lo - 1].message_id === list[lo].message_id - 1) lo--;
+    let hi = at;
+    while (hi + 1 < list.length && list[hi + 1].message_id === list[hi].message_id + 1) hi++;
+    return { from: list[lo].message_id, upTo: list[hi].message_id };
+  }
+
+  /** Whether the run of `conv` grew (up, or down) since it was last told.
+   * @param {string} conv */
+  _runToTell(conv) {
+    const run = this.heldRun(conv);
+    if (!run) return null;
+    const sent = this._receivedSent.get(conv);
+    return !sent || run.upTo > sent.upTo || run.from < sent.from ? run : null;
   }
 
   _scheduleReceived() {
@@ -831,7 +849,7 @@ export class ChatClient {
     const now = this._now();
     let wait = this._receivedEveryMs;
     for (const conv of this._runFrom.keys()) {
-      if (!(this.heldUpTo(conv) > (this._receivedSent.get(conv) ?? 0))) continue;
+      if (!this._runToTell(conv)) continue;
       const due = (this._receivedAt.get(conv) ?? -Infinity) + this._receivedEveryMs - now;
       wait = Math.min(wait, Math.max(RECEIVED_BATCH_MS, due));
     }
@@ -852,22 +870,22 @@ export class ChatClient {
   _sendReceived(all) {
     if (!this.deviceId || !this._ws || this.state !== 'live') return;
     const now = this._now();
-    /** @type {{conversation_id: string, up_to: number}[]} */ const items = [];
+    /** @type {{conversation_id: string, from: number, up_to: number}[]} */ const items = [];
     let later = false;
     for (const conv of this._runFrom.keys()) {
-      const upTo = this.heldUpTo(conv);
-      if (!(upTo > (this._receivedSent.get(conv) ?? 0))) continue;
+      const run = this._runToTell(conv);
+      if (!run) continue;
       if (!all && now - (this._receivedAt.get(conv) ?? 0) < this._receivedEveryMs) {
         later = true;
         continue;
       }
-      items.push({ conversation_id: conv, up_to: upTo });
+      items.push({ conversation_id: conv, from: run.from, up_to: run.upTo });
     }
     for (let i = 0; i < items.length; i += MAX_RECEIVED_ITEMS) {
       const chunk = items.slice(i, i + MAX_RECEIVED_ITEMS);
       this._write({ action: 'received', items: chunk });
       for (const it of chunk) {
-        this._receivedSent.set(it.conversation_id, it.up_to);
+        this._receivedSent.set(it.conversation_id, { from: it.from, upTo: it.up_to });
         this._receivedAt.set(it.conversation_id, now);
       }
     }

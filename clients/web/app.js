@@ -187,14 +187,16 @@ function onState(s) {
   }[s.state];
   setBanner(s.state, text ?? s.state);
   if (s.state === 'live') {
+    const again = everLive;
     everLive = true;
-    refreshConversations();
+    refreshConversations(again);
   }
 }
 
 // ---- conversation list -----------------------------------------------------------
 
-async function refreshConversations() {
+/** @param {boolean} [reconnected] live again after a lost connection */
+async function refreshConversations(reconnected = false) {
   if (!client) return;
   const c = client;
   try {
@@ -212,9 +214,12 @@ async function refreshConversations() {
       convs.set(it.conversation_id, it);
     }
     renderList();
-    // Sync brought this device what it missed; only a conversation whose
-    // replay left older messages out (a `gap`) needs its newest page again.
-    if (openId && gapped.delete(openId)) openConversation(openId, { reload: true });
+    // Sync brought this device what it missed since its position, which
+    // another tab of this browser (the same device id) may have moved past
+    // what this tab shows: after a reconnect, and after a `gap`, the open
+    // conversation's newest page is read again.
+    const gap = openId !== null && gapped.delete(openId);
+    if (openId && (gap || reconnected)) openConversation(openId, { reload: true });
   } catch (e) {
     if (/** @type {any} */ (e).code !== 'disconnected') showError(`Could not list conversations: ${/** @type {any} */ (e).message}`);
   }

@@ -416,10 +416,11 @@ pub struct Device {
     /// Its device id (`?device=`): its delivery cursors are its own.
     pub device: String,
     /// Per conversation, the run this connection holds without a hole
-    /// from the first id it got (`received` tells the server)...
-    runs: BTreeMap<String, u64>,
-    /// ...and what was told (across connections: the cursor stays).
-    told: HashMap<String, u64>,
+    /// around the first id it got, `from` and `to` (`received` tells the
+    /// server, which moves the cursor only if `from` reaches it)...
+    runs: BTreeMap<String, (u64, u64)>,
+    /// ...and what was told on it.
+    told: HashMap<String, (u64, u64)>,
     told_at: tokio::time::Instant,
     url: String,
     token: String,
@@ -509,6 +510,7 @@ impl Device {
                     .to_string();
                 self.last.clear();
                 self.runs.clear();
+                self.told.clear();
                 if ws
                     .send(WsMessage::text(json!({"action":"sync"}).to_string()))
                     .await
@@ -541,9 +543,10 @@ impl Device {
     fn note_held(&mut self, conv: &str, id: u64) {
         match self.runs.get_mut(conv) {
             None => {
-                self.runs.insert(conv.to_string(), id);
+                self.runs.insert(conv.to_string(), (id, id));
             }
-            Some(to) if id == *to + 1 => *to = id,
+            Some((_, to)) if id == *to + 1 => *to = id,
+            Some((from, _)) if id + 1 == *from => *from = id,
             Some(_) => {}
         }
     }
@@ -554,9 +557,9 @@ impl Device {
         let items: Vec<Value> = self
             .runs
             .iter()
-            .filter(|(c, to)| self.told.get(*c).is_none_or(|t| t < to))
+            .filter(|(c, &(from, to))| self.told.get(*c).is_none_or(|&(f, t)| t < to || from < f))
             .take(100)
-            .map(|(c, to)| json!({"conversation_id": c, "up_to": to}))
+            .map(|(c, (from, to))| json!({"conversation_id": c, "from": from, "up_to": to}))
             .collect();
         if items.is_empty() {
             return true;
@@ -566,7 +569,11 @@ impl Device {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            self.told.insert(c, i["up_to"].as_u64().unwrap_or(0));
+            let run = (
+                i["from"].as_u64().unwrap_or(0),
+                i["up_to"].as_u64().unwrap_or(0),
+            );
+            self.told.insert(c, run);
         }
         self.write(&json!({"action":"received","items":items}))
             .await

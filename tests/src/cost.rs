@@ -253,6 +253,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
             &phone,
             &[chat_core::protocol::ReceivedItem {
                 conversation_id: "dm#carol#dave".into(),
+                from: 1,
                 up_to: 10,
             }],
         )
@@ -281,6 +282,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
                         &phone,
                         &[chat_core::protocol::ReceivedItem {
                             conversation_id: "dm#carol#dave".into(),
+                            from: 11,
                             up_to: 20,
                         }],
                     )

@@ -431,10 +431,10 @@ impl TestClient {
         }
     }
 
-    /// Tells the server this device keeps `conv` up to `up_to`, and waits
-    /// until it has taken it (a `ping` answered after it).
-    pub async fn received(&mut self, conv: &str, up_to: u64) {
-        self.send(json!({"action":"received","conversation_id":conv,"up_to":up_to}))
+    /// Tells the server this device keeps `conv` from `from` to `up_to`,
+    /// and waits until it has taken it (a `ping` answered after it).
+    pub async fn received(&mut self, conv: &str, from: u64, up_to: u64) {
+        self.send(json!({"action":"received","conversation_id":conv,"from":from,"up_to":up_to}))
             .await;
         self.send(json!({"action":"ping"})).await;
         loop {
@@ -655,13 +655,18 @@ pub async fn http_request(
 ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(host).await?;
+    // A `Host` among `headers` replaces the address (a name rebound to it).
+    let host_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(host, |(_, v)| v.as_str());
     let extra: String = headers
         .iter()
-        .filter(|(k, _)| k != "host")
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;

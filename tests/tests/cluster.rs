@@ -332,7 +332,7 @@ async fn a_laptop_on_one_node_gets_what_the_phone_on_another_read_meanwhile() {
         bob.send_text("user:alice", &format!("m{i}")).await;
         assert_eq!(phone.expect("message").await["message_id"], i);
     }
-    phone.received("dm#alice#bob", 3).await;
+    phone.received("dm#alice#bob", 1, 3).await;
     phone
         .send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":3}))
         .await;

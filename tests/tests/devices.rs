@@ -30,7 +30,7 @@ async fn phone_and_laptop(server: &TestServer) -> (TestClient, TestClient) {
     phone.sync().await;
     let mut laptop = server.device_client("alice", "laptop").await;
     assert_eq!(ids(&laptop.sync().await), [1]);
-    laptop.received("dm#alice#bob", 1).await;
+    laptop.received("dm#alice#bob", 1, 1).await;
     bob.close().await;
     (phone, laptop)
 }
@@ -47,7 +47,7 @@ async fn a_laptop_back_online_gets_what_the_phone_read_meanwhile() {
     for _ in 2..=4 {
         phone.expect("message").await;
     }
-    phone.received("dm#alice#bob", 4).await;
+    phone.received("dm#alice#bob", 1, 4).await;
     phone
         .send(json!({"action":"ack","conversation_id":"dm#alice#bob","up_to":4}))
         .await;
@@ -106,7 +106,7 @@ async fn a_laptop_back_online_gets_what_the_phone_read_in_a_group_of_three() {
     phone
         .send(json!({"action":"ack","conversation_id":conv,"up_to":3}))
         .await;
-    phone.received(&conv, 3).await;
+    phone.received(&conv, 1, 3).await;
     let mut laptop = server.device_client("alice", "laptop").await;
     let synced = laptop.sync().await;
     assert_eq!(ids(&of(&synced, &conv)), [1, 2, 3]);
@@ -176,7 +176,9 @@ async fn a_device_far_behind_gets_the_newest_200_and_a_gap_then_pages_back_to_th
     assert_eq!(ids(&synced), (last - 199..=last).collect::<Vec<_>>());
     assert_eq!(
         laptop.gaps,
-        [json!({"type":"gap","conversation_id":"dm#alice#bob","before":last - 199})]
+        [json!({"type":"gap","conversation_id":"dm#alice#bob","after":1,"before":last - 199})],
+        "it stood at 1: 2 to {} are left out",
+        last - 200
     );
     // Paging back with history reaches message 1.
     let mut before = last - 199;
@@ -195,12 +197,12 @@ async fn a_device_far_behind_gets_the_newest_200_and_a_gap_then_pages_back_to_th
 }
 
 #[tokio::test]
-async fn received_is_forbidden_for_a_stranger_and_needs_a_device() {
+async fn received_is_forbidden_for_a_stranger_and_needs_a_device_a_sync_made_known() {
     let server = TestServer::start().await;
     let mut bob = server.client("bob").await;
     bob.send_text("user:alice", "private").await;
     let mut eve = server.device_client("eve", "laptop").await;
-    eve.send(json!({"action":"received","conversation_id":"dm#alice#bob","up_to":1}))
+    eve.send(json!({"action":"received","conversation_id":"dm#alice#bob","from":1,"up_to":1}))
         .await;
     let e = eve.expect("error").await;
     assert_eq!(
@@ -209,12 +211,24 @@ async fn received_is_forbidden_for_a_stranger_and_needs_a_device() {
     );
     let mut plain = server.client("alice").await;
     plain
-        .send(json!({"action":"received","conversation_id":"dm#alice#bob","up_to":1}))
+        .send(json!({"action":"received","conversation_id":"dm#alice#bob","from":1,"up_to":1}))
         .await;
     assert_eq!(plain.expect("error").await["code"], "bad_request");
     let mut both = server.device_client("alice", "x").await;
     both.send(json!({"action":"received","items":[]})).await;
     assert_eq!(both.expect("error").await["code"], "bad_request");
+    // A device no sync has made known: refused, so a client cannot mint
+    // devices past the cap through `received`.
+    both.send(json!({"action":"received","conversation_id":"dm#alice#bob","from":1,"up_to":1}))
+        .await;
+    let e = both.expect("error").await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("sync first"),
+        "{e}"
+    );
+    both.sync().await;
+    both.received("dm#alice#bob", 1, 1).await;
     server.stop().await;
 }
 

@@ -418,8 +418,10 @@ async fn a_100_member_group_gets_every_message_in_order_on_every_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_member_is_closed_with_1008_and_the_others_get_everything_in_order() {
     if store_kind() == "dynamodb" {
-        // 8 MB of messages: minutes on the emulator; the socket's rules
-        // are the same on every store.
+        // 8 MB of messages: minutes on the emulator. The socket's rules
+        // are the same on every store, and this test ran on the embedded
+        // store in the same `scripts/test-all`: said, not passed silently.
+        eprintln!("not run on dynamodb: covered by the embedded store's run");
         return;
     }
     // A write timeout of a minute: the close can only come from the stuck

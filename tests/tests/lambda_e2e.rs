@@ -339,7 +339,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
         dave.send_text("user:erin", &format!("d{i}")).await;
         assert_eq!(phone.expect("message").await["message_id"], i);
     }
-    phone.received("dm#dave#erin", 3).await;
+    phone.received("dm#dave#erin", 1, 3).await;
     phone
         .send(json!({"action":"ack","conversation_id":"dm#dave#erin","up_to":3}))
         .await;

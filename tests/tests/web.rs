@@ -133,5 +133,42 @@ async fn in_dev_mode_another_sites_page_can_neither_mint_tokens_nor_open_sockets
         other => panic!("expected 403, got {:?}", other.map(|_| ())),
     }
     assert!(tokio_tungstenite::connect_async(ws(&own)).await.is_ok());
+    // DNS rebinding: another site's name pointed at 127.0.0.1 makes its
+    // page "same origin"; a Host that is a name, not an address, is refused
+    // (with its own Origin, or with none, as a same-origin GET sends).
+    let port = server.addr.port();
+    let rebound = format!("evil.example:{port}");
+    for headers in [
+        vec![
+            ("Host".to_string(), rebound.clone()),
+            ("Origin".to_string(), format!("http://{rebound}")),
+        ],
+        vec![("Host".to_string(), rebound.clone())],
+    ] {
+        let (status, _, body) = http_request(&host, "GET", "/dev/token?user=admin", &headers, b"")
+            .await
+            .unwrap();
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    let mut rebound_ws = ws(&format!("http://{rebound}"));
+    rebound_ws
+        .headers_mut()
+        .insert("host", rebound.parse().unwrap());
+    match tokio_tungstenite::connect_async(rebound_ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    // localhost is fine.
+    let local = format!("localhost:{port}");
+    let (status, _, _) = http_request(
+        &host,
+        "GET",
+        "/dev/token?user=alice",
+        &[("Host".to_string(), local)],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
     server.stop().await;
 }

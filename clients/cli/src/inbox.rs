@@ -88,26 +88,53 @@ impl Acks {
     }
 }
 
-/// One connection's run of a conversation: the first id it got, and the
-/// newest such that it got every id from the first up to it.
-#[derive(Debug, Clone, Copy)]
+/// One connection's run of a conversation: the ids it holds without a
+/// hole around the first one it got (a message, or the ack of its own
+/// send), told as `received` `from`..`to`. The server moves the device's
+/// cursor only if `from` reaches down to it (docs/protocol.md): an ack
+/// that came before a message below it starts a run above a hole, and the
+/// run reaches down once that message comes.
+#[derive(Debug, Clone, Default)]
 struct Run {
+    from: u64,
     to: u64,
-    /// An id came past a hole (or a `gap` frame said older ones were left
-    /// out): the run no longer grows, and after a gap is never reported.
+    /// Ids got that do not touch the run yet (a message or ack ahead of
+    /// one below it), at most [`MAX_APART`].
+    apart: BTreeSet<u64>,
+    /// Too many ids apart, or a `gap` frame said older ones were left out
+    /// (this terminal does not page back): the run is never told.
     stuck: bool,
 }
 
+/// Ids a run keeps apart from it before it gives up.
+const MAX_APART: usize = 1024;
+
+impl Run {
+    fn note(&mut self, id: u64) {
+        if self.stuck || (self.from..=self.to).contains(&id) {
+            return;
+        }
+        self.apart.insert(id);
+        while self.from > 1 && self.apart.remove(&(self.from - 1)) {
+            self.from -= 1;
+        }
+        while self.apart.remove(&(self.to + 1)) {
+            self.to += 1;
+        }
+        if self.apart.len() > MAX_APART {
+            self.stuck = true;
+            self.apart.clear();
+        }
+    }
+}
+
 /// What this device keeps, told to the server as `received` (its delivery
-/// cursor). What a connection gets of a conversation comes in id order
-/// without holes after the first (docs/protocol.md), and the first is
-/// where the server's position for this device was: so the run from it is
-/// what this device holds, and shown on the terminal, keeps.
+/// cursor): per conversation, this connection's run.
 #[derive(Default)]
 pub struct Cursors {
     runs: BTreeMap<String, Run>,
-    /// Already told, on this connection.
-    sent: HashMap<String, u64>,
+    /// Already told, on this connection: the run's ends.
+    sent: HashMap<String, (u64, u64)>,
 }
 
 impl Cursors {
@@ -119,43 +146,57 @@ impl Cursors {
                 self.runs.insert(
                     conversation_id.to_string(),
                     Run {
+                        from: message_id,
                         to: message_id,
-                        stuck: false,
+                        ..Run::default()
                     },
                 );
             }
-            Some(r) if r.stuck || message_id <= r.to => {}
-            Some(r) if message_id == r.to + 1 => r.to = message_id,
-            Some(r) => r.stuck = true,
+            Some(r) => r.note(message_id),
         }
     }
 
     /// The replay of `conversation_id` left older messages out: what
     /// follows is not contiguous with this device's position.
     pub fn gap(&mut self, conversation_id: &str) {
-        self.runs
-            .insert(conversation_id.to_string(), Run { to: 0, stuck: true });
+        self.runs.insert(
+            conversation_id.to_string(),
+            Run {
+                stuck: true,
+                ..Run::default()
+            },
+        );
     }
 
-    /// One `received` for every conversation whose run grew since it was
-    /// last told (`None`: nothing to tell).
+    /// One `received` for every conversation whose run grew (up, or down
+    /// to where the cursor may stand) since it was last told (`None`:
+    /// nothing to tell).
     pub fn take_frame(&mut self) -> Option<ClientFrame> {
         let mut items = Vec::new();
         for (conversation_id, run) in &self.runs {
-            if run.to == 0 || self.sent.get(conversation_id).is_some_and(|&s| s >= run.to) {
+            if run.stuck || run.from == 0 {
                 continue;
             }
-            items.push(ReceivedItem {
-                conversation_id: conversation_id.clone(),
-                up_to: run.to,
-            });
+            let grew = match self.sent.get(conversation_id) {
+                None => true,
+                Some(&(from, to)) => run.to > to || run.from < from,
+            };
+            if grew {
+                items.push(ReceivedItem {
+                    conversation_id: conversation_id.clone(),
+                    from: run.from,
+                    up_to: run.to,
+                });
+            }
         }
         items.truncate(MAX_RECEIVED_ITEMS);
         for i in &items {
-            self.sent.insert(i.conversation_id.clone(), i.up_to);
+            self.sent
+                .insert(i.conversation_id.clone(), (i.from, i.up_to));
         }
         (!items.is_empty()).then_some(ClientFrame::Received {
             conversation_id: None,
+            from: None,
             up_to: None,
             items: Some(items),
         })
@@ -227,32 +268,56 @@ mod tests {
     }
 
     #[test]
-    fn a_run_is_told_as_received_and_a_hole_or_a_gap_stops_it() {
+    fn a_run_is_told_as_received_with_where_it_starts_and_a_gap_stops_it() {
         let mut c = Cursors::default();
         for id in [4, 5, 6, 6, 3] {
             c.note("a", id);
         }
         c.note("b", 2);
-        c.note("b", 4); // a hole: b stays at 2
+        c.note("b", 4); // a hole: b stays at 2 (4 is kept apart)
         c.note("b", 5);
         c.gap("g");
         c.note("g", 801);
         let items = |f: Option<ClientFrame>| match f {
             Some(ClientFrame::Received { items: Some(i), .. }) => i
                 .into_iter()
-                .map(|i| (i.conversation_id, i.up_to))
+                .map(|i| (i.conversation_id, i.from, i.up_to))
                 .collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
         assert_eq!(
             items(c.take_frame()),
-            [("a".to_string(), 6), ("b".to_string(), 2)]
+            [("a".to_string(), 3, 6), ("b".to_string(), 2, 2)]
         );
         assert!(c.take_frame().is_none(), "nothing new");
         c.note("a", 7);
-        assert_eq!(items(c.take_frame()), [("a".to_string(), 7)]);
+        c.note("b", 3); // the hole closes: 2 to 5
+        assert_eq!(
+            items(c.take_frame()),
+            [("a".to_string(), 3, 7), ("b".to_string(), 2, 5)]
+        );
         c.on_connect();
         c.note("a", 9);
-        assert_eq!(items(c.take_frame()), [("a".to_string(), 9)]);
+        assert_eq!(items(c.take_frame()), [("a".to_string(), 9, 9)]);
+    }
+
+    #[test]
+    fn an_ack_ahead_of_a_message_starts_the_run_high_until_the_message_comes() {
+        let mut c = Cursors::default();
+        c.note("a", 22); // the ack of this connection's own send
+        let items = |f: Option<ClientFrame>| match f {
+            Some(ClientFrame::Received { items: Some(i), .. }) => {
+                i.into_iter().map(|i| (i.from, i.up_to)).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        // Told as 22..22: the server keeps the cursor (at 20) where it is.
+        assert_eq!(items(c.take_frame()), [(22, 22)]);
+        c.note("a", 21); // bob's message, later
+        assert_eq!(
+            items(c.take_frame()),
+            [(21, 22)],
+            "told again, reaching down"
+        );
     }
 }

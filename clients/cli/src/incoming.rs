@@ -173,10 +173,11 @@ impl Incoming {
             ServerFrame::Synced {} => "-- up to date --".to_string(),
             ServerFrame::Gap {
                 conversation_id,
+                after,
                 before,
             } => {
                 self.cursors.gap(&conversation_id);
-                show::gap(&conversation_id, before)
+                show::gap(&conversation_id, after, before)
             }
             ServerFrame::Pong {} if self.quiet_pongs > 0 => {
                 self.quiet_pongs -= 1;

@@ -209,9 +209,11 @@ pub fn unknown(f: &Value) -> String {
 }
 
 /// A `sync` replayed only the newest messages of a conversation.
-pub fn gap(conversation_id: &str, before: u64) -> String {
+pub fn gap(conversation_id: &str, after: u64, before: u64) -> String {
     format!(
-        "-- [{conversation_id}] older messages (before #{before}) were not replayed; /history WHO 50 {before} pages back --"
+        "-- [{conversation_id}] messages #{} to #{} were not replayed; /history WHO 50 {before} pages back --",
+        after.saturating_add(1),
+        before.saturating_sub(1)
     )
 }
 

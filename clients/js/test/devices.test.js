@@ -27,7 +27,7 @@ test('the device id goes in ?device=, and one is kept in the storage it was made
   assert.equal(new URL(none.ws().url).searchParams.get('device'), null);
 });
 
-test('after synced, one received frame tells what this device holds without holes', () => {
+test('after synced, one received frame tells the run this device holds, where it starts and ends', () => {
   const h = harness(ChatClient, { deviceId: 'laptop-1' });
   const ws = h.ws().open();
   ws.receive(msg(4)).receive(msg(5)).receive(msg(6));
@@ -38,8 +38,8 @@ test('after synced, one received frame tells what this device holds without hole
     {
       action: 'received',
       items: [
-        { conversation_id: conv, up_to: 6 },
-        { conversation_id: 'grp#g', up_to: 3 },
+        { conversation_id: conv, from: 4, up_to: 6 },
+        { conversation_id: 'grp#g', from: 2, up_to: 3 },
       ],
     },
   ]);
@@ -51,15 +51,15 @@ test('live messages are told at most once per conversation per period, and a hol
   ws.receive(msg(1));
   assert.equal(received(ws).length, 0, 'paced');
   h.clock.advance(5000);
-  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, up_to: 1 }] });
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 1, up_to: 1 }] });
   ws.receive(msg(2)).receive(msg(4)); // 3 never came
   h.clock.advance(5000);
-  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, up_to: 2 }] });
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 1, up_to: 2 }] });
   assert.equal(received(ws).length, 2);
   // flushReceived() (a page being hidden) tells at once, without pacing.
   ws.receive(msg(3));
   h.client.flushReceived();
-  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, up_to: 4 }] });
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 1, up_to: 4 }] });
 });
 
 test('own sends count: an ack right after the run extends it', () => {
@@ -69,21 +69,39 @@ test('own sends count: an ack right after the run extends it', () => {
   h.client.send('user:bob', 'mine');
   ws.receive({ type: 'ack', client_msg_id: 'c-1', conversation_id: conv, message_id: 2, sent_at: 't' });
   h.client.flushReceived();
-  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, up_to: 2 }] });
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 1, up_to: 2 }] });
 });
 
-test('after a gap nothing is told until history reaches message 1', async () => {
+test('an ack that comes before a message below it starts the run high, and it reaches down when the message comes', () => {
+  // The device's cursor is at 20; bob's 21 is still on its way when this
+  // connection's own send is acked as 22. Told as 22..22, the server keeps
+  // the cursor at 20 (a run from 22 steps over 21); once 21 comes, the run
+  // is 21..22 and is told again.
+  const h = harness(ChatClient, { deviceId: 'laptop-1' });
+  const ws = h.goLive();
+  h.client.send('user:bob', 'mine');
+  ws.receive({ type: 'ack', client_msg_id: 'c-1', conversation_id: conv, message_id: 22, sent_at: 't' });
+  h.client.flushReceived();
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 22, up_to: 22 }] });
+  ws.receive(msg(21));
+  h.client.flushReceived();
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 21, up_to: 22 }] });
+  assert.equal(received(ws).length, 2);
+});
+
+test('after a gap nothing is told until history reaches the first message left out', async () => {
   const h = harness(ChatClient, { deviceId: 'laptop-1' });
   const ws = h.ws().open();
-  ws.receive({ type: 'gap', conversation_id: conv, before: 4 });
+  // This device stood at 1; 2 and 3 were left out.
+  ws.receive({ type: 'gap', conversation_id: conv, after: 1, before: 4 });
   ws.receive(msg(4)).receive(msg(5)).receive({ type: 'synced' });
-  assert.deepEqual(h.of('gap'), [{ conversationId: conv, before: 4 }]);
-  assert.deepEqual(received(ws), [], 'the device does not hold 1..3');
+  assert.deepEqual(h.of('gap'), [{ conversationId: conv, after: 1, before: 4 }]);
+  assert.deepEqual(received(ws), [], 'the device does not hold 2..3');
   const page = h.client.history(conv, { before: 4 });
-  ws.receive({ type: 'history', conversation_id: conv, messages: [1, 2, 3].map((id) => msg(id)).map(({ type, ...m }) => m), has_more: false });
+  ws.receive({ type: 'history', conversation_id: conv, messages: [2, 3].map((id) => msg(id)).map(({ type, ...m }) => m), has_more: true });
   await page;
   h.client.flushReceived();
-  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, up_to: 5 }] });
+  assert.deepEqual(received(ws).at(-1), { action: 'received', items: [{ conversation_id: conv, from: 2, up_to: 5 }] });
 });
 
 test('without a device no received frame is ever sent', () => {

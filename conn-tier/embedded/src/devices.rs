@@ -6,7 +6,7 @@ use crate::batch::{Cursors, Devices};
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
-use chat_core::ports::{DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::ports::{CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
 use chat_core::Result;
 use redb::ReadableTable;
 use std::collections::HashMap;
@@ -73,9 +73,17 @@ impl DeviceStore for EmbeddedStore {
             if before.is_none() {
                 forget_extra(devices, cursors, &user, &device)?;
             }
-            Ok(before.is_some())
+            Ok(before.is_some_and(|b| b.saturating_add(CURSOR_TTL_MS) > now_ms))
         })
         .await
+    }
+
+    async fn device_known(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
+        self.read(|txn| {
+            let t = txn.open_table(DEVICES).map_err(db)?;
+            let used = t.get((user, device)).map_err(db)?.map(|g| g.value());
+            Ok(used.is_some_and(|u| u.saturating_add(CURSOR_TTL_MS) > now_ms))
+        })
     }
 
     async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
@@ -104,23 +112,23 @@ impl DeviceStore for EmbeddedStore {
         user: &str,
         device: &str,
         conv: &str,
-        up_to: u64,
+        mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool> {
         let (user, device, conv) = (user.to_string(), device.to_string(), conv.to_string());
         self.write(move |batch| {
             let (_, cursors) = batch.for_devices()?;
             let key = (user.as_str(), device.as_str(), conv.as_str());
-            let current = cursors.get(key).map_err(db)?.map(|g| g.value());
-            let moves = match current {
-                None => up_to > 0,
-                // An expired cursor is forgotten: any position moves it.
-                Some((at, moved)) => {
-                    up_to > at || (moved.saturating_add(CURSOR_TTL_MS) <= now_ms && up_to > 0)
-                }
-            };
+            // An expired cursor is forgotten: the device stands at the floor.
+            let current = cursors
+                .get(key)
+                .map_err(db)?
+                .map(|g| g.value())
+                .filter(|(_, moved)| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+                .map(|(at, _)| at);
+            let moves = mv.moves(current);
             if moves {
-                cursors.insert(key, (up_to, now_ms)).map_err(db)?;
+                cursors.insert(key, (mv.up_to, now_ms)).map_err(db)?;
             }
             Ok(moves)
         })

@@ -29,6 +29,23 @@ use std::sync::Arc;
 const MAX_BODY: usize = 128 * 1024;
 /// A signed request's body must arrive within this.
 const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most body bytes all requests together may be reading at once (16 MiB:
+/// 128 bodies of the largest size). The key id that passes the header
+/// check is not secret (every signed request carries it), and the
+/// signature covers the body, so it is checked only once the body is in:
+/// without this budget, slow bodies could take memory without bound.
+/// Past it a request gets 429 (`LimitExceededException`, which the AWS
+/// SDK retries) at its headers.
+pub const BODIES_IN_FLIGHT_BYTES: usize = 16 << 20;
+/// The budget is counted in KiB.
+const KIB: usize = 1024;
+
+/// What every request is checked against.
+struct Guard {
+    credential: Credential,
+    /// KiB of bodies being read now, out of the budget.
+    in_flight: tokio::sync::Semaphore,
+}
 
 /// What the management API manages: the connections one node holds.
 pub trait ConnectionHost: Send + Sync + 'static {
@@ -43,8 +60,18 @@ pub trait ConnectionHost: Send + Sync + 'static {
 
 type Host = Arc<dyn ConnectionHost>;
 
-/// The management routes over a host, each request verified against `credential`.
+/// The management routes over a host, each request verified against
+/// `credential`, with [`BODIES_IN_FLIGHT_BYTES`] of bodies read at once.
 pub fn router(hub: Host, credential: Credential) -> Router {
+    router_with_budget(hub, credential, BODIES_IN_FLIGHT_BYTES)
+}
+
+/// [`router`] with another budget of body bytes read at once.
+pub fn router_with_budget(hub: Host, credential: Credential, budget_bytes: usize) -> Router {
+    let guard = Guard {
+        credential,
+        in_flight: tokio::sync::Semaphore::new((budget_bytes / KIB).max(MAX_BODY / KIB)),
+    };
     Router::new()
         .route(
             "/@connections/{id}",
@@ -56,17 +83,37 @@ pub fn router(hub: Host, credential: Credential) -> Router {
         )
         .with_state(hub)
         .layer(middleware::from_fn_with_state(
-            Arc::new(credential),
+            Arc::new(guard),
             require_signature,
         ))
 }
 
+/// The body a request announces, in bytes: its `Content-Length`, none
+/// without one, the most allowed if chunked.
+fn announced_body(headers: &axum::http::HeaderMap) -> usize {
+    use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    match headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        Some(n) => n.trim().parse().unwrap_or(usize::MAX),
+        None if headers.contains_key(TRANSFER_ENCODING) => MAX_BODY,
+        None => 0,
+    }
+}
+
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(json!({"message": "the body is over 128 KB"})),
+    )
+        .into_response()
+}
+
 /// Lets a request through only if it is signed by the credential.
 async fn require_signature(
-    State(credential): State<Arc<Credential>>,
+    State(guard): State<Arc<Guard>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let credential = &guard.credential;
     let (parts, body) = request.into_parts();
     let headers: Vec<(String, String)> = parts
         .headers
@@ -82,19 +129,31 @@ async fn require_signature(
     };
     // The headers first: an unsigned, stale or unknown-key request is
     // refused before a byte of its body is read.
-    if let Err(why) = sigv4::precheck(&signed, &credential) {
+    if let Err(why) = sigv4::precheck(&signed, credential) {
         return forbidden(&why);
     }
+    let announced = announced_body(&parts.headers);
+    if announced > MAX_BODY {
+        return too_large();
+    }
+    // Held until the body is read and its signature checked.
+    let kib = announced.div_ceil(KIB).max(1) as u32;
+    let Ok(_reading) = guard.in_flight.try_acquire_many(kib) else {
+        tracing::info!(kib, "@connections: too many bodies being read at once; 429");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(
+                HeaderName::from_static("x-amzn-errortype"),
+                "LimitExceededException",
+            )],
+            Json(json!({"message": "too many requests being read at once"})),
+        )
+            .into_response();
+    };
     let bytes =
         match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await {
             Ok(Ok(b)) => b,
-            Ok(Err(_)) => {
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Json(json!({"message": "the body is over 128 KB"})),
-                )
-                    .into_response()
-            }
+            Ok(Err(_)) => return too_large(),
             Err(_) => {
                 return (
                     StatusCode::REQUEST_TIMEOUT,
@@ -104,7 +163,7 @@ async fn require_signature(
             }
         };
     signed.body = &bytes;
-    if let Err(why) = sigv4::verify(&signed, &credential) {
+    if let Err(why) = sigv4::verify(&signed, credential) {
         return forbidden(&why);
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -183,4 +242,99 @@ async fn get_staged(s: State<Host>, Path((_stage, id)): Path<(String, String)>) 
 }
 async fn delete_staged(s: State<Host>, Path((_stage, id)): Path<(String, String)>) -> Response {
     delete(s, Path(id)).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The body budget, over a real listener on 127.0.0.1.
+    use super::*;
+    use crate::sigv4::{amz_date, now_secs, sign_headers};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A host with no connections: every post is 410.
+    struct Nobody;
+    impl ConnectionHost for Nobody {
+        fn post(&self, _: &str, _: String) -> Result<(), PostError> {
+            Err(PostError::Gone)
+        }
+        fn connected_at(&self, _: &str) -> Option<u64> {
+            None
+        }
+        fn close(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// Sends a POST's signed headers and `sent` bytes of its `body`; the
+    /// socket, to finish or drop.
+    async fn start_post(host: &str, cred: &Credential, body: &[u8], sent: usize) -> TcpStream {
+        let path = "/@connections/x";
+        let headers = sign_headers(
+            cred,
+            "POST",
+            host,
+            path,
+            body,
+            &amz_date(now_secs()),
+            "us-east-1",
+        );
+        let extra: String = headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let mut s = TcpStream::connect(host).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body[..sent]).await.unwrap();
+        s
+    }
+
+    async fn status(s: &mut TcpStream) -> String {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn past_the_budget_of_bodies_in_flight_a_request_gets_429_until_one_ends() {
+        let cred = Credential {
+            key_id: "k".into(),
+            secret: "s".repeat(32),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let app = router_with_budget(Arc::new(Nobody), cred.clone(), 2 * MAX_BODY);
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let body = vec![b'x'; MAX_BODY];
+        // Two slow 128 KB bodies take the whole budget...
+        let slow = [
+            start_post(&host, &cred, &body, 10).await,
+            start_post(&host, &cred, &body, 10).await,
+        ];
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // ...so a third is refused at its headers, without being read.
+        let mut third = start_post(&host, &cred, &body, 0).await;
+        assert!(status(&mut third).await.contains(" 429 "));
+        // Once they go, a whole signed post is read and answered.
+        drop(slow);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut whole = start_post(&host, &cred, &body, body.len()).await;
+        assert!(
+            status(&mut whole).await.contains(" 410 "),
+            "the connection x is gone"
+        );
+        server.abort();
+    }
 }

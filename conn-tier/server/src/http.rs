@@ -210,7 +210,8 @@ pub async fn serve_management(
     })?;
     tracing::info!(addr = %listener.local_addr()?, "@connections management API listening");
     let router = chat_management::api::router(app.hub.clone(), credential);
-    crate::listener::serve(listener, router, app.limits.clone(), shutdown).await
+    // No balancer in front: other nodes connect directly (`Limits::direct`).
+    crate::listener::serve(listener, router, app.limits.direct(), shutdown).await
 }
 
 async fn ws_handler(
@@ -222,11 +223,11 @@ async fn ws_handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // In --dev, another site's page could open a socket as anyone: refused.
-    if ctx.app.dev_tokens.is_some() && !web::same_origin_or_none(&headers) {
+    if ctx.app.dev_tokens.is_some() && !web::dev_request_allowed(&headers) {
         chat_core::metrics::connect("cross_origin");
         return (
             StatusCode::FORBIDDEN,
-            "--dev refuses WebSockets from another site's page\n",
+            "--dev refuses WebSockets from another site's page (or to a Host that is not an IP address or localhost)\n",
         )
             .into_response();
     }
@@ -411,7 +412,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     // its connections), and stops once the sockets are closed.
     let metrics_task = metrics.map(|(l, handle)| {
         let stopped = stop.clone().cancelled_owned();
-        let limits = app.limits.clone();
+        let limits = app.limits.direct(); // scrapers connect directly
         tokio::spawn(async move { crate::metrics::serve(l, handle, limits, stopped).await })
     });
     let served = serve(listener, app, shutdown_signal()).await;

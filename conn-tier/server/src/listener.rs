@@ -6,7 +6,7 @@
 //! and goes on). Each admitted connection carries an [`Admitted`] ticket in
 //! its requests' extensions; a WebSocket keeps it for its whole life.
 //!
-//! The IP is the client's: from a configured load balancer
+//! The IP is the client's: on the client listener, from a configured load balancer
 //! ([`Limits::trusted_proxies`]) it is read from the PROXY protocol header
 //! the balancer sends first ([`crate::proxy_protocol`]), so one flooding
 //! client behind it does not spend everyone's budget. A connection's first
@@ -58,6 +58,17 @@ impl Limits {
     /// Whether `ip` is a configured load balancer.
     pub fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
+    /// The same caps for a listener no balancer stands in front of (the
+    /// `@connections` API, `/metrics`): other nodes and scrapers connect
+    /// directly and send no PROXY header, even from an address inside a
+    /// range that also holds the balancer.
+    pub fn direct(&self) -> Self {
+        Limits {
+            trusted_proxies: Arc::new(Vec::new()),
+            ..self.clone()
+        }
     }
 }
 

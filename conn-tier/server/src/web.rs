@@ -46,25 +46,56 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
 /// In `--dev`, a browser request from another site's page is refused: any
 /// page a developer visits could otherwise mint tokens from `/dev/token`
 /// or open `/ws` to their local server. A request with no `Origin` (not
-/// from a browser page) or one from this server's own page passes.
-pub fn same_origin_or_none(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true;
-    };
+/// from a browser page) or one from this server's own page passes, and
+/// only when `Host` is an IP address or `localhost`: another site's name
+/// rebound to 127.0.0.1 (DNS rebinding) would otherwise make its page
+/// "this server's own".
+pub fn dev_request_allowed(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    if !host_is_literal(host) {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
     let bare = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
-    bare.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host))
+    bare.is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+/// Whether a `Host` header names an IP address or `localhost` (with or
+/// without a port): no DNS name another site could point here.
+fn host_is_literal(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn cross_origin() -> Response {
     (
         StatusCode::FORBIDDEN,
-        "--dev refuses requests from another site's page (Origin is not this server)\n",
+        "--dev refuses requests from another site's page (Origin is not this server, or Host is not an IP address or localhost)\n",
     )
         .into_response()
 }
@@ -98,7 +129,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(dev: Option<Authenticator>) -> R
             "/dev/token",
             get(
                 move |headers: HeaderMap, Query(q): Query<TokenQuery>| async move {
-                    if !same_origin_or_none(&headers) {
+                    if !dev_request_allowed(&headers) {
                         return cross_origin();
                     }
                     match UserId::parse(&q.user).and_then(|u| auth.mint(u.as_str(), DEV_TOKEN_SECS))

@@ -327,8 +327,9 @@ impl DeviceStore for MemoryStore {
         let mut g = self.lock();
         let devices = g.devices.entry(user.to_string()).or_default();
         if let Some(d) = devices.get_mut(device) {
+            let known = d.last_used_ms.saturating_add(CURSOR_TTL_MS) > now_ms;
             d.last_used_ms = d.last_used_ms.max(now_ms);
-            return Ok(true);
+            return Ok(known);
         }
         devices.insert(
             device.to_string(),
@@ -351,6 +352,14 @@ impl DeviceStore for MemoryStore {
         Ok(false)
     }
 
+    async fn device_known(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.devices
+            .get(user)
+            .and_then(|ds| ds.get(device))
+            .is_some_and(|d| d.last_used_ms.saturating_add(CURSOR_TTL_MS) > now_ms))
+    }
+
     async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
         let g = self.lock();
         let Some(d) = g.devices.get(user).and_then(|ds| ds.get(device)) else {
@@ -368,7 +377,7 @@ impl DeviceStore for MemoryStore {
         user: &str,
         device: &str,
         conv: &str,
-        up_to: u64,
+        mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool> {
         let mut g = self.lock();
@@ -378,14 +387,17 @@ impl DeviceStore for MemoryStore {
             .or_default()
             .entry(device.to_string())
             .or_default();
-        let c = d.cursors.entry(conv.to_string()).or_insert((0, now_ms));
-        // An expired cursor is forgotten: any position moves it.
-        let expired = c.1.saturating_add(CURSOR_TTL_MS) <= now_ms;
-        if up_to > c.0 || (expired && up_to > 0) {
-            *c = (up_to, now_ms);
-            return Ok(true);
+        // An expired cursor is forgotten: the device stands at the floor.
+        let current = d
+            .cursors
+            .get(conv)
+            .filter(|(_, moved)| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+            .map(|(at, _)| *at);
+        if !mv.moves(current) {
+            return Ok(false);
         }
-        Ok(false)
+        d.cursors.insert(conv.to_string(), (mv.up_to, now_ms));
+        Ok(true)
     }
 }
 

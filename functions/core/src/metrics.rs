@@ -126,7 +126,8 @@ pub fn delivery_post(path: &'static str, took: Duration) {
 /// (conn-tier): `found` is `messages` when the read found others'
 /// messages to send first, `own_only` when the gap held only this
 /// connection's own sends, whose acks had not reached it yet, `failed`
-/// when the read failed.
+/// when the read failed, `too_much` when it would have taken more than the
+/// connection's outbound limit (the connection is closed with 1008).
 pub fn gap_read(found: &'static str) {
     metrics::counter!(GAP_READS, "found" => found).increment(1);
 }

@@ -274,6 +274,39 @@ pub const MAX_DEVICES: usize = 20;
 /// treated as new to that conversation.
 pub const CURSOR_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
 
+/// A move of a device's delivery cursor in one conversation: the device
+/// holds every id from `from` to `up_to`. It moves the cursor only forward
+/// and only if that run reaches down to where the device stands (`from` at
+/// most one above it): a run starting higher would step over ids the
+/// device never got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorMove {
+    pub from: u64,
+    pub up_to: u64,
+    /// Where the device stands in a conversation it has no cursor for (or
+    /// an expired one): the user's join point, as `sync` takes it.
+    pub floor: u64,
+}
+
+impl CursorMove {
+    /// The server's own position for the device: `at`, if ahead of what
+    /// the cursor says (a run from 1 reaches anywhere).
+    pub fn to(at: u64) -> Self {
+        CursorMove {
+            from: 1,
+            up_to: at,
+            floor: 0,
+        }
+    }
+
+    /// Whether it moves a cursor standing at `current` (`None`: no cursor,
+    /// or an expired one).
+    pub fn moves(&self, current: Option<u64>) -> bool {
+        let at = current.unwrap_or(self.floor);
+        self.up_to > at && self.from <= at.saturating_add(1)
+    }
+}
+
 /// A user's devices and their delivery cursors: per device and
 /// conversation, the highest id such that the device holds every id up to
 /// it. Kept apart from the read watermark ([`MembershipStore`]), which is
@@ -281,9 +314,15 @@ pub const CURSOR_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
     /// Marks `device_id` of `user_id` as used at `now_ms`; whether it was
-    /// known before. A new device past [`MAX_DEVICES`] makes the least
-    /// recently used one forgotten, with its cursors.
+    /// known before (used in the last [`CURSOR_TTL_MS`]: one unused longer
+    /// is new again, in every store). A new device past [`MAX_DEVICES`]
+    /// makes the least recently used one forgotten, with its cursors.
     async fn use_device(&self, user_id: &str, device_id: &str, now_ms: u64) -> Result<bool>;
+
+    /// Whether `device_id` of `user_id` is known (used in the last
+    /// [`CURSOR_TTL_MS`]), without marking it used: only a known device's
+    /// cursors move, so a client cannot make devices past the cap.
+    async fn device_known(&self, user_id: &str, device_id: &str, now_ms: u64) -> Result<bool>;
 
     /// The device's cursors by conversation, those moved in the last
     /// [`CURSOR_TTL_MS`] before `now_ms`.
@@ -294,14 +333,14 @@ pub trait DeviceStore: Send + Sync {
         now_ms: u64,
     ) -> Result<std::collections::HashMap<String, u64>>;
 
-    /// Moves the cursor forward to `up_to` (atomically; never back);
-    /// whether it moved.
+    /// Moves the cursor as [`CursorMove::moves`] says, atomically (never
+    /// back); whether it moved.
     async fn advance_cursor(
         &self,
         user_id: &str,
         device_id: &str,
         conversation_id: &str,
-        up_to: u64,
+        mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool>;
 }

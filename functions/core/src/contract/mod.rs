@@ -71,7 +71,9 @@ macro_rules! store_contract {
             conversations_come_in_pages_by_id,
             a_quota_is_taken_up_to_its_limit,
             a_device_is_new_once_then_known,
+            a_device_unused_for_90_days_is_new_again_and_not_known,
             a_cursor_only_moves_forward_per_device,
+            a_run_moves_the_cursor_only_if_it_reaches_down_to_it,
             a_cursor_not_moved_for_90_days_is_forgotten,
             past_the_most_devices_the_least_recently_used_is_forgotten,
         );

@@ -74,12 +74,15 @@ client_actions! {
         up_to: u64,
     } => "ack", route "ack", function "ack";
     Sync {} => "sync", route "sync", function "sync";
-    /// This device keeps every message of a conversation up to `up_to`
-    /// (its delivery cursor moves there; never back): one conversation, or
-    /// `items` for several at once. No answer, no receipt.
+    /// This device keeps every message of a conversation from `from` up to
+    /// `up_to` (its delivery cursor moves there if the run reaches down to
+    /// it; never back): one conversation, or `items` for several at once.
+    /// No answer, no receipt.
     Received {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conversation_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         up_to: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -141,23 +141,34 @@ fn validate(frame: &ClientFrame) -> Result<()> {
         }
         ClientFrame::Received {
             conversation_id,
+            from,
             up_to,
             items,
-        } => match (conversation_id, up_to, items) {
-            (Some(_), Some(_), None) => {}
-            (None, None, Some(items)) if !items.is_empty() && items.len() <= MAX_RECEIVED_ITEMS => {
-            }
-            (None, None, Some(_)) => {
-                return Err(Error::BadRequest(format!(
-                    "items must name 1 to {MAX_RECEIVED_ITEMS} conversations"
-                )))
-            }
-            _ => {
+        } => {
+            let runs: Vec<(u64, u64)> = match (conversation_id, from, up_to, items) {
+                (Some(_), Some(f), Some(u), None) => vec![(*f, *u)],
+                (None, None, None, Some(items))
+                    if !items.is_empty() && items.len() <= MAX_RECEIVED_ITEMS =>
+                {
+                    items.iter().map(|i| (i.from, i.up_to)).collect()
+                }
+                (None, None, None, Some(_)) => {
+                    return Err(Error::BadRequest(format!(
+                        "items must name 1 to {MAX_RECEIVED_ITEMS} conversations"
+                    )))
+                }
+                _ => {
+                    return Err(Error::BadRequest(
+                        "received takes conversation_id, from and up_to, or items".into(),
+                    ))
+                }
+            };
+            if runs.iter().any(|&(f, u)| f == 0 || f > u) {
                 return Err(Error::BadRequest(
-                    "received takes conversation_id and up_to, or items".into(),
-                ))
+                    "received: from must be 1 to up_to (the run of ids the device holds)".into(),
+                ));
             }
-        },
+        }
         ClientFrame::History { limit: Some(l), .. } if *l == 0 || *l > MAX_HISTORY_LIMIT => {
             return Err(Error::BadRequest(format!(
                 "limit must be 1 to {MAX_HISTORY_LIMIT}"
@@ -200,8 +211,8 @@ mod tests {
             r#"{"action":"send","to":"user:bob","client_msg_id":"c-1","text":"hi"}"#,
             r#"{"action":"ack","conversation_id":"dm#a#b","up_to":42}"#,
             r#"{"action":"sync"}"#,
-            r#"{"action":"received","conversation_id":"dm#a#b","up_to":42}"#,
-            r#"{"action":"received","items":[{"conversation_id":"dm#a#b","up_to":42}]}"#,
+            r#"{"action":"received","conversation_id":"dm#a#b","from":40,"up_to":42}"#,
+            r#"{"action":"received","items":[{"conversation_id":"dm#a#b","from":1,"up_to":42}]}"#,
             r#"{"action":"history","conversation_id":"dm#a#b","before":100,"limit":50}"#,
             r#"{"action":"history","conversation_id":"dm#a#b"}"#,
             r#"{"action":"conversations"}"#,
@@ -222,15 +233,23 @@ mod tests {
     }
 
     #[test]
-    fn received_takes_one_conversation_or_1_to_100_items_not_both() {
-        let item = r#"{"conversation_id":"c","up_to":1}"#;
+    fn received_takes_one_run_or_1_to_100_runs_each_from_1_to_up_to() {
+        let item = r#"{"conversation_id":"c","from":1,"up_to":1}"#;
         let many = |n: usize| vec![item; n].join(",");
         for bad in [
             r#"{"action":"received"}"#.to_string(),
             r#"{"action":"received","conversation_id":"c"}"#.to_string(),
+            r#"{"action":"received","conversation_id":"c","up_to":3}"#.to_string(),
+            r#"{"action":"received","conversation_id":"c","from":0,"up_to":3}"#.to_string(),
+            r#"{"action":"received","conversation_id":"c","from":4,"up_to":3}"#.to_string(),
+            r#"{"action":"received","items":[{"conversation_id":"c","up_to":3}]}"#.to_string(),
+            r#"{"action":"received","items":[{"conversation_id":"c","from":5,"up_to":3}]}"#
+                .to_string(),
             r#"{"action":"received","items":[]}"#.to_string(),
             format!(r#"{{"action":"received","items":[{}]}}"#, many(101)),
-            format!(r#"{{"action":"received","conversation_id":"c","up_to":1,"items":[{item}]}}"#),
+            format!(
+                r#"{{"action":"received","conversation_id":"c","from":1,"up_to":1,"items":[{item}]}}"#
+            ),
         ] {
             let e = parse_client_frame(&bad).unwrap_err();
             assert_eq!(e.error.code(), "bad_request", "{bad}");

@@ -22,11 +22,16 @@ pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};
 pub use client::{parse_client_frame, FrameError};
 pub use server::{ConversationItem, MessageView, ServerFrame};
 
-/// One conversation of a `received` frame with `items`.
+/// One conversation of a `received` frame with `items`: the device holds
+/// every message of it from `from` to `up_to`. The cursor moves to `up_to`
+/// only if that run reaches down to the device's position (`from` at most
+/// one above it): a run that starts higher leaves a hole the device has not
+/// got, so the position stays and the next `sync` replays from it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReceivedItem {
     pub conversation_id: String,
+    pub from: u64,
     pub up_to: u64,
 }
 

@@ -53,10 +53,12 @@ pub enum ServerFrame {
         up_to: u64,
     },
     /// A `sync` replayed only the newest messages of a conversation: the
-    /// ones below `before` that this device misses are left out (page back
-    /// with `history`). Sent before that conversation's replay.
+    /// ones this device misses, above `after` (its position) and below
+    /// `before`, are left out (page back with `history`). Sent before that
+    /// conversation's replay.
     Gap {
         conversation_id: String,
+        after: u64,
         before: u64,
     },
     Synced {},

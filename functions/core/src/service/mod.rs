@@ -244,15 +244,17 @@ impl Chat {
             ClientFrame::Sync {} => return self.sync(session, reply).await,
             ClientFrame::Received {
                 conversation_id,
+                from,
                 up_to,
                 items,
             } => {
-                let items = match (conversation_id, up_to, items) {
-                    (Some(c), Some(u), _) => vec![ReceivedItem {
+                let items = match (conversation_id, from, up_to, items) {
+                    (Some(c), Some(f), Some(u), _) => vec![ReceivedItem {
                         conversation_id: c,
+                        from: f,
                         up_to: u,
                     }],
-                    (_, _, items) => items.unwrap_or_default(),
+                    (_, _, _, items) => items.unwrap_or_default(),
                 };
                 self.received(session, &items).await?;
                 return Ok(());

@@ -1,17 +1,23 @@
-//! `received`: this device keeps every message of a conversation up to an
-//! id, so its delivery cursor moves there (never back). No fan-out, no
-//! receipt: the read watermark (`ack`) is another position.
+//! `received`: this device keeps every message of a conversation from one
+//! id up to another, so its delivery cursor moves there (never back), if
+//! that run reaches down to where the cursor stands: a run that starts
+//! higher steps over ids the device never got (an `ack` of its own send
+//! can come before a message below it), and the next `sync` replays them.
+//! No fan-out, no receipt: the read watermark (`ack`) is another position.
 
 use super::{Chat, Session};
 use crate::error::{Error, Result};
+use crate::ports::CursorMove;
 use crate::protocol::ReceivedItem;
 use crate::time::now_ms;
 
 impl Chat {
-    /// Moves this device's cursor of each conversation forward to its
-    /// `up_to`, clamped to the conversation's newest id. Every conversation
-    /// is checked first: one the user is not in makes the whole frame
-    /// `forbidden`, and nothing moves.
+    /// Moves this device's cursor of each conversation to its `up_to`
+    /// (clamped to the conversation's newest id) where the run reaches the
+    /// cursor. Every conversation is checked first: one the user is not in
+    /// makes the whole frame `forbidden`, and nothing moves. Only a device
+    /// a `sync` made known has cursors: a client cannot make devices past
+    /// the cap by naming new ones here.
     pub async fn received(&self, session: &Session, items: &[ReceivedItem]) -> Result<()> {
         let Some(device) = &session.device_id else {
             return Err(Error::BadRequest(
@@ -20,22 +26,40 @@ impl Chat {
             ));
         };
         let user = &session.user_id;
+        let now = now_ms();
         let mut moves = Vec::with_capacity(items.len());
         for item in items {
-            let conv = self
-                .member_conversation(user, &item.conversation_id)
-                .await?;
+            let conv = crate::ids::ConversationId::parse(&item.conversation_id)?.to_string();
+            let membership = self.require_member(user, &conv).await?;
             let last = self.store.last_message_id(&conv).await?;
-            moves.push((conv, item.up_to.min(last)));
+            let mv = CursorMove {
+                from: item.from,
+                up_to: item.up_to.min(last),
+                floor: membership.joined_at_id,
+            };
+            moves.push((conv, mv));
         }
-        let now = now_ms();
-        for (conv, up_to) in moves {
-            if up_to == 0 {
-                continue;
+        if !self
+            .store
+            .device_known(user.as_str(), device.as_str(), now)
+            .await?
+        {
+            return Err(Error::BadRequest(
+                "received: this device is not known (forgotten, or never synced): sync first"
+                    .into(),
+            ));
+        }
+        for (conv, mv) in moves {
+            if mv.from > mv.up_to {
+                continue; // nothing stored in that run yet
             }
-            self.store
-                .advance_cursor(user.as_str(), device.as_str(), &conv, up_to, now)
+            let moved = self
+                .store
+                .advance_cursor(user.as_str(), device.as_str(), &conv, mv, now)
                 .await?;
+            if !moved {
+                tracing::debug!(conversation = %conv, from = mv.from, up_to = mv.up_to, "received: cursor not moved");
+            }
         }
         Ok(())
     }

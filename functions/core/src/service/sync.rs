@@ -9,12 +9,15 @@
 //! - a known device: above its delivery cursor; in a conversation it has
 //!   no cursor for, the newest page;
 //! - never below the member's join point, and at most [`SYNC_REPLAY_MAX`]
-//!   messages: the newest, after a `gap` frame saying where they start
+//!   messages: the newest, after a `gap` frame saying what is left out
 //!   (the client pages back with `history`).
+//!
+//! A device's first sync writes its cursors at those starting points, so a
+//! `received` run is measured against them (`received.rs`).
 
 use super::{Chat, Reply, Session};
 use crate::error::Result;
-use crate::ports::{ConversationState, GoLive};
+use crate::ports::{ConversationState, CursorMove, GoLive};
 use crate::protocol::ServerFrame;
 use crate::time::now_ms;
 use std::collections::{BTreeMap, HashMap};
@@ -41,31 +44,46 @@ enum Positions {
 /// One conversation's replay: the ids above `from` up to `last`.
 struct Replay {
     conversation_id: String,
+    /// Where the device stands: it needs every id above.
+    position: u64,
     from: u64,
     last: u64,
-    /// More below `from` are missed: a `gap` frame goes first.
-    gap: bool,
 }
 
 impl Replay {
     fn plan(state: &ConversationState, positions: &Positions) -> Self {
         let m = &state.membership;
         let last = state.last_message_id;
-        let floor = m.joined_at_id.min(last);
+        // The join point itself, not clamped to `last`: that read may be
+        // stale (eventually consistent), and nothing below the join point
+        // is the user's.
+        let floor = m.joined_at_id;
         let held = match positions {
             Positions::Watermark { .. } => m.acked_up_to,
             // A conversation new to a known device: it holds none of it.
             Positions::Cursors(c) => c.get(&m.conversation_id).copied().unwrap_or(floor),
         };
-        let wanted = held.clamp(floor, last);
-        let from = wanted.max(last.saturating_sub(SYNC_REPLAY_MAX));
+        let position = held.max(floor);
         Replay {
             conversation_id: m.conversation_id.clone(),
-            from,
+            position,
+            from: position.max(last.saturating_sub(SYNC_REPLAY_MAX)),
             last,
-            gap: from > wanted,
         }
     }
+
+    /// More below `from` are missed: a `gap` frame goes first.
+    fn gap(&self) -> bool {
+        self.from > self.position
+    }
+}
+
+/// A new device's plan for one conversation: its position and where the
+/// replay starts.
+#[cfg(test)]
+pub(super) fn plan_for_test(state: &ConversationState) -> (u64, u64) {
+    let r = Replay::plan(state, &Positions::Watermark { new_device: true });
+    (r.position, r.from)
 }
 
 impl Chat {
@@ -78,6 +96,15 @@ impl Chat {
         let states = self.store.conversations(session.user_id.as_str()).await?;
         let positions = self.positions(session).await?;
         let plan: Vec<Replay> = states.iter().map(|s| Replay::plan(s, &positions)).collect();
+        // A device's first sync: its position in each conversation is where
+        // the replay starts, so `received` and the next sync measure from it.
+        let first_positions: Vec<(String, u64)> = match (&positions, &session.device_id) {
+            (Positions::Watermark { new_device: true }, Some(_)) => plan
+                .iter()
+                .map(|r| (r.conversation_id.clone(), r.position))
+                .collect(),
+            _ => Vec::new(),
+        };
         let baselines = plan
             .iter()
             .map(|r| (r.conversation_id.clone(), r.from))
@@ -93,9 +120,10 @@ impl Chat {
             if r.last <= r.from {
                 continue;
             }
-            if r.gap {
+            if r.gap() {
                 let gap = ServerFrame::Gap {
                     conversation_id: r.conversation_id.clone(),
+                    after: r.position,
                     before: r.from + 1,
                 };
                 if reply.send(gap).await.is_err() {
@@ -116,35 +144,32 @@ impl Chat {
         if self.sync_states && !self.go_live(session, reply, replayed, &starts).await? {
             return Ok(());
         }
-        if let (Positions::Watermark { new_device: true }, Some(device)) =
-            (&positions, &session.device_id)
-        {
-            self.note_caught_up(session.user_id.as_str(), device.as_str(), &states)
+        if let Some(device) = &session.device_id {
+            self.note_positions(session.user_id.as_str(), device.as_str(), &first_positions)
                 .await?;
         }
         let _ = reply.send(ServerFrame::Synced {}).await;
         Ok(())
     }
 
-    /// A device's first sync started at the read watermark: in every
-    /// conversation with nothing above it, the device has all it needs up
-    /// to the newest id, so its cursor starts there. Without it the next
-    /// sync would take each such conversation as new to the device and
-    /// replay its newest page. (Where something was replayed, the client
-    /// tells with `received` once it keeps it.) One write per such
-    /// conversation, once per new device.
-    async fn note_caught_up(
+    /// A device's first sync started at the read watermark (never below
+    /// the join point): its cursors start there. Without them the next
+    /// sync would take each conversation as new to the device and replay
+    /// its newest page, and a `received` run could not be measured against
+    /// where the replay started. (What was replayed, the client tells with
+    /// `received` once it keeps it.) One write per conversation with a
+    /// position above 0, once per new device.
+    async fn note_positions(
         &self,
         user: &str,
         device: &str,
-        states: &[ConversationState],
+        positions: &[(String, u64)],
     ) -> Result<()> {
         let now = now_ms();
-        for s in states {
-            let last = s.last_message_id;
-            if last > 0 && s.membership.acked_up_to >= last {
+        for (conv, at) in positions {
+            if *at > 0 {
                 self.store
-                    .advance_cursor(user, device, &s.membership.conversation_id, last, now)
+                    .advance_cursor(user, device, conv, CursorMove::to(*at), now)
                     .await?;
             }
         }
@@ -230,12 +255,13 @@ impl Chat {
             for conv in conversations {
                 let from = match replayed.get(&conv).or(starts.get(&conv)) {
                     Some(&r) => r,
-                    // Joined during this sync: from its watermark.
+                    // Joined during this sync: from the join point, where
+                    // a device without a cursor stands (`received`).
                     None => self
                         .store
                         .membership(session.user_id.as_str(), &conv)
                         .await?
-                        .map_or(0, |m| m.acked_up_to),
+                        .map_or(0, |m| m.joined_at_id),
                 };
                 match self.replay(reply, &conv, from, None).await? {
                     Some(last) if last > from => {

@@ -10,7 +10,7 @@ use crate::request::{call, conditional, Written};
 use crate::schema::DEVICE_PREFIX;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity, ReturnValue};
-use chat_core::ports::{DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::ports::{CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
 use chat_core::Result;
 use std::collections::HashMap;
 
@@ -21,6 +21,14 @@ fn n(v: u64) -> Av {
 /// The TTL attribute (seconds) of an item written at `now_ms`.
 fn expiry(now_ms: u64) -> u64 {
     (now_ms + CURSOR_TTL_MS) / 1000
+}
+
+/// Whether a device item's `last_used` is within [`CURSOR_TTL_MS`] of now.
+fn used_lately(item: &HashMap<String, Av>, now_ms: u64) -> bool {
+    item.get("last_used")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|t| t.saturating_add(CURSOR_TTL_MS) > now_ms)
 }
 
 /// What a device or cursor item is metered as (it is small).
@@ -113,11 +121,29 @@ impl DeviceStore for DynamoStore {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
         let out = call(&self.meter, "UpdateItem", &self.users, request).await?;
-        let known = out.attributes().is_some_and(|a| !a.is_empty());
-        if !known {
+        let existed = out.attributes().is_some_and(|a| !a.is_empty());
+        if !existed {
             self.forget_extra_devices(user, device).await?;
         }
-        Ok(known)
+        // The TTL deletes late (up to days): unused that long is new again.
+        Ok(existed && out.attributes().is_some_and(|a| used_lately(a, now_ms)))
+    }
+
+    async fn device_known(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
+        self.meter.read(SMALL_ITEM, false);
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.users)
+            .set_key(Some(key(&[
+                ("user_id", user),
+                ("sk", &DeviceItem::sort_key(device)),
+            ])))
+            .projection_expression("last_used")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        let out = call(&self.meter, "GetItem", &self.users, request).await?;
+        Ok(out.item().is_some_and(|a| used_lately(a, now_ms)))
     }
 
     async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
@@ -140,11 +166,18 @@ impl DeviceStore for DynamoStore {
         user: &str,
         device: &str,
         conv: &str,
-        up_to: u64,
+        mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool> {
-        if up_to == 0 {
+        let (live, absent) = (mv.moves(Some(mv.from.saturating_sub(1))), mv.moves(None));
+        if !live && !absent {
             return Ok(false);
+        }
+        // A live cursor moves if below `up_to` and at or above `from - 1`;
+        // none (or an expired one, not yet deleted) if the floor allows.
+        let mut condition = String::from("(moved_at > :stale AND up_to < :u AND up_to >= :f)");
+        if absent {
+            condition.push_str(" OR attribute_not_exists(up_to) OR moved_at <= :stale");
         }
         self.meter.write(SMALL_ITEM + conv.len(), 0, false);
         let stale = now_ms.saturating_sub(CURSOR_TTL_MS);
@@ -157,9 +190,9 @@ impl DeviceStore for DynamoStore {
                 ("sk", &CursorItem::sort_key(device, conv)),
             ])))
             .update_expression("SET up_to = :u, moved_at = :t, expires_at = :e")
-            // Forward only; an expired cursor (not yet deleted) is forgotten.
-            .condition_expression("attribute_not_exists(up_to) OR up_to < :u OR moved_at <= :stale")
-            .expression_attribute_values(":u", n(up_to))
+            .condition_expression(condition)
+            .expression_attribute_values(":u", n(mv.up_to))
+            .expression_attribute_values(":f", n(mv.from.saturating_sub(1)))
             .expression_attribute_values(":t", n(now_ms))
             .expression_attribute_values(":e", n(expiry(now_ms)))
             .expression_attribute_values(":stale", n(stale))

@@ -21,15 +21,21 @@
 //! - live messages that arrive before the connection's first frame are
 //!   held until that frame is read: if it is a `sync`, they follow its
 //!   replay; otherwise, or after `hold` without any frame, they go out.
-//!   Past the hold's byte limit only their ids are kept: a `sync` replays
-//!   them, going live without one reads them from the store after the
-//!   held ones;
+//!   Past the hold's byte limit only their ids are kept, and they are read
+//!   from the store after the held ones, with or without a `sync` (its
+//!   replay may end below them);
+//! - a store read (a gap, what the hold dropped, a late sync's backfill)
+//!   that would take more than the hold's byte limit closes the connection
+//!   with 1008 instead: memory stays bounded, and the client's next `sync`
+//!   replays from its position;
 //! - the connection's own sends race the messages around them (an ack
 //!   comes on the send's path, not the fan-out's), so an ack beyond the
 //!   last id is remembered until the sequence gets there, and a message
 //!   with a gap before it waits while answers are owed ([`Waiting`]),
 //!   rather than reading the store for what is only the connection's own.
 
+use super::close_msg;
+use crate::limits::close;
 use crate::outbox::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
@@ -143,8 +149,27 @@ pub struct Sequencer {
     waiting: Option<Box<Waiting>>,
     /// Answers to the connection's frames written so far (`Ack`, `Answer`).
     answers_written: u64,
+    /// Most bytes one store read may bring (the outbound queue's limit,
+    /// as the hold's).
+    max_read_bytes: usize,
+    /// A store read would have taken more than `max_read_bytes`: the
+    /// close is written, and nothing after it.
+    behind: bool,
     pub stats: SequencerStats,
 }
+
+/// How a store read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    Complete,
+    /// The store failed: the frames so far, logged.
+    Failed,
+    /// Past `max_held_bytes`: the connection is too far behind.
+    TooMuch,
+}
+
+/// Why the connection is closed when a read is too big.
+const TOO_FAR_BEHIND: &str = "too slow: too far behind; reconnect and sync";
 
 impl Sequencer {
     pub fn new(store: Option<Arc<dyn Store>>, me: &str, user: &str, max_held_bytes: usize) -> Self {
@@ -161,8 +186,17 @@ impl Sequencer {
             dropped: None,
             waiting: None,
             answers_written: 0,
+            max_read_bytes: max_held_bytes,
+            behind: false,
             stats: SequencerStats::default(),
         }
+    }
+
+    /// Another limit for one store read than the hold's (tests).
+    #[cfg(test)]
+    fn with_read_limit(mut self, bytes: usize) -> Self {
+        self.max_read_bytes = bytes;
+        self
     }
 
     /// Whether live messages are still held for the first frame.
@@ -174,6 +208,9 @@ impl Sequencer {
     /// repeat, a held or a parked message). `Close` is the caller's.
     /// `answers_due`: the answers the reader has owed so far ([`Waiting`]).
     pub async fn order(&mut self, out: Outbound, answers_due: u64) -> Vec<Message> {
+        if self.behind {
+            return vec![];
+        }
         let later = match self.order_now(out, answers_due) {
             Ok(frames) => return frames,
             Err(later) => later,
@@ -317,6 +354,9 @@ impl Sequencer {
             Later::Unpark(frames) => frames,
         };
         loop {
+            if self.behind {
+                return frames;
+            }
             match self.release(frames) {
                 Ok(out) => return out,
                 Err(out) => frames = out,
@@ -341,16 +381,34 @@ impl Sequencer {
     /// watermark (after what the connection never saw below what it has);
     /// then the held messages go.
     async fn sync_started(&mut self, baselines: Vec<(String, u64)>) -> Vec<Message> {
-        // What was dropped from the hold is stored, so in the replay (or
-        // below its start, which a `gap` frame names).
-        self.dropped = None;
+        // What was dropped from the hold is read by `go_live`, after each
+        // conversation's new start: a dropped id above the replay's
+        // snapshot would otherwise wait for its conversation's next message.
         self.synced = true;
         let mut out = Vec::new();
         for (conversation, watermark) in baselines {
             out.extend(self.sync_from(conversation, watermark).await);
+            if self.behind {
+                return out;
+            }
         }
         out.extend(self.go_live().await);
         out
+    }
+
+    /// A read was too big: the frames so far (in order, without a hole),
+    /// then the close; nothing more is written.
+    fn too_far_behind(&mut self, mut frames: Vec<Message>) -> Vec<Message> {
+        tracing::info!(
+            max_bytes = self.max_read_bytes,
+            "a connection is too far behind to catch up in memory; closing"
+        );
+        self.behind = true;
+        self.held = None;
+        self.dropped = None;
+        self.waiting = None;
+        frames.push(close_msg(close::POLICY, TOO_FAR_BEHIND));
+        frames
     }
 
     /// Releases the held messages, in order of arrival, through `admit`.
@@ -360,16 +418,21 @@ impl Sequencer {
         let mut out = Vec::new();
         for (seq, text) in self.held.take().unwrap_or_default() {
             out.extend(self.admit(seq, text).await);
+            if self.behind {
+                return out;
+            }
         }
         // What did not fit the hold: from the store, after what was held.
         for (conv, (low, high)) in self.dropped.take().map(|d| *d).unwrap_or_default() {
-            let after = self
-                .spans
-                .get(&conv)
-                .map_or(low - 1, |s| s.last.max(low - 1));
-            let (frames, _) = Box::pin(self.read(&conv, after, high + 1)).await;
+            // From the last id written, if any: ids between it and the
+            // lowest dropped one never came either.
+            let after = self.spans.get(&conv).map_or(low - 1, |s| s.last);
+            let (frames, end) = Box::pin(self.read(&conv, after, high + 1)).await;
             self.stats.filled += frames.len() as u64;
             out.extend(frames);
+            if end == ReadEnd::TooMuch {
+                return self.too_far_behind(out);
+            }
             let span = self.spans.entry(conv).or_insert(Span {
                 first: after + 1,
                 last: after,
@@ -394,8 +457,11 @@ impl Sequencer {
                 vec![]
             }
             Some(span) if span.first > watermark + 1 => {
-                let (out, _) = Box::pin(self.read(&conversation, watermark, span.first)).await;
+                let (out, end) = Box::pin(self.read(&conversation, watermark, span.first)).await;
                 self.stats.backfilled += out.len() as u64;
+                if end == ReadEnd::TooMuch {
+                    return self.too_far_behind(out);
+                }
                 if let Some(s) = self.spans.get_mut(&conversation) {
                     s.first = watermark + 1;
                 }
@@ -494,13 +560,17 @@ impl Sequencer {
                 },
             );
         }
-        let (out, complete) = self.read(&seq.conversation_id, last, seq.message_id).await;
+        let (out, end) = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
-        chat_core::metrics::gap_read(match (complete, out.is_empty()) {
-            (false, _) => "failed",
-            (true, true) => "own_only",
-            (true, false) => "messages",
+        chat_core::metrics::gap_read(match (end, out.is_empty()) {
+            (ReadEnd::Failed, _) => "failed",
+            (ReadEnd::TooMuch, _) => "too_much",
+            (ReadEnd::Complete, true) => "own_only",
+            (ReadEnd::Complete, false) => "messages",
         });
+        if end == ReadEnd::TooMuch {
+            return self.too_far_behind(out);
+        }
         self.next_in_sequence(seq, text, out)
     }
 
@@ -549,14 +619,16 @@ impl Sequencer {
 
     /// The messages of `conv` strictly between `after` and `before`, from
     /// the store, as frames, except the connection's own (it holds their
-    /// acks). A failed read is logged and ends early: the sequence goes on,
-    /// and `sync` fills what is missing.
-    /// Also whether the read completed.
-    async fn read(&self, conv: &str, after: u64, before: u64) -> (Vec<Message>, bool) {
+    /// acks), and how the read ended. A failed read is logged and ends
+    /// early: the sequence goes on, and `sync` fills what is missing. One
+    /// past `max_read_bytes` stops there ([`ReadEnd::TooMuch`]): the
+    /// caller closes the connection.
+    async fn read(&self, conv: &str, after: u64, before: u64) -> (Vec<Message>, ReadEnd) {
         let Some(store) = &self.store else {
-            return (vec![], true);
+            return (vec![], ReadEnd::Complete);
         };
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut cursor = after;
         while cursor + 1 < before {
             let want = ((before - cursor - 1) as usize).min(FILL_PAGE);
@@ -564,7 +636,7 @@ impl Sequencer {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the messages missing on a connection");
-                    return (out, false);
+                    return (out, ReadEnd::Failed);
                 }
             };
             let Some(end) = page.last().map(|m| m.message_id) else {
@@ -572,14 +644,17 @@ impl Sequencer {
             };
             for m in page {
                 if m.message_id < before && m.origin.as_deref() != Some(self.me.as_str()) {
-                    out.push(Message::Text(Utf8Bytes::from(
-                        ServerFrame::Message(m.view()).to_json(),
-                    )));
+                    let text = Utf8Bytes::from(ServerFrame::Message(m.view()).to_json());
+                    bytes += text.len();
+                    if bytes > self.max_read_bytes {
+                        return (out, ReadEnd::TooMuch);
+                    }
+                    out.push(Message::Text(text));
                 }
             }
             cursor = end;
         }
-        (out, true)
+        (out, ReadEnd::Complete)
     }
 }
 

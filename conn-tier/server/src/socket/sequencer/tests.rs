@@ -2,8 +2,7 @@
 
 use super::*;
 use chat_core::memory::MemoryStore;
-use chat_core::ports::MessageStore;
-use chat_core::ports::NewMessage;
+use chat_core::ports::{GroupChange, GroupMember, GroupStore, MessageStore, NewMessage};
 
 /// No answers owed: a gap is read from the store at once.
 const IDLE: u64 = 0;
@@ -25,8 +24,12 @@ fn texts(ms: &[Message]) -> Vec<u64> {
 }
 
 fn msg(id: u64) -> Outbound {
+    msg_in("dm#a#b", id)
+}
+
+fn msg_in(conv: &str, id: u64) -> Outbound {
     let frame = ServerFrame::Message(chat_core::protocol::MessageView {
-        conversation_id: "dm#a#b".into(),
+        conversation_id: conv.into(),
         message_id: id,
         from: "a".into(),
         text: format!("m{id}"),
@@ -34,11 +37,60 @@ fn msg(id: u64) -> Outbound {
     });
     Outbound::Message {
         seq: Seq {
-            conversation_id: "dm#a#b".into(),
+            conversation_id: conv.into(),
             message_id: id,
         },
         text: Utf8Bytes::from(frame.to_json()),
     }
+}
+
+/// `n` messages of group conversation `grp#g`, which "b" joined after
+/// message `joined` (its join point).
+async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
+    let s = Arc::new(MemoryStore::new());
+    let member = |u: &str, seq| GroupMember {
+        user_id: u.into(),
+        joined_at_ms: 1,
+        seq,
+    };
+    s.create_group(&chat_core::ports::Group {
+        group_id: "g".into(),
+        name: "g".into(),
+        created_by: "a".into(),
+        created_at_ms: 1,
+        admins: vec!["a".into()],
+        members: vec![member("a", 0)],
+        version: 1,
+        next_seq: 1,
+    })
+    .await
+    .unwrap();
+    for i in 1..=n {
+        if i == joined + 1 {
+            s.update_group(&GroupChange {
+                group_id: "g".into(),
+                expected_version: 1,
+                admins: vec!["a".into()],
+                add: vec![(member("b", 1), joined)],
+                remove: vec![],
+            })
+            .await
+            .unwrap();
+        }
+        s.append(NewMessage {
+            conversation_id: "grp#g".into(),
+            sender: "a".into(),
+            client_msg_id: format!("g{i}"),
+            text: format!("m{i}"),
+            sent_at_ms: 1,
+            enroll: vec![],
+            origin: None,
+            member_only: true,
+        })
+        .await
+        .unwrap();
+    }
+    s
 }
 
 async fn store_with(n: u64) -> Arc<dyn Store> {
@@ -167,7 +219,8 @@ async fn a_parked_message_waits_only_for_the_answers_owed_when_it_came() {
 
 #[tokio::test]
 async fn parked_messages_past_the_byte_limit_are_read_from_the_store_at_once() {
-    let mut s = Sequencer::new(Some(store_with(5).await), "c1", "b", msg_len());
+    let mut s =
+        Sequencer::new(Some(store_with(5).await), "c1", "b", msg_len()).with_read_limit(1 << 20);
     s.order(Outbound::GoLive, IDLE).await;
     assert_eq!(texts(&s.order(msg(2), IDLE).await), vec![2]);
     assert!(s.order(msg(4), 1).await.is_empty(), "parked");
@@ -273,8 +326,9 @@ async fn without_a_store_messages_pass_through_unheld() {
 }
 
 #[tokio::test]
-async fn past_the_held_bytes_a_sync_replays_the_rest_and_ids_never_step_back() {
-    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len());
+async fn past_the_held_bytes_a_sync_reads_the_rest_from_the_store_and_ids_never_step_back() {
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len())
+        .with_read_limit(1 << 20);
     assert!(s.order(msg(1), IDLE).await.is_empty());
     assert!(s.order(msg(2), IDLE).await.is_empty());
     // Past the limit: still held back (as an id only), not sent ahead of
@@ -283,23 +337,69 @@ async fn past_the_held_bytes_a_sync_replays_the_rest_and_ids_never_step_back() {
     assert!(s.order(msg(4), IDLE).await.is_empty());
     assert!(s.holding());
     assert_eq!(s.stats.dropped_while_held, 2);
-    // The client's first frame is a sync from 0: what was held, then the
-    // replay, whose first two are repeats.
+    // The client's first frame is a sync from 0: what was held, then what
+    // was dropped, from the store; the replay's copies are repeats.
     let baselines = vec![("dm#a#b".to_string(), 0)];
     assert_eq!(
         texts(&s.order(Outbound::SyncStarted(baselines), IDLE).await),
-        [1, 2]
+        [1, 2, 3, 4]
     );
     let mut replay = Vec::new();
     for id in 1..=4 {
         replay.extend(s.order(msg(id), IDLE).await);
     }
-    assert_eq!(texts(&replay), [3, 4]);
+    assert!(replay.is_empty(), "{:?}", texts(&replay));
+}
+
+#[tokio::test]
+async fn held_ids_above_a_syncs_snapshot_go_out_with_it_not_at_the_next_message() {
+    // The sync's snapshot saw 3 messages; 4 and 5 were committed after it,
+    // came live while the hold was full, and were kept as ids. Nothing
+    // else will come in that conversation for a while.
+    let mut s = Sequencer::new(Some(store_with(5).await), "c1", "b", 2 * msg_len())
+        .with_read_limit(1 << 20);
+    for id in [1, 2, 4, 5] {
+        assert!(s.order(msg(id), IDLE).await.is_empty());
+    }
+    assert_eq!(s.stats.dropped_while_held, 2);
+    let baselines = vec![("dm#a#b".to_string(), 0)];
+    let out = s.order(Outbound::SyncStarted(baselines), IDLE).await;
+    assert_eq!(
+        texts(&out),
+        [1, 2, 3, 4, 5],
+        "3 from the store, then 4 and 5"
+    );
+    // The replay (of 1 to 3, the snapshot) adds nothing.
+    for id in 1..=3 {
+        assert!(s.order(msg(id), IDLE).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_gap_bigger_than_the_outbound_limit_closes_the_connection_instead_of_reading_it_all() {
+    let store = store_with(40).await;
+    // The bytes of a stored message's frame (ids 3 to 9 are alike).
+    let stored = store.messages_after("dm#a#b", 2, 1).await.unwrap();
+    let frame = ServerFrame::Message(stored[0].view()).to_json().len();
+    let mut s = Sequencer::new(Some(store), "c1", "b", 1 << 20).with_read_limit(3 * frame);
+    s.order(Outbound::GoLive, IDLE).await;
+    assert_eq!(texts(&s.order(msg(2), IDLE).await), [2]);
+    // 3 to 39 are missing: far more than 3 messages' bytes.
+    let out = s.order(msg(40), IDLE).await;
+    assert_eq!(texts(&out[..out.len() - 1]), [3, 4, 5], "in order, no hole");
+    assert!(
+        matches!(out.last(), Some(Message::Close(Some(f))) if f.code == close::POLICY),
+        "{out:?}"
+    );
+    // Nothing after the close.
+    assert!(s.order(msg(41), IDLE).await.is_empty());
+    assert!(s.order(ack(42), IDLE).await.is_empty());
 }
 
 #[tokio::test]
 async fn past_the_held_bytes_going_live_reads_the_rest_from_the_store() {
-    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len());
+    let mut s = Sequencer::new(Some(store_with(4).await), "c1", "b", 2 * msg_len())
+        .with_read_limit(1 << 20);
     for id in 1..=4 {
         assert!(s.order(msg(id), IDLE).await.is_empty());
     }
@@ -334,4 +434,18 @@ async fn after_a_sync_a_conversation_new_to_the_connection_starts_at_the_users_j
         Vec::<u64>::new()
     );
     assert_eq!(texts(&never.order(msg(3), IDLE).await), [3]);
+}
+
+#[tokio::test]
+async fn after_a_sync_a_group_joined_since_starts_at_the_join_point_not_its_first_message() {
+    // "b" joined grp#g after its message 3; 4 and 5 never came live; 6
+    // does. 4 and 5 are read first, and nothing from before the join.
+    let mut s = Sequencer::new(Some(group_store(6, 3).await), "c1", "b", 1 << 20);
+    let baselines = vec![("dm#b#c".to_string(), 0)];
+    assert!(s
+        .order(Outbound::SyncStarted(baselines), IDLE)
+        .await
+        .is_empty());
+    assert_eq!(texts(&s.order(msg_in("grp#g", 6), IDLE).await), [4, 5, 6]);
+    assert_eq!(s.stats.filled, 2);
 }
