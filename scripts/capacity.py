@@ -175,9 +175,9 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
     add("sync_device_10x1kb", "read units (request)", s["users"] + s["messages"] + 1)
     add("sync_device_10x1kb", "calls", 1 + r["conversations"] + r["conversations"] + 2)
     # per conversation: membership, newest id, the cursor's conditional
-    # write; per frame: the device's record (eventually consistent)
+    # write; per frame: the device's record (strongly consistent)
     add("received", "write units", 1)
-    add("received", "read units (request)", 2 + 0.5)
+    add("received", "read units (request)", 2 + 1)
     add("received", "calls", 3 + 1)
     add("ack", "write units", 1)
     add("ack", "read units (request)", 2)
@@ -306,12 +306,12 @@ def build(inp: dict, scale: float = 1.0) -> dict:
                                  missed + 1))]))
     # `received`: a device's cursors, per conversation a membership check,
     # its newest id and one conditional write, and per frame the device's
-    # record, read eventually consistent (docs/cost.md).
+    # record, read strongly consistent (docs/cost.md).
     rf = val(inp, "client.received_frames_per_session")
     ri = val(inp, "client.received_items_per_frame")
     ops.append(Op(
         "received (a device's cursors)", sessions * rf, f"{n(sessions)} sessions × {rf:g}",
-        units={"users": [ri, ri + 0.5], "messages": [0, ri]},
+        units={"users": [ri, ri + 1], "messages": [0, ri]},
         calls=3 * ri + 1, frames_in=1, bytes_in=small + 50 * ri,
         lambdas=[("ack", 1, ms(inp, 3 * ri + 1))]))
     page_n = val(inp, "frames.history_page_messages")

@@ -238,9 +238,11 @@ export class ChatClient {
     /** @type {Map<string, number>} */ this._autoAckDue = new Map();
     /** Per conversation, the first id this connection got, a message or
      * the ack of its own send (its run is the ids held without a hole
-     * around it), or, after a `gap`, the first id left out (the run then
-     * exists once history reaches it).
+     * around it; after a `gap`, the first id replayed).
      * @type {Map<string, number>} */ this._runFrom = new Map();
+    /** Per conversation, the `gap` this connection was told: the ids above
+     * `after` and below `before` count as told (paged back on demand).
+     * @type {Map<string, {after: number, before: number}>} */ this._gaps = new Map();
     /** @type {Map<string, {from: number, upTo: number}>} */ this._receivedSent = new Map(); // the run last told the server
     /** @type {Map<string, number>} */ this._receivedAt = new Map(); // when, per conversation
     this._receivedTimer = null;
@@ -376,6 +378,7 @@ export class ChatClient {
   _onOpen() {
     this._openedAt = this._now();
     this._runFrom.clear(); // what this connection gets starts a new run
+    this._gaps.clear();
     this._receivedSent.clear(); // and each is told once on it
     this._lastRx = this._openedAt;
     this._tokens = this._rate ? this._rate.burst : Infinity;
@@ -755,11 +758,11 @@ export class ChatClient {
         return;
       case 'gap':
         // The replay left out the messages above `after` (this device's
-        // position) and below `before`: this device holds a run only once
-        // history reaches `after + 1` (or nothing is reported).
-        if (typeof f.conversation_id === 'string') {
-          const after = Number.isSafeInteger(f.after) && f.after >= 0 ? f.after : 0;
-          this._runFrom.set(f.conversation_id, after + 1);
+        // position) and below `before`: they count as told (history pages
+        // back for them), so the run starts at `after + 1`.
+        if (typeof f.conversation_id === 'string' && Number.isSafeInteger(f.after) && Number.isSafeInteger(f.before) && f.after >= 0 && f.before > f.after + 1) {
+          this._gaps.set(f.conversation_id, { after: f.after, before: f.before });
+          this._runFrom.set(f.conversation_id, f.before);
         }
         this._emit('gap', { conversationId: f.conversation_id, after: f.after, before: f.before });
         return;
@@ -817,8 +820,9 @@ export class ChatClient {
   /** The run this device holds of a conversation: every id from `from` to
    * `upTo`, without a hole, around the first id this connection got (an
    * ack that came before a message below it starts it high; it reaches
-   * down once that message comes). The server moves the device's cursor
-   * only if `from` reaches down to it. null when there is none.
+   * down once that message comes), and below it the ids a `gap` said were
+   * left out. The server moves the device's cursor only if `from` reaches
+   * down to it. null when there is none.
    * @param {string} conv @returns {{from: number, upTo: number} | null} */
   heldRun(conv) {
     const start = this._runFrom.get(conv);
@@ -830,7 +834,10 @@ export class ChatClient {
     while (lo > 0 && list[lo - 1].message_id === list[lo].message_id - 1) lo--;
     let hi = at;
     while (hi + 1 < list.length && list[hi + 1].message_id === list[hi].message_id + 1) hi++;
-    return { from: list[lo].message_id, upTo: list[hi].message_id };
+    let from = list[lo].message_id;
+    const gap = this._gaps.get(conv);
+    if (gap && from <= gap.before && from > gap.after) from = gap.after + 1;
+    return { from, upTo: list[hi].message_id };
   }
 
   /** Whether the run of `conv` grew (up, or down) since it was last told.

@@ -419,8 +419,10 @@ pub struct Device {
     /// around the first id it got, `from` and `to` (`received` tells the
     /// server, which moves the cursor only if `from` reaches it)...
     runs: BTreeMap<String, (u64, u64)>,
-    /// ...and what was told on it.
+    /// ...and what was told on it...
     told: HashMap<String, (u64, u64)>,
+    /// ...and the ids got that do not touch the run yet.
+    apart: HashMap<String, std::collections::BTreeSet<u64>>,
     told_at: tokio::time::Instant,
     url: String,
     token: String,
@@ -468,6 +470,7 @@ impl Device {
             device: format!("{user}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             runs: BTreeMap::new(),
             told: HashMap::new(),
+            apart: HashMap::new(),
             told_at: tokio::time::Instant::now(),
             url: url.to_string(),
             token,
@@ -511,6 +514,7 @@ impl Device {
                 self.last.clear();
                 self.runs.clear();
                 self.told.clear();
+                self.apart.clear();
                 if ws
                     .send(WsMessage::text(json!({"action":"sync"}).to_string()))
                     .await
@@ -541,13 +545,19 @@ impl Device {
     /// Notes that this connection got `id` of `conv` (a message, or the
     /// ack of its own send): a run grows only without holes.
     fn note_held(&mut self, conv: &str, id: u64) {
-        match self.runs.get_mut(conv) {
-            None => {
-                self.runs.insert(conv.to_string(), (id, id));
-            }
-            Some((_, to)) if id == *to + 1 => *to = id,
-            Some((from, _)) if id + 1 == *from => *from = id,
-            Some(_) => {}
+        let apart = self.apart.entry(conv.to_string()).or_default();
+        let (from, to) = self.runs.entry(conv.to_string()).or_insert((id, id));
+        if (*from..=*to).contains(&id) {
+            return;
+        }
+        // An id ahead of the run (a message before the ack below it) waits
+        // apart until the run reaches it.
+        apart.insert(id);
+        while *from > 1 && apart.remove(&(*from - 1)) {
+            *from -= 1;
+        }
+        while apart.remove(&(*to + 1)) {
+            *to += 1;
         }
     }
 

@@ -114,7 +114,8 @@ async fn a_laptop_back_online_gets_what_the_phone_read_in_a_group_of_three() {
 }
 
 #[tokio::test]
-async fn a_new_device_gets_unread_only_and_a_known_one_the_newest_page_of_a_new_chat() {
+async fn a_new_device_gets_unread_only_and_a_known_one_all_of_a_chat_new_to_it_since_the_user_joined(
+) {
     let server = TestServer::start().await;
     let mut bob = server.client("bob").await;
     for i in 1..=5 {
@@ -141,7 +142,7 @@ async fn a_new_device_gets_unread_only_and_a_known_one_the_newest_page_of_a_new_
     assert_eq!(
         ids(&of(&synced, "dm#alice#carol")),
         [1, 2],
-        "the newest page"
+        "everything since the join point (0 for a direct chat), read or not"
     );
     server.stop().await;
 }
@@ -193,6 +194,13 @@ async fn a_device_far_behind_gets_the_newest_200_and_a_gap_then_pages_back_to_th
         }
     }
     assert_eq!(before, 1);
+    // Told of the gap, its run starts above the position the gap named:
+    // the cursor moves past, and the next sync replays nothing.
+    laptop.received("dm#alice#bob", 2, last).await;
+    laptop.close().await;
+    let mut laptop = server.device_client("alice", "laptop").await;
+    assert!(of(&laptop.sync().await, "dm#alice#bob").is_empty());
+    assert!(laptop.gaps.is_empty());
     server.stop().await;
 }
 

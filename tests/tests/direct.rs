@@ -348,7 +348,7 @@ async fn a_reader_that_never_reads_is_closed_with_1008_and_never_holds_the_sende
     assert_eq!(ids(&got), (n - 199..=n).collect::<Vec<u64>>());
     assert_eq!(
         bob.gaps,
-        [json!({"type":"gap","conversation_id":"dm#alice#bob","before":n - 199})]
+        [json!({"type":"gap","conversation_id":"dm#alice#bob","after":0,"before":n - 199})]
     );
     let oldest = bob.history("dm#alice#bob", Some(2), Some(1)).await;
     assert_eq!(oldest["messages"][0]["text"], format!("1 {pad}"));

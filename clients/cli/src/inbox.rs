@@ -101,8 +101,7 @@ struct Run {
     /// Ids got that do not touch the run yet (a message or ack ahead of
     /// one below it), at most [`MAX_APART`].
     apart: BTreeSet<u64>,
-    /// Too many ids apart, or a `gap` frame said older ones were left out
-    /// (this terminal does not page back): the run is never told.
+    /// Too many ids apart: the run is never told.
     stuck: bool,
 }
 
@@ -118,7 +117,7 @@ impl Run {
         while self.from > 1 && self.apart.remove(&(self.from - 1)) {
             self.from -= 1;
         }
-        while self.apart.remove(&(self.to + 1)) {
+        while self.to < u64::MAX && self.apart.remove(&(self.to + 1)) {
             self.to += 1;
         }
         if self.apart.len() > MAX_APART {
@@ -156,13 +155,19 @@ impl Cursors {
         }
     }
 
-    /// The replay of `conversation_id` left older messages out: what
-    /// follows is not contiguous with this device's position.
-    pub fn gap(&mut self, conversation_id: &str) {
+    /// The replay of `conversation_id` left out the ids above `after` and
+    /// below `before` (shown as a line; `/history` pages back for them):
+    /// they count as told, so the run starts at `after + 1` and the replay
+    /// that follows extends it.
+    pub fn gap(&mut self, conversation_id: &str, after: u64, before: u64) {
+        if before <= after.saturating_add(1) {
+            return; // nothing left out: not a gap
+        }
         self.runs.insert(
             conversation_id.to_string(),
             Run {
-                stuck: true,
+                from: after + 1,
+                to: before - 1,
                 ..Run::default()
             },
         );
@@ -268,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_is_told_as_received_with_where_it_starts_and_a_gap_stops_it() {
+    fn a_run_is_told_as_received_with_where_it_starts_and_a_gap_counts_as_told() {
         let mut c = Cursors::default();
         for id in [4, 5, 6, 6, 3] {
             c.note("a", id);
@@ -276,7 +281,7 @@ mod tests {
         c.note("b", 2);
         c.note("b", 4); // a hole: b stays at 2 (4 is kept apart)
         c.note("b", 5);
-        c.gap("g");
+        c.gap("g", 1, 801); // 2..800 left out, told
         c.note("g", 801);
         let items = |f: Option<ClientFrame>| match f {
             Some(ClientFrame::Received { items: Some(i), .. }) => i
@@ -287,7 +292,11 @@ mod tests {
         };
         assert_eq!(
             items(c.take_frame()),
-            [("a".to_string(), 3, 6), ("b".to_string(), 2, 2)]
+            [
+                ("a".to_string(), 3, 6),
+                ("b".to_string(), 2, 2),
+                ("g".to_string(), 2, 801)
+            ]
         );
         assert!(c.take_frame().is_none(), "nothing new");
         c.note("a", 7);

@@ -176,7 +176,7 @@ impl Incoming {
                 after,
                 before,
             } => {
-                self.cursors.gap(&conversation_id);
+                self.cursors.gap(&conversation_id, after, before);
                 show::gap(&conversation_id, after, before)
             }
             ServerFrame::Pong {} if self.quiet_pongs > 0 => {

@@ -300,10 +300,18 @@ impl CursorMove {
     }
 
     /// Whether it moves a cursor standing at `current` (`None`: no cursor,
-    /// or an expired one).
+    /// or an expired one). A cursor below the floor (the user left and
+    /// rejoined since it moved) stands at the floor: nothing below the
+    /// join point is the device's to hold.
     pub fn moves(&self, current: Option<u64>) -> bool {
-        let at = current.unwrap_or(self.floor);
+        let at = current.map_or(self.floor, |c| c.max(self.floor));
         self.up_to > at && self.from <= at.saturating_add(1)
+    }
+
+    /// Whether the run reaches down to the floor: then it moves any cursor
+    /// below `up_to` (a missing, expired or lower one alike).
+    pub fn reaches_floor(&self) -> bool {
+        self.up_to > self.floor && self.from <= self.floor.saturating_add(1)
     }
 }
 

@@ -165,3 +165,35 @@ pub async fn a_run_moves_the_cursor_only_if_it_reaches_down_to_it(s: Arc<dyn Sto
         .unwrap());
     assert_eq!(s.cursors(&u, &d, later).await.unwrap()[&conv], 6);
 }
+
+pub async fn a_cursor_below_the_join_point_stands_at_it(s: Arc<dyn Store>) {
+    // The phone's cursor is at 2; the user left, and rejoined at 4.
+    let (u, d) = (unique("u"), unique("d"));
+    let conv = dm(&u, &unique("b"));
+    let run = |from, up_to| CursorMove {
+        from,
+        up_to,
+        floor: 4,
+    };
+    s.use_device(&u, &d, T0).await.unwrap();
+    s.advance_cursor(&u, &d, &conv, CursorMove::to(2), T0)
+        .await
+        .unwrap();
+    assert!(
+        !s.advance_cursor(&u, &d, &conv, run(6, 8), T0)
+            .await
+            .unwrap(),
+        "5 never got"
+    );
+    assert!(
+        !s.advance_cursor(&u, &d, &conv, run(3, 4), T0)
+            .await
+            .unwrap(),
+        "nothing above the floor"
+    );
+    assert!(s
+        .advance_cursor(&u, &d, &conv, run(5, 8), T0)
+        .await
+        .unwrap());
+    assert_eq!(s.cursors(&u, &d, T0).await.unwrap()[&conv], 8);
+}

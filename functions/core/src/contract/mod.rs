@@ -74,6 +74,7 @@ macro_rules! store_contract {
             a_device_unused_for_90_days_is_new_again_and_not_known,
             a_cursor_only_moves_forward_per_device,
             a_run_moves_the_cursor_only_if_it_reaches_down_to_it,
+            a_cursor_below_the_join_point_stands_at_it,
             a_cursor_not_moved_for_90_days_is_forgotten,
             past_the_most_devices_the_least_recently_used_is_forgotten,
         );

@@ -167,7 +167,7 @@ async fn a_device_offline_gets_what_another_device_read_in_a_group() {
 }
 
 #[tokio::test]
-async fn a_new_device_gets_unread_only_and_a_known_one_new_to_a_chat_the_newest_page() {
+async fn a_new_device_gets_unread_only_and_a_known_one_new_to_a_chat_all_since_the_join() {
     let w = world();
     let bob = on("bob", None);
     for i in 1..=5 {
@@ -179,7 +179,7 @@ async fn a_new_device_gets_unread_only_and_a_known_one_new_to_a_chat_the_newest_
     let tablet = on("alice", Some("tablet"));
     assert_eq!(sync(&w, &tablet).await.0[&c], vec![4, 5]);
     // Known now, with no cursor in a conversation that starts later: the
-    // newest page of it (all 2 messages), not the unread only.
+    // whole of it since the join point (2 messages), not the unread only.
     let carol = on("carol", None);
     send(&w, &carol, "user:alice", "c1").await;
     send(&w, &carol, "user:alice", "c2").await;
@@ -206,7 +206,7 @@ async fn a_new_device_is_not_replayed_what_it_did_not_miss_at_its_next_sync() {
     let tablet = on("alice", Some("tablet"));
     assert!(sync(&w, &tablet).await.0.is_empty(), "all read");
     // Known now: its first sync held everything of that conversation, so
-    // it is not new to it (no newest page again).
+    // it is not new to it (no replay from the join point again).
     assert!(sync(&w, &tablet).await.0.is_empty());
     send(&w, &bob, "user:alice", "4").await;
     assert_eq!(sync(&w, &tablet).await.0["dm#alice#bob"], vec![4]);
@@ -249,6 +249,76 @@ async fn a_device_1000_behind_gets_the_newest_200_and_a_gap() {
         }
     }
     assert_eq!((before, got), (1, 801));
+    // Told of the gap, the device's run starts above the position it names
+    // (what was left out counts as told): the cursor moves past it, and
+    // the next sync replays nothing more.
+    received(&w, &laptop, c, 2, 1001).await.unwrap();
+    assert_eq!(
+        w.store.cursors("alice", "laptop", now_ms()).await.unwrap()[c],
+        1001
+    );
+    assert!(!sync(&w, &laptop).await.0.contains_key(c));
+}
+
+#[tokio::test]
+async fn a_device_rejoining_a_group_moves_on_from_the_new_join_point() {
+    let w = world();
+    let carol = on("carol", None);
+    let ServerFrame::Group { group_id, .. } = w
+        .chat
+        .create_group(&carol, "g".into(), vec!["alice".into()])
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let to = format!("group:{group_id}");
+    let c = format!("grp#{group_id}");
+    let phone = on("alice", Some("phone"));
+    sync(&w, &phone).await;
+    send(&w, &carol, &to, "1").await;
+    received(&w, &phone, &c, 1, 1).await.unwrap();
+    // Removed, then added again after message 4: her phone's cursor (1) is
+    // below the new join point.
+    w.chat
+        .remove_member(&carol, &group_id, "alice")
+        .await
+        .unwrap();
+    for i in 2..=4 {
+        send(&w, &carol, &to, &i.to_string()).await;
+    }
+    w.chat.add_member(&carol, &group_id, "alice").await.unwrap();
+    send(&w, &carol, &to, "5").await;
+    assert_eq!(sync(&w, &phone).await.0[&c], vec![5], "from the join point");
+    received(&w, &phone, &c, 5, 5).await.unwrap();
+    assert_eq!(
+        w.store.cursors("alice", "phone", now_ms()).await.unwrap()[&c],
+        5
+    );
+    assert!(!sync(&w, &phone).await.0.contains_key(&c));
+}
+
+#[tokio::test]
+async fn a_first_sync_cut_short_still_leaves_the_device_at_the_read_watermark() {
+    let w = world();
+    let bob = on("bob", None);
+    for i in 1..=3 {
+        send(&w, &bob, "user:alice", &i.to_string()).await;
+    }
+    w.chat
+        .ack(&on("alice", None), "dm#alice#bob", 2)
+        .await
+        .unwrap();
+    // The tablet's first sync: the connection is gone before anything is
+    // sent (the reply fails at once).
+    let tablet = on("alice", Some("tablet"));
+    w.chat
+        .sync(&tablet, &super::test_support::Gone)
+        .await
+        .unwrap();
+    // Its next sync starts where the first would have (unread only), not
+    // at the join point.
+    assert_eq!(sync(&w, &tablet).await.0["dm#alice#bob"], vec![3]);
 }
 
 #[tokio::test]

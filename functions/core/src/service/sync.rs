@@ -7,7 +7,7 @@
 //! - a connection without a device, or a device never seen: above the read
 //!   watermark (what the user has not read);
 //! - a known device: above its delivery cursor; in a conversation it has
-//!   no cursor for, the newest page;
+//!   no cursor for, above the join point;
 //! - never below the member's join point, and at most [`SYNC_REPLAY_MAX`]
 //!   messages: the newest, after a `gap` frame saying what is left out
 //!   (the client pages back with `history`).
@@ -109,6 +109,13 @@ impl Chat {
             .iter()
             .map(|r| (r.conversation_id.clone(), r.from))
             .collect();
+        // Written before anything is sent: a first sync cut short must not
+        // leave a known device without positions (it would then start at
+        // the join point, not at the read watermark).
+        if let Some(device) = &session.device_id {
+            self.note_positions(session.user_id.as_str(), device.as_str(), &first_positions)
+                .await?;
+        }
         if self.sync_states && !self.connections.begin_sync(&session.connection_id).await? {
             return Ok(()); // the connection is gone
         }
@@ -144,10 +151,6 @@ impl Chat {
         if self.sync_states && !self.go_live(session, reply, replayed, &starts).await? {
             return Ok(());
         }
-        if let Some(device) = &session.device_id {
-            self.note_positions(session.user_id.as_str(), device.as_str(), &first_positions)
-                .await?;
-        }
         let _ = reply.send(ServerFrame::Synced {}).await;
         Ok(())
     }
@@ -155,7 +158,7 @@ impl Chat {
     /// A device's first sync started at the read watermark (never below
     /// the join point): its cursors start there. Without them the next
     /// sync would take each conversation as new to the device and replay
-    /// its newest page, and a `received` run could not be measured against
+    /// from its join point, and a `received` run could not be measured against
     /// where the replay started. (What was replayed, the client tells with
     /// `received` once it keeps it.) One write per conversation with a
     /// position above 0, once per new device.

@@ -27,3 +27,13 @@ impl Reply for Answers {
         Ok(())
     }
 }
+
+/// A caller that is gone: every frame fails to reach it.
+pub(super) struct Gone;
+
+#[async_trait]
+impl Reply for Gone {
+    async fn send(&self, _: ServerFrame) -> Result<(), PostError> {
+        Err(PostError::Gone)
+    }
+}

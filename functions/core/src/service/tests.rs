@@ -173,6 +173,44 @@ async fn a_resent_client_msg_id_replays_the_original_ack_and_delivers_the_same_m
 }
 
 #[tokio::test]
+async fn a_resend_of_a_message_older_than_5_minutes_is_acked_but_not_delivered_again() {
+    let store = Arc::new(MemoryStore::new());
+    let jobs = Arc::new(Jobs::default());
+    let chat = Chat::new(
+        store.clone(),
+        Arc::new(MemoryConnections::new()),
+        jobs.clone(),
+        MessageDelivery::Dispatch,
+    );
+    // The original, stored 6 minutes ago (and delivered then).
+    store
+        .append(crate::ports::NewMessage {
+            conversation_id: "dm#alice#bob".into(),
+            sender: "alice".into(),
+            client_msg_id: "old".into(),
+            text: "once".into(),
+            sent_at_ms: crate::time::now_ms() - 6 * 60 * 1000,
+            enroll: vec!["bob".into()],
+            origin: Some("conn-alice".into()),
+            member_only: false,
+        })
+        .await
+        .unwrap();
+    let ack = chat
+        .send(&session("alice"), "user:bob", "old".into(), "once".into())
+        .await
+        .unwrap();
+    assert!(
+        matches!(ack, ServerFrame::Ack { message_id: 1, .. }),
+        "{ack:?}"
+    );
+    assert!(
+        jobs.0.lock().unwrap().is_empty(),
+        "its members have it (or their sync brings it)"
+    );
+}
+
+#[tokio::test]
 async fn a_client_msg_id_reused_for_other_text_is_refused_and_delivers_nothing() {
     let (chat, jobs) = chat(MessageDelivery::Dispatch);
     let alice = session("alice");

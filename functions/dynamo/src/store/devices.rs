@@ -130,7 +130,9 @@ impl DeviceStore for DynamoStore {
     }
 
     async fn device_known(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
-        self.meter.read(SMALL_ITEM, false);
+        // Strongly consistent: a `received` right after the device's first
+        // sync must find it.
+        self.meter.read(SMALL_ITEM, true);
         let request = self
             .client
             .get_item()
@@ -140,6 +142,7 @@ impl DeviceStore for DynamoStore {
                 ("sk", &DeviceItem::sort_key(device)),
             ])))
             .projection_expression("last_used")
+            .consistent_read(true)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
         let out = call(&self.meter, "GetItem", &self.users, request).await?;
@@ -169,19 +172,20 @@ impl DeviceStore for DynamoStore {
         mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool> {
-        let (live, absent) = (mv.moves(Some(mv.from.saturating_sub(1))), mv.moves(None));
-        if !live && !absent {
+        if mv.up_to <= mv.floor || mv.from > mv.up_to {
             return Ok(false);
         }
-        // A live cursor moves if below `up_to` and at or above `from - 1`;
-        // none (or an expired one, not yet deleted) if the floor allows.
-        let mut condition = String::from("(moved_at > :stale AND up_to < :u AND up_to >= :f)");
-        if absent {
-            condition.push_str(" OR attribute_not_exists(up_to) OR moved_at <= :stale");
-        }
+        // A run that reaches the floor moves any cursor below `up_to`
+        // (none, an expired one not yet deleted, or one below the floor);
+        // one that starts higher only a live cursor at or above `from - 1`.
+        let condition = if mv.reaches_floor() {
+            "attribute_not_exists(up_to) OR moved_at <= :stale OR up_to < :u"
+        } else {
+            "moved_at > :stale AND up_to < :u AND up_to >= :f"
+        };
         self.meter.write(SMALL_ITEM + conv.len(), 0, false);
         let stale = now_ms.saturating_sub(CURSOR_TTL_MS);
-        let request = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.users)
@@ -192,10 +196,13 @@ impl DeviceStore for DynamoStore {
             .update_expression("SET up_to = :u, moved_at = :t, expires_at = :e")
             .condition_expression(condition)
             .expression_attribute_values(":u", n(mv.up_to))
-            .expression_attribute_values(":f", n(mv.from.saturating_sub(1)))
             .expression_attribute_values(":t", n(now_ms))
             .expression_attribute_values(":e", n(expiry(now_ms)))
-            .expression_attribute_values(":stale", n(stale))
+            .expression_attribute_values(":stale", n(stale));
+        if !mv.reaches_floor() {
+            request = request.expression_attribute_values(":f", n(mv.from.saturating_sub(1)));
+        }
+        let request = request
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
         Ok(matches!(

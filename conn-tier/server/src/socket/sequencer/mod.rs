@@ -168,6 +168,13 @@ enum ReadEnd {
     TooMuch,
 }
 
+/// The least one store read may bring, whatever the outbound limit: a
+/// sync's whole replay of one conversation (200 messages of 10 KB, as
+/// frames) and some live ones after it. A smaller limit would
+/// close, on every reconnect, a connection whose held message pulls in
+/// its replay, and it could never catch up.
+pub const MIN_READ_BYTES: usize = 3 << 20;
+
 /// Why the connection is closed when a read is too big.
 const TOO_FAR_BEHIND: &str = "too slow: too far behind; reconnect and sync";
 
@@ -186,7 +193,7 @@ impl Sequencer {
             dropped: None,
             waiting: None,
             answers_written: 0,
-            max_read_bytes: max_held_bytes,
+            max_read_bytes: max_held_bytes.max(MIN_READ_BYTES),
             behind: false,
             stats: SequencerStats::default(),
         }
