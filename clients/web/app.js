@@ -214,15 +214,21 @@ async function refreshConversations(reconnected = false) {
       convs.set(it.conversation_id, it);
     }
     renderList();
-    // Sync brought this device what it missed since its position, which
-    // another tab of this browser (the same device id) may have moved past
-    // what this tab shows: after a reconnect, and after a `gap`, the open
-    // conversation's newest page is read again.
+    // Sync brought this device what it missed since its position. Another
+    // tab of this browser (the same device id) may have moved that past
+    // what this tab shows: after a reconnect, a hole in the open
+    // conversation (and after a `gap`) has its newest page read again.
     const gap = openId !== null && gapped.delete(openId);
-    if (openId && (gap || reconnected)) openConversation(openId, { reload: true });
+    if (openId && (gap || (reconnected && hasHole(c.messages(openId))))) openConversation(openId, { reload: true });
   } catch (e) {
     if (/** @type {any} */ (e).code !== 'disconnected') showError(`Could not list conversations: ${/** @type {any} */ (e).message}`);
   }
+}
+
+/** Whether ids are missing between the oldest and the newest message held.
+ * @param {{message_id: number}[]} list in id order */
+function hasHole(list) {
+  return list.some((m, i) => i > 0 && m.message_id !== list[i - 1].message_id + 1);
 }
 
 function renderList() {
