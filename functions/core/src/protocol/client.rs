@@ -5,8 +5,9 @@
 //! `action` and `client_msg_id` the error answers and to say what is wrong.
 
 use super::{
-    ClientFrame, ServerFrame, ACTIONS, MAX_CLIENT_MSG_ID_CHARS, MAX_CONVERSATIONS_LIMIT,
-    MAX_GROUP_NAME_BYTES, MAX_HISTORY_LIMIT, MAX_RECEIVED_ITEMS, MAX_TEXT_BYTES,
+    ClientFrame, ReceivedItem, ServerFrame, ACTIONS, MAX_CLIENT_MSG_ID_CHARS,
+    MAX_CONVERSATIONS_LIMIT, MAX_GROUP_NAME_BYTES, MAX_HISTORY_LIMIT, MAX_RECEIVED_ITEMS,
+    MAX_TEXT_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::ids::{first_chars, truncate};
@@ -145,29 +146,7 @@ fn validate(frame: &ClientFrame) -> Result<()> {
             up_to,
             items,
         } => {
-            let runs: Vec<(u64, u64)> = match (conversation_id, from, up_to, items) {
-                (Some(_), Some(f), Some(u), None) => vec![(*f, *u)],
-                (None, None, None, Some(items))
-                    if !items.is_empty() && items.len() <= MAX_RECEIVED_ITEMS =>
-                {
-                    items.iter().map(|i| (i.from, i.up_to)).collect()
-                }
-                (None, None, None, Some(_)) => {
-                    return Err(Error::BadRequest(format!(
-                        "items must name 1 to {MAX_RECEIVED_ITEMS} conversations"
-                    )))
-                }
-                _ => {
-                    return Err(Error::BadRequest(
-                        "received takes conversation_id, from and up_to, or items".into(),
-                    ))
-                }
-            };
-            if runs.iter().any(|&(f, u)| f == 0 || f > u) {
-                return Err(Error::BadRequest(
-                    "received: from must be 1 to up_to (the run of ids the device holds)".into(),
-                ));
-            }
+            received_runs(conversation_id.as_deref(), *from, *up_to, items.as_deref())?;
         }
         ClientFrame::History { limit: Some(l), .. } if *l == 0 || *l > MAX_HISTORY_LIMIT => {
             return Err(Error::BadRequest(format!(
@@ -191,6 +170,44 @@ fn validate(frame: &ClientFrame) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// The runs a `received` frame names, one conversation or `items`
+/// (1 to [`MAX_RECEIVED_ITEMS`]), each with 1 ≤ `from` ≤ `up_to`.
+pub fn received_runs(
+    conversation_id: Option<&str>,
+    from: Option<u64>,
+    up_to: Option<u64>,
+    items: Option<&[ReceivedItem]>,
+) -> Result<Vec<ReceivedItem>> {
+    let runs = match (conversation_id, from, up_to, items) {
+        (Some(c), Some(from), Some(up_to), None) => vec![ReceivedItem {
+            conversation_id: c.to_string(),
+            from,
+            up_to,
+        }],
+        (None, None, None, Some(items))
+            if !items.is_empty() && items.len() <= MAX_RECEIVED_ITEMS =>
+        {
+            items.to_vec()
+        }
+        (None, None, None, Some(_)) => {
+            return Err(Error::BadRequest(format!(
+                "items must name 1 to {MAX_RECEIVED_ITEMS} conversations"
+            )))
+        }
+        _ => {
+            return Err(Error::BadRequest(
+                "received takes conversation_id, from and up_to, or items".into(),
+            ))
+        }
+    };
+    if runs.iter().any(|r| r.from == 0 || r.from > r.up_to) {
+        return Err(Error::BadRequest(
+            "received: from must be 1 to up_to (the run of ids the device holds)".into(),
+        ));
+    }
+    Ok(runs)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub mod schema;
 mod server;
 
 pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};
-pub use client::{parse_client_frame, FrameError};
+pub use client::{parse_client_frame, received_runs, FrameError};
 pub use server::{ConversationItem, MessageView, ServerFrame};
 
 /// One conversation of a `received` frame with `items`: the device holds

@@ -26,7 +26,7 @@ mod tests;
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, DeviceId, UserId};
 use crate::ports::*;
-use crate::protocol::{parse_client_frame, ClientFrame, ReceivedItem, ServerFrame};
+use crate::protocol::{parse_client_frame, ClientFrame, ServerFrame};
 use crate::time::now_ms;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -248,14 +248,12 @@ impl Chat {
                 up_to,
                 items,
             } => {
-                let items = match (conversation_id, from, up_to, items) {
-                    (Some(c), Some(f), Some(u), _) => vec![ReceivedItem {
-                        conversation_id: c,
-                        from: f,
-                        up_to: u,
-                    }],
-                    (_, _, _, items) => items.unwrap_or_default(),
-                };
+                let items = crate::protocol::received_runs(
+                    conversation_id.as_deref(),
+                    from,
+                    up_to,
+                    items.as_deref(),
+                )?;
                 self.received(session, &items).await?;
                 return Ok(());
             }

@@ -1,8 +1,23 @@
 //! Test doubles the services' unit tests share: a fan-out that keeps its
-//! jobs, and a reply that keeps its frames.
+//! jobs, a reply that keeps its frames, one that is gone, and the services
+//! over a given store.
 
 use super::*;
+use crate::memory::{MemoryConnections, MemoryStore};
 use std::sync::Mutex;
+
+/// The services over `store` (and an in-memory connection map), with the
+/// fan-out jobs they dispatch.
+pub(super) fn chat_over(store: Arc<MemoryStore>, messages: MessageDelivery) -> (Chat, Arc<Jobs>) {
+    let jobs = Arc::new(Jobs::default());
+    let chat = Chat::new(
+        store,
+        Arc::new(MemoryConnections::new()),
+        jobs.clone(),
+        messages,
+    );
+    (chat, jobs)
+}
 
 /// Keeps the fan-out jobs the services dispatch.
 #[derive(Default)]

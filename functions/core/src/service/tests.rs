@@ -1,20 +1,13 @@
 //! Unit tests of the services over the in-memory store: the rules that
 //! live in chat-core, each checked where it is written.
 
-use super::test_support::{Answers, Jobs};
+use super::test_support::{chat_over, Answers, Jobs};
 use super::*;
-use crate::memory::{MemoryConnections, MemoryStore};
+use crate::memory::MemoryStore;
 use crate::protocol::MAX_GROUP_MEMBERS;
 
 fn chat(messages: MessageDelivery) -> (Chat, Arc<Jobs>) {
-    let jobs = Arc::new(Jobs::default());
-    let chat = Chat::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(MemoryConnections::new()),
-        jobs.clone(),
-        messages,
-    );
-    (chat, jobs)
+    chat_over(Arc::new(MemoryStore::new()), messages)
 }
 
 fn session(user: &str) -> Session {
@@ -175,13 +168,7 @@ async fn a_resent_client_msg_id_replays_the_original_ack_and_delivers_the_same_m
 #[tokio::test]
 async fn a_resend_of_a_message_older_than_5_minutes_is_acked_but_not_delivered_again() {
     let store = Arc::new(MemoryStore::new());
-    let jobs = Arc::new(Jobs::default());
-    let chat = Chat::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        jobs.clone(),
-        MessageDelivery::Dispatch,
-    );
+    let (chat, jobs) = chat_over(store.clone(), MessageDelivery::Dispatch);
     // The original, stored 6 minutes ago (and delivered then).
     store
         .append(crate::ports::NewMessage {

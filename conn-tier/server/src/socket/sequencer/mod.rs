@@ -25,7 +25,7 @@
 //!   from the store after the held ones, with or without a `sync` (its
 //!   replay may end below them);
 //! - a store read (a gap, what the hold dropped, a late sync's backfill)
-//!   that would take more than the hold's byte limit closes the connection
+//!   that would take more than the outbound limit (at least 3 MiB) closes the connection
 //!   with 1008 instead: memory stays bounded, and the client's next `sync`
 //!   replays from its position;
 //! - the connection's own sends race the messages around them (an ack
@@ -33,23 +33,21 @@
 //!   last id is remembered until the sequence gets there, and a message
 //!   with a gap before it waits while answers are owed ([`Waiting`]),
 //!   rather than reading the store for what is only the connection's own.
+//!
+//! # Layout
+//! - this file: [`Sequencer`], its spans, the hold and `sync`;
+//! - `fill`: the store reads that fill a gap, and their bound;
+//! - `waiting`: parked messages and acks ahead of the sequence;
+//! - `tests`: one test per rule, over the in-memory store.
 
-use super::close_msg;
-use crate::limits::close;
 use crate::outbox::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;
+use fill::{ReadEnd, MIN_READ_BYTES};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Most messages read from the store at once to fill a gap.
-const FILL_PAGE: usize = 500;
-
-/// Most messages parked, and most early acks remembered, per connection
-/// ([`Waiting`]): each answer or message the writer takes looks through
-/// the parked ones.
-const MAX_WAITING: usize = 64;
+use waiting::{Waiting, MAX_WAITING};
 
 /// Counters a test or a metric can read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -97,27 +95,6 @@ enum Later {
     Unpark(Vec<Message>),
 }
 
-/// What keeps a connection's own sends from looking like gaps. Its acks
-/// come on another path than the messages around them, so the two race:
-/// at 10,000 messages/s, 4 messages in 10 found a "gap" that was only the
-/// connection's own send, and read the store for nothing
-/// (docs/benchmarks.md, "The store's writer"). Boxed: empty most of the
-/// time, and one word otherwise in every writer's future. Both lists are
-/// capped ([`MAX_WAITING`]); past the cap the store is read, as before.
-#[derive(Default)]
-struct Waiting {
-    /// Messages that came with a gap before them while answers to the
-    /// connection's frames were owed (its ack may be among them), in
-    /// arrival order, each with the answers owed when it came. Each goes
-    /// out when its gap closes, or is filled from the store once every
-    /// answer owed when it came is written (then the gap is someone
-    /// else's).
-    parked: Vec<(Seq, Utf8Bytes, u64)>,
-    /// The connection's own ids whose ack came before the message below
-    /// them: the sequence takes them in when it gets there.
-    acked_ahead: Vec<Seq>,
-}
-
 pub struct Sequencer {
     /// Where gaps are filled from; `None` passes messages through unordered
     /// (Lambda mode, where the functions keep order).
@@ -157,26 +134,6 @@ pub struct Sequencer {
     behind: bool,
     pub stats: SequencerStats,
 }
-
-/// How a store read ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
-    Complete,
-    /// The store failed: the frames so far, logged.
-    Failed,
-    /// Past `max_held_bytes`: the connection is too far behind.
-    TooMuch,
-}
-
-/// The least one store read may bring, whatever the outbound limit: a
-/// sync's whole replay of one conversation (200 messages of 10 KB, as
-/// frames) and some live ones after it. A smaller limit would
-/// close, on every reconnect, a connection whose held message pulls in
-/// its replay, and it could never catch up.
-pub const MIN_READ_BYTES: usize = 3 << 20;
-
-/// Why the connection is closed when a read is too big.
-const TOO_FAR_BEHIND: &str = "too slow: too far behind; reconnect and sync";
 
 impl Sequencer {
     pub fn new(store: Option<Arc<dyn Store>>, me: &str, user: &str, max_held_bytes: usize) -> Self {
@@ -283,74 +240,6 @@ impl Sequencer {
         self.release(frames).map_err(Later::Unpark)
     }
 
-    /// Parks `gap`'s message if answers are owed and the parked bytes
-    /// allow; `Err` to fill it from the store now instead.
-    fn park(&mut self, gap: Gap, answers_due: u64) -> Result<(), Later> {
-        // At most 64 of them: summed when needed, not kept.
-        let (parked, parked_bytes) = self.waiting.as_ref().map_or((0, 0), |w| {
-            let bytes = w.parked.iter().map(|(_, t, _)| t.len()).sum();
-            (w.parked.len(), bytes)
-        });
-        if self.answers_written >= answers_due
-            || parked >= MAX_WAITING
-            || parked_bytes + gap.text.len() > self.max_held_bytes
-        {
-            return Err(Later::Fill(gap));
-        }
-        let w = self.waiting.get_or_insert_default();
-        w.parked.push((gap.seq, gap.text, answers_due));
-        Ok(())
-    }
-
-    /// Goes down the parked list after `frames`: a message whose gap has
-    /// closed goes out, a repeat is dropped, one still waiting stays. If
-    /// one's wait is over with its gap still open, it needs the store:
-    /// `Err` with the frames so far, the rest parked again in order.
-    fn release(&mut self, mut frames: Vec<Message>) -> Result<Vec<Message>, Vec<Message>> {
-        let mut keep = match self.waiting.as_mut() {
-            Some(w) if !w.parked.is_empty() => std::mem::take(&mut w.parked),
-            _ => return Ok(frames),
-        };
-        let mut needs_store = false;
-        // Again while one goes out: it may close an earlier one's gap.
-        let mut moved = true;
-        while moved && !needs_store {
-            moved = false;
-            let mut items = std::mem::take(&mut keep).into_iter();
-            for (seq, text, due) in items.by_ref() {
-                match self.admit_now(seq, text) {
-                    Ok(out) => {
-                        moved = true;
-                        frames.extend(out);
-                    }
-                    Err(gap) => {
-                        keep.push((gap.seq, gap.text, due));
-                        if self.answers_written >= due {
-                            needs_store = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            keep.extend(items);
-        }
-        let w = self.waiting.get_or_insert_default();
-        w.parked = keep;
-        self.tidy();
-        if needs_store {
-            Err(frames)
-        } else {
-            Ok(frames)
-        }
-    }
-
-    /// Frees the box once nothing waits.
-    fn tidy(&mut self) {
-        if matches!(&self.waiting, Some(w) if w.parked.is_empty() && w.acked_ahead.is_empty()) {
-            self.waiting = None;
-        }
-    }
-
     /// Finishes `later`, then what is parked: each message out once its
     /// gap closes, or read from the store in order once its wait is over.
     async fn finish(&mut self, later: Later) -> Vec<Message> {
@@ -401,21 +290,6 @@ impl Sequencer {
         }
         out.extend(self.go_live().await);
         out
-    }
-
-    /// A read was too big: the frames so far (in order, without a hole),
-    /// then the close; nothing more is written.
-    fn too_far_behind(&mut self, mut frames: Vec<Message>) -> Vec<Message> {
-        tracing::info!(
-            max_bytes = self.max_read_bytes,
-            "a connection is too far behind to catch up in memory; closing"
-        );
-        self.behind = true;
-        self.held = None;
-        self.dropped = None;
-        self.waiting = None;
-        frames.push(close_msg(close::POLICY, TOO_FAR_BEHIND));
-        frames
     }
 
     /// Releases the held messages, in order of arrival, through `admit`.
@@ -486,36 +360,6 @@ impl Sequencer {
         }
     }
 
-    /// The conversation's sequence moved on: own ids acked ahead of it that
-    /// now follow on are taken in.
-    fn absorb(&mut self, conv: &str) {
-        let Some(w) = self.waiting.as_mut() else {
-            return;
-        };
-        if w.acked_ahead.is_empty() {
-            return;
-        }
-        let Some(span) = self.spans.get_mut(conv) else {
-            return;
-        };
-        loop {
-            let before = span.last;
-            w.acked_ahead.retain(|s| {
-                if s.conversation_id != conv {
-                    return true;
-                }
-                if s.message_id == span.last + 1 {
-                    span.last = s.message_id;
-                }
-                s.message_id > span.last
-            });
-            if span.last == before {
-                break;
-            }
-        }
-        self.tidy();
-    }
-
     /// `admit` without the store: the frames, or the gap to fill first.
     fn admit_now(&mut self, seq: Seq, text: Utf8Bytes) -> Result<Vec<Message>, Gap> {
         if self.store.is_none() {
@@ -550,55 +394,6 @@ impl Sequencer {
         Ok(self.next_in_sequence(seq, text, Vec::new()))
     }
 
-    async fn fill_then_admit(&mut self, gap: Gap) -> Vec<Message> {
-        let Gap {
-            seq,
-            text,
-            mut last,
-            from_join,
-        } = gap;
-        if from_join {
-            last = self.join_point(&seq).await;
-            self.spans.insert(
-                seq.conversation_id.clone(),
-                Span {
-                    first: last + 1,
-                    last,
-                },
-            );
-        }
-        let (out, end) = self.read(&seq.conversation_id, last, seq.message_id).await;
-        self.stats.filled += out.len() as u64;
-        chat_core::metrics::gap_read(match (end, out.is_empty()) {
-            (ReadEnd::Failed, _) => "failed",
-            (ReadEnd::TooMuch, _) => "too_much",
-            (ReadEnd::Complete, true) => "own_only",
-            (ReadEnd::Complete, false) => "messages",
-        });
-        if end == ReadEnd::TooMuch {
-            return self.too_far_behind(out);
-        }
-        self.next_in_sequence(seq, text, out)
-    }
-
-    /// Where this user's part of `seq`'s conversation starts: the newest id
-    /// when they joined (not found, or unreadable: just below `seq`, as
-    /// before, so nothing is sent twice).
-    async fn join_point(&self, seq: &Seq) -> u64 {
-        let below = seq.message_id - 1;
-        let Some(store) = &self.store else {
-            return below;
-        };
-        match store.membership(&self.user, &seq.conversation_id).await {
-            Ok(Some(m)) => m.joined_at_id.min(below),
-            Ok(None) => below,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a join point; the sequence starts at the first message seen");
-                below
-            }
-        }
-    }
-
     /// `seq` goes out after `out` (what filled the gap before it): the
     /// conversation's sequence now ends at its id.
     fn next_in_sequence(
@@ -623,47 +418,10 @@ impl Sequencer {
         out.push(Message::Text(text));
         out
     }
-
-    /// The messages of `conv` strictly between `after` and `before`, from
-    /// the store, as frames, except the connection's own (it holds their
-    /// acks), and how the read ended. A failed read is logged and ends
-    /// early: the sequence goes on, and `sync` fills what is missing. One
-    /// past `max_read_bytes` stops there ([`ReadEnd::TooMuch`]): the
-    /// caller closes the connection.
-    async fn read(&self, conv: &str, after: u64, before: u64) -> (Vec<Message>, ReadEnd) {
-        let Some(store) = &self.store else {
-            return (vec![], ReadEnd::Complete);
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        let mut cursor = after;
-        while cursor + 1 < before {
-            let want = ((before - cursor - 1) as usize).min(FILL_PAGE);
-            let page = match store.messages_after(conv, cursor, want).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the messages missing on a connection");
-                    return (out, ReadEnd::Failed);
-                }
-            };
-            let Some(end) = page.last().map(|m| m.message_id) else {
-                break;
-            };
-            for m in page {
-                if m.message_id < before && m.origin.as_deref() != Some(self.me.as_str()) {
-                    let text = Utf8Bytes::from(ServerFrame::Message(m.view()).to_json());
-                    bytes += text.len();
-                    if bytes > self.max_read_bytes {
-                        return (out, ReadEnd::TooMuch);
-                    }
-                    out.push(Message::Text(text));
-                }
-            }
-            cursor = end;
-        }
-        (out, ReadEnd::Complete)
-    }
 }
+
+mod fill;
+mod waiting;
 
 #[cfg(test)]
 mod tests;

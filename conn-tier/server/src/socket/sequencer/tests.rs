@@ -388,7 +388,7 @@ async fn a_gap_bigger_than_the_outbound_limit_closes_the_connection_instead_of_r
     let out = s.order(msg(40), IDLE).await;
     assert_eq!(texts(&out[..out.len() - 1]), [3, 4, 5], "in order, no hole");
     assert!(
-        matches!(out.last(), Some(Message::Close(Some(f))) if f.code == close::POLICY),
+        matches!(out.last(), Some(Message::Close(Some(f))) if f.code == crate::limits::close::POLICY),
         "{out:?}"
     );
     // Nothing after the close.

@@ -2,11 +2,13 @@
 //! `gap` frame, and a failed read that must not end in `synced`. Over the
 //! in-memory store; the end-to-end tests run the same over real sockets.
 
-use super::test_support::{Answers, Jobs};
+use super::test_support::{chat_over, Answers, Jobs};
 use super::*;
-use crate::memory::{MemoryConnections, MemoryStore};
+use crate::memory::MemoryStore;
 use crate::protocol::ReceivedItem;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
+
+mod simulation;
 
 struct World {
     chat: Chat,
@@ -16,14 +18,17 @@ struct World {
 
 fn world() -> World {
     let store = Arc::new(MemoryStore::new());
-    let jobs = Arc::new(Jobs::default());
-    let chat = Chat::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        jobs.clone(),
-        MessageDelivery::Dispatch,
-    );
+    let (chat, jobs) = chat_over(store.clone(), MessageDelivery::Dispatch);
     World { chat, store, jobs }
+}
+
+/// A group `creator` makes with `members`: its id.
+async fn group(w: &World, creator: &Session, members: &[&str]) -> String {
+    let members = members.iter().map(|m| m.to_string()).collect();
+    match w.chat.create_group(creator, "g".into(), members).await {
+        Ok(ServerFrame::Group { group_id, .. }) => group_id,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn on(user: &str, device: Option<&str>) -> Session {
@@ -137,14 +142,7 @@ async fn a_device_offline_gets_what_another_device_answered() {
 async fn a_device_offline_gets_what_another_device_read_in_a_group() {
     let w = world();
     let carol = on("carol", None);
-    let g = w
-        .chat
-        .create_group(&carol, "g".into(), vec!["alice".into(), "bob".into()])
-        .await
-        .unwrap();
-    let ServerFrame::Group { group_id, .. } = g else {
-        panic!()
-    };
+    let group_id = group(&w, &carol, &["alice", "bob"]).await;
     let to = format!("group:{group_id}");
     let (phone, laptop) = two_devices(&w).await;
     let (c, _) = send(&w, &carol, &to, "1").await;
@@ -264,14 +262,7 @@ async fn a_device_1000_behind_gets_the_newest_200_and_a_gap() {
 async fn a_device_rejoining_a_group_moves_on_from_the_new_join_point() {
     let w = world();
     let carol = on("carol", None);
-    let ServerFrame::Group { group_id, .. } = w
-        .chat
-        .create_group(&carol, "g".into(), vec!["alice".into()])
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let group_id = group(&w, &carol, &["alice"]).await;
     let to = format!("group:{group_id}");
     let c = format!("grp#{group_id}");
     let phone = on("alice", Some("phone"));
@@ -428,14 +419,7 @@ async fn received_from_a_device_no_sync_made_known_is_refused_and_makes_no_devic
 async fn a_sync_never_starts_below_the_join_point_even_if_the_newest_id_read_is_older() {
     let w = world();
     let carol = on("carol", None);
-    let ServerFrame::Group { group_id, .. } = w
-        .chat
-        .create_group(&carol, "g".into(), vec!["bob".into()])
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let group_id = group(&w, &carol, &["bob"]).await;
     let to = format!("group:{group_id}");
     for i in 1..=5 {
         send(&w, &carol, &to, &i.to_string()).await;
@@ -479,235 +463,4 @@ async fn a_failed_read_ends_the_sync_with_an_error_not_synced() {
     w.store.fail_reads_of(None);
     let (ids, _) = sync(&w, &on("alice", Some("phone"))).await;
     assert_eq!(ids["dm#alice#carol"], vec![1]);
-}
-
-/// A seeded xorshift: the same interleavings on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// One device in the simulation: online or not, what it holds, and what a
-/// client library knows of its current connection.
-struct Device {
-    session: Session,
-    online: bool,
-    /// Per conversation, every id it got (live, own acks, replays).
-    held: HashMap<String, BTreeSet<u64>>,
-    /// Per conversation, the first id this connection got, a message or
-    /// the ack of its own send: where the client's run starts (as the JS
-    /// library and the CLI keep it).
-    first_this_connection: HashMap<String, u64>,
-    /// Where it stood at its first sync, per conversation (the read
-    /// watermark, never below the join point): it must end up holding
-    /// every id above. `None` before that sync.
-    start: Option<HashMap<String, u64>>,
-}
-
-impl Device {
-    fn got(&mut self, conv: &str, id: u64) {
-        self.held.entry(conv.to_string()).or_default().insert(id);
-        self.first_this_connection
-            .entry(conv.to_string())
-            .or_insert(id);
-    }
-
-    /// The run it tells with `received`: the ids it holds without a hole
-    /// around the first one this connection got.
-    fn run(&self, conv: &str) -> Option<(u64, u64)> {
-        let first = *self.first_this_connection.get(conv)?;
-        let held = self.held.get(conv)?;
-        let (mut from, mut up_to) = (first, first);
-        while from > 1 && held.contains(&(from - 1)) {
-            from -= 1;
-        }
-        while held.contains(&(up_to + 1)) {
-            up_to += 1;
-        }
-        Some((from, up_to))
-    }
-
-    /// A new connection, and its sync.
-    async fn connect(&mut self, w: &World) {
-        self.online = true;
-        self.first_this_connection.clear();
-        if self.start.is_none() {
-            let user = self.session.user_id.as_str();
-            let states = w.store.conversations(user).await.unwrap();
-            self.start = Some(
-                states
-                    .iter()
-                    .map(|s| {
-                        let m = &s.membership;
-                        (m.conversation_id.clone(), m.acked_up_to.max(m.joined_at_id))
-                    })
-                    .collect(),
-            );
-        }
-        let (ids, gaps) = sync(w, &self.session).await;
-        assert!(gaps.is_empty(), "fewer than 200 behind");
-        for (conv, got) in ids {
-            for id in got {
-                self.got(&conv, id);
-            }
-        }
-    }
-}
-
-#[tokio::test]
-async fn every_device_ends_up_with_every_message_whatever_the_interleaving() {
-    for seed in 1..=40u64 {
-        let w = world();
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let group = {
-            let f = w
-                .chat
-                .create_group(
-                    &on("carol", None),
-                    "g".into(),
-                    vec!["alice".into(), "bob".into()],
-                )
-                .await
-                .unwrap();
-            let ServerFrame::Group { group_id, .. } = f else {
-                panic!()
-            };
-            group_id
-        };
-        let targets = ["user:bob".to_string(), format!("group:{group}")];
-        let mut devices: Vec<Device> = [("alice", "phone"), ("alice", "laptop"), ("bob", "phone")]
-            .iter()
-            .map(|(u, d)| Device {
-                session: on(u, Some(d)),
-                online: false,
-                held: HashMap::new(),
-                first_this_connection: HashMap::new(),
-                start: None,
-            })
-            .collect();
-        let others = [on("carol", None), on("bob", None)];
-        let mut delivered = 0;
-        for _ in 0..120 {
-            // Live delivery of what was sent meanwhile, to online devices;
-            // one in 8 is lost on its way (a failed post, a dying socket).
-            let jobs: Vec<FanoutJob> = w.jobs.0.lock().unwrap().drain(..).collect();
-            for job in jobs {
-                let ServerFrame::Message(m) = &job.frame else {
-                    continue;
-                };
-                for d in devices.iter_mut().filter(|d| d.online) {
-                    if rng.below(8) == 0 {
-                        continue;
-                    }
-                    let member = w
-                        .store
-                        .membership(d.session.user_id.as_str(), &m.conversation_id)
-                        .await
-                        .unwrap()
-                        .is_some();
-                    if member && job.except_connection.as_deref() != Some(&d.session.connection_id)
-                    {
-                        d.got(&m.conversation_id, m.message_id);
-                    }
-                }
-                delivered += 1;
-            }
-            let i = rng.below(devices.len() as u64) as usize;
-            match rng.below(6) {
-                0 => devices[i].online = false,
-                1 => devices[i].connect(&w).await,
-                2 if devices[i].online => {
-                    let to = &targets[rng.below(2) as usize];
-                    let d = &mut devices[i];
-                    if let Ok(ServerFrame::Ack {
-                        conversation_id,
-                        message_id,
-                        ..
-                    }) = w
-                        .chat
-                        .send(
-                            &d.session,
-                            to,
-                            format!("s{seed}-{delivered}-{i}"),
-                            "x".into(),
-                        )
-                        .await
-                    {
-                        d.got(&conversation_id, message_id);
-                    }
-                }
-                3 if devices[i].online => {
-                    // Read everything it holds.
-                    let d = &devices[i];
-                    for (conv, ids) in &d.held {
-                        if let Some(&last) = ids.last() {
-                            let _ = w.chat.ack(&d.session, conv, last).await;
-                        }
-                    }
-                }
-                4 if devices[i].online => {
-                    // Tell the server what it keeps, as the JS library does.
-                    let d = &devices[i];
-                    let items: Vec<ReceivedItem> = d
-                        .first_this_connection
-                        .keys()
-                        .filter_map(|c| {
-                            let (from, up_to) = d.run(c)?;
-                            Some(ReceivedItem {
-                                conversation_id: c.clone(),
-                                from,
-                                up_to,
-                            })
-                        })
-                        .collect();
-                    if !items.is_empty() {
-                        w.chat.received(&d.session, &items).await.unwrap();
-                    }
-                }
-                _ => {
-                    let s = &others[rng.below(2) as usize];
-                    let to = if rng.below(2) == 0 {
-                        format!("group:{group}")
-                    } else {
-                        "user:alice".to_string()
-                    };
-                    let _ = w
-                        .chat
-                        .send(
-                            s,
-                            &to,
-                            format!("o{seed}-{delivered}-{}", rng.below(1 << 30)),
-                            "y".into(),
-                        )
-                        .await;
-                }
-            }
-        }
-        // Everyone comes back and syncs once more.
-        for d in &mut devices {
-            d.connect(&w).await;
-            let user = d.session.user_id.as_str();
-            for state in w.store.conversations(user).await.unwrap() {
-                let conv = &state.membership.conversation_id;
-                let start = d.start.as_ref().unwrap().get(conv).copied();
-                let start = start.unwrap_or(state.membership.joined_at_id);
-                let held = d.held.get(conv);
-                let missing: Vec<u64> = (start + 1..=state.last_message_id)
-                    .filter(|id| !held.is_some_and(|h| h.contains(id)))
-                    .collect();
-                assert!(
-                    missing.is_empty(),
-                    "seed {seed}: {} of {} misses {missing:?} of {conv}",
-                    d.session.device_id.as_ref().unwrap(),
-                    d.session.user_id
-                );
-            }
-        }
-    }
 }
