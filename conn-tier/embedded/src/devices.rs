@@ -6,7 +6,7 @@ use crate::batch::{Cursors, Devices};
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
-use chat_core::ports::{CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::ports::{remembered, CursorMove, DeviceStore, MAX_DEVICES};
 use chat_core::Result;
 use redb::ReadableTable;
 use std::collections::HashMap;
@@ -73,7 +73,7 @@ impl DeviceStore for EmbeddedStore {
             if before.is_none() {
                 forget_extra(devices, cursors, &user, &device)?;
             }
-            Ok(before.is_some_and(|b| b.saturating_add(CURSOR_TTL_MS) > now_ms))
+            Ok(before.is_some_and(|b| remembered(b, now_ms)))
         })
         .await
     }
@@ -82,7 +82,7 @@ impl DeviceStore for EmbeddedStore {
         self.read(|txn| {
             let t = txn.open_table(DEVICES).map_err(db)?;
             let used = t.get((user, device)).map_err(db)?.map(|g| g.value());
-            Ok(used.is_some_and(|u| u.saturating_add(CURSOR_TTL_MS) > now_ms))
+            Ok(used.is_some_and(|u| remembered(u, now_ms)))
         })
     }
 
@@ -99,7 +99,7 @@ impl DeviceStore for EmbeddedStore {
             {
                 let (k, v) = row.map_err(db)?;
                 let (up_to, moved) = v.value();
-                if moved.saturating_add(CURSOR_TTL_MS) > now_ms {
+                if remembered(moved, now_ms) {
                     out.insert(k.value().2.to_string(), up_to);
                 }
             }
@@ -124,7 +124,7 @@ impl DeviceStore for EmbeddedStore {
                 .get(key)
                 .map_err(db)?
                 .map(|g| g.value())
-                .filter(|(_, moved)| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+                .filter(|(_, moved)| remembered(*moved, now_ms))
                 .map(|(at, _)| at);
             let moves = mv.moves(current);
             if moves {

@@ -327,7 +327,7 @@ impl DeviceStore for MemoryStore {
         let mut g = self.lock();
         let devices = g.devices.entry(user.to_string()).or_default();
         if let Some(d) = devices.get_mut(device) {
-            let known = d.last_used_ms.saturating_add(CURSOR_TTL_MS) > now_ms;
+            let known = remembered(d.last_used_ms, now_ms);
             d.last_used_ms = d.last_used_ms.max(now_ms);
             return Ok(known);
         }
@@ -357,7 +357,7 @@ impl DeviceStore for MemoryStore {
         Ok(g.devices
             .get(user)
             .and_then(|ds| ds.get(device))
-            .is_some_and(|d| d.last_used_ms.saturating_add(CURSOR_TTL_MS) > now_ms))
+            .is_some_and(|d| remembered(d.last_used_ms, now_ms)))
     }
 
     async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
@@ -367,7 +367,7 @@ impl DeviceStore for MemoryStore {
         };
         Ok(d.cursors
             .iter()
-            .filter(|(_, (_, moved))| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+            .filter(|(_, (_, moved))| remembered(*moved, now_ms))
             .map(|(c, (up_to, _))| (c.clone(), *up_to))
             .collect())
     }
@@ -391,7 +391,7 @@ impl DeviceStore for MemoryStore {
         let current = d
             .cursors
             .get(conv)
-            .filter(|(_, moved)| moved.saturating_add(CURSOR_TTL_MS) > now_ms)
+            .filter(|(_, moved)| remembered(*moved, now_ms))
             .map(|(at, _)| *at);
         if !mv.moves(current) {
             return Ok(false);

@@ -274,6 +274,12 @@ pub const MAX_DEVICES: usize = 20;
 /// treated as new to that conversation.
 pub const CURSOR_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
 
+/// Whether a device used, or a cursor moved, at `at_ms` is still
+/// remembered at `now_ms` (within [`CURSOR_TTL_MS`]): every store asks it.
+pub fn remembered(at_ms: u64, now_ms: u64) -> bool {
+    at_ms.saturating_add(CURSOR_TTL_MS) > now_ms
+}
+
 /// A move of a device's delivery cursor in one conversation: the device
 /// holds every id from `from` to `up_to`. It moves the cursor only forward
 /// and only if that run reaches down to where the device stands (`from` at

@@ -10,7 +10,7 @@ use crate::request::{call, conditional, Written};
 use crate::schema::DEVICE_PREFIX;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity, ReturnValue};
-use chat_core::ports::{CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::ports::{remembered, CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
 use chat_core::Result;
 use std::collections::HashMap;
 
@@ -28,7 +28,7 @@ fn used_lately(item: &HashMap<String, Av>, now_ms: u64) -> bool {
     item.get("last_used")
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse::<u64>().ok())
-        .is_some_and(|t| t.saturating_add(CURSOR_TTL_MS) > now_ms)
+        .is_some_and(|t| remembered(t, now_ms))
 }
 
 /// What a device or cursor item is metered as (it is small).
@@ -154,7 +154,7 @@ impl DeviceStore for DynamoStore {
         for i in self.user_items(user, &CursorItem::prefix(device)).await? {
             let c: CursorItem = from_item(&self.users, i)?;
             // The TTL deletes late (up to days): expired is gone.
-            if c.moved_at.saturating_add(CURSOR_TTL_MS) <= now_ms {
+            if !remembered(c.moved_at, now_ms) {
                 continue;
             }
             if let Some(conv) = c.conversation(device) {
