@@ -49,14 +49,11 @@ fn kept_in(dir: Option<PathBuf>, user: &UserId) -> DeviceId {
     fresh
 }
 
-/// `cli-` and 16 hex digits from the clock and the process id.
+/// A fresh id from the clock and the process id, as fresh message ids are
+/// made (`cli-<hex>-1`, under 40 characters of the device id alphabet).
 fn new_id() -> DeviceId {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mixed = nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15;
-    DeviceId::parse(&format!("cli-{mixed:016x}")).expect("a valid device id")
+    let id = crate::outgoing::MsgIds::from_clock().fresh();
+    DeviceId::parse(&id).expect("hex digits, `cli-` and `-` make a valid device id")
 }
 
 /// `url` with `?device=` (or `&device=`) added.

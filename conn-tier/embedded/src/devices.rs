@@ -6,17 +6,14 @@ use crate::batch::{Cursors, Devices};
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
-use chat_core::ports::{remembered, CursorMove, DeviceStore, MAX_DEVICES};
+use chat_core::ports::{devices_to_forget, remembered, CursorMove, DeviceStore};
 use chat_core::Result;
 use redb::ReadableTable;
 use std::collections::HashMap;
 use std::ops::Bound;
 
-/// The keys of `user`'s rows in a (user, …) table: every second element.
-const END: &str = "\u{10FFFF}";
-
 /// Forgets the least recently used devices of `user` beyond
-/// [`MAX_DEVICES`] (never `keep`), with their cursors.
+/// [`MAX_DEVICES`](chat_core::ports::MAX_DEVICES) (never `keep`), with their cursors.
 fn forget_extra(
     devices: &mut Devices<'_>,
     cursors: &mut Cursors<'_>,
@@ -25,23 +22,21 @@ fn forget_extra(
 ) -> Result<()> {
     let mut mine: Vec<(u64, String)> = Vec::new();
     for row in devices
-        .range::<(&str, &str)>((Bound::Included((user, "")), Bound::Included((user, END))))
+        .range::<(&str, &str)>((
+            Bound::Included((user, "")),
+            Bound::Included((user, PAST_ANY_ID)),
+        ))
         .map_err(db)?
     {
         let (k, v) = row.map_err(db)?;
         mine.push((v.value(), k.value().1.to_string()));
     }
-    if mine.len() <= MAX_DEVICES {
-        return Ok(());
-    }
-    mine.sort();
-    let extra = mine.len() - MAX_DEVICES;
-    for (_, device) in mine.into_iter().filter(|(_, d)| d != keep).take(extra) {
+    for device in devices_to_forget(mine, keep) {
         devices.remove((user, device.as_str())).map_err(db)?;
         let stale: Vec<String> = cursors
             .range::<(&str, &str, &str)>((
                 Bound::Included((user, device.as_str(), "")),
-                Bound::Included((user, device.as_str(), END)),
+                Bound::Included((user, device.as_str(), PAST_ANY_ID)),
             ))
             .map_err(db)?
             .map(|r| r.map(|(k, _)| k.value().2.to_string()))
@@ -93,7 +88,7 @@ impl DeviceStore for EmbeddedStore {
             for row in t
                 .range::<(&str, &str, &str)>((
                     Bound::Included((user, device, "")),
-                    Bound::Included((user, device, END)),
+                    Bound::Included((user, device, PAST_ANY_ID)),
                 ))
                 .map_err(db)?
             {

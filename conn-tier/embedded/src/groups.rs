@@ -25,7 +25,7 @@ pub(crate) fn read<
     let body: GroupBody = dec(body.value())?;
     let mut list = Vec::new();
     for row in members
-        .range((group_id, "")..(group_id, "\u{7f}"))
+        .range((group_id, "")..(group_id, PAST_ANY_ID))
         .map_err(db)?
     {
         let (_, v) = row.map_err(db)?;

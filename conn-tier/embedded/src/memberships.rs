@@ -57,7 +57,7 @@ pub(crate) fn page(
         None => Bound::Included((user, "")),
     };
     let mut rows = users
-        .range::<(&str, &str)>((lower, Bound::Excluded((user, "\u{7f}"))))
+        .range::<(&str, &str)>((lower, Bound::Excluded((user, PAST_ANY_ID))))
         .map_err(db)?;
     let mut out = Vec::new();
     for row in rows.by_ref().take(limit) {

@@ -6,6 +6,10 @@ use chat_core::{Error, Result};
 use redb::TableDefinition;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+/// Sorts after every id (ids are printable ASCII): the upper end of a
+/// range over one key's rows, as in `(user, "")..(user, PAST_ANY_ID)`.
+pub(crate) const PAST_ANY_ID: &str = "\u{7f}";
+
 /// messages: (conversation_id, message_id) -> MessageBody
 pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// conversation_id -> newest message_id (the id allocator)

@@ -120,7 +120,7 @@ async fn require_signature(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let mut signed = sigv4::Request {
+    let signed = sigv4::Request {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
@@ -129,9 +129,10 @@ async fn require_signature(
     };
     // The headers first: an unsigned, stale or unknown-key request is
     // refused before a byte of its body is read.
-    if let Err(why) = sigv4::precheck(&signed, credential) {
-        return forbidden(&why);
-    }
+    let checked = match sigv4::precheck(&signed, credential) {
+        Ok(checked) => checked,
+        Err(why) => return forbidden(&why),
+    };
     let announced = announced_body(&parts.headers);
     if announced > MAX_BODY {
         return too_large();
@@ -162,8 +163,11 @@ async fn require_signature(
                     .into_response()
             }
         };
-    signed.body = &bytes;
-    if let Err(why) = sigv4::verify(&signed, credential) {
+    let with_body = sigv4::Request {
+        body: &bytes,
+        ..signed
+    };
+    if let Err(why) = sigv4::verify_prechecked(&with_body, credential, checked) {
         return forbidden(&why);
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))

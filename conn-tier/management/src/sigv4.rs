@@ -392,7 +392,17 @@ pub fn precheck<'r>(
 
 /// Verifies `r` against `cred`, at time `now` (seconds since the epoch).
 pub fn verify_at(r: &Request<'_>, cred: &Credential, now: u64) -> Result<(), Rejected> {
-    let (a, amz_date) = precheck_at(r, cred, now)?;
+    let checked = precheck_at(r, cred, now)?;
+    verify_prechecked(r, cred, checked)
+}
+
+/// Verifies the signature of `r`, whose headers [`precheck`] already
+/// passed (what it returned): the body's hash, then the signature.
+pub fn verify_prechecked(
+    r: &Request<'_>,
+    cred: &Credential,
+    (a, amz_date): (Authorization<'_>, &str),
+) -> Result<(), Rejected> {
     let body_hash = hex_sha256(r.body);
     let payload_hash = match r.header("x-amz-content-sha256") {
         Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_string(),

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub enum Refusal {
     /// HTTP 401: no valid token.
     Unauthorized(String),
+    /// HTTP 401: `?device=` is not a valid device id.
+    BadDevice(String),
     /// HTTP 500: the authorizer itself failed.
     Failed(Error),
 }
@@ -54,7 +56,7 @@ pub fn parse_device(device: Option<&str>) -> Result<Option<DeviceId>, Refusal> {
     device
         .map(DeviceId::parse)
         .transpose()
-        .map_err(|e| Refusal::Unauthorized(format!("?device=: {e}")))
+        .map_err(|e| Refusal::BadDevice(format!("?device=: {e}")))
 }
 
 /// The services linked into this process (the default).
@@ -78,14 +80,10 @@ impl Backend for InProcess {
                 "missing token: use ?token= or Authorization: Bearer".into(),
             ));
         };
-        let mut identity = self
-            .auth
-            .verify_identity(t)
-            .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
-        if identity.device.is_none() {
-            identity.device = parse_device(device)?;
-        }
-        Ok(identity)
+        let device = parse_device(device)?;
+        self.auth
+            .identify(t, device)
+            .map_err(|e| Refusal::Unauthorized(e.to_string()))
     }
 
     async fn connect(&self, session: &Session) -> Result<(), Error> {

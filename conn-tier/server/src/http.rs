@@ -214,6 +214,22 @@ pub async fn serve_management(
     crate::listener::serve(listener, router, app.limits.direct(), shutdown).await
 }
 
+/// A 401 before the upgrade: counted, logged (rate limited per IP), and
+/// answered with `body`.
+fn unauthorized(
+    ctx: &Ctx,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    reason: &str,
+    body: &'static str,
+) -> Response {
+    chat_core::metrics::connect("unauthorized");
+    let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    if ctx.app.refusals.should_log(ip) {
+        tracing::info!(%reason, ?ip, "refused connection");
+    }
+    (StatusCode::UNAUTHORIZED, body).into_response()
+}
+
 async fn ws_handler(
     State(ctx): State<Ctx>,
     uri: Uri,
@@ -257,17 +273,20 @@ async fn ws_handler(
     let identity = match authenticated {
         Ok(i) => i,
         Err(Refusal::Unauthorized(reason)) => {
-            chat_core::metrics::connect("unauthorized");
-            let ip = peer.map(|Extension(ConnectInfo(a))| a.ip());
-            if ctx.app.refusals.should_log(ip) {
-                tracing::info!(%reason, ?ip, "refused connection");
-            }
-            let body = if reason.contains("device") {
-                "invalid device: ?device= takes 1 to 64 characters of A-Z a-z 0-9 _ . -\n"
-            } else {
-                "missing or invalid token: use ?token= or Authorization: Bearer\n"
-            };
-            return (StatusCode::UNAUTHORIZED, body).into_response();
+            return unauthorized(
+                &ctx,
+                peer,
+                &reason,
+                "missing or invalid token: use ?token= or Authorization: Bearer\n",
+            )
+        }
+        Err(Refusal::BadDevice(reason)) => {
+            return unauthorized(
+                &ctx,
+                peer,
+                &reason,
+                "invalid device: ?device= takes 1 to 64 characters of A-Z a-z 0-9 _ . -\n",
+            )
         }
         Err(Refusal::Failed(reason)) => {
             chat_core::metrics::connect("failed");

@@ -8,10 +8,10 @@
 //! The modules read in floors, each importing only those below it:
 //!
 //! ```text
-//! http → socket → app → config → backend, cluster → hub → outbox, limits, rate
+//! http → socket → app → config → backend, cluster → hub → outbox, limits
 //! ```
 //!
-//! (`listener`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
+//! (`listener`, `rate`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
 //! are leaves beside them.)
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
@@ -26,7 +26,7 @@
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes, and its
 //!   item ([`outbox::Outbound`]).
 //! - [`limits`]: per-connection limits, close codes, defaults.
-//! - [`rate`]: the token bucket (one per user, in the hub).
+//! - [`rate`]: the token bucket (one per user, in the hub; one per IP, in the listener).
 //! - [`listener`]: the accept loop of both listeners: caps in total, per IP
 //!   and per second, header-read timeout, `TCP_NODELAY`, descriptor backoff.
 //! - [`proxy_protocol`]: the client's address from a trusted load

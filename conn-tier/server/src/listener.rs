@@ -15,6 +15,7 @@
 //! checks never count against anyone's budget.
 
 use crate::proxy_protocol::{self, Cidr};
+use crate::rate::RateLimit;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -98,8 +99,17 @@ pub enum Refused {
 #[derive(Debug)]
 struct PerIp {
     open: usize,
-    tokens: f64,
-    at: Instant,
+    /// Its rate of new connections.
+    rate: RateLimit,
+}
+
+impl PerIp {
+    fn new(l: &Limits) -> Self {
+        PerIp {
+            open: 0,
+            rate: RateLimit::new(l.new_per_ip_burst, l.new_per_ip_per_sec),
+        }
+    }
 }
 
 /// Counts admitted connections; shared by a listener's connections.
@@ -120,11 +130,6 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The client's IP (the PROXY header's, behind a trusted balancer).
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
     /// Spends the connection's token of its IP's rate, once; false if
     /// the IP opens connections too fast.
     fn charge(&self) -> bool {
@@ -146,7 +151,7 @@ impl Drop for Admitted {
             Some(p) => {
                 p.open = p.open.saturating_sub(1);
                 // A full bucket and nothing open: nothing to remember.
-                p.open == 0 && p.at.elapsed() > Duration::from_secs(60)
+                p.open == 0 && p.rate.is_full()
             }
             None => false,
         };
@@ -182,11 +187,7 @@ impl Admission {
         if g.0 >= l.max_connections {
             return Err(Refused::Full);
         }
-        let p = g.1.entry(ip).or_insert(PerIp {
-            open: 0,
-            tokens: l.new_per_ip_burst as f64,
-            at: Instant::now(),
-        });
+        let p = g.1.entry(ip).or_insert_with(|| PerIp::new(l));
         if p.open >= l.max_per_ip {
             return Err(Refused::TooManyFromIp);
         }
@@ -204,20 +205,7 @@ impl Admission {
     pub fn take_token(&self, ip: IpAddr) -> bool {
         let l = &self.limits;
         let mut g = self.lock();
-        let now = Instant::now();
-        let p = g.1.entry(ip).or_insert(PerIp {
-            open: 0,
-            tokens: l.new_per_ip_burst as f64,
-            at: now,
-        });
-        let refill = now.duration_since(p.at).as_secs_f64() * l.new_per_ip_per_sec as f64;
-        p.tokens = (p.tokens + refill).min(l.new_per_ip_burst as f64);
-        p.at = now;
-        if p.tokens < 1.0 {
-            return false;
-        }
-        p.tokens -= 1.0;
-        true
+        g.1.entry(ip).or_insert_with(|| PerIp::new(l)).rate.take()
     }
 }
 

@@ -191,48 +191,44 @@ impl Authenticator {
         Ok(Identity { user, device })
     }
 
+    /// Who `token` names and the connection's device: the token's `device`
+    /// claim wins over `query_device` (`?device=`, already parsed). Both
+    /// the conn-tier upgrade and the Lambda authorizer decide with it.
+    pub fn identify(&self, token: &str, query_device: Option<DeviceId>) -> Result<Identity> {
+        let mut identity = self.verify_identity(token)?;
+        identity.device = identity.device.or(query_device);
+        Ok(identity)
+    }
+
     /// Mints a token for `user` valid for `ttl_secs` (dev tools and tests),
     /// with the configured `iss` and `aud`.
     pub fn mint(&self, user: &str, ttl_secs: i64) -> Result<String> {
-        let now = now_secs();
-        let exp = (now as i64 + ttl_secs).max(0) as u64;
-        let claims = Claims {
-            sub: user.to_string(),
-            exp,
-            iat: Some(now),
-            nbf: None,
-            iss: self.rules.issuer.clone(),
-            aud: self.rules.audience.clone(),
-            device: None,
-        };
-        self.encode(&claims)
+        self.mint_claims(user, None, ttl_secs)
     }
 
     /// Mints a token for `user` that names its device (`device` claim).
     pub fn mint_for_device(&self, user: &str, device: &str, ttl_secs: i64) -> Result<String> {
+        self.mint_claims(user, Some(device), ttl_secs)
+    }
+
+    fn mint_claims(&self, user: &str, device: Option<&str>, ttl_secs: i64) -> Result<String> {
         let now = now_secs();
-        let claims = Claims {
+        self.sign_claims(&Claims {
             sub: user.to_string(),
             exp: (now as i64 + ttl_secs).max(0) as u64,
             iat: Some(now),
             nbf: None,
             iss: self.rules.issuer.clone(),
             aud: self.rules.audience.clone(),
-            device: Some(device.to_string()),
-        };
-        self.encode(&claims)
+            device: device.map(str::to_string),
+        })
     }
 
-    /// Signs arbitrary claims (tests and tools that need a token of an
-    /// unusual shape: a future `iat`, a bad `device`).
-    pub fn sign_claims(&self, claims: &serde_json::Value) -> Result<String> {
+    /// Signs claims: this authenticator's own, or any shape a test or tool
+    /// needs (a future `iat`, a bad `device`).
+    pub fn sign_claims<T: serde::Serialize>(&self, claims: &T) -> Result<String> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|e| Error::Store(format!("signing claims: {e}")))
-    }
-
-    fn encode(&self, claims: &Claims) -> Result<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|e| Error::Store(format!("minting a token: {e}")))
+            .map_err(|e| Error::Store(format!("signing a token: {e}")))
     }
 }
 

@@ -338,16 +338,9 @@ impl DeviceStore for MemoryStore {
                 cursors: HashMap::new(),
             },
         );
-        while devices.len() > MAX_DEVICES {
-            let Some(oldest) = devices
-                .iter()
-                .filter(|(id, _)| id.as_str() != device)
-                .min_by_key(|(id, d)| (d.last_used_ms, id.to_string()))
-                .map(|(id, _)| id.clone())
-            else {
-                break;
-            };
-            devices.remove(&oldest);
+        let used = devices.iter().map(|(id, d)| (d.last_used_ms, id.clone()));
+        for old in devices_to_forget(used.collect::<Vec<_>>(), device) {
+            devices.remove(&old);
         }
         Ok(false)
     }

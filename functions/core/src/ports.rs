@@ -274,6 +274,23 @@ pub const MAX_DEVICES: usize = 20;
 /// treated as new to that conversation.
 pub const CURSOR_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
 
+/// Of a user's devices (last use, id), the ones to forget so that at most
+/// [`MAX_DEVICES`] stay: the least recently used (ties by id), never
+/// `keep` (the one in use now). Every store applies it.
+pub fn devices_to_forget(
+    devices: impl IntoIterator<Item = (u64, String)>,
+    keep: &str,
+) -> Vec<String> {
+    let mut all: Vec<(u64, String)> = devices.into_iter().collect();
+    let extra = all.len().saturating_sub(MAX_DEVICES);
+    all.sort();
+    all.into_iter()
+        .filter(|(_, d)| d != keep)
+        .take(extra)
+        .map(|(_, d)| d)
+        .collect()
+}
+
 /// Whether a device used, or a cursor moved, at `at_ms` is still
 /// remembered at `now_ms` (within [`CURSOR_TTL_MS`]): every store asks it.
 pub fn remembered(at_ms: u64, now_ms: u64) -> bool {

@@ -43,6 +43,11 @@ where
     serde_dynamo::from_item(item).map_err(|e| Error::corrupt(table, e.to_string()))
 }
 
+/// A number attribute.
+pub fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
 /// The key attributes of an item (for DeleteItem, GetItem).
 pub fn key(pairs: &[(&str, &str)]) -> Item {
     pairs

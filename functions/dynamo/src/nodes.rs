@@ -4,7 +4,7 @@
 //! connections are found through the sparse `by_node` index (a Query,
 //! never a Scan).
 
-use crate::codec::{from_item, to_item, NodeItem};
+use crate::codec::{from_item, n, to_item, NodeItem};
 use crate::config::Tables;
 use crate::conn_table::ConnectionsTable;
 use crate::schema::{BY_NODE_INDEX, BY_USER_INDEX, NODES_USER};
@@ -23,10 +23,6 @@ impl DynamoNodes {
             table: ConnectionsTable::new(tables),
         }
     }
-}
-
-fn n(v: u64) -> Av {
-    Av::N(v.to_string())
 }
 
 #[async_trait]

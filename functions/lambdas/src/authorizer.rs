@@ -34,11 +34,8 @@ pub fn authorize(
         .first("device")
         .map(str::to_string);
     let identity = token.as_deref().map(|t| {
-        let mut id = auth.verify_identity(t)?;
-        if id.device.is_none() {
-            id.device = device.as_deref().map(DeviceId::parse).transpose()?;
-        }
-        Ok::<_, chat_core::Error>(id)
+        let device = device.as_deref().map(DeviceId::parse).transpose()?;
+        auth.identify(t, device)
     });
     let (effect, principal, context) = match identity {
         Some(Ok(id)) => {

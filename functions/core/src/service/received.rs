@@ -27,18 +27,28 @@ impl Chat {
         };
         let user = &session.user_id;
         let now = now_ms();
-        let mut moves = Vec::with_capacity(items.len());
-        for item in items {
-            let conv = crate::ids::ConversationId::parse(&item.conversation_id)?.to_string();
-            let membership = self.require_member(user, &conv).await?;
-            let last = self.store.last_message_id(&conv).await?;
-            let mv = CursorMove {
-                from: item.from,
-                up_to: item.up_to.min(last),
-                floor: membership.joined_at_id,
-            };
-            moves.push((conv, mv));
-        }
+        let convs = items
+            .iter()
+            .map(|i| Ok(crate::ids::ConversationId::parse(&i.conversation_id)?.to_string()))
+            .collect::<Result<Vec<String>>>()?;
+        // Each conversation's membership and newest id, all read at once
+        // (up to 100 conversations a frame); any refusal refuses the frame
+        // before anything moves.
+        let moves = futures_util::future::try_join_all(convs.into_iter().zip(items).map(
+            |(conv, item)| async move {
+                let (membership, last) = futures_util::try_join!(
+                    self.require_member(user, &conv),
+                    self.store.last_message_id(&conv)
+                )?;
+                let mv = CursorMove {
+                    from: item.from,
+                    up_to: item.up_to.min(last),
+                    floor: membership.joined_at_id,
+                };
+                Ok::<_, Error>((conv, mv))
+            },
+        ))
+        .await?;
         if !self
             .store
             .device_known(user.as_str(), device.as_str(), now)

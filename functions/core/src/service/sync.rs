@@ -96,34 +96,33 @@ impl Chat {
         let states = self.store.conversations(session.user_id.as_str()).await?;
         let positions = self.positions(session).await?;
         let plan: Vec<Replay> = states.iter().map(|s| Replay::plan(s, &positions)).collect();
-        // A device's first sync: its position in each conversation is where
-        // the replay starts, so `received` and the next sync measure from it.
-        let first_positions: Vec<(String, u64)> = match (&positions, &session.device_id) {
-            (Positions::Watermark { new_device: true }, Some(_)) => plan
-                .iter()
-                .map(|r| (r.conversation_id.clone(), r.position))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let baselines = plan
+        let baselines: Vec<(String, u64)> = plan
             .iter()
             .map(|r| (r.conversation_id.clone(), r.from))
             .collect();
-        // Written before anything is sent: a first sync cut short must not
-        // leave a known device without positions (it would then start at
-        // the join point, not at the read watermark).
-        if let Some(device) = &session.device_id {
-            self.note_positions(session.user_id.as_str(), device.as_str(), &first_positions)
+        // A device's first sync: its position in each conversation is where
+        // the replay starts, so `received` and the next sync measure from
+        // it. Written before anything is sent: a first sync cut short must
+        // not leave a known device without positions (it would then start
+        // at the join point, not at the read watermark).
+        if let (Positions::Watermark { new_device: true }, Some(device)) =
+            (&positions, &session.device_id)
+        {
+            self.note_positions(session.user_id.as_str(), device.as_str(), &plan)
                 .await?;
         }
+        // Where each conversation's replay starts, for `go_live`.
+        let starts: HashMap<String, u64> = if self.sync_states {
+            baselines.iter().cloned().collect()
+        } else {
+            HashMap::new()
+        };
         if self.sync_states && !self.connections.begin_sync(&session.connection_id).await? {
             return Ok(()); // the connection is gone
         }
         reply.sync_started(baselines).await;
         let mut replayed = BTreeMap::new();
-        let mut starts = HashMap::new();
         for r in plan {
-            starts.insert(r.conversation_id.clone(), r.from);
             if r.last <= r.from {
                 continue;
             }
@@ -162,19 +161,18 @@ impl Chat {
     /// where the replay started. (What was replayed, the client tells with
     /// `received` once it keeps it.) One write per conversation with a
     /// position above 0, once per new device.
-    async fn note_positions(
-        &self,
-        user: &str,
-        device: &str,
-        positions: &[(String, u64)],
-    ) -> Result<()> {
+    async fn note_positions(&self, user: &str, device: &str, plan: &[Replay]) -> Result<()> {
         let now = now_ms();
-        for (conv, at) in positions {
-            if *at > 0 {
-                self.store
-                    .advance_cursor(user, device, conv, CursorMove::to(*at), now)
-                    .await?;
-            }
+        for r in plan.iter().filter(|r| r.position > 0) {
+            self.store
+                .advance_cursor(
+                    user,
+                    device,
+                    &r.conversation_id,
+                    CursorMove::to(r.position),
+                    now,
+                )
+                .await?;
         }
         Ok(())
     }

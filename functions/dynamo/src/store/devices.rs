@@ -5,18 +5,14 @@
 //! through the table's TTL 90 days after their last write.
 
 use super::DynamoStore;
-use crate::codec::{from_item, key, CursorItem, DeviceItem};
+use crate::codec::{from_item, key, n, CursorItem, DeviceItem};
 use crate::request::{call, conditional, Written};
 use crate::schema::DEVICE_PREFIX;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue as Av, ReturnConsumedCapacity, ReturnValue};
-use chat_core::ports::{remembered, CursorMove, DeviceStore, CURSOR_TTL_MS, MAX_DEVICES};
+use chat_core::ports::{devices_to_forget, remembered, CursorMove, DeviceStore, CURSOR_TTL_MS};
 use chat_core::Result;
 use std::collections::HashMap;
-
-fn n(v: u64) -> Av {
-    Av::N(v.to_string())
-}
 
 /// The TTL attribute (seconds) of an item written at `now_ms`.
 fn expiry(now_ms: u64) -> u64 {
@@ -68,34 +64,24 @@ impl DynamoStore {
     }
 
     /// Forgets the least recently used devices of `user` beyond
-    /// [`MAX_DEVICES`] (never `keep`), each with its cursors. Runs only
+    /// [`MAX_DEVICES`](chat_core::ports::MAX_DEVICES) (never `keep`), each with its cursors. Runs only
     /// when a new device appears.
     async fn forget_extra_devices(&self, user: &str, keep: &str) -> Result<()> {
-        let mut devices: Vec<DeviceItem> = self
+        let devices: Vec<DeviceItem> = self
             .user_items(user, DEVICE_PREFIX)
             .await?
             .into_iter()
             .map(|i| from_item(&self.users, i))
             .collect::<std::result::Result<_, _>>()?;
-        if devices.len() <= MAX_DEVICES {
-            return Ok(());
-        }
-        devices.sort_by(|a, b| (a.last_used, &a.device_id).cmp(&(b.last_used, &b.device_id)));
-        let extra = devices.len() - MAX_DEVICES;
-        for d in devices
-            .into_iter()
-            .filter(|d| d.device_id != keep)
-            .take(extra)
-        {
-            for c in self
-                .user_items(user, &CursorItem::prefix(&d.device_id))
-                .await?
-            {
+        let used = devices.iter().map(|d| (d.last_used, d.device_id.clone()));
+        for device in devices_to_forget(used.collect::<Vec<_>>(), keep) {
+            for c in self.user_items(user, &CursorItem::prefix(&device)).await? {
                 let c: CursorItem = from_item(&self.users, c)?;
                 self.delete_user_item(user, &c.sk).await?;
             }
-            self.delete_user_item(user, &d.sk).await?;
-            tracing::debug!(user, device = %d.device_id, "device forgotten (least recently used)");
+            self.delete_user_item(user, &DeviceItem::sort_key(&device))
+                .await?;
+            tracing::debug!(user, %device, "device forgotten (least recently used)");
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! transaction, conditional on the group's version.
 
 use super::DynamoStore;
-use crate::codec::{from_item, key, to_item, GroupMetaItem, Item, MemberItem, MembershipItem};
+use crate::codec::{from_item, key, n, to_item, GroupMetaItem, Item, MemberItem, MembershipItem};
 use crate::error::Error as DErr;
 use crate::meter::item_size;
 use crate::request::{call, conditional, Written};
@@ -15,10 +15,6 @@ use aws_sdk_dynamodb::types::{
 use chat_core::ids::ConversationId;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
-
-fn n(v: u64) -> Av {
-    Av::N(v.to_string())
-}
 
 impl DynamoStore {
     pub(super) async fn read_group(&self, group_id: &str) -> Result<Option<Group>> {

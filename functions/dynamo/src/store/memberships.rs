@@ -2,7 +2,7 @@
 //! user's watermark.
 
 use super::DynamoStore;
-use crate::codec::{from_item, MembershipItem};
+use crate::codec::{from_item, n, MembershipItem};
 use crate::request::{conditional, Written};
 use crate::schema::CONV_PREFIX;
 use async_trait::async_trait;
@@ -15,10 +15,6 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 
 /// Parallel reads when one request needs many (newest ids of a user's conversations).
 const READ_FANOUT: usize = 16;
-
-fn n(v: u64) -> Av {
-    Av::N(v.to_string())
-}
 
 /// The write units of a membership update.
 fn membership_write_bytes(user: &str, conv: &str) -> usize {

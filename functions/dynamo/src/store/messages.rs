@@ -2,7 +2,7 @@
 //! and reading pages of a conversation.
 
 use super::DynamoStore;
-use crate::codec::{from_item, key, to_item, ClaimItem, Item, MembershipItem, MessageItem};
+use crate::codec::{from_item, key, n, to_item, ClaimItem, Item, MembershipItem, MessageItem};
 use crate::error::Error as DErr;
 use crate::meter::item_size;
 use crate::request::{call, conditional, Written};
@@ -29,10 +29,6 @@ async fn backoff(attempt: usize, salt: &str) {
     let jitter = chat_core::delivery::hash(salt) ^ nanos;
     let cap = (2u64 << attempt.min(6)).min(100);
     tokio::time::sleep(std::time::Duration::from_millis(jitter % cap + 1)).await;
-}
-
-fn n(v: u64) -> Av {
-    Av::N(v.to_string())
 }
 
 fn s(v: impl Into<String>) -> Av {
