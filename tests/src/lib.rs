@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod cost;
 pub mod order;
+pub mod scenarios;
 
 use anyhow::{bail, Context};
 use chat_cli::client::{connect, Ws, WsError, WsMessage};

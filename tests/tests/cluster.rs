@@ -278,8 +278,17 @@ async fn messages_receipts_and_group_frames_reach_devices_spread_over_three_node
     };
     everything_arrived(&cluster, &mut devices, &members).await;
 
-    // A receipt crosses nodes too: alice posts, bob reads up to it; every
-    // other device of the group hears of it.
+    // A receipt crosses nodes too: once every send is stored, bob posts,
+    // then alice; bob reads up to alice's. The range past his own message
+    // holds only alice's, so alice's devices hear of it, carol's and bob's
+    // other one do not.
+    for d in devices.iter_mut() {
+        d.settle().await;
+    }
+    devices[2]
+        .send(&format!("group:{gid}"), "bob was here")
+        .await;
+    devices[2].settle().await;
     let id = devices[0].send(&format!("group:{gid}"), "read me").await;
     devices[0].settle().await;
     let top = devices[0].acked[&id].1;
@@ -287,24 +296,57 @@ async fn messages_receipts_and_group_frames_reach_devices_spread_over_three_node
     devices[2]
         .send_frame(json!({"action":"ack","conversation_id":conv,"up_to":top}))
         .await;
-    for (i, d) in devices.iter_mut().enumerate() {
-        if i == 2 {
-            continue;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !d
-            .receipts
+    let bobs = |d: &Device| {
+        d.receipts
             .iter()
             .any(|r| r["user_id"] == "bob" && r["up_to"] == top)
-        {
+    };
+    for (i, d) in devices.iter_mut().enumerate().take(2) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bobs(d) {
             assert!(Instant::now() < deadline, "device {i} got bob's receipt");
             d.pump(Duration::from_millis(50)).await;
         }
+    }
+    for (i, d) in devices.iter_mut().enumerate().skip(3) {
+        d.pump(Duration::from_millis(300)).await;
+        assert!(!bobs(d), "device {i} ({}) got no receipt", d.user);
     }
     assert!(
         devices.iter().all(|d| d.from_history == 0),
         "all came live or by sync"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_spread_over_two_nodes_only_the_authors_an_ack_covers_get_a_receipt() {
+    let cluster = ClusterUnderTest::start(BIN, 2, &[]).await;
+    let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
+    // Alternate nodes, so every receipt and message may cross between them.
+    let mut clients = Vec::new();
+    for (i, user) in ["alice", "alice", "bob", "carol", "dave", "erin", "zed"]
+        .into_iter()
+        .enumerate()
+    {
+        let token = auth.mint(user, 3600).unwrap();
+        let mut c = TestClient::connect(&cluster.node_url(i % 2), &token)
+            .await
+            .unwrap();
+        c.sync().await;
+        clients.push(c);
+    }
+    let mut c = clients.into_iter();
+    let mut take = || c.next().unwrap();
+    let five = chat_tests::scenarios::FiveMembers {
+        alice: take(),
+        alice_2: take(),
+        bob: take(),
+        carol: take(),
+        dave: take(),
+        erin: take(),
+        zed: take(),
+    };
+    chat_tests::scenarios::only_the_authors_get_a_group_receipt(five).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,7 +266,9 @@ async fn a_removed_member_cannot_sync_list_or_send_in_the_group_and_can_be_added
             "name": "comeback",
             "last_message_id": 2,
             "acked_up_to": 1,
-            "unread": 1
+            "unread": 1,
+            // Three members; what bob sent before he left is not his any more.
+            "members": 3
         }])
     );
     // A fresh connection's sync replays what came after rejoining, and

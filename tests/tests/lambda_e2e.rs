@@ -366,5 +366,18 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
     let seen = chat_tests::order::never_syncs_on_a_busy_group(&server, 20).await;
     assert_eq!(seen.ids.last(), Some(&60));
     assert_eq!(seen.repeats, 0);
+
+    // Group receipts through the functions: only the authors an ack
+    // covers get one (docs/protocol.md, "Receipts").
+    let five = chat_tests::scenarios::FiveMembers {
+        alice: server.syncing_client("alice").await.0,
+        alice_2: server.syncing_client("alice").await.0,
+        bob: server.syncing_client("bob").await.0,
+        carol: server.syncing_client("carol").await.0,
+        dave: server.syncing_client("dave").await.0,
+        erin: server.syncing_client("erin").await.0,
+        zed: server.syncing_client("zed").await.0,
+    };
+    chat_tests::scenarios::only_the_authors_get_a_group_receipt(five).await;
     server.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Read receipts over real WebSockets: an `ack` that moves a watermark
-//! tells every other connection of the conversation's members, and only
-//! then.
+//! tells, in a direct chat, every other connection of both members; in a
+//! group, only the authors of the messages it newly covers; and only
+//! when it moves.
 
 use chat_tests::*;
 use serde_json::json;
@@ -42,35 +43,18 @@ async fn a_receipt_reaches_the_ackers_other_devices_and_the_senders_devices_but_
 }
 
 #[tokio::test]
-async fn a_receipt_in_a_group_reaches_every_other_member() {
+async fn in_a_group_only_the_authors_of_what_an_ack_covers_get_a_receipt() {
     let server = TestServer::start().await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
-    let mut carol = server.client("carol").await;
-
-    let g = alice.create_group("readers", &["bob", "carol"]).await;
-    let gid = g["group_id"].as_str().unwrap().to_string();
-    let conv = format!("grp#{gid}");
-    for c in [&mut bob, &mut carol] {
-        assert_eq!(c.expect("group").await, g);
-    }
-    let ack = alice.send_text(&format!("group:{gid}"), "seen?").await;
-    assert_eq!(ack["message_id"], 1);
-    for c in [&mut bob, &mut carol] {
-        let m = c.expect("message").await;
-        assert_eq!(
-            (m["message_id"].as_u64(), m["text"].as_str()),
-            (Some(1), Some("seen?"))
-        );
-    }
-
-    bob.send(json!({"action":"ack","conversation_id":conv,"up_to":1}))
-        .await;
-    let want = json!({"type":"receipt","conversation_id":conv,"user_id":"bob","up_to":1});
-    for c in [&mut alice, &mut carol] {
-        assert_eq!(c.expect("receipt").await, want);
-    }
-    bob.expect_silence(Duration::from_millis(300)).await;
+    let five = scenarios::FiveMembers {
+        alice: server.client("alice").await,
+        alice_2: server.client("alice").await,
+        bob: server.client("bob").await,
+        carol: server.client("carol").await,
+        dave: server.client("dave").await,
+        erin: server.client("erin").await,
+        zed: server.client("zed").await,
+    };
+    scenarios::only_the_authors_get_a_group_receipt(five).await;
     server.stop().await;
 }
 

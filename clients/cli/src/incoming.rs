@@ -76,6 +76,11 @@ pub struct Incoming {
     pub listing: Option<Listing>,
     /// Keepalive pings whose `pong` is not printed.
     pub quiet_pongs: u32,
+    /// Per conversation, your newest acked message ("read by n of m").
+    mine: std::collections::HashMap<String, u64>,
+    /// Per conversation asked with `/receipts`, each member's watermark,
+    /// kept up to date by the `receipt` frames that follow.
+    marks: std::collections::HashMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 impl Incoming {
@@ -90,6 +95,8 @@ impl Incoming {
             history_limit: None,
             listing: None,
             quiet_pongs: 0,
+            mine: Default::default(),
+            marks: Default::default(),
         }
     }
 
@@ -127,6 +134,8 @@ impl Incoming {
             } => {
                 outbox.on_ack(&client_msg_id);
                 self.cursors.note(&conversation_id, message_id);
+                let newest = self.mine.entry(conversation_id.clone()).or_default();
+                *newest = (*newest).max(message_id);
                 let line = show::ack(&conversation_id, message_id);
                 self.current = Some(conversation_id);
                 line
@@ -163,7 +172,37 @@ impl Incoming {
                 conversation_id,
                 user_id,
                 up_to,
-            } => show::receipt(&conversation_id, &user_id, up_to),
+            } => {
+                let line = show::receipt(&conversation_id, &user_id, up_to);
+                let mine = self.mine.get(&conversation_id).copied();
+                match self.marks.get_mut(&conversation_id) {
+                    Some(marks) => {
+                        let mark = marks.entry(user_id).or_default();
+                        *mark = (*mark).max(up_to);
+                        match mine.and_then(|id| show::read_by(marks, self.me.as_str(), id)) {
+                            Some(read) => format!("{line} ({read})"),
+                            None => line,
+                        }
+                    }
+                    None => line,
+                }
+            }
+            ServerFrame::Receipts {
+                conversation_id,
+                members,
+            } => {
+                let marks: std::collections::BTreeMap<String, u64> =
+                    members.into_iter().map(|m| (m.user_id, m.up_to)).collect();
+                let mine = self.mine.get(&conversation_id).copied();
+                out.lines.extend(show::receipts(
+                    &conversation_id,
+                    &marks,
+                    self.me.as_str(),
+                    mine,
+                ));
+                self.marks.insert(conversation_id, marks);
+                return;
+            }
             ServerFrame::Group {
                 group_id,
                 name,

@@ -66,6 +66,43 @@ pub fn receipt(conversation_id: &str, user_id: &str, up_to: u64) -> String {
     )
 }
 
+/// "read by n of m" for your message `id` from the members' watermarks
+/// (`marks`, you included); `None` if there are no others.
+pub fn read_by(
+    marks: &std::collections::BTreeMap<String, u64>,
+    me: &str,
+    id: u64,
+) -> Option<String> {
+    let others: Vec<u64> = marks
+        .iter()
+        .filter(|(u, _)| u.as_str() != me)
+        .map(|(_, up_to)| *up_to)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let n = others.iter().filter(|up_to| **up_to >= id).count();
+    Some(format!("your #{id}: read by {n} of {}", others.len()))
+}
+
+/// The `receipts` answer: each member's watermark, and "read by n of m"
+/// for your newest message if you sent one.
+pub fn receipts(
+    conversation_id: &str,
+    marks: &std::collections::BTreeMap<String, u64>,
+    me: &str,
+    mine: Option<u64>,
+) -> Vec<String> {
+    let mut lines = vec![format!("read in {}:", clean(conversation_id))];
+    for (user, up_to) in marks {
+        lines.push(format!("  {:<16} up to #{up_to}", clean(user)));
+    }
+    if let Some(line) = mine.and_then(|id| read_by(marks, me, id)) {
+        lines.push(format!("  {line}"));
+    }
+    lines
+}
+
 /// A group was created or changed.
 pub fn group(group_id: &str, name: &str, members: &[String], admins: &[String]) -> String {
     format!(
@@ -152,11 +189,17 @@ pub fn conversations(items: &[ConversationItem], me: &str) -> Vec<String> {
         .unwrap_or(0)
         .min(32);
     let mut lines = vec![format!("conversations ({}):", rows.len())];
-    for (name, unread, group) in rows {
+    for ((name, unread, group), item) in rows.into_iter().zip(items) {
         let line = format!("  {name:<width$}  {unread:>3} unread");
-        lines.push(match group {
+        let line = match group {
             Some(id) => format!("{line}   #{id}"),
             None => line,
+        };
+        lines.push(match (item.last_sent, item.read_by, item.members) {
+            (Some(id), Some(n), Some(m)) if m > 1 => {
+                format!("{line}   your #{id}: read by {} of {}", n.min(m - 1), m - 1)
+            }
+            _ => line,
         });
     }
     lines
@@ -269,6 +312,9 @@ mod tests {
             last_message_id: 7,
             acked_up_to: 5,
             unread,
+            members: None,
+            last_sent: None,
+            read_by: None,
         };
         let items = [
             ConversationItem {
@@ -278,6 +324,9 @@ mod tests {
             ConversationItem {
                 group_id: Some("4f1c".into()),
                 name: Some("team".into()),
+                members: Some(4),
+                last_sent: Some(6),
+                read_by: Some(2),
                 ..item("grp#4f1c", "group", 0)
             },
             item("dm#alice#carol", "direct", 11),
@@ -288,12 +337,40 @@ mod tests {
             [
                 "conversations (4):",
                 "  bob      2 unread",
-                "  team     0 unread   #4f1c",
+                "  team     0 unread   #4f1c   your #6: read by 2 of 3",
                 "  carol   11 unread",
                 "  x9       1 unread   #x9",
             ]
         );
         assert_eq!(conversations(&[], "alice"), ["no conversations yet"]);
+    }
+
+    #[test]
+    fn read_by_counts_the_others_who_read_past_your_message() {
+        let marks: std::collections::BTreeMap<String, u64> = [
+            ("alice".to_string(), 9),
+            ("bob".to_string(), 7),
+            ("carol".to_string(), 6),
+            ("dan".to_string(), 3),
+        ]
+        .into();
+        assert_eq!(
+            read_by(&marks, "alice", 6).as_deref(),
+            Some("your #6: read by 2 of 3")
+        );
+        assert_eq!(
+            receipts("grp#g", &marks, "alice", Some(7)),
+            [
+                "read in grp#g:",
+                "  alice            up to #9",
+                "  bob              up to #7",
+                "  carol            up to #6",
+                "  dan              up to #3",
+                "  your #7: read by 1 of 3",
+            ]
+        );
+        let alone: std::collections::BTreeMap<String, u64> = [("alice".to_string(), 1)].into();
+        assert_eq!(read_by(&alone, "alice", 1), None);
     }
 
     #[test]

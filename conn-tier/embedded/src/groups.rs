@@ -131,4 +131,52 @@ impl GroupStore for EmbeddedStore {
         let change = change.clone();
         self.write(move |batch| update(batch, &change)).await
     }
+
+    async fn group_version(&self, group_id: &str) -> Result<Option<u64>> {
+        self.read(|txn| {
+            let groups = txn.open_table(GROUPS).map_err(db)?;
+            let Some(body) = groups.get(group_id).map_err(db)? else {
+                return Ok(None);
+            };
+            Ok(Some(dec::<GroupBody>(body.value())?.version))
+        })
+    }
+
+    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
+        let conv = ConversationId::group(group_id).to_string();
+        self.read(|txn| {
+            let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
+            let users = txn.open_table(USERS).map_err(db)?;
+            let mut out = Vec::new();
+            for row in members
+                .range((group_id, "")..(group_id, PAST_ANY_ID))
+                .map_err(db)?
+            {
+                let (k, _) = row.map_err(db)?;
+                let (_, user) = k.value();
+                out.extend(memberships::last_sent(&users, user, &conv)?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
+        let conv = ConversationId::group(group_id).to_string();
+        self.read(|txn| {
+            let users = txn.open_table(USERS).map_err(db)?;
+            memberships::last_sent(&users, user_id, &conv)
+        })
+    }
+
+    async fn count_read(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        message_id: u64,
+    ) -> Result<Option<u64>> {
+        let conv = ConversationId::group(group_id).to_string();
+        let user = user_id.to_string();
+        self.write(move |batch| memberships::count_read(batch.users()?, &user, &conv, message_id))
+            .await
+    }
 }

@@ -272,7 +272,13 @@ mod tests {
         // One unit: exactly one of the two takes got it.
         assert!(quota.unwrap() ^ quota_again.unwrap());
         // `b` was enrolled by the first message, in the same commit.
-        assert_eq!(watermark.unwrap(), Some((2, true)));
+        assert_eq!(
+            watermark.unwrap(),
+            Some(Watermark {
+                before: 0,
+                after: 2
+            })
+        );
         let changed = s
             .update_group(&GroupChange {
                 group_id: "g1".into(),

@@ -1,4 +1,5 @@
-//! Memberships: one row per (user, conversation) holding the watermark.
+//! Memberships: one row per (user, conversation) holding the watermark,
+//! and in a group the member's newest message and its readers.
 
 use crate::batch::{Batch, Users};
 use crate::tables::*;
@@ -33,12 +34,80 @@ pub(crate) fn put(
             acked_up_to: acked,
             joined_at_ms: at,
             joined_at_id,
+            last_sent: 0,
+            read_by: 0,
         },
     };
     users
         .insert((user, conv), enc(&body).as_slice())
         .map_err(db)?;
     Ok(())
+}
+
+/// Makes `id` the member's newest message in the group (read by nobody
+/// yet), unless a newer one is there. The row exists (a group append
+/// checked it).
+pub(crate) fn note_sent(users: &mut Users<'_>, user: &str, conv: &str, id: u64) -> Result<()> {
+    let Some(mut body) = users
+        .get((user, conv))
+        .map_err(db)?
+        .map(|v| dec::<MembershipBody>(v.value()))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    if id <= body.last_sent {
+        return Ok(());
+    }
+    body.last_sent = id;
+    body.read_by = 0;
+    users
+        .insert((user, conv), enc(&body).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// One more reader of the member's newest message, if it is still
+/// `id`: the count afterwards.
+pub(crate) fn count_read(
+    users: &mut Users<'_>,
+    user: &str,
+    conv: &str,
+    id: u64,
+) -> Result<Option<u64>> {
+    let Some(mut body) = users
+        .get((user, conv))
+        .map_err(db)?
+        .map(|v| dec::<MembershipBody>(v.value()))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    if body.last_sent != id || id == 0 {
+        return Ok(None);
+    }
+    body.read_by += 1;
+    users
+        .insert((user, conv), enc(&body).as_slice())
+        .map_err(db)?;
+    Ok(Some(body.read_by))
+}
+
+/// The member's newest message in the conversation, if any.
+pub(crate) fn last_sent(
+    users: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    user: &str,
+    conv: &str,
+) -> Result<Option<LastSent>> {
+    let Some(v) = users.get((user, conv)).map_err(db)? else {
+        return Ok(None);
+    };
+    let body: MembershipBody = dec(v.value())?;
+    Ok((body.last_sent > 0).then(|| LastSent {
+        user_id: user.to_string(),
+        message_id: body.last_sent,
+        read_by: body.read_by,
+    }))
 }
 
 /// Up to `limit` of the user's conversations after `after`, and whether
@@ -92,21 +161,25 @@ pub(crate) fn of_user(txn: &ReadTransaction, user: &str) -> Result<Vec<Conversat
     Ok(page(txn, user, None, usize::MAX)?.0)
 }
 
-/// Moves the watermark forward to `up_to`; the watermark afterwards and
-/// whether it moved, or `None` if not a member.
+/// Moves the watermark forward to `up_to`: where it was and is, or
+/// `None` if not a member.
 pub(crate) fn advance(
     batch: &mut Batch<'_>,
     user: &str,
     conv: &str,
     up_to: u64,
-) -> Result<Option<(u64, bool)>> {
+) -> Result<Option<Watermark>> {
     let users = batch.users()?;
     let current = match users.get((user, conv)).map_err(db)? {
         None => return Ok(None),
         Some(v) => dec::<MembershipBody>(v.value())?,
     };
-    if up_to <= current.acked_up_to {
-        return Ok(Some((current.acked_up_to, false)));
+    let before = current.acked_up_to;
+    if up_to <= before {
+        return Ok(Some(Watermark {
+            before,
+            after: before,
+        }));
     }
     let body = MembershipBody {
         acked_up_to: up_to,
@@ -115,7 +188,10 @@ pub(crate) fn advance(
     users
         .insert((user, conv), enc(&body).as_slice())
         .map_err(db)?;
-    Ok(Some((up_to, true)))
+    Ok(Some(Watermark {
+        before,
+        after: up_to,
+    }))
 }
 
 #[async_trait]
@@ -142,7 +218,7 @@ impl MembershipStore for EmbeddedStore {
         user: &str,
         conv: &str,
         up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
+    ) -> Result<Option<Watermark>> {
         let (user, conv) = (user.to_string(), conv.to_string());
         self.write(move |batch| advance(batch, &user, &conv, up_to))
             .await

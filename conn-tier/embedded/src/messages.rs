@@ -88,6 +88,9 @@ pub(crate) fn append(
     )
     .map_err(db)?;
     memberships::put(users, &msg.sender, conv, msg.sent_at_ms, id, 0)?;
+    if msg.member_only {
+        memberships::note_sent(users, &msg.sender, conv, id)?;
+    }
     for u in &msg.enroll {
         memberships::put(users, u, conv, msg.sent_at_ms, 0, 0)?;
     }

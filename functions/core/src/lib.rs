@@ -12,6 +12,7 @@
 //!   and the records they carry.
 //! - [`service`]: the services ([`Chat`]), one file per action.
 //! - [`delivery`]: the [`Deliverer`], fan-out workers, the commit-feed bridge.
+//! - [`members`]: the group member-list cache, checked by version.
 //! - [`memory`]: in-memory adapters (unit tests, `--store memory`, the
 //!   connection map of one conn-tier node).
 //! - [`metrics`]: the metrics every mode records (names written once).
@@ -26,6 +27,7 @@ pub mod contract;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod members;
 pub mod memory;
 pub mod metrics;
 pub mod ports;

@@ -21,6 +21,8 @@ struct Inner {
     /// user -> conversation -> membership.
     users: HashMap<String, BTreeMap<String, Membership>>,
     groups: HashMap<String, Group>,
+    /// group -> member -> their newest message in it.
+    last_sent: HashMap<String, BTreeMap<String, LastSent>>,
     /// user -> device -> its last use and cursors.
     devices: HashMap<String, HashMap<String, Device>>,
     /// Reads of this conversation's messages fail (tests of what a failed
@@ -92,6 +94,28 @@ fn enroll(
     m.acked_up_to
 }
 
+/// Makes `id` the sender's newest message in the group, read by nobody
+/// yet, unless a newer one is there.
+fn note_sent(
+    last_sent: &mut HashMap<String, BTreeMap<String, LastSent>>,
+    group: &str,
+    sender: &str,
+    id: u64,
+) {
+    let entry = last_sent
+        .entry(group.to_string())
+        .or_default()
+        .entry(sender.to_string())
+        .or_default();
+    if id > entry.message_id {
+        *entry = LastSent {
+            user_id: sender.to_string(),
+            message_id: id,
+            read_by: 0,
+        };
+    }
+}
+
 #[async_trait]
 impl MessageStore for MemoryStore {
     async fn append(&self, msg: NewMessage) -> Result<Appended> {
@@ -124,6 +148,11 @@ impl MessageStore for MemoryStore {
         };
         list.push(stored.clone());
         g.idempotency.insert(key, (msg.conversation_id.clone(), id));
+        if msg.member_only {
+            if let Ok(ConversationId::Group(group)) = ConversationId::parse(&msg.conversation_id) {
+                note_sent(&mut g.last_sent, &group, &msg.sender, id);
+            }
+        }
         enroll(
             &mut g.users,
             &msg.sender,
@@ -236,17 +265,17 @@ impl MembershipStore for MemoryStore {
         user: &str,
         conv: &str,
         up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
+    ) -> Result<Option<Watermark>> {
         let mut g = self.lock();
         let Some(m) = g.users.get_mut(user).and_then(|m| m.get_mut(conv)) else {
             return Ok(None);
         };
-        if up_to > m.acked_up_to {
-            m.acked_up_to = up_to;
-            Ok(Some((up_to, true)))
-        } else {
-            Ok(Some((m.acked_up_to, false)))
-        }
+        let before = m.acked_up_to;
+        m.acked_up_to = before.max(up_to);
+        Ok(Some(Watermark {
+            before,
+            after: m.acked_up_to,
+        }))
     }
 }
 
@@ -283,6 +312,9 @@ impl GroupStore for MemoryStore {
             if let Some(ms) = g.users.get_mut(u) {
                 ms.remove(&conv);
             }
+            if let Some(sent) = g.last_sent.get_mut(&change.group_id) {
+                sent.remove(u);
+            }
         }
         for (m, acked) in &change.add {
             enroll(
@@ -296,6 +328,48 @@ impl GroupStore for MemoryStore {
         }
         g.groups.insert(change.group_id.clone(), group.clone());
         Ok(group)
+    }
+
+    async fn group_version(&self, group_id: &str) -> Result<Option<u64>> {
+        Ok(self.lock().groups.get(group_id).map(|g| g.version))
+    }
+
+    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
+        Ok(self
+            .lock()
+            .last_sent
+            .get(group_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
+        Ok(self
+            .lock()
+            .last_sent
+            .get(group_id)
+            .and_then(|m| m.get(user_id))
+            .cloned())
+    }
+
+    async fn count_read(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        message_id: u64,
+    ) -> Result<Option<u64>> {
+        let mut g = self.lock();
+        match g
+            .last_sent
+            .get_mut(group_id)
+            .and_then(|m| m.get_mut(user_id))
+        {
+            Some(s) if s.message_id == message_id => {
+                s.read_by += 1;
+                Ok(Some(s.read_by))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub const CLUSTER_LIVE_NODES: &str = "chat_cluster_live_nodes";
 pub const CLUSTER_POSTS: &str = "chat_cluster_posts_total";
 pub const DELIVERY_POST_SECONDS: &str = "chat_delivery_post_seconds";
 pub const GAP_READS: &str = "chat_gap_reads_total";
+pub const MEMBER_CACHE: &str = "chat_member_cache_total";
+pub const RECEIPTS: &str = "chat_receipts_total";
 
 /// A connection opened (`+1`) or closed (`-1`).
 pub fn connection_open(delta: f64) {
@@ -132,6 +134,18 @@ pub fn gap_read(found: &'static str) {
     metrics::counter!(GAP_READS, "found" => found).increment(1);
 }
 
+/// A group's member list taken from the cache: `hit` (the version read
+/// matched), `miss` (not cached, or the version moved: the list was read).
+pub fn member_cache(result: &'static str) {
+    metrics::counter!(MEMBER_CACHE, "result" => result).increment(1);
+}
+
+/// Receipts an `ack` queued, by `kind`: `direct` (the other party) or
+/// `author` (one per author of the group messages it newly covers).
+pub fn receipts(kind: &'static str, n: usize) {
+    metrics::counter!(RECEIPTS, "kind" => kind).increment(n as u64);
+}
+
 /// Help texts for the exporters (once, when a recorder is installed).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -176,6 +190,11 @@ pub fn describe() {
         CLUSTER_POSTS,
         "Posts to other nodes' connections, by result"
     );
+    describe_counter!(
+        MEMBER_CACHE,
+        "Group member lists served by the per-process cache, by result"
+    );
+    describe_counter!(RECEIPTS, "Receipts queued by acks, by kind");
     describe_histogram!(
         DELIVERY_POST_SECONDS,
         Unit::Seconds,

@@ -8,7 +8,7 @@
 //! user_id index.
 
 use crate::error::Result;
-use crate::protocol::{MessageView, ServerFrame};
+use crate::protocol::{MessageView, ReadMark, ServerFrame};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,8 @@ pub struct NewMessage {
     /// A group message: the sender must be a member when the message is
     /// written, checked in the same atomic write, and the write never
     /// creates a membership (a member removed while sending stays removed).
+    /// The same write makes it the sender's [`LastSent`] in the group
+    /// (read by nobody yet), unless a newer one is there already.
     pub member_only: bool,
 }
 
@@ -232,14 +234,61 @@ pub trait MembershipStore: Send + Sync {
         limit: usize,
     ) -> Result<(Vec<ConversationState>, bool)>;
 
-    /// Moves the watermark forward to `up_to`, never back. Returns the
-    /// watermark afterwards and whether it moved; `None` if not a member.
+    /// Moves the watermark forward to `up_to`, never back, atomically.
+    /// Returns the watermark before and after (equal when it did not
+    /// move); `None` if not a member. Two calls never both move it over
+    /// the same ids, so each id a watermark passes is counted once
+    /// ([`GroupStore::count_read`]).
     async fn advance_watermark(
         &self,
         user_id: &str,
         conversation_id: &str,
         up_to: u64,
-    ) -> Result<Option<(u64, bool)>>;
+    ) -> Result<Option<Watermark>>;
+
+    /// The watermarks of `users` in the conversation (for `receipts`);
+    /// users without a membership are left out. A store may override it
+    /// to read them in one batch.
+    async fn watermarks(&self, conversation_id: &str, users: &[String]) -> Result<Vec<ReadMark>> {
+        use futures_util::{stream, StreamExt, TryStreamExt};
+        let marks: Vec<Option<ReadMark>> = stream::iter(users.iter().cloned())
+            .map(|u| async move {
+                Ok::<_, crate::Error>(self.membership(&u, conversation_id).await?.map(|m| {
+                    ReadMark {
+                        user_id: u,
+                        up_to: m.acked_up_to,
+                    }
+                }))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(marks.into_iter().flatten().collect())
+    }
+}
+
+/// A watermark's move: where it was and where it is (equal if it stayed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    pub before: u64,
+    pub after: u64,
+}
+
+impl Watermark {
+    pub fn moved(&self) -> bool {
+        self.after > self.before
+    }
+}
+
+/// A group member's newest message in the group and how many other
+/// members have read it, kept so an `ack` finds the authors it covers
+/// without reading the messages (docs/design.md, "Receipts").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LastSent {
+    pub user_id: String,
+    pub message_id: u64,
+    /// Members whose watermark passed `message_id` since it was sent.
+    pub read_by: u64,
 }
 
 /// Groups and their members.
@@ -252,6 +301,27 @@ pub trait GroupStore: Send + Sync {
 
     /// Applies `change`; [`crate::Error::Contended`] if the version moved.
     async fn update_group(&self, change: &GroupChange) -> Result<Group>;
+
+    /// The group's version, read strongly consistent and cheaply (no
+    /// member list): what a member-list cache checks before each use.
+    async fn group_version(&self, group_id: &str) -> Result<Option<u64>>;
+
+    /// Every member's newest message in the group, for those who sent one
+    /// (written by [`MessageStore::append`] with `member_only`).
+    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>>;
+
+    /// One member's newest message in the group, if they sent one.
+    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>>;
+
+    /// Counts one more reader of `user_id`'s newest message, if it is
+    /// still `message_id`; the count afterwards, or `None` if that member
+    /// has sent a newer one (or left).
+    async fn count_read(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        message_id: u64,
+    ) -> Result<Option<u64>>;
 }
 
 /// Per-user counters (groups created a day).

@@ -233,6 +233,13 @@ pub struct MemberItem {
     pub user_id: String,
     pub joined_at: u64,
     pub seq: u64,
+    /// The member's newest message id in the group (0: none), set by the
+    /// send's transaction, and how many others have read it (ack): what
+    /// group receipts are routed by (docs/design.md, "Receipts").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_sent: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_by: u64,
 }
 
 impl MemberItem {
@@ -243,7 +250,22 @@ impl MemberItem {
             user_id: m.user_id.clone(),
             joined_at: m.joined_at_ms,
             seq: m.seq,
+            last_sent: 0,
+            read_by: 0,
         }
+    }
+
+    /// The key of a member's item.
+    pub fn key(group_id: &str, user: &str) -> Item {
+        key(&[("group_id", group_id), ("sk", &Self::sort_key(user))])
+    }
+
+    pub fn last_sent(&self) -> Option<chat_core::ports::LastSent> {
+        (self.last_sent > 0).then(|| chat_core::ports::LastSent {
+            user_id: self.user_id.clone(),
+            message_id: self.last_sent,
+            read_by: self.read_by,
+        })
     }
 
     pub fn sort_key(user: &str) -> String {

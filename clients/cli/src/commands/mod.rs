@@ -21,7 +21,11 @@ commands:
                             or nothing (the conversation you last sent to or got a
                             message from); BEFORE: only messages below that id
   /older                    the page before the oldest message /history showed
-  /convs                    your conversations: unread counts and group ids
+  /convs                    your conversations: unread counts, group ids, and
+                            who has read your newest message in each group
+  /receipts [WHO]           how far each member has read WHO (as /history names
+                            it; default: the current conversation), and
+                            \"read by n of m\" for your newest message there
   /group NAME [USER...]     create a group with these members (you are its admin)
   /add GROUP_ID USER        add USER to a group (admins)
   /remove GROUP_ID USER     remove USER from a group (admins; anyone may leave)
@@ -57,6 +61,8 @@ pub enum Command {
     Older,
     /// `/convs`.
     Conversations,
+    /// `/receipts [WHO]`; no conversation: the current one.
+    Receipts { conversation: Option<String> },
     /// `/sync`.
     Sync,
     /// A JSON object typed as is.
@@ -146,6 +152,13 @@ pub fn parse(line: &str, me: &UserId) -> Result<Option<Command>, String> {
             _ => return Err(USAGE_REMOVE.into()),
         },
         "/history" => history(&args, me)?,
+        "/receipts" => match args.as_slice() {
+            [] => Command::Receipts { conversation: None },
+            [who] => Command::Receipts {
+                conversation: Some(conversation_of(who, me)?),
+            },
+            _ => return Err("usage: /receipts [bob | #GROUP_ID]".into()),
+        },
         other => return Err(format!("unknown command {other}: /help lists the commands")),
     };
     Ok(Some(cmd))
@@ -287,6 +300,18 @@ pub fn to_frame(cmd: &Command, ctx: &Context<'_>) -> Result<Option<Outgoing>, St
             cursor: None,
         },
         Command::Sync => ClientFrame::Sync {},
+        Command::Receipts { conversation } => {
+            let conversation_id = match (conversation, ctx.current) {
+                (Some(c), _) => c.clone(),
+                (None, Some(c)) => c.to_string(),
+                (None, None) => {
+                    return Err(
+                        "no current conversation yet: /receipts bob or /receipts #GROUP_ID".into(),
+                    )
+                }
+            };
+            ClientFrame::Receipts { conversation_id }
+        }
         Command::Raw(v) => return Ok(Some(Outgoing::Raw(v.clone()))),
         Command::Help | Command::Quit => return Ok(None),
     };

@@ -162,3 +162,86 @@ pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
         .collect();
     assert_eq!(ids, (1..=stored.len() as u64).collect::<Vec<_>>());
 }
+
+/// Group receipts' bookkeeping: each member's newest message (written by
+/// the append itself), counted reads of it, the version a member-list
+/// cache checks, and a removed member's record gone.
+pub async fn a_group_keeps_each_senders_newest_message_and_its_readers(s: Arc<dyn Store>) {
+    let gid = unique("g");
+    let conv = ConversationId::group(&gid).to_string();
+    let (a, b, c) = (unique("a"), unique("b"), unique("c"));
+    let joined = |u: &str, seq| GroupMember {
+        user_id: u.to_string(),
+        joined_at_ms: 1,
+        seq,
+    };
+    assert_eq!(s.group_version(&gid).await.unwrap(), None);
+    s.create_group(&Group {
+        group_id: gid.clone(),
+        name: "readers".into(),
+        created_by: a.clone(),
+        created_at_ms: 1,
+        admins: vec![a.clone()],
+        members: vec![joined(&a, 0), joined(&b, 1), joined(&c, 2)],
+        version: 1,
+        next_seq: 3,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.group_version(&gid).await.unwrap(), Some(1));
+    assert!(s.last_sent(&gid).await.unwrap().is_empty());
+    let send = |from: &str, id: &str| {
+        let mut m = msg(&conv, from, id, "hi");
+        m.member_only = true;
+        m
+    };
+    s.append(send(&a, "a1")).await.unwrap(); // 1
+    s.append(send(&b, "b1")).await.unwrap(); // 2
+    s.append(send(&a, "a2")).await.unwrap(); // 3
+                                             // A resend changes nothing.
+    s.append(send(&b, "b1")).await.unwrap();
+    let mut sent = s.last_sent(&gid).await.unwrap();
+    sent.sort_by_key(|x| x.message_id);
+    let pair = |u: &str, id, read_by| LastSent {
+        user_id: u.to_string(),
+        message_id: id,
+        read_by,
+    };
+    assert_eq!(sent, vec![pair(&b, 2, 0), pair(&a, 3, 0)]);
+    // Reads are counted only against the newest message.
+    assert_eq!(s.count_read(&gid, &a, 3).await.unwrap(), Some(1));
+    assert_eq!(s.count_read(&gid, &a, 3).await.unwrap(), Some(2));
+    assert_eq!(s.count_read(&gid, &a, 1).await.unwrap(), None);
+    assert_eq!(s.count_read(&gid, &c, 3).await.unwrap(), None);
+    assert_eq!(
+        s.member_last_sent(&gid, &a).await.unwrap(),
+        Some(pair(&a, 3, 2))
+    );
+    assert_eq!(s.member_last_sent(&gid, &c).await.unwrap(), None);
+    // A newer message starts its count again.
+    s.append(send(&a, "a3")).await.unwrap(); // 4
+    assert_eq!(
+        s.member_last_sent(&gid, &a).await.unwrap(),
+        Some(pair(&a, 4, 0))
+    );
+    // Removing b bumps the version and forgets b's record.
+    s.update_group(&GroupChange {
+        group_id: gid.clone(),
+        expected_version: 1,
+        admins: vec![a.clone()],
+        add: vec![],
+        remove: vec![b.clone()],
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.group_version(&gid).await.unwrap(), Some(2));
+    assert_eq!(s.member_last_sent(&gid, &b).await.unwrap(), None);
+    let users: Vec<String> = s
+        .last_sent(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.user_id)
+        .collect();
+    assert_eq!(users, vec![a.clone()]);
+}

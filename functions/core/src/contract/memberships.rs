@@ -1,6 +1,7 @@
 //! The store contract: memberships: watermarks and the conversation list.
 
 use super::*;
+use crate::protocol::ReadMark;
 
 pub async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
     let (a, b) = (unique("a"), unique("b"));
@@ -8,18 +9,29 @@ pub async fn watermark_only_moves_forward(s: Arc<dyn Store>) {
     let mut m = msg(&conv, &a, "c1", "x");
     m.enroll = vec![b.clone()];
     s.append(m).await.unwrap();
-    assert_eq!(
-        s.advance_watermark(&b, &conv, 1).await.unwrap(),
-        Some((1, true))
-    );
-    assert_eq!(
-        s.advance_watermark(&b, &conv, 1).await.unwrap(),
-        Some((1, false))
-    );
-    assert_eq!(
-        s.advance_watermark(&b, &conv, 0).await.unwrap(),
-        Some((1, false))
-    );
+    let mark = |before, after| Some(Watermark { before, after });
+    assert_eq!(s.advance_watermark(&b, &conv, 1).await.unwrap(), mark(0, 1));
+    assert_eq!(s.advance_watermark(&b, &conv, 1).await.unwrap(), mark(1, 1));
+    assert_eq!(s.advance_watermark(&b, &conv, 0).await.unwrap(), mark(1, 1));
+    // Every member's watermark at once (the sender's moved to its message);
+    // a stranger is left out.
+    let mut marks = s
+        .watermarks(&conv, &[a.clone(), b.clone(), unique("z")])
+        .await
+        .unwrap();
+    marks.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+    let mut want = vec![
+        ReadMark {
+            user_id: a.clone(),
+            up_to: 1,
+        },
+        ReadMark {
+            user_id: b.clone(),
+            up_to: 1,
+        },
+    ];
+    want.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+    assert_eq!(marks, want);
     let m = s.membership(&b, &conv).await.unwrap().unwrap();
     assert_eq!(m.acked_up_to, 1);
     // Enrolled by a first direct message: joined at the start, whatever

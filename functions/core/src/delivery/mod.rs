@@ -35,7 +35,9 @@ pub fn shard_of(key: &str, n: usize) -> usize {
 /// each. One failed post never fails the others; a gone connection (410)
 /// is pruned, and only that one.
 pub struct Deliverer {
-    store: Arc<dyn Store>,
+    /// Group member lists, checked against the group's version before
+    /// each job (docs/design.md, "Group look-ups").
+    members: crate::members::MemberCache,
     connections: Arc<dyn Connections>,
     delivery: Arc<dyn Delivery>,
     /// Posts in flight at once for one job.
@@ -52,7 +54,7 @@ impl Deliverer {
         delivery: Arc<dyn Delivery>,
     ) -> Self {
         Deliverer {
-            store,
+            members: crate::members::MemberCache::new(store),
             connections,
             delivery,
             concurrency: 32,
@@ -102,7 +104,7 @@ impl Deliverer {
                 ConversationId::Direct(a, b) if a == b => vec![a.to_string()],
                 ConversationId::Direct(a, b) => vec![a.to_string(), b.to_string()],
                 ConversationId::Group(g) => self
-                    .store
+                    .members
                     .group(&g)
                     .await?
                     .map(|g| g.member_ids())

@@ -101,6 +101,11 @@ client_actions! {
         #[serde(default)]
         cursor: Option<String>,
     } => "conversations", route "conversations", function "conversations";
+    /// Every member's read watermark in a conversation (for "read by n
+    /// of m"); answered with `receipts`.
+    Receipts {
+        conversation_id: String,
+    } => "receipts", route "receipts", function "conversations";
     CreateGroup {
         name: String,
         members: Vec<String>,

@@ -233,6 +233,7 @@ mod tests {
             r#"{"action":"history","conversation_id":"dm#a#b","before":100,"limit":50}"#,
             r#"{"action":"history","conversation_id":"dm#a#b"}"#,
             r#"{"action":"conversations"}"#,
+            r#"{"action":"receipts","conversation_id":"grp#g"}"#,
             r#"{"action":"createGroup","name":"team","members":["bob","carol"]}"#,
             r#"{"action":"addMember","group_id":"g","user_id":"dave"}"#,
             r#"{"action":"removeMember","group_id":"g","user_id":"dave"}"#,

@@ -20,7 +20,7 @@ mod server;
 
 pub use actions::{route, Action, ClientFrame, ACTIONS, SYSTEM_ROUTES};
 pub use client::{parse_client_frame, received_runs, FrameError};
-pub use server::{ConversationItem, MessageView, ServerFrame};
+pub use server::{ConversationItem, MessageView, ReadMark, ServerFrame};
 
 /// One conversation of a `received` frame with `items`: the device holds
 /// every message of it from `from` to `up_to`. The cursor moves to `up_to`

@@ -144,6 +144,7 @@ mod tests {
                 "message",
                 "pong",
                 "receipt",
+                "receipts",
                 "synced"
             ]
         );

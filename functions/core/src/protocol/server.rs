@@ -33,6 +33,26 @@ pub struct ConversationItem {
     pub acked_up_to: u64,
     /// Messages above the watermark: what a client shows as a badge.
     pub unread: u64,
+    /// A group: how many members it has (you included), for "read by n
+    /// of m" with m = members - 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
+    /// A group: the id of your newest message in it (absent if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<u64>,
+    /// A group: how many other members have read up to `last_sent`
+    /// (counted as their watermarks pass it; may include members who
+    /// left since: show at most m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_by: Option<u64>,
+}
+
+/// One member's read watermark, as `receipts` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReadMark {
+    pub user_id: String,
+    pub up_to: u64,
 }
 
 /// A frame from the server, tagged by `type`.
@@ -47,10 +67,18 @@ pub enum ServerFrame {
         sent_at: String,
     },
     Message(MessageView),
+    /// A member's watermark moved: in a direct chat to the other party
+    /// (and your other devices); in a group only to the authors of the
+    /// messages it newly covers.
     Receipt {
         conversation_id: String,
         user_id: String,
         up_to: u64,
+    },
+    /// The answer to `receipts`: every member's watermark.
+    Receipts {
+        conversation_id: String,
+        members: Vec<ReadMark>,
     },
     /// A `sync` replayed only the newest messages of a conversation: the
     /// ones this device misses, above `after` (its position) and below

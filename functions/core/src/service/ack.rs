@@ -1,36 +1,132 @@
-//! `ack`: move the caller's watermark forward and tell the other members
-//! with a `receipt`.
+//! `ack`: move the caller's watermark forward and tell whoever needs to
+//! know with a `receipt`: in a direct chat the other party (and the
+//! caller's other devices); in a group only the authors of the messages
+//! the move newly covers (docs/design.md, "Receipts").
 
 use super::{Chat, Session};
 use crate::error::{Error, Result};
-use crate::ports::{Audience, FanoutJob};
+use crate::ids::ConversationId;
+use crate::ports::{Audience, FanoutJob, Watermark};
 use crate::protocol::ServerFrame;
+use std::collections::BTreeSet;
+
+/// Messages an `ack` reads at most to find the authors whose newest
+/// message is past the ack (docs/design.md, "Receipts"): one page.
+pub const AUTHOR_SCAN_LIMIT: usize = 100;
 
 impl Chat {
-    /// Moves the watermark forward (clamped to the newest id) and tells the
-    /// other members with a `receipt`.
+    /// Moves the watermark forward (clamped to the newest id) and queues
+    /// the receipts.
     pub async fn ack(&self, session: &Session, conversation_id: &str, up_to: u64) -> Result<()> {
         let user = &session.user_id;
         let conv = self.member_conversation(user, conversation_id).await?;
         let last = self.store.last_message_id(&conv).await?;
-        let (mark, moved) = self
+        let mark = self
             .store
             .advance_watermark(user.as_str(), &conv, up_to.min(last))
             .await?
             .ok_or(Error::Forbidden)?;
-        if moved {
-            let job = FanoutJob {
-                audience: Audience::Conversation(conv.clone()),
-                frame: ServerFrame::Receipt {
-                    conversation_id: conv.clone(),
-                    user_id: user.to_string(),
-                    up_to: mark,
-                },
-                except_connection: Some(session.connection_id.clone()),
-                order_key: conv,
-            };
-            self.dispatch(job, "receipt").await;
+        if !mark.moved() {
+            return Ok(());
         }
+        let (audience, kind) = match ConversationId::parse(&conv)? {
+            ConversationId::Group(g) => {
+                let authors = self.authors(session, &g, &conv, mark).await?;
+                if authors.is_empty() {
+                    return Ok(());
+                }
+                (Audience::Users(authors), "author")
+            }
+            ConversationId::Direct(..) => (Audience::Conversation(conv.clone()), "direct"),
+        };
+        crate::metrics::receipts(
+            kind,
+            match &audience {
+                Audience::Users(u) => u.len(),
+                Audience::Conversation(_) => 1,
+            },
+        );
+        let job = FanoutJob {
+            audience,
+            frame: ServerFrame::Receipt {
+                conversation_id: conv.clone(),
+                user_id: user.to_string(),
+                up_to: mark.after,
+            },
+            except_connection: Some(session.connection_id.clone()),
+            order_key: conv,
+        };
+        self.dispatch(job, "receipt").await;
         Ok(())
+    }
+
+    /// The current members, other than the acker, who wrote a message
+    /// with an id in `(before, after]`, counting the acker as a reader of
+    /// each one's newest message it passed. Found from each member's
+    /// newest message id ([`crate::ports::LastSent`]); only members whose
+    /// newest message is past the ack need the messages read, and then
+    /// one page of them at most ([`AUTHOR_SCAN_LIMIT`]).
+    async fn authors(
+        &self,
+        session: &Session,
+        group_id: &str,
+        conv: &str,
+        mark: Watermark,
+    ) -> Result<Vec<String>> {
+        let me = session.user_id.as_str();
+        let Some(group) = self.members.group(group_id).await? else {
+            return Ok(vec![]);
+        };
+        let in_range = |id: u64| id > mark.before && id <= mark.after;
+        let mut authors = BTreeSet::new();
+        let mut later = BTreeSet::new();
+        for s in self.store.last_sent(group_id).await? {
+            if s.user_id == me || !group.is_member(&s.user_id) {
+                continue;
+            }
+            if in_range(s.message_id) {
+                self.store
+                    .count_read(group_id, &s.user_id, s.message_id)
+                    .await?;
+                authors.insert(s.user_id);
+            } else if s.message_id > mark.after {
+                later.insert(s.user_id);
+            }
+        }
+        if !later.is_empty() {
+            let page = self
+                .store
+                .messages_before(conv, Some(mark.after + 1), AUTHOR_SCAN_LIMIT)
+                .await?;
+            for m in page.messages.into_iter().filter(|m| in_range(m.message_id)) {
+                if later.remove(&m.sender) {
+                    authors.insert(m.sender);
+                }
+            }
+        }
+        Ok(authors.into_iter().collect())
+    }
+
+    /// `receipts`: every member's watermark in a conversation the caller
+    /// is in.
+    pub async fn receipts(&self, session: &Session, conversation_id: &str) -> Result<ServerFrame> {
+        let conv = self
+            .member_conversation(&session.user_id, conversation_id)
+            .await?;
+        let users = match ConversationId::parse(&conv)? {
+            ConversationId::Group(g) => self
+                .members
+                .group(&g)
+                .await?
+                .map(|g| g.member_ids())
+                .unwrap_or_default(),
+            ConversationId::Direct(a, b) if a == b => vec![a.to_string()],
+            ConversationId::Direct(a, b) => vec![a.to_string(), b.to_string()],
+        };
+        let members = self.store.watermarks(&conv, &users).await?;
+        Ok(ServerFrame::Receipts {
+            conversation_id: conv,
+            members,
+        })
     }
 }

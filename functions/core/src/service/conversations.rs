@@ -1,5 +1,6 @@
 //! `conversations`: the caller's conversations with their newest id,
-//! watermark and unread count.
+//! watermark and unread count, and for a group its size and how many
+//! have read the caller's newest message ("read by n of m").
 
 use super::{Chat, Session};
 use crate::error::Result;
@@ -33,6 +34,9 @@ impl Chat {
                 last_message_id: s.last_message_id,
                 acked_up_to: s.membership.acked_up_to,
                 unread: s.last_message_id.saturating_sub(s.membership.acked_up_to),
+                members: None,
+                last_sent: None,
+                read_by: None,
             };
             match ConversationId::parse(conv) {
                 Ok(ConversationId::Direct(a, b)) => {
@@ -40,7 +44,14 @@ impl Chat {
                 }
                 Ok(ConversationId::Group(g)) => {
                     item.kind = "group".into();
-                    item.name = self.store.group(&g).await?.map(|g| g.name);
+                    if let Some(group) = self.members.group(&g).await? {
+                        item.name = Some(group.name.clone());
+                        item.members = Some(group.members.len() as u64);
+                    }
+                    if let Some(mine) = self.store.member_last_sent(&g, me).await? {
+                        item.last_sent = Some(mine.message_id);
+                        item.read_by = Some(mine.read_by);
+                    }
                     item.group_id = Some(g);
                 }
                 Err(_) => continue,

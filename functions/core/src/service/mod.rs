@@ -5,7 +5,7 @@
 //! - this file: [`Chat`] (the services over their ports), [`Session`],
 //!   [`Reply`], [`MessageDelivery`], frame dispatch and the checks several
 //!   actions share;
-//! - one file per action: `send`, `ack`, `sync`, `received`, `history`,
+//! - one file per action: `send`, `ack` (and `receipts`), `sync`, `received`, `history`,
 //!   `conversations`, `groups` (createGroup, addMember, removeMember);
 //! - `tests`: the services' rules over the in-memory store.
 
@@ -119,6 +119,9 @@ impl Default for ChatLimits {
 /// The chat services over their ports.
 pub struct Chat {
     store: Arc<dyn Store>,
+    /// Group member lists, checked against the group's version
+    /// (docs/design.md, "Group look-ups").
+    members: crate::members::MemberCache,
     connections: Arc<dyn Connections>,
     /// Receipts and group frames always go here; message frames only with
     /// [`MessageDelivery::Dispatch`].
@@ -145,6 +148,7 @@ impl Chat {
             MessageDelivery::Dispatch => Some(send::OrderLocks::new(1024)),
         };
         Chat {
+            members: crate::members::MemberCache::new(store.clone()),
             store,
             connections,
             fanout,
@@ -268,6 +272,9 @@ impl Chat {
             ClientFrame::Conversations { limit, cursor } => {
                 self.conversations(session, limit, cursor.as_deref())
                     .await?
+            }
+            ClientFrame::Receipts { conversation_id } => {
+                self.receipts(session, &conversation_id).await?
             }
             ClientFrame::CreateGroup { name, members } => {
                 self.create_group(session, name, members).await?

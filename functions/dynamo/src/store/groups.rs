@@ -224,4 +224,69 @@ impl GroupStore for DynamoStore {
     async fn update_group(&self, change: &GroupChange) -> Result<Group> {
         self.write_group_change(change).await
     }
+
+    async fn group_version(&self, group_id: &str) -> Result<Option<u64>> {
+        let k = key(&[("group_id", group_id), ("sk", GROUP_META)]);
+        match self.get(&self.groups, k).await? {
+            Some(i) => Ok(Some(
+                from_item::<_, GroupMetaItem>(&self.groups, i)?.version,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.groups)
+            .key_condition_expression("group_id = :g AND begins_with(sk, :m)")
+            .expression_attribute_values(":g", Av::S(group_id.to_string()))
+            .expression_attribute_values(":m", Av::S(MEMBER_PREFIX.to_string()));
+        let table = self.groups.clone();
+        let items = self.query_all(q, &table, usize::MAX, true).await?;
+        let mut out = Vec::new();
+        for i in items {
+            out.extend(from_item::<_, MemberItem>(&table, i)?.last_sent());
+        }
+        Ok(out)
+    }
+
+    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
+        let item = self
+            .get_with(&self.groups, MemberItem::key(group_id, user_id), false)
+            .await?;
+        match item {
+            Some(i) => Ok(from_item::<_, MemberItem>(&self.groups, i)?.last_sent()),
+            None => Ok(None),
+        }
+    }
+
+    async fn count_read(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        message_id: u64,
+    ) -> Result<Option<u64>> {
+        self.meter.write(128, 0, false);
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.groups)
+            .set_key(Some(MemberItem::key(group_id, user_id)))
+            .update_expression("ADD read_by :one")
+            .condition_expression("last_sent = :id")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":id", n(message_id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send();
+        match conditional(&self.meter, "UpdateItem", &self.groups, request).await? {
+            Written::Done(out) => match out.attributes().and_then(|a| a.get("read_by")) {
+                Some(Av::N(v)) => Ok(v.parse().ok()),
+                _ => Ok(None),
+            },
+            Written::ConditionFailed(_) => Ok(None),
+        }
+    }
 }

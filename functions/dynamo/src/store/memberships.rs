@@ -3,6 +3,7 @@
 
 use super::DynamoStore;
 use crate::codec::{from_item, n, MembershipItem};
+use crate::error::Error as DErr;
 use crate::request::{conditional, Written};
 use crate::schema::CONV_PREFIX;
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue as Av, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 use chat_core::ports::*;
+use chat_core::protocol::ReadMark;
 use chat_core::Result;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
@@ -63,7 +65,7 @@ impl DynamoStore {
         user: &str,
         conv: &str,
         up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
+    ) -> Result<Option<Watermark>> {
         self.meter
             .write(membership_write_bytes(user, conv), 0, false);
         let request = self
@@ -74,19 +76,35 @@ impl DynamoStore {
             .update_expression("SET acked_up_to = :u")
             .condition_expression("attribute_exists(sk) AND acked_up_to < :u")
             .expression_attribute_values(":u", n(up_to))
+            .return_values(ReturnValue::UpdatedOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
+        let stayed = |m: u64| Watermark {
+            before: m,
+            after: m,
+        };
         match conditional(&self.meter, "UpdateItem", &self.users, request).await? {
-            Written::Done(_) => Ok(Some((up_to, true))),
+            Written::Done(out) => {
+                let before = match out.attributes().and_then(|a| a.get("acked_up_to")) {
+                    Some(Av::N(v)) => v
+                        .parse()
+                        .map_err(|_| DErr::corrupt(&self.users, "acked_up_to is not a number"))?,
+                    _ => 0,
+                };
+                Ok(Some(Watermark {
+                    before,
+                    after: up_to,
+                }))
+            }
             Written::ConditionFailed(Some(old)) if !old.is_empty() => {
                 let old: MembershipItem = from_item(&self.users, old)?;
-                Ok(Some((old.acked_up_to, false)))
+                Ok(Some(stayed(old.acked_up_to)))
             }
             Written::ConditionFailed(_) => Ok(self
                 .read_membership(user, conv)
                 .await?
-                .map(|m| (m.acked_up_to, false))),
+                .map(|m| stayed(m.acked_up_to))),
         }
     }
 
@@ -247,8 +265,30 @@ impl MembershipStore for DynamoStore {
         user: &str,
         conv: &str,
         up_to: u64,
-    ) -> Result<Option<(u64, bool)>> {
+    ) -> Result<Option<Watermark>> {
         self.move_watermark(user, conv, up_to).await
+    }
+
+    /// Eventually consistent reads, half a unit each: a `receipts` answer
+    /// may lag an ack by the replication delay.
+    async fn watermarks(&self, conv: &str, users: &[String]) -> Result<Vec<ReadMark>> {
+        let rows: Vec<Option<ReadMark>> = stream::iter(users.iter().cloned())
+            .map(|u| async move {
+                let row = self
+                    .get_with(&self.users, MembershipItem::key(&u, conv), false)
+                    .await?;
+                Ok::<_, chat_core::Error>(match row {
+                    Some(i) => Some(ReadMark {
+                        up_to: from_item::<_, MembershipItem>(&self.users, i)?.acked_up_to,
+                        user_id: u,
+                    }),
+                    None => None,
+                })
+            })
+            .buffered(READ_FANOUT)
+            .try_collect()
+            .await?;
+        Ok(rows.into_iter().flatten().collect())
     }
 }
 

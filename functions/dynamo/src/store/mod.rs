@@ -113,17 +113,22 @@ impl DynamoStore {
 
     /// A strongly consistent GetItem; the item, if there is one.
     async fn get(&self, table: &str, key: Item) -> Result<Option<Item>> {
+        self.get_with(table, key, true).await
+    }
+
+    /// A GetItem, strongly consistent or not (half the units).
+    async fn get_with(&self, table: &str, key: Item, consistent: bool) -> Result<Option<Item>> {
         let request = self
             .client
             .get_item()
             .table_name(table)
             .set_key(Some(key))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send();
         let out = call(&self.meter, "GetItem", table, request).await?;
         self.meter
-            .read(out.item().map(item_size).unwrap_or(0), true);
+            .read(out.item().map(item_size).unwrap_or(0), consistent);
         Ok(out.item().cloned())
     }
 }
