@@ -30,9 +30,13 @@
  * @typedef {{type: 'ack', client_msg_id: string, conversation_id: string,
  *   message_id: number, sent_at: string}} AckFrame
  * @typedef {{type: 'receipt', conversation_id: string, user_id: string, up_to: number}} ReceiptFrame
+ * @typedef {{user_id: string, up_to: number}} ReadMark
+ * @typedef {{type: 'receipts', conversation_id: string, members: ReadMark[]}} ReceiptsFrame
  * @typedef {{type: 'group', group_id: string, name: string, members: string[], admins: string[]}} GroupFrame
  * @typedef {{conversation_id: string, kind: 'direct'|'group', peer?: string, group_id?: string,
- *   name?: string, last_message_id: number, acked_up_to: number, unread: number}} ConversationItem
+ *   name?: string, last_message_id: number, acked_up_to: number, unread: number,
+ *   members?: number, last_sent?: number, read_by?: number}} ConversationItem
+ * @typedef {{n: number, m: number}} ReadBy
  * @typedef {{items: ConversationItem[], next_cursor?: string}} ConversationsPage
  * @typedef {{conversation_id: string, messages: Message[], has_more: boolean}} HistoryPage
  * @typedef {'connecting'|'open'|'syncing'|'live'|'reconnecting'|'closed'} ConnState
@@ -231,6 +235,7 @@ export class ChatClient {
     this._outbox = new Map(); // unacked sends, in creation order
     /** @type {Map<string, Message[]>} */ this._convs = new Map();
     /** @type {Map<string, Map<string, number>>} */ this._receipts = new Map();
+    /** @type {Map<string, number>} */ this._memberCounts = new Map(); // per conversation, members (you included)
     /** @type {Map<string, GroupFrame>} */ this._groups = new Map();
     /** @type {Map<string, number>} */ this._ackWanted = new Map(); // newest up_to asked per conversation
     /** @type {Map<string, number>} */ this._ackToSend = new Map(); // not yet written, or written on a dropped connection
@@ -641,6 +646,27 @@ export class ChatClient {
     return this._request(f, 'conversations');
   }
 
+  /** Every member's read watermark in a conversation (the `receipts` request);
+   * they join receipts() and readBy(), which `receipt` frames keep up to date.
+   * @param {string} conversationId @returns {Promise<ReceiptsFrame>} */
+  fetchReceipts(conversationId) {
+    return this._request({ action: 'receipts', conversation_id: conversationId }, 'receipts', (r) => r.conversation_id === conversationId);
+  }
+
+  /** "read by n of m" for a message: n = other members known to have read
+   * up to it (from fetchReceipts() and the `receipt` frames since), m = the
+   * other members (from the last of fetchReceipts(), a `group` frame or a
+   * `conversations` item); null while m is not known.
+   * @param {string} conversationId @param {number} messageId @returns {ReadBy|null} */
+  readBy(conversationId, messageId) {
+    const members = this._memberCounts.get(conversationId);
+    if (members === undefined || members < 2) return null;
+    const marks = this._receipts.get(conversationId) ?? new Map();
+    let n = 0;
+    for (const [user, upTo] of marks) if (user !== this.userId && upTo >= messageId) n++;
+    return { n: Math.min(n, members - 1), m: members - 1 };
+  }
+
   /** Every conversation, following next_cursor. @param {{limit?: number}} [o] @returns {Promise<ConversationItem[]>} */
   async allConversations({ limit } = {}) {
     const items = [];
@@ -697,7 +723,7 @@ export class ChatClient {
     return all.filter((s) => conversationIdFor(/** @type {string} */ (this.userId), s.to) === conversationId);
   }
 
-  /** Read watermarks of other members seen in `receipt` frames this session.
+  /** Read watermarks of members seen in `receipt` frames and fetchReceipts() this session.
    * @param {string} conversationId @returns {Record<string, number>} */
   receipts(conversationId) {
     return Object.fromEntries(this._receipts.get(conversationId) ?? []);
@@ -744,8 +770,21 @@ export class ChatClient {
         this._emit('receipt', f);
         return;
       }
+      case 'receipts': {
+        if (typeof f.conversation_id === 'string' && Array.isArray(f.members)) {
+          let m = this._receipts.get(f.conversation_id);
+          if (!m) this._receipts.set(f.conversation_id, (m = new Map()));
+          for (const r of f.members) {
+            if (typeof r?.user_id === 'string' && Number.isSafeInteger(r.up_to)) m.set(r.user_id, Math.max(r.up_to, m.get(r.user_id) ?? 0));
+          }
+          this._memberCounts.set(f.conversation_id, f.members.length);
+        }
+        if (!this._answer('receipts', f)) this._emit('error', new ChatError('bad_frame', 'unexpected receipts frame', { frame: f }));
+        return;
+      }
       case 'group':
         this._groups.set(f.group_id, f);
+        if (Array.isArray(f.members)) this._memberCounts.set(`grp#${f.group_id}`, f.members.length);
         this._answer('group', f); // if it answers our request; else it is news
         this._emit('group', f);
         return;
@@ -772,6 +811,10 @@ export class ChatClient {
         if (!this._answer('history', f)) this._emit('error', new ChatError('bad_frame', 'unexpected history frame', { frame: f }));
         return;
       case 'conversations':
+        for (const it of Array.isArray(f.items) ? f.items : []) {
+          if (typeof it?.conversation_id === 'string' && Number.isSafeInteger(it.members)) this._memberCounts.set(it.conversation_id, it.members);
+        }
+      // falls through
       case 'pong':
         if (!this._answer(f.type, f)) this._emit('error', new ChatError('bad_frame', `unexpected ${f.type} frame`, { frame: f }));
         return;

@@ -275,6 +275,10 @@ async function openConversation(id, { reload = false } = {}) {
       item.last_message_id = Math.max(item.last_message_id, newest);
       hasMore.set(id, page.has_more);
       renderMessages({ toBottom: true });
+      // Who has read how far, for ✓✓ and "read by n of m" on one's own messages.
+      await c.fetchReceipts(id);
+      if (c !== client || openId !== id) return;
+      renderMessages();
     } catch (e) {
       // a chat nobody wrote in yet does not exist for the server: nothing to show
       if (!['forbidden', 'disconnected'].includes(/** @type {any} */ (e).code)) {
@@ -334,8 +338,9 @@ function messageRow(m, readers) {
   if (own) {
     // The protocol has no per-recipient delivery report, so there is no honest
     // "delivered" state: ✓ = sent (stored durably: the server acked it),
-    // ✓✓ = read (another member's receipt has up_to ≥ this id). Receipts are
-    // only pushed live, so reads that happened before this page loaded show ✓.
+    // ✓✓ = read (another member's watermark is at or past this id). The
+    // watermarks come from a `receipts` request when the conversation opens,
+    // then from the `receipt` frames the server pushes to a message's author.
     const by = Object.entries(readers).filter(([u, upTo]) => u !== me && upTo >= m.message_id).map(([u]) => u);
     children.push(
       el('span', {
@@ -345,6 +350,9 @@ function messageRow(m, readers) {
         'aria-label': by.length ? `read by ${by.join(', ')}` : 'sent',
       }),
     );
+    // In a group: how many of the others have read it.
+    const read = parseConversationId(m.conversation_id)?.kind === 'group' ? client?.readBy(m.conversation_id, m.message_id) : null;
+    if (read) children.push(el('span', { className: 'read-by', text: `read by ${read.n} of ${read.m}` }));
   }
   return el('li', { className: own ? 'own' : 'theirs', dataset: { messageId: String(m.message_id) } }, children);
 }

@@ -15,6 +15,8 @@ pub struct FiveMembers {
     pub bob: TestClient,
     pub carol: TestClient,
     pub dave: TestClient,
+    /// dave's other device: told of his read (its unread count).
+    pub dave_2: TestClient,
     pub erin: TestClient,
     /// Not in the group.
     pub zed: TestClient,
@@ -23,8 +25,9 @@ pub struct FiveMembers {
 /// A group of five where three post: alice 1, bob 2, carol 3, alice 4.
 /// dave acks up to 2, past messages of alice and bob: exactly their
 /// devices get a `receipt` (alice's found by reading the range, since her
-/// newest message is past the ack; bob's from his newest message), carol
-/// and erin get none, nor does dave's connection. `receipts` answers every
+/// newest message is past the ack; bob's from his newest message), and
+/// dave's other device; carol and erin get none, nor does dave's acking
+/// connection. `receipts` answers every
 /// member's watermark, the `conversations` item of a group says how many
 /// read your newest message, and a stranger is `forbidden`.
 pub async fn only_the_authors_get_a_group_receipt(p: FiveMembers) {
@@ -34,6 +37,7 @@ pub async fn only_the_authors_get_a_group_receipt(p: FiveMembers) {
         mut bob,
         mut carol,
         mut dave,
+        mut dave_2,
         mut erin,
         mut zed,
     } = p;
@@ -42,7 +46,14 @@ pub async fn only_the_authors_get_a_group_receipt(p: FiveMembers) {
         .await;
     let gid = g["group_id"].as_str().expect("group id").to_string();
     let conv = format!("grp#{gid}");
-    for c in [&mut alice_2, &mut bob, &mut carol, &mut dave, &mut erin] {
+    for c in [
+        &mut alice_2,
+        &mut bob,
+        &mut carol,
+        &mut dave,
+        &mut dave_2,
+        &mut erin,
+    ] {
         assert_eq!(c.expect("group").await, g);
     }
     let to = format!("group:{gid}");
@@ -53,6 +64,7 @@ pub async fn only_the_authors_get_a_group_receipt(p: FiveMembers) {
             ("bob", &mut bob),
             ("carol", &mut carol),
             ("dave", &mut dave),
+            ("dave", &mut dave_2),
             ("erin", &mut erin),
         ];
         // The first of the author's connections sends; the others get it.
@@ -76,13 +88,13 @@ pub async fn only_the_authors_get_a_group_receipt(p: FiveMembers) {
     dave.send(json!({"action":"ack","conversation_id":conv,"up_to":2}))
         .await;
     let want = json!({"type":"receipt","conversation_id":conv,"user_id":"dave","up_to":2});
-    for c in [&mut alice, &mut alice_2, &mut bob] {
+    for c in [&mut alice, &mut alice_2, &mut bob, &mut dave_2] {
         assert_eq!(c.expect("receipt").await, want);
     }
     for c in [&mut carol, &mut erin, &mut dave] {
         c.expect_silence(Duration::from_millis(500)).await;
     }
-    for c in [&mut alice, &mut alice_2, &mut bob] {
+    for c in [&mut alice, &mut alice_2, &mut bob, &mut dave_2] {
         c.expect_silence(Duration::from_millis(100)).await;
     }
 

@@ -324,9 +324,11 @@ async fn in_a_group_spread_over_two_nodes_only_the_authors_an_ack_covers_get_a_r
     let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
     // Alternate nodes, so every receipt and message may cross between them.
     let mut clients = Vec::new();
-    for (i, user) in ["alice", "alice", "bob", "carol", "dave", "erin", "zed"]
-        .into_iter()
-        .enumerate()
+    for (i, user) in [
+        "alice", "alice", "bob", "carol", "dave", "dave", "erin", "zed",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let token = auth.mint(user, 3600).unwrap();
         let mut c = TestClient::connect(&cluster.node_url(i % 2), &token)
@@ -343,6 +345,7 @@ async fn in_a_group_spread_over_two_nodes_only_the_authors_an_ack_covers_get_a_r
         bob: take(),
         carol: take(),
         dave: take(),
+        dave_2: take(),
         erin: take(),
         zed: take(),
     };

@@ -375,6 +375,7 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
         bob: server.syncing_client("bob").await.0,
         carol: server.syncing_client("carol").await.0,
         dave: server.syncing_client("dave").await.0,
+        dave_2: server.syncing_client("dave").await.0,
         erin: server.syncing_client("erin").await.0,
         zed: server.syncing_client("zed").await.0,
     };

@@ -51,6 +51,7 @@ async fn in_a_group_only_the_authors_of_what_an_ack_covers_get_a_receipt() {
         bob: server.client("bob").await,
         carol: server.client("carol").await,
         dave: server.client("dave").await,
+        dave_2: server.client("dave").await,
         erin: server.client("erin").await,
         zed: server.client("zed").await,
     };

@@ -128,6 +128,35 @@ test('receipt and group frames become events and queryable state', () => {
   assert.deepEqual(h.client.group('g1'), g);
 });
 
+test('readBy says read by n of m from fetchReceipts, the receipts after it, and the group size', async () => {
+  const h = harness(ChatClient);
+  const ws = h.goLive();
+  const g = 'grp#g1';
+  assert.equal(h.client.readBy(g, 3), null, 'no member count known yet');
+  const asked = h.client.fetchReceipts(g);
+  await tick();
+  assert.deepEqual(ws.sent.at(-1), { action: 'receipts', conversation_id: g });
+  ws.receive({
+    type: 'receipts',
+    conversation_id: g,
+    members: [
+      { user_id: 'alice', up_to: 3 },
+      { user_id: 'bob', up_to: 3 },
+      { user_id: 'carol', up_to: 1 },
+    ],
+  });
+  const answer = await asked;
+  assert.equal(answer.members.length, 3);
+  // alice is "me": only the other two count.
+  assert.deepEqual(h.client.readBy(g, 3), { n: 1, m: 2 });
+  assert.deepEqual(h.client.readBy(g, 1), { n: 2, m: 2 });
+  ws.receive({ type: 'receipt', conversation_id: g, user_id: 'carol', up_to: 5 });
+  assert.deepEqual(h.client.readBy(g, 3), { n: 2, m: 2 });
+  // A member joins: m grows with the group frame.
+  ws.receive({ type: 'group', group_id: 'g1', name: 'team', members: ['alice', 'bob', 'carol', 'dave'], admins: ['alice'] });
+  assert.deepEqual(h.client.readBy(g, 3), { n: 2, m: 3 });
+});
+
 test('a frame that is not JSON is an error event; unknown frame types are ignored', () => {
   const h = harness(ChatClient);
   const ws = h.goLive();

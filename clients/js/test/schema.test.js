@@ -52,6 +52,7 @@ test('the frame typedefs have exactly the fields of the schema', () => {
   };
   same('AckFrame', types.get('ack'));
   same('ReceiptFrame', types.get('receipt'));
+  same('ReceiptsFrame', types.get('receipts'));
   same('GroupFrame', types.get('group'));
   // A message as the library hands it on; `client_msg_id` marks the
   // library's own pending sends (not a wire field).

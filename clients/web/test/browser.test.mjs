@@ -168,7 +168,7 @@ after(async () => {
  * @typedef {{name: string, ctx: import('playwright-core').BrowserContext,
  *   page: import('playwright-core').Page, sockets: Socket[], errors: string[]}} User
  * @typedef {{id: string|null, own: boolean, pending: boolean, from: string, text: string,
- *   status: string|null, title: string|null}} Row
+ *   status: string|null, title: string|null, readBy: string|null}} Row
  */
 
 /** A new browser context on the page, signed out; `users` gets it at once (to be closed).
@@ -262,6 +262,7 @@ function readRows() {
     text: li.querySelector('.text')?.textContent ?? '',
     status: li.querySelector('.status')?.textContent ?? null,
     title: li.querySelector('.status')?.getAttribute('title') ?? null,
+    readBy: li.querySelector('.read-by')?.textContent ?? null,
   }));
 }
 
@@ -442,6 +443,9 @@ test("a group of three: each one's message reaches the two others", { timeout: T
     // Both others have it on screen: Alice's message is read by both.
     await waitRows(alice, 'read by bob and carol', (rs) => /^read by (bob, carol|carol, bob)$/.test(rs[0].title ?? ''));
     assert.equal((await rows(alice))[0].status, '✓✓');
+    await waitRows(alice, '"read by 2 of 2" on her message', (rs) => rs[0].readBy === 'read by 2 of 2');
+    // Only one's own messages carry it.
+    assert.deepEqual((await rows(alice)).map((r) => r.readBy), ['read by 2 of 2', null, null]);
     await shot(carol, 'group.png');
   }),
 );

@@ -1,7 +1,8 @@
 //! `ack`: move the caller's watermark forward and tell whoever needs to
-//! know with a `receipt`: in a direct chat the other party (and the
-//! caller's other devices); in a group only the authors of the messages
-//! the move newly covers (docs/design.md, "Receipts").
+//! know with a `receipt`: in a direct chat the other party; in a group
+//! only the authors of the messages the move newly covers; and always the
+//! caller's other devices (their unread counts), never the acking
+//! connection (docs/design.md, "Receipts").
 
 use super::{Chat, Session};
 use crate::error::{Error, Result};
@@ -29,23 +30,18 @@ impl Chat {
         if !mark.moved() {
             return Ok(());
         }
-        let (audience, kind) = match ConversationId::parse(&conv)? {
+        let audience = match ConversationId::parse(&conv)? {
             ConversationId::Group(g) => {
-                let authors = self.authors(session, &g, &conv, mark).await?;
-                if authors.is_empty() {
-                    return Ok(());
-                }
-                (Audience::Users(authors), "author")
+                let mut users = self.authors(session, &g, &conv, mark).await?;
+                crate::metrics::receipts("author", users.len());
+                users.push(user.to_string());
+                Audience::Users(users)
             }
-            ConversationId::Direct(..) => (Audience::Conversation(conv.clone()), "direct"),
+            ConversationId::Direct(..) => {
+                crate::metrics::receipts("direct", 1);
+                Audience::Conversation(conv.clone())
+            }
         };
-        crate::metrics::receipts(
-            kind,
-            match &audience {
-                Audience::Users(u) => u.len(),
-                Audience::Conversation(_) => 1,
-            },
-        );
         let job = FanoutJob {
             audience,
             frame: ServerFrame::Receipt {
