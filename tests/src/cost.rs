@@ -217,18 +217,58 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         })
         .await;
     rows.push(create);
-    rows.push(
-        rig.measure("1 KB send to a 100-member group", async {
-            rig.chat
-                .send(
-                    &alice,
-                    &format!("group:{gid}"),
-                    "g1".into(),
-                    text_1kb.clone(),
-                )
+    // A first send and a conversation listing read the member list into
+    // the caches of the fan-out and of the services (not counted): later
+    // uses check its version only.
+    let to_group = format!("group:{gid}");
+    let group_send = |id: &'static str| {
+        let (to, text) = (to_group.clone(), text_1kb.clone());
+        let (chat, alice) = (&rig.chat, &alice);
+        async move {
+            chat.send(alice, &to, id.into(), text)
                 .await
                 .expect("send");
+        }
+    };
+    rig.measure("warm-up", group_send("g0")).await;
+    let reader = session(&members[1], "c5");
+    rig.chat.conversations(&reader, None, None).await?;
+    rows.push(
+        rig.measure("1 KB send to a 100-member group", group_send("g1"))
+            .await,
+    );
+    // A member reads both: one receipt, to their author (alice), and to
+    // the reader's other devices (none online here).
+    rows.push(
+        rig.measure("ack in a 100-member group (1 author)", async {
+            rig.chat
+                .ack(&reader, &format!("grp#{gid}"), 2)
+                .await
+                .expect("ack");
         })
+        .await,
+    );
+    rows.push(
+        rig.measure("receipts of a 100-member group", async {
+            rig.chat
+                .receipts(&reader, &format!("grp#{gid}"))
+                .await
+                .expect("receipts");
+        })
+        .await,
+    );
+    // A member leaves and another joins (the 100th): the next send reads
+    // the member list again.
+    rig.chat
+        .remove_member(&alice, &gid, &members[0])
+        .await?;
+    rig.chat.add_member(&alice, &gid, &members[99]).await?;
+    rig.held.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    rows.push(
+        rig.measure(
+            "1 KB send to a 100-member group, right after an addMember",
+            group_send("g2"),
+        )
         .await,
     );
     for i in 0..10 {

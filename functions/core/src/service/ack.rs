@@ -12,7 +12,8 @@ use crate::protocol::ServerFrame;
 use std::collections::BTreeSet;
 
 /// Messages an `ack` reads at most to find the authors whose newest
-/// message is past the ack (docs/design.md, "Receipts"): one page.
+/// message is past the ack (docs/design.md, "Receipts"): the range it
+/// covers, or the newest page of it.
 pub const AUTHOR_SCAN_LIMIT: usize = 100;
 
 impl Chat {
@@ -60,8 +61,8 @@ impl Chat {
     /// with an id in `(before, after]`, counting the acker as a reader of
     /// each one's newest message it passed. Found from each member's
     /// newest message id ([`crate::ports::LastSent`]); only members whose
-    /// newest message is past the ack need the messages read, and then
-    /// one page of them at most ([`AUTHOR_SCAN_LIMIT`]).
+    /// newest message is past the ack need the range's messages read, and
+    /// then [`AUTHOR_SCAN_LIMIT`] of them at most (the newest).
     async fn authors(
         &self,
         session: &Session,
@@ -90,11 +91,19 @@ impl Chat {
             }
         }
         if !later.is_empty() {
-            let page = self
-                .store
-                .messages_before(conv, Some(mark.after + 1), AUTHOR_SCAN_LIMIT)
-                .await?;
-            for m in page.messages.into_iter().filter(|m| in_range(m.message_id)) {
+            // The range itself, or its newest page if it is longer.
+            let span = mark.after - mark.before;
+            let messages = if span <= AUTHOR_SCAN_LIMIT as u64 {
+                self.store
+                    .messages_after(conv, mark.before, span as usize)
+                    .await?
+            } else {
+                self.store
+                    .messages_before(conv, Some(mark.after + 1), AUTHOR_SCAN_LIMIT)
+                    .await?
+                    .messages
+            };
+            for m in messages.into_iter().filter(|m| in_range(m.message_id)) {
                 if later.remove(&m.sender) {
                     authors.insert(m.sender);
                 }
