@@ -107,16 +107,34 @@ def send_wcu(inp: dict, text: float) -> int:
 
 
 def group_send_wcu(inp: dict, text: float) -> int:
-    """A group message is put in one transaction with a check that the
-    sender is still a member; a transaction bills both items twice (the
-    check: 2 units for a small item), plus the claim and the watermark."""
+    """A group message is put in one transaction with an update of the
+    sender's member item (which checks that the sender is still a member
+    and records the message as their newest); a transaction bills both
+    items twice (the member item: 2 units), plus the claim and the
+    watermark."""
     return 2 * msg_wcu(inp, text) + 2 + 2
 
 
-def group_read_units(inp: dict, members: float) -> int:
+def group_list_units(inp: dict, members: float) -> int:
     """Strongly consistent Query of the group: meta + one item per member."""
     size = val(inp, "code.group_meta_item_bytes") + members * val(inp, "code.group_member_item_bytes")
     return math.ceil(size / 4096)
+
+
+def group_read_units(inp: dict, members: float) -> int:
+    """What a use of the member list costs: a group of at least
+    code.member_cache_from_members members is cached by version (a strongly
+    consistent get of the group item, 1 unit, on a hit); a smaller one is
+    read whole (which costs no more)."""
+    if members >= val(inp, "code.member_cache_from_members"):
+        return 1
+    return group_list_units(inp, members)
+
+
+def member_items_units(inp: dict, members: float) -> int:
+    """Strongly consistent Query of the member items (each member's newest
+    message id): what a group ack reads to find the authors it covers."""
+    return math.ceil(members * val(inp, "code.group_member_item_bytes") / 4096)
 
 
 def lookup_units(inp: dict, users: float) -> float:
@@ -159,6 +177,16 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
     add("group_send_1kb_100", "read units (fan-out)", group_read_units(inp, n) + lookup_units(inp, n))
     add("group_send_1kb_100", "posts", n - 1)
     add("group_send_1kb_100", "calls", 5 + 1 + n)
+    r = rows["group_send_after_add_100"]
+    add("group_send_after_add_100", "read units (fan-out)",
+        1 + group_list_units(inp, n) + lookup_units(inp, n))
+    r = rows["group_ack_100"]
+    # the watermark, one author's read count; membership, newest id, the
+    # cached list's version, the member items; the author and the reader
+    add("group_ack_100", "write units", 1 + 1)
+    add("group_ack_100", "read units (request)", 2 + group_read_units(inp, n) + member_items_units(inp, n))
+    add("group_ack_100", "read units (fan-out)", lookup_units(inp, 2))
+    add("group_ack_100", "posts", 1)
     r = rows["group_create_100"]
     n = r["members"]
     # + the creator's daily quota counter (one conditional update)
@@ -265,8 +293,9 @@ def build(inp: dict, scale: float = 1.0) -> dict:
     grp_posts = live * (N - 1)
     ops.append(Op(
         f"group send ({N:g} members)", grp, f"{n(messages)} × {g:g}",
-        # the message put in a transaction with the membership check (2 units)
-        units={"messages": [2 * wcu_msg, 1], "users": [2 + 2, 1], "groups": [0, gread],
+        # the message put in a transaction with the update of the sender's
+        # member item (the membership check; 2 units)
+        units={"messages": [2 * wcu_msg, 1], "users": [2, 1], "groups": [2, gread],
                "connections": [0, lookup_units(inp, N)]},
         calls=5 + 1 + N, frames_in=1, frames_out=1 + grp_posts, apigw_out=1 + grp_posts,
         bytes_in=text + small, bytes_out=small + grp_posts * msg_frame, remote=grp_posts,
@@ -287,6 +316,21 @@ def build(inp: dict, scale: float = 1.0) -> dict:
         g_units = {"users": [1, 1], "messages": [0, 1], "groups": [0, gread],
                    "connections": [0, lookup_units(inp, N)]}
         rec, g_calls, g_ms = live * (N - 1), 3 + 1 + N, ms(inp, 3 + 1 + rounds(N, inp), live * rounds(N - 1, inp))
+    elif val(inp, "code.receipt_audience") == "authors":
+        # The authors the ack newly covers, and the reader's other devices:
+        # found from the member items (each member's newest message id),
+        # and the range read when an author's newest is past the ack; one
+        # read count written per author.
+        A = val(inp, "client.authors_per_group_ack")
+        scan = val(inp, "client.group_acks_reading_their_range")
+        others = val(inp, "client.connections_per_user") - 1
+        covered = 1 / ack if ack else 0  # messages one ack covers
+        g_units = {"users": [1, 1], "messages": [0, 1 + scan * math.ceil(covered * msg_item_bytes(inp, text) / 4096)],
+                   "groups": [A, gread + member_items_units(inp, N)],
+                   "connections": [0, lookup_units(inp, A + 1)]}
+        rec = live * (A + others)
+        g_calls = 3 + 2 + scan + A + A + 1
+        g_ms = ms(inp, 3 + 2 + scan + A + 1, live)
     else:  # receipts only to the sender of the acked message
         g_units = {"users": [1, 1], "messages": [0, 1], "connections": [0, lookup_units(inp, 1)]}
         rec, g_calls, g_ms = live, 3 + 1, ms(inp, 3 + 1, live)
@@ -976,7 +1020,7 @@ SENSITIVITY = [
     ("base", {}),
     ("acks per delivered message 0.1", {"client.acks_per_delivered_message": 0.1}),
     ("acks per delivered message 1.0 (the CLI)", {"client.acks_per_delivered_message": 1.0}),
-    ("group receipts only to the sender", {"code.receipt_audience": "sender only"}),
+    ("group receipts to every other member (before)", {"code.receipt_audience": "all members"}),
     ("groups: 40% of messages", {"load.group_message_share": 0.4}),
     ("average group of 50", {"load.avg_group_size": 50}),
     ("connected 8 h a day", {"client.connected_minutes_per_user_per_day": 480}),

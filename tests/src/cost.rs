@@ -225,9 +225,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         let (to, text) = (to_group.clone(), text_1kb.clone());
         let (chat, alice) = (&rig.chat, &alice);
         async move {
-            chat.send(alice, &to, id.into(), text)
-                .await
-                .expect("send");
+            chat.send(alice, &to, id.into(), text).await.expect("send");
         }
     };
     rig.measure("warm-up", group_send("g0")).await;
@@ -259,9 +257,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
     );
     // A member leaves and another joins (the 100th): the next send reads
     // the member list again.
-    rig.chat
-        .remove_member(&alice, &gid, &members[0])
-        .await?;
+    rig.chat.remove_member(&alice, &gid, &members[0]).await?;
     rig.chat.add_member(&alice, &gid, &members[99]).await?;
     rig.held.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     rows.push(

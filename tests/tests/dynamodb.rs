@@ -227,7 +227,11 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
     assert_eq!(ack.posts, 1);
     assert_eq!(ack.fanout.read_units, 1.0);
     assert!(ack.request.read_units <= 6.0, "{}", ack.request.read_units);
-    assert_eq!(ack.write_units(), 2.0, "the watermark and the author's read count");
+    assert_eq!(
+        ack.write_units(),
+        2.0,
+        "the watermark and the author's read count"
+    );
     // A resend writes at most the failed claim, and reads the original.
     let resend = row("1:1 resend of an acked client_msg_id");
     assert!(resend.write_units() <= 1.0 && resend.read_units() >= 1.0);

@@ -142,7 +142,7 @@ impl GroupStore for EmbeddedStore {
         })
     }
 
-    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
+    async fn member_marks(&self, group_id: &str) -> Result<Vec<MemberMarks>> {
         let conv = ConversationId::group(group_id).to_string();
         self.read(|txn| {
             let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
@@ -154,29 +154,14 @@ impl GroupStore for EmbeddedStore {
             {
                 let (k, _) = row.map_err(db)?;
                 let (_, user) = k.value();
-                out.extend(memberships::last_sent(&users, user, &conv)?);
+                out.push(memberships::marks(&users, user, &conv)?);
             }
             Ok(out)
         })
     }
 
-    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
-        let conv = ConversationId::group(group_id).to_string();
-        self.read(|txn| {
-            let users = txn.open_table(USERS).map_err(db)?;
-            memberships::last_sent(&users, user_id, &conv)
-        })
-    }
-
-    async fn count_read(
-        &self,
-        group_id: &str,
-        user_id: &str,
-        message_id: u64,
-    ) -> Result<Option<u64>> {
-        let conv = ConversationId::group(group_id).to_string();
-        let user = user_id.to_string();
-        self.write(move |batch| memberships::count_read(batch.users()?, &user, &conv, message_id))
-            .await
+    async fn note_read(&self, _group_id: &str, _user_id: &str, _up_to: u64) -> Result<()> {
+        // The marks read the memberships' watermarks.
+        Ok(())
     }
 }

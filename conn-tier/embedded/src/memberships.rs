@@ -1,5 +1,5 @@
 //! Memberships: one row per (user, conversation) holding the watermark,
-//! and in a group the member's newest message and its readers.
+//! and in a group the member's newest message.
 
 use crate::batch::{Batch, Users};
 use crate::tables::*;
@@ -35,7 +35,6 @@ pub(crate) fn put(
             joined_at_ms: at,
             joined_at_id,
             last_sent: 0,
-            read_by: 0,
         },
     };
     users
@@ -44,9 +43,8 @@ pub(crate) fn put(
     Ok(())
 }
 
-/// Makes `id` the member's newest message in the group (read by nobody
-/// yet), unless a newer one is there. The row exists (a group append
-/// checked it).
+/// Makes `id` the member's newest message in the group, unless a newer
+/// one is there. The row exists (a group append checked it).
 pub(crate) fn note_sent(users: &mut Users<'_>, user: &str, conv: &str, id: u64) -> Result<()> {
     let Some(mut body) = users
         .get((user, conv))
@@ -60,54 +58,27 @@ pub(crate) fn note_sent(users: &mut Users<'_>, user: &str, conv: &str, id: u64) 
         return Ok(());
     }
     body.last_sent = id;
-    body.read_by = 0;
     users
         .insert((user, conv), enc(&body).as_slice())
         .map_err(db)?;
     Ok(())
 }
 
-/// One more reader of the member's newest message, if it is still
-/// `id`: the count afterwards.
-pub(crate) fn count_read(
-    users: &mut Users<'_>,
-    user: &str,
-    conv: &str,
-    id: u64,
-) -> Result<Option<u64>> {
-    let Some(mut body) = users
-        .get((user, conv))
-        .map_err(db)?
-        .map(|v| dec::<MembershipBody>(v.value()))
-        .transpose()?
-    else {
-        return Ok(None);
-    };
-    if body.last_sent != id || id == 0 {
-        return Ok(None);
-    }
-    body.read_by += 1;
-    users
-        .insert((user, conv), enc(&body).as_slice())
-        .map_err(db)?;
-    Ok(Some(body.read_by))
-}
-
-/// The member's newest message in the conversation, if any.
-pub(crate) fn last_sent(
+/// The member's marks in the conversation: newest message and watermark.
+pub(crate) fn marks(
     users: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     user: &str,
     conv: &str,
-) -> Result<Option<LastSent>> {
-    let Some(v) = users.get((user, conv)).map_err(db)? else {
-        return Ok(None);
+) -> Result<MemberMarks> {
+    let body = match users.get((user, conv)).map_err(db)? {
+        Some(v) => Some(dec::<MembershipBody>(v.value())?),
+        None => None,
     };
-    let body: MembershipBody = dec(v.value())?;
-    Ok((body.last_sent > 0).then(|| LastSent {
+    Ok(MemberMarks {
         user_id: user.to_string(),
-        message_id: body.last_sent,
-        read_by: body.read_by,
-    }))
+        last_sent: body.as_ref().map_or(0, |b| b.last_sent),
+        read_up_to: body.as_ref().map_or(0, |b| b.acked_up_to),
+    })
 }
 
 /// Up to `limit` of the user's conversations after `after`, and whether

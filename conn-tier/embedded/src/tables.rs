@@ -51,12 +51,10 @@ pub(crate) struct MembershipBody {
     /// it was kept).
     #[serde(default)]
     pub joined_at_id: u64,
-    /// A group: the member's newest message id in it (0: none yet), and
-    /// how many other members have read it (docs/design.md, "Receipts").
+    /// A group: the member's newest message id in it (0: none yet), for
+    /// receipts (docs/design.md, "Receipts").
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_sent: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub read_by: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -132,7 +132,10 @@ mod tests {
     #[tokio::test]
     async fn a_large_group_is_cached_until_its_version_moves_and_a_small_one_never() {
         let store = Arc::new(MemoryStore::new());
-        store.create_group(&group("big", CACHE_FROM_MEMBERS)).await.unwrap();
+        store
+            .create_group(&group("big", CACHE_FROM_MEMBERS))
+            .await
+            .unwrap();
         store.create_group(&group("small", 3)).await.unwrap();
         let cache = MemberCache::new(store.clone());
         let first = cache.group("big").await.unwrap().unwrap();

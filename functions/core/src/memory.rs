@@ -21,8 +21,9 @@ struct Inner {
     /// user -> conversation -> membership.
     users: HashMap<String, BTreeMap<String, Membership>>,
     groups: HashMap<String, Group>,
-    /// group -> member -> their newest message in it.
-    last_sent: HashMap<String, BTreeMap<String, LastSent>>,
+    /// group -> member -> their newest message id in it (the read
+    /// watermark is the membership's).
+    last_sent: HashMap<String, BTreeMap<String, u64>>,
     /// user -> device -> its last use and cursors.
     devices: HashMap<String, HashMap<String, Device>>,
     /// Reads of this conversation's messages fail (tests of what a failed
@@ -94,10 +95,10 @@ fn enroll(
     m.acked_up_to
 }
 
-/// Makes `id` the sender's newest message in the group, read by nobody
-/// yet, unless a newer one is there.
+/// Makes `id` the sender's newest message in the group, unless a newer
+/// one is there.
 fn note_sent(
-    last_sent: &mut HashMap<String, BTreeMap<String, LastSent>>,
+    last_sent: &mut HashMap<String, BTreeMap<String, u64>>,
     group: &str,
     sender: &str,
     id: u64,
@@ -107,13 +108,7 @@ fn note_sent(
         .or_default()
         .entry(sender.to_string())
         .or_default();
-    if id > entry.message_id {
-        *entry = LastSent {
-            user_id: sender.to_string(),
-            message_id: id,
-            read_by: 0,
-        };
-    }
+    *entry = (*entry).max(id);
 }
 
 #[async_trait]
@@ -334,42 +329,31 @@ impl GroupStore for MemoryStore {
         Ok(self.lock().groups.get(group_id).map(|g| g.version))
     }
 
-    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
-        Ok(self
-            .lock()
-            .last_sent
-            .get(group_id)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default())
+    async fn member_marks(&self, group_id: &str) -> Result<Vec<MemberMarks>> {
+        let g = self.lock();
+        let Some(group) = g.groups.get(group_id) else {
+            return Ok(vec![]);
+        };
+        let conv = ConversationId::group(group_id).to_string();
+        let sent = g.last_sent.get(group_id);
+        Ok(group
+            .members
+            .iter()
+            .map(|m| MemberMarks {
+                user_id: m.user_id.clone(),
+                last_sent: sent.and_then(|s| s.get(&m.user_id)).copied().unwrap_or(0),
+                read_up_to: g
+                    .users
+                    .get(&m.user_id)
+                    .and_then(|ms| ms.get(&conv))
+                    .map_or(0, |ms| ms.acked_up_to),
+            })
+            .collect())
     }
 
-    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
-        Ok(self
-            .lock()
-            .last_sent
-            .get(group_id)
-            .and_then(|m| m.get(user_id))
-            .cloned())
-    }
-
-    async fn count_read(
-        &self,
-        group_id: &str,
-        user_id: &str,
-        message_id: u64,
-    ) -> Result<Option<u64>> {
-        let mut g = self.lock();
-        match g
-            .last_sent
-            .get_mut(group_id)
-            .and_then(|m| m.get_mut(user_id))
-        {
-            Some(s) if s.message_id == message_id => {
-                s.read_by += 1;
-                Ok(Some(s.read_by))
-            }
-            _ => Ok(None),
-        }
+    async fn note_read(&self, _group_id: &str, _user_id: &str, _up_to: u64) -> Result<()> {
+        // The marks read the memberships' watermarks.
+        Ok(())
     }
 }
 

@@ -66,8 +66,8 @@ pub struct NewMessage {
     /// A group message: the sender must be a member when the message is
     /// written, checked in the same atomic write, and the write never
     /// creates a membership (a member removed while sending stays removed).
-    /// The same write makes it the sender's [`LastSent`] in the group
-    /// (read by nobody yet), unless a newer one is there already.
+    /// The same write makes it the sender's newest message in the group
+    /// ([`MemberMarks`]), unless a newer one is there already.
     pub member_only: bool,
 }
 
@@ -237,8 +237,7 @@ pub trait MembershipStore: Send + Sync {
     /// Moves the watermark forward to `up_to`, never back, atomically.
     /// Returns the watermark before and after (equal when it did not
     /// move); `None` if not a member. Two calls never both move it over
-    /// the same ids, so each id a watermark passes is counted once
-    /// ([`GroupStore::count_read`]).
+    /// the same ids, so each move is told (receipts) once.
     async fn advance_watermark(
         &self,
         user_id: &str,
@@ -280,15 +279,18 @@ impl Watermark {
     }
 }
 
-/// A group member's newest message in the group and how many other
-/// members have read it, kept so an `ack` finds the authors it covers
-/// without reading the messages (docs/design.md, "Receipts").
+/// A group member's newest message in the group and how far they have
+/// read it, kept together on the member so that an `ack` finds the authors
+/// it covers, `receipts` answers and a `conversations` item counts its
+/// readers, each with one read of the members and none of the messages
+/// (docs/design.md, "Receipts").
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LastSent {
+pub struct MemberMarks {
     pub user_id: String,
-    pub message_id: u64,
-    /// Members whose watermark passed `message_id` since it was sent.
-    pub read_by: u64,
+    /// The member's newest message id in the group (0: none yet).
+    pub last_sent: u64,
+    /// The member's read watermark in the group.
+    pub read_up_to: u64,
 }
 
 /// Groups and their members.
@@ -306,22 +308,16 @@ pub trait GroupStore: Send + Sync {
     /// member list): what a member-list cache checks before each use.
     async fn group_version(&self, group_id: &str) -> Result<Option<u64>>;
 
-    /// Every member's newest message in the group, for those who sent one
-    /// (written by [`MessageStore::append`] with `member_only`).
-    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>>;
+    /// Every member's [`MemberMarks`]: the newest message (written by
+    /// [`MessageStore::append`] with `member_only`) and the read watermark
+    /// (written by [`GroupStore::note_read`]).
+    async fn member_marks(&self, group_id: &str) -> Result<Vec<MemberMarks>>;
 
-    /// One member's newest message in the group, if they sent one.
-    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>>;
-
-    /// Counts one more reader of `user_id`'s newest message, if it is
-    /// still `message_id`; the count afterwards, or `None` if that member
-    /// has sent a newer one (or left).
-    async fn count_read(
-        &self,
-        group_id: &str,
-        user_id: &str,
-        message_id: u64,
-    ) -> Result<Option<u64>>;
+    /// Moves the member's read watermark where [`GroupStore::member_marks`]
+    /// reads it forward to `up_to` (after the membership's own, which
+    /// [`MembershipStore::advance_watermark`] moved). A store that reads
+    /// the memberships for the marks has nothing more to write.
+    async fn note_read(&self, group_id: &str, user_id: &str, up_to: u64) -> Result<()>;
 }
 
 /// Per-user counters (groups created a day).

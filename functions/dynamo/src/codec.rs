@@ -234,12 +234,12 @@ pub struct MemberItem {
     pub joined_at: u64,
     pub seq: u64,
     /// The member's newest message id in the group (0: none), set by the
-    /// send's transaction, and how many others have read it (ack): what
-    /// group receipts are routed by (docs/design.md, "Receipts").
+    /// send's transaction, and read watermark, set by `ack`: what group
+    /// receipts are routed and counted by (docs/design.md, "Receipts").
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_sent: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub read_by: u64,
+    pub read_up_to: u64,
 }
 
 impl MemberItem {
@@ -251,7 +251,7 @@ impl MemberItem {
             joined_at: m.joined_at_ms,
             seq: m.seq,
             last_sent: 0,
-            read_by: 0,
+            read_up_to: 0,
         }
     }
 
@@ -260,12 +260,14 @@ impl MemberItem {
         key(&[("group_id", group_id), ("sk", &Self::sort_key(user))])
     }
 
-    pub fn last_sent(&self) -> Option<chat_core::ports::LastSent> {
-        (self.last_sent > 0).then(|| chat_core::ports::LastSent {
+    /// The member's marks: a sender has read up to its own message (the
+    /// send moved its watermark there), whatever `read_up_to` says.
+    pub fn marks(&self) -> chat_core::ports::MemberMarks {
+        chat_core::ports::MemberMarks {
             user_id: self.user_id.clone(),
-            message_id: self.last_sent,
-            read_by: self.read_by,
-        })
+            last_sent: self.last_sent,
+            read_up_to: self.read_up_to.max(self.last_sent),
+        }
     }
 
     pub fn sort_key(user: &str) -> String {

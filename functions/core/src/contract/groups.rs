@@ -164,9 +164,9 @@ pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
 }
 
 /// Group receipts' bookkeeping: each member's newest message (written by
-/// the append itself), counted reads of it, the version a member-list
-/// cache checks, and a removed member's record gone.
-pub async fn a_group_keeps_each_senders_newest_message_and_its_readers(s: Arc<dyn Store>) {
+/// the append itself) and read watermark, the version a member-list cache
+/// checks, and a removed member's marks gone.
+pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc<dyn Store>) {
     let gid = unique("g");
     let conv = ConversationId::group(&gid).to_string();
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
@@ -189,7 +189,23 @@ pub async fn a_group_keeps_each_senders_newest_message_and_its_readers(s: Arc<dy
     .await
     .unwrap();
     assert_eq!(s.group_version(&gid).await.unwrap(), Some(1));
-    assert!(s.last_sent(&gid).await.unwrap().is_empty());
+    let marks = |x: &str, last_sent, read_up_to| MemberMarks {
+        user_id: x.to_string(),
+        last_sent,
+        read_up_to,
+    };
+    let sorted = |mut v: Vec<MemberMarks>| {
+        v.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+        v
+    };
+    let want = |mut v: Vec<MemberMarks>| {
+        v.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+        v
+    };
+    assert_eq!(
+        sorted(s.member_marks(&gid).await.unwrap()),
+        want(vec![marks(&a, 0, 0), marks(&b, 0, 0), marks(&c, 0, 0)])
+    );
     let send = |from: &str, id: &str| {
         let mut m = msg(&conv, from, id, "hi");
         m.member_only = true;
@@ -200,31 +216,17 @@ pub async fn a_group_keeps_each_senders_newest_message_and_its_readers(s: Arc<dy
     s.append(send(&a, "a2")).await.unwrap(); // 3
                                              // A resend changes nothing.
     s.append(send(&b, "b1")).await.unwrap();
-    let mut sent = s.last_sent(&gid).await.unwrap();
-    sent.sort_by_key(|x| x.message_id);
-    let pair = |u: &str, id, read_by| LastSent {
-        user_id: u.to_string(),
-        message_id: id,
-        read_by,
-    };
-    assert_eq!(sent, vec![pair(&b, 2, 0), pair(&a, 3, 0)]);
-    // Reads are counted only against the newest message.
-    assert_eq!(s.count_read(&gid, &a, 3).await.unwrap(), Some(1));
-    assert_eq!(s.count_read(&gid, &a, 3).await.unwrap(), Some(2));
-    assert_eq!(s.count_read(&gid, &a, 1).await.unwrap(), None);
-    assert_eq!(s.count_read(&gid, &c, 3).await.unwrap(), None);
+    // c reads up to 3: the membership's watermark, then the marks'.
+    s.advance_watermark(&c, &conv, 3).await.unwrap();
+    s.note_read(&gid, &c, 3).await.unwrap();
+    s.note_read(&gid, &c, 2).await.unwrap(); // never back
+                                             // A sender has read up to its own message.
     assert_eq!(
-        s.member_last_sent(&gid, &a).await.unwrap(),
-        Some(pair(&a, 3, 2))
+        sorted(s.member_marks(&gid).await.unwrap()),
+        want(vec![marks(&a, 3, 3), marks(&b, 2, 2), marks(&c, 0, 3)])
     );
-    assert_eq!(s.member_last_sent(&gid, &c).await.unwrap(), None);
-    // A newer message starts its count again.
     s.append(send(&a, "a3")).await.unwrap(); // 4
-    assert_eq!(
-        s.member_last_sent(&gid, &a).await.unwrap(),
-        Some(pair(&a, 4, 0))
-    );
-    // Removing b bumps the version and forgets b's record.
+                                             // Removing b bumps the version and forgets b's marks.
     s.update_group(&GroupChange {
         group_id: gid.clone(),
         expected_version: 1,
@@ -235,13 +237,8 @@ pub async fn a_group_keeps_each_senders_newest_message_and_its_readers(s: Arc<dy
     .await
     .unwrap();
     assert_eq!(s.group_version(&gid).await.unwrap(), Some(2));
-    assert_eq!(s.member_last_sent(&gid, &b).await.unwrap(), None);
-    let users: Vec<String> = s
-        .last_sent(&gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|x| x.user_id)
-        .collect();
-    assert_eq!(users, vec![a.clone()]);
+    assert_eq!(
+        sorted(s.member_marks(&gid).await.unwrap()),
+        want(vec![marks(&a, 4, 4), marks(&c, 0, 3)])
+    );
 }

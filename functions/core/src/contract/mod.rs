@@ -68,7 +68,7 @@ macro_rules! store_contract {
             groups_change_only_at_the_expected_version,
             largest_text_round_trips,
             a_member_removed_while_sending_stays_removed,
-            a_group_keeps_each_senders_newest_message_and_its_readers,
+            a_group_keeps_each_members_newest_message_and_read_watermark,
             conversations_come_in_pages_by_id,
             a_quota_is_taken_up_to_its_limit,
             a_device_is_new_once_then_known,

@@ -40,9 +40,7 @@ pub struct ConversationItem {
     /// A group: the id of your newest message in it (absent if none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sent: Option<u64>,
-    /// A group: how many other members have read up to `last_sent`
-    /// (counted as their watermarks pass it; may include members who
-    /// left since: show at most m).
+    /// A group: how many other members have read up to `last_sent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_by: Option<u64>,
 }

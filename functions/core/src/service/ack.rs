@@ -8,7 +8,7 @@ use super::{Chat, Session};
 use crate::error::{Error, Result};
 use crate::ids::ConversationId;
 use crate::ports::{Audience, FanoutJob, Watermark};
-use crate::protocol::ServerFrame;
+use crate::protocol::{ReadMark, ServerFrame};
 use std::collections::BTreeSet;
 
 /// Messages an `ack` reads at most to find the authors whose newest
@@ -33,6 +33,7 @@ impl Chat {
         }
         let audience = match ConversationId::parse(&conv)? {
             ConversationId::Group(g) => {
+                self.store.note_read(&g, user.as_str(), mark.after).await?;
                 let mut users = self.authors(session, &g, &conv, mark).await?;
                 crate::metrics::receipts("author", users.len());
                 users.push(user.to_string());
@@ -58,9 +59,8 @@ impl Chat {
     }
 
     /// The current members, other than the acker, who wrote a message
-    /// with an id in `(before, after]`, counting the acker as a reader of
-    /// each one's newest message it passed. Found from each member's
-    /// newest message id ([`crate::ports::LastSent`]); only members whose
+    /// with an id in `(before, after]`. Found from each member's newest
+    /// message id ([`crate::ports::MemberMarks`]); only members whose
     /// newest message is past the ack need the range's messages read, and
     /// then [`AUTHOR_SCAN_LIMIT`] of them at most (the newest).
     async fn authors(
@@ -77,16 +77,13 @@ impl Chat {
         let in_range = |id: u64| id > mark.before && id <= mark.after;
         let mut authors = BTreeSet::new();
         let mut later = BTreeSet::new();
-        for s in self.store.last_sent(group_id).await? {
+        for s in self.store.member_marks(group_id).await? {
             if s.user_id == me || !group.is_member(&s.user_id) {
                 continue;
             }
-            if in_range(s.message_id) {
-                self.store
-                    .count_read(group_id, &s.user_id, s.message_id)
-                    .await?;
+            if in_range(s.last_sent) {
                 authors.insert(s.user_id);
-            } else if s.message_id > mark.after {
+            } else if s.last_sent > mark.after {
                 later.insert(s.user_id);
             }
         }
@@ -113,22 +110,36 @@ impl Chat {
     }
 
     /// `receipts`: every member's watermark in a conversation the caller
-    /// is in.
+    /// is in: a group's from its members' marks (one read), a direct
+    /// chat's from the two memberships.
     pub async fn receipts(&self, session: &Session, conversation_id: &str) -> Result<ServerFrame> {
         let conv = self
             .member_conversation(&session.user_id, conversation_id)
             .await?;
-        let users = match ConversationId::parse(&conv)? {
-            ConversationId::Group(g) => self
-                .members
-                .group(&g)
-                .await?
-                .map(|g| g.member_ids())
-                .unwrap_or_default(),
-            ConversationId::Direct(a, b) if a == b => vec![a.to_string()],
-            ConversationId::Direct(a, b) => vec![a.to_string(), b.to_string()],
+        let members = match ConversationId::parse(&conv)? {
+            ConversationId::Group(g) => {
+                let Some(group) = self.members.group(&g).await? else {
+                    return Err(Error::Forbidden);
+                };
+                self.store
+                    .member_marks(&g)
+                    .await?
+                    .into_iter()
+                    .filter(|m| group.is_member(&m.user_id))
+                    .map(|m| ReadMark {
+                        user_id: m.user_id,
+                        up_to: m.read_up_to,
+                    })
+                    .collect()
+            }
+            ConversationId::Direct(a, b) => {
+                let mut users = vec![a.to_string()];
+                if a != b {
+                    users.push(b.to_string());
+                }
+                self.store.watermarks(&conv, &users).await?
+            }
         };
-        let members = self.store.watermarks(&conv, &users).await?;
         Ok(ServerFrame::Receipts {
             conversation_id: conv,
             members,

@@ -47,10 +47,17 @@ impl Chat {
                     if let Some(group) = self.members.group(&g).await? {
                         item.name = Some(group.name.clone());
                         item.members = Some(group.members.len() as u64);
-                    }
-                    if let Some(mine) = self.store.member_last_sent(&g, me).await? {
-                        item.last_sent = Some(mine.message_id);
-                        item.read_by = Some(mine.read_by);
+                        let marks = self.store.member_marks(&g).await?;
+                        let mine = marks.iter().find(|m| m.user_id == me);
+                        if let Some(last) = mine.map(|m| m.last_sent).filter(|&id| id > 0) {
+                            item.last_sent = Some(last);
+                            let readers = marks.iter().filter(|m| {
+                                m.user_id != me
+                                    && group.is_member(&m.user_id)
+                                    && m.read_up_to >= last
+                            });
+                            item.read_by = Some(readers.count() as u64);
+                        }
                     }
                     item.group_id = Some(g);
                 }

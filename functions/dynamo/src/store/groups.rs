@@ -235,7 +235,7 @@ impl GroupStore for DynamoStore {
         }
     }
 
-    async fn last_sent(&self, group_id: &str) -> Result<Vec<LastSent>> {
+    async fn member_marks(&self, group_id: &str) -> Result<Vec<MemberMarks>> {
         let q = self
             .client
             .query()
@@ -245,48 +245,29 @@ impl GroupStore for DynamoStore {
             .expression_attribute_values(":m", Av::S(MEMBER_PREFIX.to_string()));
         let table = self.groups.clone();
         let items = self.query_all(q, &table, usize::MAX, true).await?;
-        let mut out = Vec::new();
-        for i in items {
-            out.extend(from_item::<_, MemberItem>(&table, i)?.last_sent());
-        }
-        Ok(out)
+        items
+            .into_iter()
+            .map(|i| Ok(from_item::<_, MemberItem>(&table, i)?.marks()))
+            .collect()
     }
 
-    async fn member_last_sent(&self, group_id: &str, user_id: &str) -> Result<Option<LastSent>> {
-        let item = self
-            .get_with(&self.groups, MemberItem::key(group_id, user_id), false)
-            .await?;
-        match item {
-            Some(i) => Ok(from_item::<_, MemberItem>(&self.groups, i)?.last_sent()),
-            None => Ok(None),
-        }
-    }
-
-    async fn count_read(
-        &self,
-        group_id: &str,
-        user_id: &str,
-        message_id: u64,
-    ) -> Result<Option<u64>> {
+    async fn note_read(&self, group_id: &str, user_id: &str, up_to: u64) -> Result<()> {
         self.meter.write(128, 0, false);
         let request = self
             .client
             .update_item()
             .table_name(&self.groups)
             .set_key(Some(MemberItem::key(group_id, user_id)))
-            .update_expression("ADD read_by :one")
-            .condition_expression("last_sent = :id")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":id", n(message_id))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .update_expression("SET read_up_to = :u")
+            .condition_expression(
+                "attribute_exists(sk) AND (attribute_not_exists(read_up_to) OR read_up_to < :u)",
+            )
+            .expression_attribute_values(":u", n(up_to))
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send();
-        match conditional(&self.meter, "UpdateItem", &self.groups, request).await? {
-            Written::Done(out) => match out.attributes().and_then(|a| a.get("read_by")) {
-                Some(Av::N(v)) => Ok(v.parse().ok()),
-                _ => Ok(None),
-            },
-            Written::ConditionFailed(_) => Ok(None),
-        }
+        // Not moved (a later ack got there first, or the member left):
+        // nothing to do.
+        conditional(&self.meter, "UpdateItem", &self.groups, request).await?;
+        Ok(())
     }
 }

@@ -248,7 +248,7 @@ impl DynamoStore {
     /// Puts a group message at its id if free, in one transaction with
     /// the sender's member item: it must exist (the sender is still a
     /// member), and it records the message as the sender's newest
-    /// (`last_sent`, read by nobody yet) at no extra cost: a condition
+    /// (`last_sent`) at no extra cost: a condition
     /// check and an update of a small item both bill 2 units in a
     /// transaction. `Ok(None)` when written, `Ok(Some(old))` when the id is
     /// taken, `Forbidden` when not a member.
@@ -284,12 +284,11 @@ impl DynamoStore {
             let update = Update::builder()
                 .table_name(&self.groups)
                 .set_key(Some(member_key))
-                .update_expression("SET last_sent = :id, read_by = :zero")
+                .update_expression("SET last_sent = :id")
                 .condition_expression(
                     "attribute_exists(sk) AND (attribute_not_exists(last_sent) OR last_sent < :id)",
                 )
                 .expression_attribute_values(":id", n(item.message_id))
-                .expression_attribute_values(":zero", n(0))
                 .build()
                 .map_err(DErr::from)?;
             TransactWriteItem::builder().update(update).build()
