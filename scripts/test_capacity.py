@@ -48,10 +48,14 @@ class HandComputed(unittest.TestCase):
         self.assertEqual(cap.send_wcu(self.inp, 10_240), 13)
 
     def test_group_fanout_reads(self):
-        # 100 members: ⌈(200 + 100 × 100) / 4096⌉ = 3, + 100 × 0.5 = 53 (docs/cost.md).
-        self.assertEqual(cap.group_read_units(self.inp, 100) + cap.lookup_units(self.inp, 100), 53)
-        # 20 members: ⌈2,200 / 4096⌉ = 1, + 10 = 11.
+        # 100 members: cached, the version check (1) + 100 × 0.5 = 51 (docs/cost.md);
+        # the list itself ⌈(200 + 100 × 100) / 4096⌉ = 3 after a change.
+        self.assertEqual(cap.group_read_units(self.inp, 100) + cap.lookup_units(self.inp, 100), 51)
+        self.assertEqual(cap.group_list_units(self.inp, 100), 3)
+        # 20 members: not cached (no cheaper), ⌈2,200 / 4096⌉ = 1, + 10 = 11.
         self.assertEqual(cap.group_read_units(self.inp, 20) + cap.lookup_units(self.inp, 20), 11)
+        # A group ack reads the 20 member items: ⌈2,000 / 4096⌉ = 1.
+        self.assertEqual(cap.member_items_units(self.inp, 20), 1)
 
     def test_every_cost_md_row_is_reproduced(self):
         for row, qty, measured, model in cap.calibration(self.inp):
@@ -73,9 +77,11 @@ class HandComputed(unittest.TestCase):
         #     + 20M history + 10M × 120 / 9 pings + 100K creates.
         pings = 10e6 * 120 / 9
         self.assertAlmostEqual(self.r["frames_in_day"], 1e9 + 2.3e9 + 1e8 + 2e8 + 2e7 + pings + 1e5, delta=1)
-        # out: 800M × (ack + 0.5 delivery) + 200M × (1 + 19 × 0.5) + 400M × 0.5 + 1.9B × 19 × 0.5
+        # out: 800M × (ack + 0.5 delivery) + 200M × (1 + 19 × 0.5) + 400M × 0.5
+        #      + 1.9B group acks × 0.5 online × 1.5 authors (the reader's other
+        #      devices: none, one connection a user)
         #      + 100M × (23 + 1) + 20M + pings + 100K × (1 + 19 × 0.5)
-        out = 8e8 * 1.5 + 2e8 * 10.5 + 4e8 * 0.5 + 1.9e9 * 9.5 + 1e8 * 24 + 2e7 + pings + 1e5 * 10.5
+        out = 8e8 * 1.5 + 2e8 * 10.5 + 4e8 * 0.5 + 1.9e9 * 0.5 * 1.5 + 1e8 * 24 + 2e7 + pings + 1e5 * 10.5
         self.assertAlmostEqual(self.r["apigw_msgs_day"] - self.r["frames_in_day"], out, delta=1)
 
     def test_storage_per_day(self):
