@@ -182,10 +182,9 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
         1 + group_list_units(inp, n) + lookup_units(inp, n))
     r = rows["group_ack_100"]
     # the watermark in the membership and on the member item; membership,
-    # newest id, the cached list's version, the member items; the author
-    # and the reader
+    # newest id, the member items; the author and the reader
     add("group_ack_100", "write units", 1 + 1)
-    add("group_ack_100", "read units (request)", 2 + group_read_units(inp, n) + member_items_units(inp, n))
+    add("group_ack_100", "read units (request)", 2 + member_items_units(inp, n))
     add("group_ack_100", "read units (fan-out)", lookup_units(inp, 2))
     add("group_ack_100", "posts", 1)
     r = rows["group_create_100"]
@@ -327,11 +326,11 @@ def build(inp: dict, scale: float = 1.0) -> dict:
         others = val(inp, "client.connections_per_user") - 1
         covered = 1 / ack if ack else 0  # messages one ack covers
         g_units = {"users": [1, 1], "messages": [0, 1 + scan * math.ceil(covered * msg_item_bytes(inp, text) / 4096)],
-                   "groups": [1, gread + member_items_units(inp, N)],
+                   "groups": [1, member_items_units(inp, N)],
                    "connections": [0, lookup_units(inp, A + 1)]}
         rec = live * (A + others)
-        g_calls = 3 + 1 + 2 + scan + A + 1
-        g_ms = ms(inp, 3 + 1 + 2 + scan + 1, live)
+        g_calls = 3 + 1 + 1 + scan + A + 1
+        g_ms = ms(inp, 3 + 1 + 1 + scan + 1, live)
     else:  # receipts only to the sender of the acked message
         g_units = {"users": [1, 1], "messages": [0, 1], "connections": [0, lookup_units(inp, 1)]}
         rec, g_calls, g_ms = live, 3 + 1, ms(inp, 3 + 1, live)
@@ -972,7 +971,7 @@ def block_hotspots(inp):
     reads_msgs = 1 + (N - 1) * ack
     gread = group_read_units(inp, N)
     items = member_items_units(inp, N)
-    reads_grp = gread + (N - 1) * ack * (gread + items)
+    reads_grp = gread + (N - 1) * ack * items
     id_rate = 1000 / (2 * val(inp, "lambda.dynamodb_call_ms"))
     fan_ms = ms(inp, 1 + rounds(N, inp), live * rounds(N - 1, inp))
     rows = [
@@ -981,9 +980,12 @@ def block_hotspots(inp):
         ["… reads: the send's newest-id Query + every ack's last-id Query (strong)",
          f"1 + {N - 1:g} × {ack:g} = {reads_msgs:g} RCU per message", f"{n(lim('ddb_partition_rcu'))} / {reads_msgs:g}",
          n(lim("ddb_partition_rcu") / reads_msgs)],
-        ["groups partition: the member list's version (fan-out), and per ack the version and the member items (strong)",
-         f"{gread} + {N - 1:g} × {ack:g} × ({gread} + {items}) = {reads_grp:g} RCU per message",
+        ["groups partition: the member list's version (fan-out), and per ack the member items (strong)",
+         f"{gread} + {N - 1:g} × {ack:g} × {items} = {reads_grp:g} RCU per message",
          f"{n(lim('ddb_partition_rcu'))} / {reads_grp:g}", n(lim("ddb_partition_rcu") / reads_grp)],
+        ["… writes: the sender's member item (in the send's transaction) + every ack's read mark",
+         f"2 + {N - 1:g} × {ack:g} = {2 + (N - 1) * ack:g} WCU per message",
+         f"{n(lim('ddb_partition_wcu'))} / {2 + (N - 1) * ack:g}", n(lim("ddb_partition_wcu") / (2 + (N - 1) * ack))],
         ["id allocation: newest-id Query then conditional put, one id at a time",
          f"2 × {val(inp, 'lambda.dynamodb_call_ms'):g} ms per id", f"1,000 ms / {2 * val(inp, 'lambda.dynamodb_call_ms'):g} ms",
          n(id_rate)],

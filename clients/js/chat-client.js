@@ -772,11 +772,15 @@ export class ChatClient {
       }
       case 'receipts': {
         if (typeof f.conversation_id === 'string' && Array.isArray(f.members)) {
-          let m = this._receipts.get(f.conversation_id);
-          if (!m) this._receipts.set(f.conversation_id, (m = new Map()));
+          // The whole membership as it is now: it replaces what was known
+          // (a member who left drops out), keeping a newer mark a `receipt`
+          // may have brought meanwhile.
+          const old = this._receipts.get(f.conversation_id) ?? new Map();
+          const m = new Map();
           for (const r of f.members) {
-            if (typeof r?.user_id === 'string' && Number.isSafeInteger(r.up_to)) m.set(r.user_id, Math.max(r.up_to, m.get(r.user_id) ?? 0));
+            if (typeof r?.user_id === 'string' && Number.isSafeInteger(r.up_to)) m.set(r.user_id, Math.max(r.up_to, old.get(r.user_id) ?? 0));
           }
+          this._receipts.set(f.conversation_id, m);
           this._memberCounts.set(f.conversation_id, f.members.length);
         }
         if (!this._answer('receipts', f)) this._emit('error', new ChatError('bad_frame', 'unexpected receipts frame', { frame: f }));
@@ -784,7 +788,13 @@ export class ChatClient {
       }
       case 'group':
         this._groups.set(f.group_id, f);
-        if (Array.isArray(f.members)) this._memberCounts.set(`grp#${f.group_id}`, f.members.length);
+        if (Array.isArray(f.members)) {
+          const conv = `grp#${f.group_id}`;
+          this._memberCounts.set(conv, f.members.length);
+          // Marks of members who left no longer count.
+          const marks = this._receipts.get(conv);
+          if (marks) for (const u of [...marks.keys()]) if (!f.members.includes(u)) marks.delete(u);
+        }
         this._answer('group', f); // if it answers our request; else it is news
         this._emit('group', f);
         return;

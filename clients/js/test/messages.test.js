@@ -155,6 +155,16 @@ test('readBy says read by n of m from fetchReceipts, the receipts after it, and 
   // A member joins: m grows with the group frame.
   ws.receive({ type: 'group', group_id: 'g1', name: 'team', members: ['alice', 'bob', 'carol', 'dave'], admins: ['alice'] });
   assert.deepEqual(h.client.readBy(g, 3), { n: 2, m: 3 });
+  // bob leaves: his read no longer counts, nor does he.
+  ws.receive({ type: 'group', group_id: 'g1', name: 'team', members: ['alice', 'carol', 'dave'], admins: ['alice'] });
+  assert.deepEqual(h.client.readBy(g, 3), { n: 1, m: 2 });
+  // A fresh answer replaces the marks.
+  const again = h.client.fetchReceipts(g);
+  await tick();
+  ws.receive({ type: 'receipts', conversation_id: g, members: [{ user_id: 'alice', up_to: 3 }, { user_id: 'dave', up_to: 3 }] });
+  await again;
+  assert.deepEqual(h.client.receipts(g), { alice: 3, dave: 3 });
+  assert.deepEqual(h.client.readBy(g, 3), { n: 1, m: 1 });
 });
 
 test('a frame that is not JSON is an error event; unknown frame types are ignored', () => {

@@ -198,10 +198,7 @@ pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc
         v.sort_by(|x, y| x.user_id.cmp(&y.user_id));
         v
     };
-    let want = |mut v: Vec<MemberMarks>| {
-        v.sort_by(|x, y| x.user_id.cmp(&y.user_id));
-        v
-    };
+    let want = sorted;
     assert_eq!(
         sorted(s.member_marks(&gid).await.unwrap()),
         want(vec![marks(&a, 0, 0), marks(&b, 0, 0), marks(&c, 0, 0)])
@@ -240,5 +237,20 @@ pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc
     assert_eq!(
         sorted(s.member_marks(&gid).await.unwrap()),
         want(vec![marks(&a, 4, 4), marks(&c, 0, 3)])
+    );
+    // A member added now has read up to where it joined (the newest id).
+    let d = unique("d");
+    s.update_group(&GroupChange {
+        group_id: gid.clone(),
+        expected_version: 2,
+        admins: vec![a.clone()],
+        add: vec![(joined(&d, 3), 4)],
+        remove: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        sorted(s.member_marks(&gid).await.unwrap()),
+        want(vec![marks(&a, 4, 4), marks(&c, 0, 3), marks(&d, 0, 4)])
     );
 }

@@ -31,13 +31,27 @@ impl Chat {
         if !mark.moved() {
             return Ok(());
         }
+        // The watermark moved: from here on nothing fails the ack (a retry
+        // would find it moved and tell no one), so failures are logged and
+        // the receipt still goes out.
         let audience = match ConversationId::parse(&conv)? {
             ConversationId::Group(g) => {
-                self.store.note_read(&g, user.as_str(), mark.after).await?;
-                let mut users = self.authors(session, &g, &conv, mark).await?;
-                crate::metrics::receipts("author", users.len());
-                users.push(user.to_string());
-                Audience::Users(users)
+                if let Err(e) = self.store.note_read(&g, user.as_str(), mark.after).await {
+                    // The member's mark stays behind until its next ack.
+                    tracing::warn!(error = %e, %conv, "cannot record the read mark");
+                }
+                match self.authors(session, &g, &conv, mark).await {
+                    Ok(mut users) => {
+                        crate::metrics::receipts("author", users.len());
+                        users.push(user.to_string());
+                        Audience::Users(users)
+                    }
+                    Err(e) => {
+                        // Too many rather than none: every member.
+                        tracing::warn!(error = %e, %conv, "cannot find the authors; telling every member");
+                        Audience::Conversation(conv.clone())
+                    }
+                }
             }
             ConversationId::Direct(..) => {
                 crate::metrics::receipts("direct", 1);
@@ -71,14 +85,12 @@ impl Chat {
         mark: Watermark,
     ) -> Result<Vec<String>> {
         let me = session.user_id.as_str();
-        let Some(group) = self.members.group(group_id).await? else {
-            return Ok(vec![]);
-        };
         let in_range = |id: u64| id > mark.before && id <= mark.after;
         let mut authors = BTreeSet::new();
         let mut later = BTreeSet::new();
+        // Only current members have marks.
         for s in self.store.member_marks(group_id).await? {
-            if s.user_id == me || !group.is_member(&s.user_id) {
+            if s.user_id == me {
                 continue;
             }
             if in_range(s.last_sent) {
@@ -88,18 +100,13 @@ impl Chat {
             }
         }
         if !later.is_empty() {
-            // The range itself, or its newest page if it is longer.
-            let span = mark.after - mark.before;
-            let messages = if span <= AUTHOR_SCAN_LIMIT as u64 {
-                self.store
-                    .messages_after(conv, mark.before, span as usize)
-                    .await?
-            } else {
-                self.store
-                    .messages_before(conv, Some(mark.after + 1), AUTHOR_SCAN_LIMIT)
-                    .await?
-                    .messages
-            };
+            // The range itself, or its newest messages if it is longer
+            // (read strongly consistent: the newest were just stored).
+            let span = (mark.after - mark.before).min(AUTHOR_SCAN_LIMIT as u64);
+            let messages = self
+                .store
+                .messages_after(conv, mark.after - span, span as usize)
+                .await?;
             for m in messages.into_iter().filter(|m| in_range(m.message_id)) {
                 if later.remove(&m.sender) {
                     authors.insert(m.sender);
@@ -117,21 +124,17 @@ impl Chat {
             .member_conversation(&session.user_id, conversation_id)
             .await?;
         let members = match ConversationId::parse(&conv)? {
-            ConversationId::Group(g) => {
-                let Some(group) = self.members.group(&g).await? else {
-                    return Err(Error::Forbidden);
-                };
-                self.store
-                    .member_marks(&g)
-                    .await?
-                    .into_iter()
-                    .filter(|m| group.is_member(&m.user_id))
-                    .map(|m| ReadMark {
-                        user_id: m.user_id,
-                        up_to: m.read_up_to,
-                    })
-                    .collect()
-            }
+            // Only current members have marks.
+            ConversationId::Group(g) => self
+                .store
+                .member_marks(&g)
+                .await?
+                .into_iter()
+                .map(|m| ReadMark {
+                    user_id: m.user_id,
+                    up_to: m.read_up_to,
+                })
+                .collect(),
             ConversationId::Direct(a, b) => {
                 let mut users = vec![a.to_string()];
                 if a != b {

@@ -17,13 +17,21 @@ use chat_core::ports::*;
 use chat_core::{Error, Result};
 
 impl DynamoStore {
+    /// One strongly consistent Query, the group's item first (`meta` sorts
+    /// after `member#`: descending): a Query is only read-committed
+    /// against transactions, so a change that commits while it runs may
+    /// show in the members and not in the version. Read in this order, the
+    /// members are never older than the version they are tagged with, so a
+    /// list cached by version never misses a removal (docs/design.md,
+    /// "Receipts and group look-ups").
     pub(super) async fn read_group(&self, group_id: &str) -> Result<Option<Group>> {
         let q = self
             .client
             .query()
             .table_name(&self.groups)
             .key_condition_expression("group_id = :g")
-            .expression_attribute_values(":g", Av::S(group_id.to_string()));
+            .expression_attribute_values(":g", Av::S(group_id.to_string()))
+            .scan_index_forward(false);
         let table = self.groups.clone();
         let items = self.query_all(q, &table, usize::MAX, true).await?;
         let mut meta = None;
@@ -117,7 +125,12 @@ impl DynamoStore {
         );
         self.meter.write(256, 0, true);
         for (m, acked) in &change.add {
-            items.push(self.tx_put(&self.groups, to_item(&MemberItem::new(gid, m)))?);
+            // Read up to where the membership starts (the group's newest id).
+            let member = MemberItem {
+                read_up_to: *acked,
+                ..MemberItem::new(gid, m)
+            };
+            items.push(self.tx_put(&self.groups, to_item(&member))?);
             let row = MembershipItem::new(&m.user_id, &conv, *acked, m.joined_at_ms);
             items.push(self.tx_put(&self.users, to_item(&row))?);
         }
