@@ -226,7 +226,11 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
     let ack = row("ack in a 100-member group (1 author)");
     assert_eq!(ack.posts, 1);
     assert_eq!(ack.fanout.read_units, 1.0);
-    assert_eq!(ack.request.read_units, 2.0 + 3.0, "membership, newest id, member items");
+    assert_eq!(
+        ack.request.read_units,
+        2.0 + 3.0,
+        "membership, newest id, member items"
+    );
     assert_eq!(
         ack.write_units(),
         2.0,
