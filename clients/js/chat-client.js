@@ -76,7 +76,7 @@ const DEVICE_KEY = 'chat-device-id';
 const MAX_RECEIVED_ITEMS = 100;
 /** What a first `received` waits, to take the messages arriving with it. */
 const RECEIVED_BATCH_MS = 200;
-const RETRYABLE_SEND_CODES = new Set(['internal', 'rate_limited']);
+const RETRYABLE_SEND_CODES = new Set(['internal', 'rate_limited', 'unavailable']);
 const CONNECTED = new Set(['open', 'syncing', 'live']);
 const enc = new TextEncoder();
 

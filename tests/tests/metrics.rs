@@ -40,8 +40,26 @@ async fn counters_move_with_traffic_on_the_metrics_listener_only() {
             let _ = stopped.await;
         },
     ));
+    // From the first second, before any traffic: every counter with each
+    // label value at 0, so that rate() sees 0 rather than no data.
+    let fresh = scrape(port).await;
+    for line in [
+        "chat_deliveries_total{result=\"gone\"} 0",
+        "chat_connects_total{result=\"too_fast\"} 0",
+        "chat_frames_in_total{action=\"receipts\"} 0",
+        "chat_gap_reads_total{found=\"too_much\"} 0",
+        "chat_store_errors_total{op=\"commit\"} 0",
+        "chat_messages_stored_total 0",
+    ] {
+        assert!(fresh.lines().any(|l| l == line), "{line} in:\n{fresh}");
+    }
     let server = TestServer::start().await;
     let before = scrape(port).await;
+    if store_kind() == "embedded" {
+        // The embedded store's health.
+        assert_eq!(sample(&before, "chat_store_writable"), 1.0, "{before}");
+        assert!(sample(&before, "chat_store_free_bytes") > 0.0, "{before}");
+    }
 
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;

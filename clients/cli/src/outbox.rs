@@ -96,7 +96,9 @@ impl Outbox {
         let Some(i) = self.position(client_msg_id) else {
             return Outcome::Unknown;
         };
-        if code != "internal" {
+        // `internal` and `unavailable` (the store cannot write for now):
+        // nothing was stored; the same send is tried again later.
+        if code != "internal" && code != "unavailable" {
             self.entries.remove(i);
             return Outcome::Dropped;
         }
@@ -198,6 +200,13 @@ mod tests {
         );
         assert!(o.on_ack("c-3"));
         assert_eq!(o.next_retry(), None);
+        // A store that cannot write for now: kept and retried too.
+        o.push(send("c-4"));
+        assert_eq!(
+            o.on_error("c-4", "unavailable", t0),
+            Outcome::Retry(Duration::from_secs(1))
+        );
+        assert_eq!(o.unacked(), 1);
     }
 
     #[test]

@@ -80,7 +80,7 @@ test('conflict rejects the send and it is not resent', async () => {
   assert.deepEqual(h.of('error'), [], 'a rejected send is not also an error event');
 });
 
-test('forbidden rejects at once; internal is retried with the same client_msg_id', async () => {
+test('forbidden rejects at once; internal and unavailable are retried with the same client_msg_id', async () => {
   const h = harness(ChatClient);
   const ws = h.goLive();
   const bad = h.client.send('group:nope', 'x');
@@ -93,6 +93,13 @@ test('forbidden rejects at once; internal is retried with the same client_msg_id
   assert.equal(ws.sent.filter((f) => f.client_msg_id === 'c-2').length, 2);
   ws.receive(ackFrame('c-2', 9));
   assert.equal((await p).message_id, 9);
+  // `unavailable` (the store cannot write for now) is retried the same way.
+  const q = h.client.send('user:bob', 'disk full?');
+  ws.receive({ type: 'error', code: 'unavailable', message: 'the disk is nearly full', client_msg_id: 'c-3', action: 'send' });
+  h.clock.advance(750);
+  assert.equal(ws.sent.filter((f) => f.client_msg_id === 'c-3').length, 2);
+  ws.receive(ackFrame('c-3', 10));
+  assert.equal((await q).message_id, 10);
 });
 
 test('texts the server would refuse are refused locally, without a frame', async () => {

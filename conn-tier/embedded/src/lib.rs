@@ -13,6 +13,8 @@
 //! # Layout
 //! - this file: [`EmbeddedStore`], opening, the write queue;
 //! - `writer`: the group-commit loop;
+//! - `health`: faults as states: the handle opened again after a failed
+//!   commit, the free-disk watch ([`Options`]);
 //! - `batch`: the tables of one group commit, opened once for all its writes;
 //! - `tables`: table definitions and record bodies;
 //! - `messages`, `memberships`, `groups`, `quotas`, `devices`: each entity's reads and
@@ -23,6 +25,7 @@ mod batch;
 mod devices;
 pub mod error;
 mod groups;
+mod health;
 mod memberships;
 mod messages;
 mod quotas;
@@ -33,6 +36,7 @@ pub use error::Error;
 
 use batch::Batch;
 use chat_core::ports::*;
+pub use chat_core::ports::{Health, StoreHealth};
 use chat_core::Result;
 use redb::{Database, ReadableDatabase};
 use std::path::Path;
@@ -44,20 +48,46 @@ use tokio::sync::mpsc;
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 4096;
 
+/// How the store watches its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Below this much free space on the data directory's file system,
+    /// writes are refused (`unavailable`) until there is room again, so
+    /// the file is never left at the edge of a full disk. 0 turns it off.
+    pub min_free_bytes: u64,
+    /// How often the free space is read, and a store that cannot write
+    /// tries again.
+    pub watch_every: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            min_free_bytes: 64 * 1024 * 1024,
+            watch_every: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// The embedded [`Store`].
 pub struct EmbeddedStore {
-    db: Arc<Database>,
-    writer: Option<mpsc::Sender<writer::WriteOp>>,
+    /// The database handle, opened again after a failed commit.
+    db: Arc<health::Slot>,
+    health: Arc<health::Health>,
+    writer: Option<mpsc::Sender<writer::Job>>,
     /// Joined on drop, so the file is released when the store is gone.
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Set on drop: the writer stops waiting for room in the commit feed.
+    /// The free-space watch (joined on drop).
+    watcher: Option<std::thread::JoinHandle<()>>,
+    /// Set on drop: the writer stops waiting for room in the commit feed,
+    /// the watcher stops.
     closing: Arc<AtomicBool>,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) `dir/chat.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        Self::start(dir, None)
+        Self::start(dir, None, Options::default())
     }
 
     /// As [`EmbeddedStore::open`], with a commit feed: every newly appended
@@ -71,18 +101,31 @@ impl EmbeddedStore {
         dir: &Path,
         bound: usize,
     ) -> Result<(Self, mpsc::Receiver<StoredMessage>), Error> {
-        let (tx, rx) = mpsc::channel(bound.max(1));
-        Ok((Self::start(dir, Some(tx))?, rx))
+        Self::open_with_feed_options(dir, bound, Options::default())
     }
 
-    fn start(dir: &Path, feed: Option<mpsc::Sender<StoredMessage>>) -> Result<Self, Error> {
+    /// As [`EmbeddedStore::open_with_feed`], watching the disk as `options` say.
+    pub fn open_with_feed_options(
+        dir: &Path,
+        bound: usize,
+        options: Options,
+    ) -> Result<(Self, mpsc::Receiver<StoredMessage>), Error> {
+        let (tx, rx) = mpsc::channel(bound.max(1));
+        Ok((Self::start(dir, Some(tx), options)?, rx))
+    }
+
+    fn start(
+        dir: &Path,
+        feed: Option<mpsc::Sender<StoredMessage>>,
+        options: Options,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             context: format!("creating data directory {}", dir.display()),
             source,
         })?;
         let path = dir.join("chat.redb");
         let db = match Database::create(&path) {
-            Ok(db) => Arc::new(db),
+            Ok(db) => db,
             Err(source @ redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Locked { path, source })
             }
@@ -99,26 +142,55 @@ impl EmbeddedStore {
             txn.open_table(QUOTAS).map_err(Error::db)?;
             txn.open_table(DEVICES).map_err(Error::db)?;
             txn.open_table(CURSORS).map_err(Error::db)?;
+            txn.open_table(health::PROBE).map_err(Error::db)?;
         }
         txn.commit().map_err(Error::db)?;
-        let (tx, rx) = mpsc::channel::<writer::WriteOp>(WRITE_QUEUE);
-        let wdb = db.clone();
+        let db = Arc::new(health::Slot::new(path.clone(), db));
+        let health = Arc::new(health::Health::new(options.min_free_bytes));
+        if let Some(free) = health::free_bytes(dir) {
+            health.set_free(free);
+        }
+        chat_core::metrics::store_writable(health.report().writable);
+        let (tx, rx) = mpsc::channel::<writer::Job>(WRITE_QUEUE);
+        let (wdb, whealth) = (db.clone(), health.clone());
         let closing = Arc::new(AtomicBool::new(false));
         let flag = closing.clone();
         let thread = std::thread::Builder::new()
             .name("embedded-store-writer".into())
-            .spawn(move || writer::run(&wdb, rx, feed, &flag))
+            .spawn(move || writer::run(&wdb, &whealth, rx, feed, &flag))
             .map_err(|source| Error::Io {
                 context: "starting the store writer thread".into(),
                 source,
             })?;
-        tracing::info!(path = %path.display(), "embedded store open");
+        let nudger = tx.clone();
+        let watcher = health::watch(
+            dir.to_path_buf(),
+            health.clone(),
+            move || {
+                let _ = nudger.try_send(writer::Job::Probe);
+            },
+            closing.clone(),
+            options.watch_every,
+        )
+        .map_err(|source| Error::Io {
+            context: "starting the store's disk watch".into(),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), min_free_bytes = options.min_free_bytes, "embedded store open");
         Ok(EmbeddedStore {
             db,
+            health,
             writer: Some(tx),
             thread: Some(thread),
+            watcher: Some(watcher),
             closing,
         })
+    }
+
+    /// Why a write was not answered: the store's health says (a write
+    /// dropped while it cannot write), else the writer stopped.
+    fn unanswered(&self) -> chat_core::Error {
+        unanswered(&self.health)
     }
 
     /// Runs `f` in the next group commit; answers after the commit's fsync.
@@ -130,7 +202,7 @@ impl EmbeddedStore {
         self.queue(move |batch| f(batch).map(|r| (r, None)))
             .await?
             .await
-            .map_err(|_| chat_core::Error::from(Error::WriterStopped))?
+            .map_err(|_| self.unanswered())?
     }
 
     /// Puts a write in the writer's queue (waiting for room), so writes keep
@@ -140,21 +212,40 @@ impl EmbeddedStore {
         R: Send + 'static,
         F: FnOnce(&mut Batch<'_>) -> Result<(R, Option<StoredMessage>)> + Send + 'static,
     {
+        // Refused at the door while the store cannot write.
+        self.health.check()?;
         let (op, rx) = writer::op(f);
         let sender = self
             .writer
             .as_ref()
             .ok_or_else(|| chat_core::Error::from(Error::WriterStopped))?;
         sender
-            .send(op)
+            .send(writer::Job::Write(op))
             .await
             .map_err(|_| chat_core::Error::from(Error::WriterStopped))?;
         Ok(rx)
     }
 
     fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let db = self.db.get().ok_or_else(|| {
+            chat_core::Error::Unavailable("the store is opening its file again".into())
+        })?;
+        let txn = db.begin_read().map_err(self::db)?;
         f(&txn)
+    }
+}
+
+/// See [`EmbeddedStore::unanswered`].
+pub(crate) fn unanswered(health: &health::Health) -> chat_core::Error {
+    match health.check() {
+        Err(e) => e,
+        Ok(()) => Error::WriterStopped.into(),
+    }
+}
+
+impl Health for EmbeddedStore {
+    fn health(&self) -> StoreHealth {
+        self.health.report()
     }
 }
 
@@ -163,6 +254,10 @@ impl Drop for EmbeddedStore {
     /// so the data file is released when the store is dropped.
     fn drop(&mut self) {
         self.closing.store(true, Ordering::Relaxed);
+        if let Some(t) = self.watcher.take() {
+            // It holds a sender of the writer's queue: stopped first.
+            let _ = t.join();
+        }
         self.writer.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

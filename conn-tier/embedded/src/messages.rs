@@ -174,8 +174,9 @@ impl MessageStore for EmbeddedStore {
         msg: NewMessage,
     ) -> Result<futures_util::future::BoxFuture<'static, Result<Appended>>> {
         let rx = self.queue(move |batch| append(batch, msg)).await?;
+        let health = self.health.clone();
         Ok(Box::pin(async move {
-            rx.await.map_err(|_| Error::from(StoreErr::WriterStopped))?
+            rx.await.map_err(|_| crate::unanswered(&health))?
         }))
     }
 

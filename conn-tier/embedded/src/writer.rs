@@ -6,9 +6,9 @@
 //! falls behind, callers wait (backpressure) instead of piling up memory.
 
 use crate::batch::Batch;
+use crate::health::{Health, Slot};
 use chat_core::ports::StoredMessage;
 use chat_core::{Error, Result};
-use redb::Database;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
@@ -17,7 +17,15 @@ use tokio::sync::{mpsc, oneshot};
 /// Most writes applied in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
 
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// What the writer's queue carries.
+pub(crate) enum Job {
+    Write(WriteOp),
+    /// Try to write again (the store cannot, since a commit failed):
+    /// open the file again and commit a probe (crate::health).
+    Probe,
+}
 
 /// What one write did inside a batch.
 pub(crate) struct Applied {
@@ -48,7 +56,7 @@ where
         let done: Completion = Box::new(move |commit| {
             let _ = tx.send(match commit {
                 Ok(()) => r,
-                Err(e) => Err(Error::Store(e)),
+                Err(e) => Err(e),
             });
         });
         Applied {
@@ -80,26 +88,51 @@ fn feed_one(feed: &mpsc::Sender<StoredMessage>, mut c: StoredMessage, closing: &
 
 /// The group-commit loop: one transaction and one fsync per batch. Runs
 /// until every sender of `rx` is gone. Each durable message goes to `feed`.
+/// A failed commit (or a transaction that cannot begin) makes the store
+/// not writable ([`Health::fail`]): its batch is answered `unavailable`,
+/// later writes are dropped unanswered (their callers learn why from the
+/// store's health), and each [`Job::Probe`] tries to recover.
 pub(crate) fn run(
-    db: &Database,
-    mut rx: mpsc::Receiver<WriteOp>,
+    slot: &Slot,
+    health: &Health,
+    mut rx: mpsc::Receiver<Job>,
     feed: Option<mpsc::Sender<StoredMessage>>,
     closing: &AtomicBool,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+        let mut ops = Vec::new();
+        let mut probe = false;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write(op) => ops.push(op),
+                Job::Probe => probe = true,
             }
+            if ops.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if health.has_failed() {
+            drop(ops);
+            if probe {
+                recover(slot, health);
+            }
+            continue;
+        }
+        if ops.is_empty() {
+            continue;
         }
         let batch = ops.len();
         let started = std::time::Instant::now();
+        let Some(db) = slot.get() else {
+            drop(ops);
+            continue;
+        };
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, "cannot begin write transaction");
+                chat_core::metrics::store_error("commit");
+                health.fail(&e.to_string());
                 // Nothing ran; every caller's answer channel closes.
                 drop(ops);
                 continue;
@@ -121,16 +154,22 @@ pub(crate) fn run(
         let outcome = if poisoned {
             // A write failed part-way; keep the whole batch off disk.
             let _ = txn.abort();
-            Err("a write in this batch failed; nothing was stored".to_string())
+            Err(Failed::Batch)
         } else {
-            txn.commit().map_err(|e| e.to_string())
+            txn.commit().map_err(|e| Failed::Commit(e.to_string()))
         };
+        drop(db);
         chat_core::metrics::commit_batch(batch);
         chat_core::metrics::commit_phases(applied, started.elapsed().saturating_sub(applied));
         match (&outcome, &feed) {
-            (Err(e), _) => {
+            (Err(Failed::Commit(e)), _) => {
                 chat_core::metrics::store_error("commit");
-                tracing::error!(error = %e, batch, "group commit failed")
+                tracing::error!(error = %e, batch, "group commit failed");
+                health.fail(e);
+            }
+            (Err(Failed::Batch), _) => {
+                chat_core::metrics::store_error("commit");
+                tracing::error!(batch, "a write failed part-way; the batch was not stored");
             }
             (Ok(()), Some(feed)) => {
                 tracing::trace!(batch, "group commit");
@@ -141,8 +180,39 @@ pub(crate) fn run(
             (Ok(()), None) => tracing::trace!(batch, "group commit"),
         }
         for done in completions {
-            done(outcome.clone());
+            done(match &outcome {
+                Ok(()) => Ok(()),
+                Err(Failed::Batch) => Err(Error::Store(
+                    "a write in this batch failed; nothing was stored".into(),
+                )),
+                Err(Failed::Commit(e)) => {
+                    Err(Error::Unavailable(format!("the store cannot write ({e})")))
+                }
+            });
         }
     }
     tracing::debug!("embedded store writer stopped");
+}
+
+/// Why a batch was not stored.
+enum Failed {
+    /// One of its writes failed part-way (it was aborted).
+    Batch,
+    /// The commit failed: the store cannot write until it recovers.
+    Commit(String),
+}
+
+/// Opens the file again and commits a probe; writable again if it lands.
+fn recover(slot: &Slot, health: &Health) {
+    let attempt = slot.reopen().and_then(|()| match slot.get() {
+        Some(db) => crate::health::probe(&db),
+        None => Err("the data file is not open".into()),
+    });
+    match attempt {
+        Ok(()) => health.recovered(),
+        Err(e) => {
+            tracing::debug!(error = %e, "the store still cannot write");
+            health.fail(&e);
+        }
+    }
 }

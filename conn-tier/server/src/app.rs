@@ -169,7 +169,11 @@ impl App {
         auth: Authenticator,
         settings: Settings,
     ) -> Result<(Self, Arc<chat_embedded::EmbeddedStore>), Error> {
-        let (store, feed) = chat_embedded::EmbeddedStore::open_with_feed(dir, FEED_BOUND)?;
+        let (store, feed) = chat_embedded::EmbeddedStore::open_with_feed_options(
+            dir,
+            FEED_BOUND,
+            settings.embedded,
+        )?;
         let store = Arc::new(store);
         let app = Self::in_process(
             store.clone(),

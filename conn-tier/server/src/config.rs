@@ -38,6 +38,8 @@ pub struct Settings {
     /// On SIGTERM, how long `/healthz` answers 503 before sockets close
     /// (a cluster node: the load balancer stops sending clients first).
     pub drain: Duration,
+    /// How the embedded store watches its disk.
+    pub embedded: chat_embedded::Options,
 }
 
 fn parse_cidr(s: &str) -> Result<crate::proxy_protocol::Cidr, String> {
@@ -155,6 +157,11 @@ pub struct ServerArgs {
     /// Where messages, users and groups are kept.
     #[arg(long, env = "CHAT_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
+    /// Free space (MiB) the embedded store keeps on its disk: below it,
+    /// writes are refused (`unavailable`) and `/readyz` answers 503 until
+    /// there is room again. 0 turns it off.
+    #[arg(long, env = "CHAT_MIN_FREE_DISK_MB", default_value_t = 64)]
+    pub min_free_disk_mb: u64,
     /// Prefix of the DynamoDB table names (`--store dynamodb`).
     #[arg(long, env = "CHAT_TABLE_PREFIX", default_value = DEFAULT_TABLE_PREFIX)]
     pub table_prefix: String,
@@ -362,7 +369,8 @@ impl ServerArgs {
         Ok(Settings {
             socket: self.socket_config(),
             limits: Limits {
-                max_connections: self.max_connections.max(1),
+                // What the descriptor limit allows at most (raised first).
+                max_connections: crate::fds::cap(self.max_connections.max(1)),
                 max_per_ip: self.max_connections_per_ip.max(1),
                 new_per_ip_per_sec: self.new_connections_per_ip_per_sec,
                 new_per_ip_burst: self.new_connections_per_ip_per_sec.saturating_mul(2).max(1),
@@ -386,6 +394,10 @@ impl ServerArgs {
                 Duration::from_millis(self.drain_ms)
             } else {
                 Duration::ZERO
+            },
+            embedded: chat_embedded::Options {
+                min_free_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
+                ..Default::default()
             },
         })
     }

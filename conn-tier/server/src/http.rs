@@ -120,26 +120,32 @@ async fn healthz(State(ctx): State<Ctx>) -> Response {
     }
 }
 
-/// 200 only when this node takes connections and its store answers (one
+/// 200 only when this node takes connections, its store can write (as far
+/// as it knows: the embedded store's disk and commits) and answers (one
 /// small read, at most 2 s): the load balancer's readiness check.
 /// `/healthz` stays the cheap liveness check.
 async fn readyz(State(ctx): State<Ctx>) -> Response {
-    let unavailable = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     if ctx.app.draining.load(Ordering::Relaxed) {
-        return unavailable("draining\n");
+        return unavailable("draining\n".into());
     }
     if ctx.app.cluster.as_ref().is_some_and(|c| !c.healthy()) {
-        return unavailable("not registered in the cluster\n");
+        return unavailable("not registered in the cluster\n".into());
     }
     if let Some(store) = &ctx.app.store {
+        let health = store.health();
+        if !health.writable {
+            let why = health.problem.unwrap_or_default();
+            return unavailable(format!("store cannot write: {why}\n"));
+        }
         let probe = store.membership("readyz", "dm#readyz#readyz");
         match tokio::time::timeout(Duration::from_secs(2), probe).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "readiness: the store did not answer");
-                return unavailable("store unavailable\n");
+                return unavailable("store unavailable\n".into());
             }
-            Err(_) => return unavailable("store too slow\n"),
+            Err(_) => return unavailable("store too slow\n".into()),
         }
     }
     "ready".into_response()

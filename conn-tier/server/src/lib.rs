@@ -11,7 +11,7 @@
 //! http → socket → app → config → backend, cluster → hub → outbox, limits
 //! ```
 //!
-//! (`listener`, `rate`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
+//! (`listener`, `rate`, `fds`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
 //! are leaves beside them.)
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
@@ -27,6 +27,7 @@
 //!   item ([`outbox::Outbound`]).
 //! - [`limits`]: per-connection limits, close codes, defaults.
 //! - [`rate`]: the token bucket (one per user, in the hub; one per IP, in the listener).
+//! - [`fds`]: the descriptor limit raised at start, the connection cap under it.
 //! - [`listener`]: the accept loop of both listeners: caps in total, per IP
 //!   and per second, header-read timeout, `TCP_NODELAY`, descriptor backoff.
 //! - [`proxy_protocol`]: the client's address from a trusted load
@@ -47,6 +48,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fds;
 pub mod http;
 pub mod hub;
 pub mod limits;

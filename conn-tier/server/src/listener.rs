@@ -273,7 +273,11 @@ pub async fn serve(
         let ticket = match admission.admit(peer.ip()) {
             Ok(t) => Arc::new(t),
             Err(why) => {
-                connections.spawn(refuse(stream, why));
+                // Answered and closed here, before the next accept: a
+                // flood past the cap never holds more than this one
+                // descriptor for its refusals (docs/operations.md, "File
+                // limits").
+                refuse_now(stream, why);
                 continue;
             }
         };
@@ -352,8 +356,8 @@ fn too_fast_response() -> axum::response::Response {
         .into_response()
 }
 
-/// Answers a connection that was not admitted, and closes it.
-async fn refuse(mut stream: TcpStream, why: Refused) {
+/// The answer to a connection that was not admitted (counted).
+fn refusal(why: Refused) -> String {
     chat_core::metrics::rejected(match why {
         Refused::Full => "total",
         Refused::TooManyFromIp => "per_ip",
@@ -369,12 +373,26 @@ async fn refuse(mut stream: TcpStream, why: Refused) {
         ),
     };
     let body = format!("{reason}\n");
-    let reply = format!(
+    format!(
         "HTTP/1.1 {status}\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// Answers a connection that was not admitted, and closes it.
+async fn refuse(mut stream: TcpStream, why: Refused) {
+    let reply = refusal(why);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
     let _ = stream.shutdown().await;
+}
+
+/// As [`refuse`], without waiting: the answer goes into the socket's empty
+/// send buffer (it fits), and the socket is closed at once; the kernel
+/// still delivers the answer.
+fn refuse_now(stream: TcpStream, why: Refused) {
+    let reply = refusal(why);
+    let _ = stream.try_write(reply.as_bytes());
+    drop(stream);
 }
 
 #[cfg(test)]

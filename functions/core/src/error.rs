@@ -37,6 +37,11 @@ pub enum Error {
     /// The store or another backend failed; the message is for logs only.
     #[error("store failure: {0}")]
     Store(String),
+    /// The store cannot take writes for now (its disk is full or nearly,
+    /// an I/O error it is recovering from): nothing was stored; the same
+    /// request may be sent again (docs/protocol.md, "Errors").
+    #[error("{0}; nothing was stored, retry in a few seconds")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,6 +59,7 @@ impl Error {
             Error::RateLimited | Error::Quota(_) => "rate_limited",
             Error::IdReused(_) => "conflict",
             Error::Contended | Error::Store(_) => "internal",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 

@@ -357,6 +357,9 @@ impl GroupStore for MemoryStore {
     }
 }
 
+/// Nothing to watch: memory is writable while the process lives.
+impl Health for MemoryStore {}
+
 #[async_trait]
 impl QuotaStore for MemoryStore {
     async fn take_quota(

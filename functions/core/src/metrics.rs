@@ -26,6 +26,8 @@ pub const DELIVERY_POST_SECONDS: &str = "chat_delivery_post_seconds";
 pub const GAP_READS: &str = "chat_gap_reads_total";
 pub const MEMBER_CACHE: &str = "chat_member_cache_total";
 pub const RECEIPTS: &str = "chat_receipts_total";
+pub const STORE_WRITABLE: &str = "chat_store_writable";
+pub const STORE_FREE_BYTES: &str = "chat_store_free_bytes";
 
 /// A connection opened (`+1`) or closed (`-1`).
 pub fn connection_open(delta: f64) {
@@ -146,7 +148,87 @@ pub fn receipts(kind: &'static str, n: usize) {
     metrics::counter!(RECEIPTS, "kind" => kind).increment(n as u64);
 }
 
-/// Help texts for the exporters (once, when a recorder is installed).
+/// Whether the store can write (1) or not (0): the embedded store, which
+/// refuses writes while its disk is (nearly) full or after an I/O error.
+pub fn store_writable(writable: bool) {
+    metrics::gauge!(STORE_WRITABLE).set(if writable { 1.0 } else { 0.0 });
+}
+
+/// Free bytes on the embedded store's file system.
+pub fn store_free_bytes(bytes: u64) {
+    metrics::gauge!(STORE_FREE_BYTES).set(bytes as f64);
+}
+
+/// Every counter with each of its known label values, and the gauges, at
+/// zero (or their value), so that a fresh or idle node exports them from
+/// its first second: a dashboard or an alert on `rate(...)` sees 0, not
+/// "no data" (Prometheus's instrumentation guidance). Called by
+/// [`describe`], when a recorder is installed.
+pub fn zeros() {
+    use metrics::{counter, gauge};
+    let labelled: [(&'static str, &'static str, &[&'static str]); 11] = [
+        (
+            CONNECTS,
+            "result",
+            &[
+                "accepted",
+                "unauthorized",
+                "too_many_for_user",
+                "too_fast",
+                "authorizer_timeout",
+                "busy",
+                "cross_origin",
+                "failed",
+            ],
+        ),
+        (
+            DISCONNECTS,
+            "reason",
+            &[
+                "peer",
+                "idle",
+                "too_slow",
+                "too_big",
+                "invalid_utf8",
+                "protocol",
+                "shutdown",
+                "closed_by_server",
+                "peer_gone",
+                "error",
+            ],
+        ),
+        (DELIVERIES, "result", &["ok", "gone", "failed", "held"]),
+        (STORE_ERRORS, "op", &["commit"]),
+        (STORE_RETRIES, "what", &["message_id", "group_version"]),
+        (RATE_LIMITED, "what", &["frames", "groups_per_day"]),
+        (REJECTED, "reason", &["total", "per_ip", "per_ip_rate"]),
+        (CLUSTER_POSTS, "result", &["ok", "gone", "failed", "dead"]),
+        (
+            GAP_READS,
+            "found",
+            &["messages", "own_only", "failed", "too_much"],
+        ),
+        (MEMBER_CACHE, "result", &["hit", "miss"]),
+        (RECEIPTS, "kind", &["direct", "author"]),
+    ];
+    for (name, label, values) in labelled {
+        for v in values {
+            counter!(name, label => *v).absolute(0);
+        }
+    }
+    for a in crate::protocol::ACTIONS {
+        counter!(FRAMES_IN, "action" => a.name).absolute(0);
+    }
+    for a in ["invalid", "binary", "ping"] {
+        counter!(FRAMES_IN, "action" => a).absolute(0);
+    }
+    counter!(MESSAGES_STORED).absolute(0);
+    gauge!(CONNECTIONS_OPEN).increment(0.0);
+    gauge!(OUTBOUND_QUEUE_BYTES).increment(0.0);
+}
+
+/// Help texts for the exporters (once, when a recorder is installed), and
+/// every counter at zero ([`zeros`]).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(CONNECTIONS_OPEN, "WebSocket connections open on this node");
@@ -195,9 +277,19 @@ pub fn describe() {
         "Group member lists served by the per-process cache, by result"
     );
     describe_counter!(RECEIPTS, "Receipts queued by acks, by kind");
+    describe_gauge!(
+        STORE_WRITABLE,
+        "1 while the embedded store can write, 0 while it refuses writes (disk full or nearly, an I/O error it is recovering from)"
+    );
+    describe_gauge!(
+        STORE_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the embedded store's file system"
+    );
     describe_histogram!(
         DELIVERY_POST_SECONDS,
         Unit::Seconds,
         "One post to a connection in a cluster, by path (local or remote)"
     );
+    zeros();
 }

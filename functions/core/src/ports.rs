@@ -335,13 +335,38 @@ pub trait QuotaStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// Whether a store can take writes now, for readiness and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub writable: bool,
+    /// Why not, when it cannot.
+    pub problem: Option<String>,
+    /// Free bytes on the store's disk, for a store on one.
+    pub free_bytes: Option<u64>,
+}
+
+/// A store's own view of its health. A store that cannot tell (a remote
+/// one: readiness probes it with a read instead) keeps the default.
+pub trait Health: Send + Sync {
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            writable: true,
+            problem: None,
+            free_bytes: None,
+        }
+    }
+}
+
 /// Messages, users, groups, quotas and devices: everything the services
 /// keep. One trait per entity (each adapter implements them in that
 /// entity's module); a store is any type that implements them all.
-pub trait Store: MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore {}
+pub trait Store:
+    MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore + Health
+{
+}
 
 impl<T> Store for T where
-    T: MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore + ?Sized
+    T: MessageStore + MembershipStore + GroupStore + QuotaStore + DeviceStore + Health + ?Sized
 {
 }
 

@@ -292,6 +292,9 @@ impl MembershipStore for DynamoStore {
     }
 }
 
+/// DynamoDB's health is seen by calling it: readiness probes it with a read.
+impl Health for DynamoStore {}
+
 #[async_trait]
 impl QuotaStore for DynamoStore {
     async fn take_quota(
