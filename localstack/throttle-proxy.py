@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """A fault-injecting proxy for DynamoDB tests: forwards requests to the
 emulator, but answers a share of them with ThrottlingException (HTTP 400)
-or an internal error (HTTP 500), as DynamoDB does under load.
+or an internal error (HTTP 500), as DynamoDB does under load; and on
+`GET /stall?secs=N` it black-holes every request for N seconds: each is
+held, never forwarded, and its connection closed unanswered when the stall
+ends (the client has given up by then), as when the store is cut off.
 
 Usage: throttle-proxy.py UPSTREAM_URL FAULT_RATE [SEED]
 Prints "listening PORT" on stdout once ready (it binds 127.0.0.1:0).
+`GET /` answers the counts so far.
 """
 import http.client
 import json
 import random
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -18,7 +23,8 @@ upstream = urlparse(sys.argv[1])
 rate = float(sys.argv[2])
 rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 7)
 lock = threading.Lock()
-stats = {"forwarded": 0, "throttled": 0, "failed": 0}
+stats = {"forwarded": 0, "throttled": 0, "failed": 0, "stalled": 0}
+stall_until = 0.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -29,6 +35,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if time.time() < stall_until:
+            with lock:
+                stats["stalled"] += 1
+            while time.time() < stall_until:
+                time.sleep(0.05)
+            self.close_connection = True
+            return
         with lock:
             roll = rng.random()
         if roll < rate * 0.8:
@@ -56,6 +69,11 @@ class Handler(BaseHTTPRequestHandler):
         conn.close()
 
     def do_GET(self):
+        global stall_until
+        if self.path.startswith("/stall"):
+            secs = float(self.path.split("secs=", 1)[1]) if "secs=" in self.path else 20.0
+            stall_until = time.time() + secs
+            return self.reply(200, {"stall_until": stall_until})
         self.reply(200, stats)
 
     def reply(self, status, obj):

@@ -153,12 +153,25 @@ pub struct ClusterUnderTest {
     haproxy: Option<Child>,
     /// Extra flags every node gets.
     extra: Vec<String>,
+    /// Per node, another DynamoDB endpoint (a fault proxy), if any.
+    endpoints: Vec<Option<String>>,
 }
 
 impl ClusterUnderTest {
     /// Starts `n` nodes of `bin` (the conn-tier binary) and HAProxy;
     /// returns once all are ready.
     pub async fn start(bin: &str, n: usize, extra: &[&str]) -> Self {
+        Self::start_with_endpoints(bin, n, extra, Vec::new()).await
+    }
+
+    /// As [`ClusterUnderTest::start`], node `i` reaching DynamoDB through
+    /// `endpoints[i]` when it is set (a fault proxy in front of the emulator).
+    pub async fn start_with_endpoints(
+        bin: &str,
+        n: usize,
+        extra: &[&str],
+        endpoints: Vec<Option<String>>,
+    ) -> Self {
         crate::init_log();
         let prefix = crate::fresh_tables().await.expect("fresh tables");
         let mut c = ClusterUnderTest {
@@ -170,6 +183,7 @@ impl ClusterUnderTest {
             nodes: Vec::new(),
             haproxy: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            endpoints,
         };
         for _ in 0..n {
             let node = c.spawn_node(free_port(), free_port()).await;
@@ -199,6 +213,14 @@ impl ClusterUnderTest {
     /// could not listen, say).
     async fn try_spawn_node(&self, port: u16, mport: u16) -> Result<NodeProc, String> {
         let mut cmd = Command::new(&self.bin);
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .unwrap_or(self.nodes.len());
+        if let Some(Some(url)) = self.endpoints.get(i) {
+            cmd.env("AWS_ENDPOINT_URL", url);
+        }
         cmd.args(["--store", "dynamodb", "--cluster"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             // HAProxy connects from its own address, with a PROXY header.

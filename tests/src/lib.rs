@@ -690,3 +690,58 @@ pub async fn http_request(
         .collect();
     Ok((status, headers, body.to_string()))
 }
+
+/// A proxy in front of the emulator (`localstack/throttle-proxy.py`) that
+/// answers a share of requests with ThrottlingException or HTTP 500, and
+/// black-holes every request during a [`stall`].
+pub async fn fault_proxy(rate: f64) -> (tokio::process::Child, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let upstream =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (source localstack/env.sh)");
+    let mut child = tokio::process::Command::new(root.join("localstack/.venv/bin/python"))
+        .arg(root.join("localstack/throttle-proxy.py"))
+        .args([upstream, rate.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let port = line.strip_prefix("listening ").unwrap().trim().to_string();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// What the fault proxy did so far (`GET /`).
+pub async fn proxy_stats(url: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// Black-holes every request through the proxy at `url` for `secs`.
+pub async fn stall(url: &str, secs: u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /stall?secs={secs} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}

@@ -7,7 +7,9 @@
 //! every connection.
 
 use chat_tests::cluster::{ClusterUnderTest, Device, CLUSTER_KEY};
-use chat_tests::{signed_request, TestClient, SECRET};
+use chat_tests::{
+    fault_proxy, proxy_stats, signed_request, stall, try_http_get, TestClient, SECRET,
+};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -503,14 +505,15 @@ async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_noth
     let killed = Instant::now();
     cluster.kill(1).await;
 
-    // Declared dead within dead-after (6 s) plus one janitor round (2 s).
+    // Declared dead within dead-after (6 s), plus up to a janitor round (2
+    // s) to see its last heartbeat and one to act on the silence.
     loop {
         let live = cluster.live_nodes(0).await;
         if !live.iter().any(|n| n["node_id"] == victim_id.as_str()) {
             break;
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(9),
+            killed.elapsed() < Duration::from_secs(11),
             "still listed after {:?}",
             killed.elapsed()
         );
@@ -553,6 +556,94 @@ async fn a_killed_node_is_declared_dead_its_records_go_and_its_clients_lose_noth
     let me = live.iter().find(|n| n["self"] == true).unwrap();
     assert_ne!(me["node_id"], victim_id.as_str());
     assert_eq!(live.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_dynamodb_for_20_s_closes_its_clients_rejoins_after_and_nothing_is_lost(
+) {
+    // Node 1 reaches DynamoDB through a proxy that black-holes it on demand.
+    let (_proxy, proxy) = fault_proxy(0.0).await;
+    let cluster =
+        ClusterUnderTest::start_with_endpoints(BIN, 3, &[], vec![None, Some(proxy.clone())]).await;
+    let (devices, gid) = users_and_a_group(&cluster, 6).await;
+    let cut_id = cluster
+        .live_nodes(1)
+        .await
+        .iter()
+        .find(|n| n["self"] == true)
+        .unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        devices.iter().any(|d| d.node == cut_id),
+        "some devices are on node 1"
+    );
+    let running = tokio::spawn({
+        let gid = gid.clone();
+        async move { load(devices, &gid, Duration::from_secs(30)).await }
+    });
+    until_stored(&cluster, &gid, 3).await;
+    stall(&proxy, 20).await;
+    let stalled = Instant::now();
+    let node1 = cluster.nodes[1].port;
+    // Not ready while it cannot reach its store.
+    while try_http_get(node1, "/readyz")
+        .await
+        .map(|r| r.0)
+        .unwrap_or(0)
+        == 200
+    {
+        assert!(
+            stalled.elapsed() < Duration::from_secs(15),
+            "node 1 stayed ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let not_ready = stalled.elapsed();
+    // It cannot heartbeat: it counts itself dead and closes its clients
+    // with 1012, so they reconnect elsewhere.
+    while !cluster.nodes[1].logged("closing its connections with 1012") {
+        assert!(
+            stalled.elapsed() < Duration::from_secs(30),
+            "node 1 kept its clients"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let closed = stalled.elapsed();
+    // The store comes back: it rejoins, under a new id, and is ready.
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(stalled.elapsed())).await;
+    let back = Instant::now();
+    while try_http_get(node1, "/readyz")
+        .await
+        .map(|r| r.0)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "node 1 never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready_again = back.elapsed();
+    let live = cluster.live_nodes(1).await;
+    let me = live.iter().find(|n| n["self"] == true).unwrap();
+    assert_ne!(me["node_id"], cut_id.as_str());
+
+    let mut devices = running.await.unwrap();
+    let closed_1012 = devices.iter().filter(|d| d.closes.contains(&1012)).count();
+    assert!(closed_1012 > 0, "its clients were closed with 1012");
+    // Every acked message stored once, every device has them all, ids in
+    // order without gaps (what everything_arrived checks).
+    everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
+    let acked: usize = devices.iter().map(|d| d.acked.len()).sum();
+    let stats = proxy_stats(&proxy).await;
+    eprintln!(
+        "dynamodb stall of 20 s on node 1: {acked} sends acked in all, none lost or stored twice; \
+         node 1 not ready after {not_ready:?}, its {closed_1012} clients closed with 1012 after {closed:?}, \
+         ready again {ready_again:?} after the store came back; proxy: {stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,10 @@
 use chat_core::ports::{MessageStore, NewMessage};
 use chat_dynamo::schema::ALL;
 use chat_dynamo::{connect, connect_to, DynamoStore};
-use chat_tests::{fresh_tables, SECRET, WAIT};
+use chat_tests::{fault_proxy, fresh_tables, proxy_stats, SECRET};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn tables_made_from_the_template_have_the_keys_indexes_and_ttl_the_adapter_expects() {
@@ -74,43 +73,6 @@ async fn an_unreachable_endpoint_is_a_startup_error_that_names_it() {
         err.contains("localstack/start.sh"),
         "says what to start: {err}"
     );
-}
-
-/// A proxy in front of the emulator that answers a share of requests with
-/// ThrottlingException or HTTP 500.
-async fn fault_proxy(rate: f64) -> (tokio::process::Child, String) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let upstream =
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (source localstack/env.sh)");
-    let mut child = tokio::process::Command::new(root.join("localstack/.venv/bin/python"))
-        .arg(root.join("localstack/throttle-proxy.py"))
-        .args([upstream, rate.to_string()])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let port = line.strip_prefix("listening ").unwrap().trim().to_string();
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-/// What the fault proxy did so far (`GET /`).
-async fn proxy_stats(url: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
-    serde_json::from_str(body).unwrap()
 }
 
 #[tokio::test]

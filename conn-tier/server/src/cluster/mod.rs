@@ -70,6 +70,33 @@ struct State {
     /// The live nodes of the last listing.
     live: Vec<NodeRecord>,
     draining: bool,
+    /// Per node, the last heartbeat value seen and when (this node's
+    /// monotonic clock) it was first seen: a node is silent when its value
+    /// has not changed for `dead_after` here. Never its wall clock against
+    /// ours: a node whose clock is minutes off is not dead for it.
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl State {
+    /// How long each node of `list` has been silent, as this node saw its
+    /// heartbeat values change; forgets nodes no longer listed.
+    fn silences(&mut self, list: &[NodeRecord]) -> Vec<Duration> {
+        let now = Instant::now();
+        self.seen
+            .retain(|id, _| list.iter().any(|n| &n.node_id == id));
+        list.iter()
+            .map(|n| {
+                let e = self
+                    .seen
+                    .entry(n.node_id.clone())
+                    .or_insert((n.heartbeat_at_ms, now));
+                if e.0 != n.heartbeat_at_ms {
+                    *e = (n.heartbeat_at_ms, now);
+                }
+                now.duration_since(e.1)
+            })
+            .collect()
+    }
 }
 
 impl Cluster {
@@ -102,6 +129,7 @@ impl Cluster {
                 last_ok: Instant::now(),
                 dead: HashMap::new(),
                 draining: false,
+                seen: HashMap::new(),
             }),
             cfg,
         }))
@@ -147,12 +175,13 @@ impl Cluster {
     /// The live nodes now, read from the registry (the last listing if
     /// it cannot be read).
     pub async fn live_nodes_now(&self) -> Vec<NodeRecord> {
-        let dead_ms = self.cfg.dead_after.as_millis() as u64;
         match self.nodes.nodes().await {
             Ok(list) => {
-                let now = now_ms();
+                let silences = self.state().silences(&list);
                 list.into_iter()
-                    .filter(|n| !n.dead && now.saturating_sub(n.heartbeat_at_ms) <= dead_ms)
+                    .zip(silences)
+                    .filter(|(n, silent)| !n.dead && *silent <= self.cfg.dead_after)
+                    .map(|(n, _)| n)
                     .collect()
             }
             Err(e) => {
@@ -247,20 +276,18 @@ impl Cluster {
                 return;
             }
         };
-        let now = now_ms();
-        let dead_ms = self.cfg.dead_after.as_millis() as u64;
+        let silences = self.state().silences(&list);
         let me = self.node_id();
         let mut live = Vec::new();
         let mut dead = Vec::new();
-        for n in list {
-            let silent = now.saturating_sub(n.heartbeat_at_ms) > dead_ms;
+        for (n, silence) in list.into_iter().zip(silences) {
             if n.node_id == me {
                 live.push(n);
             } else if n.dead {
                 dead.push(n);
-            } else if silent {
+            } else if silence > self.cfg.dead_after {
                 if let Ok(true) = self.nodes.declare_dead(&n.node_id, n.heartbeat_at_ms).await {
-                    tracing::warn!(node = %n.node_id, silent_ms = now.saturating_sub(n.heartbeat_at_ms), "declared a node dead");
+                    tracing::warn!(node = %n.node_id, silent_ms = silence.as_millis() as u64, "declared a node dead");
                 }
                 dead.push(n);
             } else {

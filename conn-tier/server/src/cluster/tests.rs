@@ -68,6 +68,41 @@ async fn a_silent_node_is_declared_dead_and_its_connections_deleted() {
 }
 
 #[tokio::test]
+async fn a_node_whose_clock_is_ten_minutes_off_is_not_declared_dead_while_it_heartbeats() {
+    let map = Arc::new(MemoryConnections::new());
+    let (a, _) = node(&map).await;
+    let (b, _) = node(&map).await;
+    let tasks = Tasks::new();
+    b.spawn(&tasks);
+    // a heartbeats by a clock 10 minutes behind, then 10 minutes ahead:
+    // its values change, so it is alive, whatever they say of the time.
+    let a_id = a.node_id();
+    for offset in [-600_000i64, 600_000] {
+        for _ in 0..20 {
+            let at = (now_ms() as i64 + offset) as u64;
+            assert!(
+                map.heartbeat(&a_id, at, false).await.unwrap(),
+                "a is not dead"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(b.may_reach(&a_id));
+    assert_eq!(b.live_nodes_now().await.len(), 2);
+    // Then it falls silent: dead after dead_after, by b's own clock.
+    let silent = Instant::now();
+    while b.may_reach(&a_id) {
+        assert!(
+            silent.elapsed() < Duration::from_secs(5),
+            "a silent node stays alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(silent.elapsed() >= cfg().dead_after);
+    tasks.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_node_declared_dead_closes_its_sockets_with_1012_and_rejoins_under_a_new_id() {
     let map = Arc::new(MemoryConnections::new());
     let (a, hub) = node(&map).await;
