@@ -153,8 +153,9 @@ pub struct ClusterUnderTest {
     haproxy: Option<Child>,
     /// Extra flags every node gets.
     extra: Vec<String>,
-    /// Per node, another DynamoDB endpoint (a fault proxy), if any.
-    endpoints: Vec<Option<String>>,
+    /// Per node, more environment (another DynamoDB endpoint, a clock
+    /// skew file).
+    envs: Vec<Vec<(String, String)>>,
 }
 
 impl ClusterUnderTest {
@@ -172,6 +173,24 @@ impl ClusterUnderTest {
         extra: &[&str],
         endpoints: Vec<Option<String>>,
     ) -> Self {
+        let envs = endpoints
+            .into_iter()
+            .map(|e| {
+                e.map(|url| vec![("AWS_ENDPOINT_URL".to_string(), url)])
+                    .unwrap_or_default()
+            })
+            .collect();
+        Self::start_with_env(bin, n, extra, envs).await
+    }
+
+    /// As [`ClusterUnderTest::start`], node `i` with `envs[i]` added to its
+    /// environment.
+    pub async fn start_with_env(
+        bin: &str,
+        n: usize,
+        extra: &[&str],
+        envs: Vec<Vec<(String, String)>>,
+    ) -> Self {
         crate::init_log();
         let prefix = crate::fresh_tables().await.expect("fresh tables");
         let mut c = ClusterUnderTest {
@@ -183,7 +202,7 @@ impl ClusterUnderTest {
             nodes: Vec::new(),
             haproxy: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            endpoints,
+            envs,
         };
         for _ in 0..n {
             let node = c.spawn_node(free_port(), free_port()).await;
@@ -218,8 +237,8 @@ impl ClusterUnderTest {
             .iter()
             .position(|n| n.port == port)
             .unwrap_or(self.nodes.len());
-        if let Some(Some(url)) = self.endpoints.get(i) {
-            cmd.env("AWS_ENDPOINT_URL", url);
+        for (k, v) in self.envs.get(i).into_iter().flatten() {
+            cmd.env(k, v);
         }
         cmd.args(["--store", "dynamodb", "--cluster"])
             .args(["--listen", &format!("127.0.0.1:{port}")])

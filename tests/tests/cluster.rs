@@ -647,6 +647,69 @@ async fn a_node_cut_off_from_dynamodb_for_20_s_closes_its_clients_rejoins_after_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_jumps_ten_minutes_back_and_forth_is_never_declared_dead_and_loses_nothing(
+) {
+    // Node 2's wall clock is what this file says, in ms off the real one.
+    let skew = tempfile::NamedTempFile::new().unwrap();
+    let set = |ms: i64| std::fs::write(skew.path(), ms.to_string()).unwrap();
+    set(0);
+    let env = vec![(
+        "CHAT_CLOCK_SKEW_FILE".to_string(),
+        skew.path().display().to_string(),
+    )];
+    let cluster = ClusterUnderTest::start_with_env(BIN, 3, &[], vec![vec![], vec![], env]).await;
+    let (devices, gid) = users_and_a_group(&cluster, 6).await;
+    let skewed = cluster
+        .live_nodes(2)
+        .await
+        .iter()
+        .find(|n| n["self"] == true)
+        .unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        devices.iter().any(|d| d.node == skewed),
+        "some devices are on node 2"
+    );
+    let running = tokio::spawn({
+        let gid = gid.clone();
+        async move { load(devices, &gid, Duration::from_secs(24)).await }
+    });
+    until_stored(&cluster, &gid, 3).await;
+    // Ten minutes back, then ten forward, each for longer than dead-after
+    // (6 s) and a janitor round: its heartbeats carry those times.
+    for ms in [-600_000i64, 600_000] {
+        set(ms);
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        for i in 0..3 {
+            let live = cluster.live_nodes(i).await;
+            assert_eq!(
+                live.len(),
+                3,
+                "node {i} sees every node with node 2 {ms} ms off: {live:?}"
+            );
+            assert!(live.iter().any(|n| n["node_id"] == skewed.as_str()));
+        }
+    }
+    set(0);
+    let mut devices = running.await.unwrap();
+    for i in 0..3 {
+        assert!(
+            !cluster.nodes[i].logged("declared a node dead"),
+            "node {i} declared one dead"
+        );
+    }
+    assert!(!cluster.nodes[2].logged("closing its connections with 1012"));
+    assert!(
+        devices.iter().all(|d| !d.closes.contains(&1012)),
+        "nobody was moved"
+    );
+    // Ids in order, nothing lost, nothing twice (a clock never numbers messages).
+    everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_node_finds_it_was_declared_dead_closes_its_sockets_and_nothing_is_lost() {
     let cluster = ClusterUnderTest::start(BIN, 3, &[]).await;
     let (devices, gid) = users_and_a_group(&cluster, 6).await;

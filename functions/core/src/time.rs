@@ -1,12 +1,47 @@
 //! Wall-clock helpers: the server stamps messages in milliseconds since the
 //! Unix epoch and shows them as RFC 3339 with milliseconds.
 
-/// Milliseconds since the Unix epoch.
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the Unix epoch, by this process's clock (see
+/// [`skew_ms`]).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    match skew_ms() {
+        0 => real,
+        s => (real as i64).saturating_add(s).max(0) as u64,
+    }
+}
+
+/// A test seam, off unless `CHAT_CLOCK_SKEW_FILE` names a file: then this
+/// process's wall clock is off by the milliseconds the file holds (re-read
+/// at most every 100 ms), as on a host whose clock jumps. Used by
+/// `tests/tests/cluster.rs` (docs/testing.md) to jump one node's clock;
+/// it moves what this crate stamps and compares (heartbeats, `sent_at`),
+/// not the token library's own clock.
+fn skew_ms() -> i64 {
+    static FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    let Some(path) = FILE.get_or_init(|| std::env::var_os("CHAT_CLOCK_SKEW_FILE").map(Into::into))
+    else {
+        return 0;
+    };
+    static CACHE: Mutex<Option<(Instant, i64)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    match *cache {
+        Some((at, skew)) if at.elapsed() < Duration::from_millis(100) => skew,
+        _ => {
+            let skew = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            *cache = Some((Instant::now(), skew));
+            skew
+        }
+    }
 }
 
 /// The last instant RFC 3339 can show: 9999-12-31T23:59:59.999Z.
