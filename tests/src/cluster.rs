@@ -486,6 +486,11 @@ pub struct Device {
     skipped: Vec<(String, u64)>,
     /// How many times it reconnected, and the close codes it got.
     pub closes: Vec<u16>,
+    /// The first close since the last ack, while no ack came since...
+    closed_at: Option<tokio::time::Instant>,
+    /// ...and, per such outage, how long until the next ack: how soon the
+    /// device was served again.
+    pub served_again: Vec<Duration>,
     /// Every `group` frame received.
     pub groups: Vec<Value>,
     /// Every `receipt` received.
@@ -525,6 +530,8 @@ impl Device {
             violations: Vec::new(),
             skipped: Vec::new(),
             closes: Vec::new(),
+            closed_at: None,
+            served_again: Vec::new(),
             groups: Vec::new(),
             receipts: Vec::new(),
             from_history: 0,
@@ -683,6 +690,7 @@ impl Device {
         let text = match msg {
             Some(Ok(WsMessage::Text(t))) => t.to_string(),
             Some(Ok(WsMessage::Close(c))) => {
+                self.closed_at.get_or_insert_with(tokio::time::Instant::now);
                 self.closes
                     .push(c.map(|c| u16::from(c.code)).unwrap_or(1005));
                 self.ws = None;
@@ -690,6 +698,7 @@ impl Device {
             }
             Some(Ok(_)) => return Some(json!({"type":"_other"})),
             _ => {
+                self.closed_at.get_or_insert_with(tokio::time::Instant::now);
                 self.closes.push(1006);
                 self.ws = None;
                 return None;
@@ -698,6 +707,9 @@ impl Device {
         let f: Value = serde_json::from_str(&text).expect("JSON");
         match f["type"].as_str() {
             Some("ack") => {
+                if let Some(t) = self.closed_at.take() {
+                    self.served_again.push(t.elapsed());
+                }
                 let id = f["client_msg_id"].as_str().unwrap().to_string();
                 self.pending.remove(&id);
                 let at = (

@@ -634,6 +634,14 @@ async fn a_node_cut_off_from_dynamodb_for_20_s_closes_its_clients_rejoins_after_
     let mut devices = running.await.unwrap();
     let closed_1012 = devices.iter().filter(|d| d.closes.contains(&1012)).count();
     assert!(closed_1012 > 0, "its clients were closed with 1012");
+    // How soon they were served again: from the close to their next ack
+    // (through the load balancer, on another node).
+    let served = devices
+        .iter()
+        .filter(|d| d.closes.contains(&1012))
+        .flat_map(|d| d.served_again.iter().copied())
+        .max()
+        .expect("the closed clients were served again");
     // Every acked message stored once, every device has them all, ids in
     // order without gaps (what everything_arrived checks).
     everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
@@ -642,6 +650,7 @@ async fn a_node_cut_off_from_dynamodb_for_20_s_closes_its_clients_rejoins_after_
     eprintln!(
         "dynamodb stall of 20 s on node 1: {acked} sends acked in all, none lost or stored twice; \
          node 1 not ready after {not_ready:?}, its {closed_1012} clients closed with 1012 after {closed:?}, \
+         served again (their next ack) at most {served:?} after the close; \
          ready again {ready_again:?} after the store came back; proxy: {stats}"
     );
 }
