@@ -642,6 +642,10 @@ async fn a_node_cut_off_from_dynamodb_for_20_s_closes_its_clients_rejoins_after_
         .flat_map(|d| d.served_again.iter().copied())
         .max()
         .expect("the closed clients were served again");
+    assert!(
+        served < Duration::from_secs(10),
+        "served again only after {served:?}"
+    );
     // Every acked message stored once, every device has them all, ids in
     // order without gaps (what everything_arrived checks).
     everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;

@@ -263,6 +263,16 @@ async fn a_full_disk_refuses_sends_and_readiness_then_recovers_by_itself_losing_
     let (status, body) = readyz(port).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cannot write"), "{body}");
+    // A read meanwhile is answered, or refused as `unavailable`: never
+    // `internal`.
+    let mut bob = TestClient::connect(&url, &token("bob")).await.unwrap();
+    bob.send(json!({"action":"history","conversation_id":"dm#alice#bob","limit":5}))
+        .await;
+    let answer = bob.recv().await;
+    assert!(
+        answer["type"] == "history" || answer["code"] == "unavailable",
+        "{answer}"
+    );
     for _ in 0..3 {
         n += 1;
         let cmid = format!("m{n}");

@@ -7,10 +7,11 @@
 //!   handle ("Previous I/O error occurred. Please close and re-open the
 //!   database"). The writer marks the store not writable: writes are
 //!   refused at once with `unavailable` (nothing is acked that is not
-//!   stored), reads go on. Every second the watcher asks the writer to
-//!   try again: it closes the handle, opens the file again (redb recovers
-//!   to the last commit) and commits a small probe; once that succeeds the
-//!   store is writable again.
+//!   stored); reads may fail too (redb refuses them after an I/O error),
+//!   also as `unavailable`. The watcher asks the writer to try again at
+//!   once when space is freed, else every 10 s: it closes the handle, opens
+//!   the file again (redb recovers to the last commit) and commits a small
+//!   probe; once that succeeds the store is writable again.
 //! - Below `min_free_bytes` of free space on the data directory's file
 //!   system, writes are refused the same way, so the file is never left
 //!   at the edge of a full disk.
@@ -124,7 +125,7 @@ impl Health {
         self.failed().is_some()
     }
 
-    fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         !self.has_failed() && !self.low_disk.load(Ordering::Relaxed)
     }
 
@@ -183,6 +184,10 @@ impl Health {
     }
 }
 
+/// While nothing changes on the disk, a store that cannot write tries again
+/// every this many watch rounds (10 s at the default 1 s).
+const RETRY_TICKS: u32 = 10;
+
 /// Free bytes for an unprivileged writer on the file system of `dir`.
 pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -208,14 +213,34 @@ pub(crate) fn watch(
         .spawn(move || {
             let tick = Duration::from_millis(50);
             let mut waited = every;
+            // Free space at the last nudge, and how many ticks since: a
+            // store that cannot write tries again at once when space was
+            // freed, else every `RETRY_TICKS` (opening a file that was not
+            // closed cleanly repairs it: a full scan, not worth doing every
+            // second while nothing changed).
+            let mut last_nudge: Option<(u64, u32)> = None;
             while !closing.load(Ordering::Relaxed) {
                 if waited >= every {
                     waited = Duration::ZERO;
-                    if let Some(free) = free_bytes(&dir) {
+                    let free = free_bytes(&dir);
+                    if let Some(free) = free {
                         health.set_free(free);
                     }
+                    chat_core::metrics::store_writable(health.writable());
                     if health.has_failed() {
-                        nudge();
+                        let freed = |before: u64| free.is_some_and(|f| f > before + (1 << 20));
+                        let due = match last_nudge {
+                            None => true,
+                            Some((before, ticks)) => freed(before) || ticks >= RETRY_TICKS,
+                        };
+                        if due {
+                            nudge();
+                            last_nudge = Some((free.unwrap_or(0), 0));
+                        } else if let Some((_, ticks)) = last_nudge.as_mut() {
+                            *ticks += 1;
+                        }
+                    } else {
+                        last_nudge = None;
                     }
                 }
                 std::thread::sleep(tick);

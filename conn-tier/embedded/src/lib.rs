@@ -230,8 +230,22 @@ impl EmbeddedStore {
         let db = self.db.get().ok_or_else(|| {
             chat_core::Error::Unavailable("the store is opening its file again".into())
         })?;
-        let txn = db.begin_read().map_err(self::db)?;
-        f(&txn)
+        let txn = db.begin_read().map_err(|e| self.read_failed(e.into()))?;
+        f(&txn).map_err(|e| match e {
+            chat_core::Error::Store(_) if !self.health.writable() => self.unanswered(),
+            e => e,
+        })
+    }
+
+    /// A read that failed: `unavailable` while the store cannot write (redb
+    /// refuses reads too after an I/O error, until the file is opened
+    /// again), else a store failure.
+    fn read_failed(&self, e: redb::Error) -> chat_core::Error {
+        if self.health.writable() {
+            db(e)
+        } else {
+            self.unanswered()
+        }
     }
 }
 

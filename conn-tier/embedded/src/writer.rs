@@ -152,9 +152,17 @@ pub(crate) fn run(
         drop(tables);
         let applied = started.elapsed();
         let outcome = if poisoned {
-            // A write failed part-way; keep the whole batch off disk.
+            // A write failed part-way; keep the whole batch off disk. If it
+            // was the disk (redb refuses every transaction after an I/O
+            // error), the store cannot write: the same as a failed commit.
             let _ = txn.abort();
-            Err(Failed::Batch)
+            match db.begin_write() {
+                Ok(probe) => {
+                    let _ = probe.abort();
+                    Err(Failed::Batch)
+                }
+                Err(e) => Err(Failed::Commit(e.to_string())),
+            }
         } else {
             txn.commit().map_err(|e| Failed::Commit(e.to_string()))
         };

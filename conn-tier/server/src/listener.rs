@@ -390,9 +390,14 @@ async fn refuse(mut stream: TcpStream, why: Refused) {
 /// send buffer (it fits), and the socket is closed at once; the kernel
 /// still delivers the answer.
 fn refuse_now(stream: TcpStream, why: Refused) {
+    use std::io::Write;
     let reply = refusal(why);
-    let _ = stream.try_write(reply.as_bytes());
-    drop(stream);
+    // Out of the reactor and written directly (non-blocking): tokio's
+    // `try_write` would wait for a readiness event a fresh socket has not
+    // had yet.
+    if let Ok(mut s) = stream.into_std() {
+        let _ = s.write(reply.as_bytes());
+    }
 }
 
 #[cfg(test)]
