@@ -191,8 +191,20 @@ impl ClusterUnderTest {
         extra: &[&str],
         envs: Vec<Vec<(String, String)>>,
     ) -> Self {
-        crate::init_log();
         let prefix = crate::fresh_tables().await.expect("fresh tables");
+        Self::start_on_tables(bin, n, extra, envs, prefix).await
+    }
+
+    /// As [`ClusterUnderTest::start_with_env`], on the tables of `prefix`
+    /// (which hold data already: an import, say).
+    pub async fn start_on_tables(
+        bin: &str,
+        n: usize,
+        extra: &[&str],
+        envs: Vec<Vec<(String, String)>>,
+        prefix: String,
+    ) -> Self {
+        crate::init_log();
         let mut c = ClusterUnderTest {
             bin: bin.to_string(),
             prefix,

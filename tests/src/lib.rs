@@ -38,6 +38,43 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Starts `bin` (the conn-tier binary, embedded mode, `data_dir`) as a
+/// process of its own on a free port; returns it and its WebSocket URL
+/// once ready.
+pub async fn spawn_embedded_server(
+    bin: &str,
+    data_dir: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .env("CHAT_LOG_JSON", "true")
+        .env("RUST_LOG", "info")
+        .env_remove("CHAT_STORE")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn conn-tier");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(url) = v["fields"]["url"].as_str() {
+                    return url.to_string();
+                }
+            }
+        }
+        panic!("server exited before it was ready");
+    })
+    .await
+    .expect("server ready in time");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
 /// The JWT secret of the test servers (at least 32 bytes).
 pub const SECRET: &[u8] = b"test-secret-of-at-least-32-bytes";
 

@@ -3,39 +3,8 @@
 
 use chat_tests::*;
 use serde_json::json;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-/// Starts the server binary on a free port; returns it and its WebSocket URL.
-async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conn-tier"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
-        .env("CHAT_LOG_JSON", "true")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn conn-tier");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(url) = v["fields"]["url"].as_str() {
-                    return url.to_string();
-                }
-            }
-        }
-        panic!("server exited before it was ready");
-    })
-    .await
-    .expect("server ready in time");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
-}
+use tokio::process::{Child, Command};
 
 fn token(user: &str) -> String {
     chat_core::auth::Authenticator::new(SECRET)
@@ -47,7 +16,8 @@ fn token(user: &str) -> String {
 #[tokio::test]
 async fn acknowledged_messages_survive_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = spawn_server(dir.path()).await;
+    let (mut server, url) =
+        spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     let send =
         json!({"action":"send","to":"user:bob","client_msg_id":"keep-1","text":"survive this"});
@@ -57,7 +27,7 @@ async fn acknowledged_messages_survive_a_kill_and_restart() {
     server.start_kill().unwrap();
     server.wait().await.unwrap();
 
-    let (_server, url) = spawn_server(dir.path()).await;
+    let (_server, url) = spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut bob = TestClient::connect(&url, &token("bob")).await.unwrap();
     let got = bob.sync().await;
     assert_eq!(got.len(), 1);
@@ -77,7 +47,8 @@ async fn acknowledged_messages_survive_a_kill_and_restart() {
 #[tokio::test]
 async fn every_ack_received_before_a_kill_mid_burst_is_durable_and_ids_stay_gapless() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = spawn_server(dir.path()).await;
+    let (mut server, url) =
+        spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     // 180 frames: a burst within the rate limit (200).
     let burst = 180;
@@ -96,7 +67,7 @@ async fn every_ack_received_before_a_kill_mid_burst_is_durable_and_ids_stay_gapl
     server.start_kill().unwrap();
     server.wait().await.unwrap();
 
-    let (_server, url) = spawn_server(dir.path()).await;
+    let (_server, url) = spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut bob = TestClient::connect(&url, &token("bob")).await.unwrap();
     let got = bob.sync().await;
     let stored = ids(&got);
@@ -142,7 +113,8 @@ async fn signal(server: &Child, signal: &str) {
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = spawn_server(dir.path()).await;
+    let (mut server, url) =
+        spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     alice.send_text("user:bob", "before shutdown").await;
     signal(&server, "-TERM").await;
@@ -157,7 +129,8 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
 #[tokio::test]
 async fn sigint_acks_the_sends_already_queued_then_closes_and_a_restart_has_them_all() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = spawn_server(dir.path()).await;
+    let (mut server, url) =
+        spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut alice = TestClient::connect(&url, &token("alice")).await.unwrap();
     for i in 0..50 {
         alice.send(json!({"action":"send","to":"user:bob","client_msg_id":format!("q{i}"),"text":format!("queued {i}")})).await;
@@ -188,7 +161,7 @@ async fn sigint_acks_the_sends_already_queued_then_closes_and_a_restart_has_them
     assert!(exit.success(), "{exit:?}");
     // After the restart: exactly the acked messages, ids gapless, and a
     // retry of every send finds them or stores the rest once.
-    let (_server, url) = spawn_server(dir.path()).await;
+    let (_server, url) = spawn_embedded_server(env!("CARGO_BIN_EXE_conn-tier"), dir.path()).await;
     let mut bob = TestClient::connect(&url, &token("bob")).await.unwrap();
     let got = bob.sync().await;
     assert_eq!(ids(&got), (1..=acked).collect::<Vec<_>>());

@@ -98,6 +98,39 @@ async fn a_data_file_in_use_names_the_file_and_the_flag() {
 }
 
 #[tokio::test]
+async fn a_data_file_from_a_newer_build_is_refused_with_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(chat_embedded::EmbeddedStore::open(dir.path()).unwrap());
+    let file = dir.path().join("chat.redb");
+    {
+        let db = redb::Database::open(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("format", "7").unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&file).unwrap();
+    let err = refused(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(err.contains("format version 7"), "{err}");
+    assert!(err.contains("newer build"), "{err}");
+    assert!(
+        err.contains(&file.display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before, "left untouched");
+}
+
+#[tokio::test]
 async fn no_secret_says_how_to_make_one_or_to_use_dev() {
     let err = refused(&["--listen", "127.0.0.1:0"], &[]).await;
     assert!(err.contains("CHAT_JWT_SECRET"), "{err}");

@@ -14,6 +14,12 @@ pub enum Error {
         #[source]
         source: redb::DatabaseError,
     },
+    /// The file was written by a newer build (docs/operations.md, "Upgrading").
+    #[error("the data file {path} has format version {found}, written by a newer build of the chat server; this build reads format version {supported} and older. Run the newer build, or restore a backup taken by this one (conn-tier admin restore)", supported = crate::FORMAT_VERSION)]
+    NewerFormat { path: PathBuf, found: u64 },
+    /// `conn-tier admin`: a command that cannot do what it was asked, and why.
+    #[error("{0}")]
+    Admin(String),
     #[error("embedded store record is corrupt: {0}")]
     Corrupt(String),
     #[error("the embedded store's writer thread has stopped")]

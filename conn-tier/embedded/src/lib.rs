@@ -17,22 +17,34 @@
 //!   commit, the free-disk watch ([`Options`]);
 //! - `batch`: the tables of one group commit, opened once for all its writes;
 //! - `tables`: table definitions and record bodies;
+//! - `format`: the file's format version, checked at every open;
+//! - [`backup`], [`verify`], [`restore`]: `conn-tier admin`'s backup (one
+//!   read transaction, hashed), its check, and putting it in place;
+//! - [`export`], [`import`]: the portable stream (`chat_core::export`)
+//!   written from a data file and loaded into one;
 //! - `messages`, `memberships`, `groups`, `quotas`, `devices`: each entity's reads and
 //!   writes, and its port's impl ([`MessageStore`] and so on);
 //! - [`error`]: the crate's error enum.
 
+pub mod backup;
 mod batch;
 mod devices;
 pub mod error;
+pub mod export;
+mod format;
 mod groups;
 mod health;
+pub mod import;
 mod memberships;
 mod messages;
 mod quotas;
+pub mod restore;
 mod tables;
+pub mod verify;
 mod writer;
 
 pub use error::Error;
+pub use format::FORMAT_VERSION;
 
 use batch::Batch;
 use chat_core::ports::*;
@@ -124,6 +136,17 @@ impl EmbeddedStore {
             source,
         })?;
         let path = dir.join("chat.redb");
+        // A file of a newer format is refused before it is opened for
+        // writing (which writes to it).
+        if path.exists() {
+            if let Ok(db) = redb::ReadOnlyDatabase::open(&path) {
+                if let Some(found) = format::read(&db)? {
+                    if found > FORMAT_VERSION {
+                        return Err(Error::NewerFormat { path, found });
+                    }
+                }
+            }
+        }
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(source @ redb::DatabaseError::DatabaseAlreadyOpen) => {
@@ -131,6 +154,7 @@ impl EmbeddedStore {
             }
             Err(e) => return Err(Error::db(e)),
         };
+        format::check_and_record(&db, &path)?;
         let txn = db.begin_write().map_err(Error::db)?;
         {
             txn.open_table(MESSAGES).map_err(Error::db)?;

@@ -94,3 +94,16 @@ pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> Error {
     StoreErr::db(e).into()
 }
+
+/// A table of a read transaction, `None` if the file does not have it (a
+/// file written by an import, or by an older build).
+pub(crate) fn open_if_exists<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, StoreErr> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(StoreErr::db(e)),
+    }
+}

@@ -67,6 +67,9 @@ pub struct App {
     pub draining: Arc<AtomicBool>,
     /// How long to stay up, unhealthy, before closing sockets.
     pub drain: Duration,
+    /// The embedded store and its directory (embedded mode), for the
+    /// admin socket's online backup.
+    pub embedded: Option<(std::path::PathBuf, Arc<chat_embedded::EmbeddedStore>)>,
 }
 
 impl App {
@@ -159,6 +162,7 @@ impl App {
             cluster: None,
             draining: Arc::new(AtomicBool::new(false)),
             drain: settings.drain,
+            embedded: None,
         }
     }
 
@@ -200,7 +204,11 @@ impl App {
         let auth = args.authenticator()?;
         let settings = args.settings(&auth)?;
         match args.store {
-            StoreKind::Embedded => Ok(Self::embedded(&args.data_dir, auth, settings)?.0),
+            StoreKind::Embedded => {
+                let (mut app, store) = Self::embedded(&args.data_dir, auth, settings)?;
+                app.embedded = Some((args.data_dir.clone(), store));
+                Ok(app)
+            }
             StoreKind::Memory => {
                 tracing::warn!("--store memory: nothing survives a restart");
                 Ok(Self::in_process(

@@ -381,7 +381,17 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// The `conn-tier` binary's body: build from flags, serve the clients and
+/// The `conn-tier` binary: `conn-tier admin …`, or the server.
+pub async fn main() -> std::process::ExitCode {
+    if crate::admin::asked() {
+        return crate::admin::main().await;
+    }
+    let args = <ServerArgs as clap::Parser>::parse();
+    crate::config::init_tracing(args.log_json);
+    crate::error::exit_code(run(args).await)
+}
+
+/// The server's body: build from flags, serve the clients and
 /// the management API until Ctrl-C or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<(), Error> {
     let app = App::from_args(&args).await?;
@@ -440,8 +450,27 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         let limits = app.limits.direct(); // scrapers connect directly
         tokio::spawn(async move { crate::metrics::serve(l, handle, limits, stopped).await })
     });
+    // The admin socket (embedded mode): online backups.
+    let admin = match &app.embedded {
+        Some((dir, store)) => match crate::admin::socket::bind(dir) {
+            Ok((l, path)) => {
+                let (store, stopped) = (store.clone(), stop.clone().cancelled_owned());
+                Some(tokio::spawn(crate::admin::socket::serve(
+                    l, path, store, stopped,
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no admin socket: `conn-tier admin backup` cannot reach this server (it can back up the data directory once the server is stopped)");
+                None
+            }
+        },
+        None => None,
+    };
     let served = serve(listener, app, shutdown_signal()).await;
     stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     if let Some(m) = mgmt {
         let _ = m.await;
     }

@@ -11,10 +11,12 @@
 //! http → socket → app → config → backend, cluster → hub → outbox, limits
 //! ```
 //!
-//! (`listener`, `rate`, `fds`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
+//! (`admin`, `listener`, `rate`, `fds`, `proxy_protocol`, `metrics`, `web`, `refusals` and `error`
 //! are leaves beside them.)
 //! - [`http`]: `serve(listener, app, shutdown)`: the axum router, the
 //!   upgrade-time authentication, graceful shutdown; `run` for the binary.
+//! - [`admin`]: `conn-tier admin` (backup, verify, restore) and the
+//!   admin socket through which a running server backs itself up.
 //! - [`socket`]: the per-connection loop, generic over `Sink`/`Stream`.
 //! - [`app`]: wiring: the backend, the store, the hub, the background tasks.
 //! - [`config`]: command-line flags (each with an env fallback), and the
@@ -43,6 +45,7 @@
 //! `chat-local-apigw` (`conn-tier/local-apigw`, feature `lambda`), the
 //! `chat` client is `chat-cli` (`clients/cli`).
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod cluster;

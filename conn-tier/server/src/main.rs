@@ -1,6 +1,5 @@
-//! The chat server (embedded mode by default): `cargo run -p conn-tier`.
-use clap::Parser;
-use conn_tier::config::{init_tracing, ServerArgs};
+//! The chat server (embedded mode by default): `cargo run -p conn-tier`;
+//! `conn-tier admin …` backs up, checks and restores its data.
 
 /// jemalloc, not glibc's malloc: glibc's malloc and free were 14% of the
 /// server's CPU samples in the store's writer thread alone. Measured side
@@ -11,7 +10,5 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = ServerArgs::parse();
-    init_tracing(args.log_json);
-    conn_tier::exit_code(conn_tier::http::run(args).await)
+    conn_tier::http::main().await
 }

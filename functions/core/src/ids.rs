@@ -63,7 +63,7 @@ impl fmt::Display for DeviceId {
     }
 }
 
-fn is_valid_id(s: &str) -> bool {
+pub(crate) fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.bytes()

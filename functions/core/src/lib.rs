@@ -8,6 +8,7 @@
 //! - [`ids`]: user, conversation and group ids and their validation.
 //! - [`auth`]: HS256 JWT verification (and minting for dev tools).
 //! - [`error`]: the one error enum (its wire form is in [`protocol`]).
+//! - [`export`]: the portable export format (JSON Lines) and its reader.
 //! - [`ports`]: the `Store`, `Connections`, `Delivery` and `Fanout` traits
 //!   and the records they carry.
 //! - [`service`]: the services ([`Chat`]), one file per action.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod contract;
 pub mod delivery;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod members;
 pub mod memory;

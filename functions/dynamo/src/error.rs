@@ -28,6 +28,9 @@ pub enum Error {
     },
     #[error("item in {table} is malformed: {detail}")]
     Corrupt { table: String, detail: String },
+    /// An export or import that cannot go on, and why.
+    #[error("{0}")]
+    Transfer(String),
     #[error("could not build a request: {0}")]
     Build(String),
 }

@@ -19,6 +19,8 @@
 //!   connection map and the node registry.
 //! - [`nodes`]: the [`chat_core::ports::Nodes`] registry of a conn-tier
 //!   cluster, in the connections table.
+//! - [`transfer`]: export and import of the tables as the portable
+//!   stream (`chat_core::export`).
 //! - [`meter`]: capacity accounting (read/write units per operation).
 //! - [`error`]: the crate's error enum.
 //! - `testing` (feature `testing`): fresh tables on the emulator for tests.
@@ -39,6 +41,7 @@ pub mod schema;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transfer;
 
 pub use config::{connect, connect_to, Tables};
 pub use connections::DynamoConnections;
