@@ -266,9 +266,20 @@ async fn an_import_killed_half_way_and_run_again_lands_each_record_once() {
     .await
     .expect("progress within 60 s");
     first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    let status = first.wait().await.unwrap();
+    assert_eq!(status.code(), None, "killed before it finished: {status:?}");
     let again = import_dynamodb(&prefix, &input).await;
     assert!(again["resumed_after_line"].as_u64().unwrap() > 1, "{again}");
+    let loaded: u64 = again["loaded"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        loaded < 4_040,
+        "the re-run wrote only what was left: {again}"
+    );
     let out = dir.path().join("out.jsonl");
     export_dynamodb(&prefix, &out).await;
     assert_eq!(records(&out), records(&input));

@@ -101,6 +101,10 @@ pub(crate) struct Copier<'a> {
     pub to: Option<&'a Database>,
     pub hash: Sha256,
     pub progress: &'a mut dyn FnMut(Progress<'_>),
+    /// Asked between chunks: whether to give up (an online backup gives up
+    /// when the store hits a fault, so it does not hold the file the store
+    /// must open again).
+    pub stop: &'a dyn Fn() -> bool,
 }
 
 impl EachTable for Copier<'_> {
@@ -166,6 +170,11 @@ impl EachTable for Copier<'_> {
             if finished {
                 return Ok(done);
             }
+            if (self.stop)() {
+                return Err(Error::Admin(
+                    "the store hit a fault during the backup, which was abandoned: try again once /readyz answers".into(),
+                ));
+            }
         }
     }
 }
@@ -176,6 +185,7 @@ pub(crate) fn write(
     src: &ReadTransaction,
     to: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
+    stop: &dyn Fn() -> bool,
 ) -> Result<BackupReport, Error> {
     let started = std::time::Instant::now();
     let taken_at_ms = chat_core::time::now_ms();
@@ -195,6 +205,7 @@ pub(crate) fn write(
         to: Some(&dst),
         hash: Sha256::new(),
         progress,
+        stop,
     };
     let counts = each_table(&mut copier)?;
     let hash = hex::encode(copier.hash.finalize());
@@ -214,7 +225,18 @@ pub(crate) fn write(
     // Durable: redb's default for a commit (and it makes the chunks durable).
     txn.commit().map_err(Error::db)?;
     drop(dst);
-    std::fs::rename(&partial, to).map_err(io(format!("renaming {}", partial.display())))?;
+    // A link fails if `to` appeared meanwhile: never overwritten.
+    std::fs::hard_link(&partial, to).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Admin(format!(
+            "{} exists: a backup never overwrites a file; choose another name",
+            to.display()
+        )),
+        _ => Error::Io {
+            context: format!("linking {} to {}", partial.display(), to.display()),
+            source,
+        },
+    })?;
+    let _ = std::fs::remove_file(&partial);
     sync_dir(to)?;
     let bytes = std::fs::metadata(to)
         .map_err(io(format!("reading {}", to.display())))?
@@ -274,7 +296,12 @@ impl crate::EmbeddedStore {
             .get()
             .ok_or_else(|| Error::Admin("the store is opening its file again: try again".into()))?;
         let txn = db.begin_read().map_err(Error::db)?;
-        write(&txn, to, progress)
+        let result = write(&txn, to, progress, &|| !self.health.writable());
+        if result.is_err() {
+            // Never a half-written backup left behind.
+            let _ = std::fs::remove_file(format!("{}.partial", to.display()));
+        }
+        result
     }
 }
 
@@ -289,7 +316,7 @@ pub fn backup_offline(
     if !path.exists() {
         return Err(Error::Admin(format!("no data file at {}", path.display())));
     }
-    with_snapshot(&path, |txn| write(txn, to, progress))
+    with_snapshot(&path, |txn| write(txn, to, progress, &|| false))
 }
 
 /// Runs `f` on one read transaction of a file no server holds: opened

@@ -46,7 +46,11 @@ pub fn import(
 ) -> Result<ImportReport, Error> {
     let mut reader = Reader::new(input).map_err(|e| Error::Admin(e.to_string()))?;
     let header = serde_json::to_string(reader.header()).unwrap_or_default();
-    let total: u64 = reader.header().counts.values().sum();
+    let total: u64 = reader
+        .header()
+        .counts
+        .values()
+        .fold(0, |a, b| a.saturating_add(*b));
     std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
         context: format!("creating {}", data_dir.display()),
         source,

@@ -9,7 +9,9 @@
 //!   meanwhile is refused rather than opening a file that is replaced
 //!   under it.
 //! - The copy is written as `chat.redb.restoring`, made durable, then
-//!   renamed: a crash mid-way leaves the old file, never half a new one.
+//!   renamed over `chat.redb` in one step (the old file is first linked
+//!   aside): a crash mid-way leaves the old file, never half a new one or
+//!   none.
 //!   The backup's hash is removed from the copy (the server will write to
 //!   it), and where it came from is recorded (`restored.from`).
 
@@ -91,10 +93,12 @@ pub fn restore(
         }
         txn.commit().map_err(Error::db)?;
     }
+    // The old file is kept by a second name, then the new one replaces it
+    // in one rename: at every moment `chat.redb` is one whole file.
     if target.exists() {
         let aside = data_dir.join(format!("chat.redb.replaced-{}", chat_core::time::now_ms()));
-        std::fs::rename(&target, &aside)
-            .map_err(io(format!("moving {} aside", target.display())))?;
+        std::fs::hard_link(&target, &aside)
+            .map_err(io(format!("keeping {} aside", target.display())))?;
         replaced = Some(aside);
     }
     std::fs::rename(&restoring, &target)

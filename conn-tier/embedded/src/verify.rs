@@ -5,7 +5,8 @@
 //! - the format version: one this build reads;
 //! - the content hash recorded by the backup, computed again;
 //! - every table's invariants: each conversation's ids gapless from 1 to
-//!   its counter; idempotency records pointing at stored messages;
+//!   its counter; resend records pointing at the very message they name
+//!   (same sender, same `client_msg_id`);
 //!   watermarks, join points, newest-sent marks and device cursors at or
 //!   below their conversation's newest id; every group member with a
 //!   membership row and a group, and every group membership row with a
@@ -88,6 +89,13 @@ fn verify_inner(
     let db = match ReadOnlyDatabase::open(file) {
         Ok(db) => db,
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(backup::in_use(file)),
+        // Read-only, verify never repairs.
+        Err(redb::DatabaseError::RepairAborted) => {
+            return Err(Error::Admin(format!(
+                "{} needs recovering: it was not closed cleanly (its server crashed or was killed), or it is damaged (truncated). verify never repairs a file: a data file, back it up (conn-tier admin backup recovers it, as a server start would) and verify the backup; a backup, it cannot be used",
+                file.display()
+            )))
+        }
         Err(e) => return Err(unreadable(e.to_string())),
     };
     let txn = db.begin_read().map_err(|e| unreadable(e.to_string()))?;
@@ -107,6 +115,7 @@ fn verify_inner(
         to: None,
         hash: Sha256::new(),
         progress,
+        stop: &|| false,
     };
     report.counts = backup::each_table(&mut copier).map_err(|e| unreadable(e.to_string()))?;
     report.hash = hex::encode(copier.hash.finalize());
@@ -215,14 +224,27 @@ fn invariants(txn: &ReadTransaction, r: &mut VerifyReport) -> Result<(), Error> 
             ));
         }
     }
+    let messages = open_if_exists(txn, MESSAGES)?;
     if let Some(t) = open_if_exists(txn, IDEMPOTENCY)? {
         for row in t.iter().map_err(Error::db)? {
             let (k, v) = row.map_err(Error::db)?;
             let ((sender, cmid), (conv, id)) = (k.value(), v.value());
-            if id == 0 || id > newest(conv) {
-                r.problem(format!(
+            let named = match &messages {
+                Some(t) => t
+                    .get((conv, id))
+                    .map_err(Error::db)?
+                    .and_then(|b| serde_json::from_slice::<MessageBody>(b.value()).ok())
+                    .map(|b| b.sender == sender && b.client_msg_id == cmid),
+                None => None,
+            };
+            match named {
+                None => r.problem(format!(
                     "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, which is not stored"
-                ));
+                )),
+                Some(false) => r.problem(format!(
+                    "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, another sender's or another send's message"
+                )),
+                Some(true) => {}
             }
         }
     }

@@ -11,7 +11,8 @@
 //! `import_reader` feeds arbitrary bytes.
 
 use crate::error::{Error, Result};
-use crate::ids::{is_valid_id, ConversationId, MAX_ID_LEN};
+use crate::ids::{is_valid_id, ConversationId};
+use crate::protocol::MAX_CLIENT_MSG_ID_CHARS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -21,6 +22,10 @@ pub const EXPORT_FORMAT: u64 = 1;
 /// The longest line read: a 10 KB message whose every character is escaped
 /// (`\u0000`, 6 bytes each) with its ids, and room to spare.
 pub const MAX_LINE: usize = 128 * 1024;
+/// The highest message id (or watermark, or cursor) accepted: 2^53, the
+/// largest integer a JavaScript client reads exactly. Far past any real
+/// conversation, and far from where `id + 1` would overflow.
+pub const MAX_MESSAGE_ID: u64 = 1 << 53;
 /// The longest text accepted (the protocol's limit is lower and
 /// configurable: an import must not refuse what a server once accepted).
 pub const MAX_TEXT: usize = 64 * 1024;
@@ -115,6 +120,27 @@ impl Record {
         }
     }
 
+    /// The message ids the record holds (ids, watermarks, marks, cursors).
+    fn ids(&self) -> Vec<u64> {
+        match self {
+            Record::Member {
+                last_sent,
+                read_up_to,
+                ..
+            } => vec![*last_sent, *read_up_to],
+            Record::Membership {
+                acked_up_to,
+                joined_at_id,
+                ..
+            } => vec![*acked_up_to, *joined_at_id],
+            Record::Message { message_id, .. } | Record::Idempotency { message_id, .. } => {
+                vec![*message_id]
+            }
+            Record::Cursor { up_to, .. } => vec![*up_to],
+            Record::Header(_) | Record::Group { .. } | Record::Device { .. } => vec![],
+        }
+    }
+
     /// One line of the stream, newline included.
     pub fn line(&self) -> String {
         let mut s = serde_json::to_string(self).unwrap_or_default();
@@ -124,6 +150,11 @@ impl Record {
 
     /// Whether every id is one the server could have written.
     fn validate(&self) -> std::result::Result<(), String> {
+        for n in self.ids() {
+            if n > MAX_MESSAGE_ID {
+                return Err(format!("a message id of {n} (at most 2^53)"));
+            }
+        }
         let id = |what: &str, s: &str| {
             if is_valid_id(s) {
                 Ok(())
@@ -137,7 +168,7 @@ impl Record {
                 .map_err(|_| format!("invalid conversation id {:?}", cut(s)))
         };
         let cmid = |s: &str| {
-            if s.is_empty() || s.len() > MAX_ID_LEN {
+            if s.is_empty() || s.chars().count() > MAX_CLIENT_MSG_ID_CHARS {
                 Err(format!("invalid client_msg_id {:?}", cut(s)))
             } else {
                 Ok(())

@@ -9,7 +9,10 @@
 //!   before it), so an export taken while the system runs is consistent per
 //!   conversation. Resend records pointing at a message that was never
 //!   stored (a send that crashed between its claim and its put) are left
-//!   out. Quotas (short-lived counters) are not exported.
+//!   out, and so are those whose id went to another message since. Memberships,
+//!   marks and cursors are scanned before the messages, so none is past
+//!   its conversation's newest exported id. Quotas (short-lived counters)
+//!   are not exported.
 //! - **Import**: `BatchWriteItem` puts of 25 items, unprocessed items sent
 //!   again with exponential back-off (the SDK retries throttling too).
 //!   Every record is a keyed put, so a re-run is idempotent. A checkpoint
@@ -96,24 +99,12 @@ pub async fn export(
         tables.name(&USERS),
         tables.name(&GROUPS),
     );
-    let mut newest: HashMap<String, u64> = HashMap::new();
-    scan(tables, &messages, |item| {
-        let m: MessageItem = from_item(&messages, item)?;
-        let top = newest.entry(m.conversation_id.clone()).or_default();
-        *top = (*top).max(m.message_id);
-        put(
-            Record::Message {
-                conversation_id: m.conversation_id,
-                message_id: m.message_id,
-                sender: m.sender,
-                client_msg_id: m.client_msg_id,
-                text: m.text,
-                sent_at_ms: m.sent_at,
-            },
-            &mut body,
-        )
-    })
-    .await?;
+    // Memberships, marks and cursors first, messages last: every mark
+    // points at a message stored before it was written, which the later
+    // message scan sees, so no mark is past its conversation's newest
+    // exported id.
+    let mut claims: HashMap<(String, String), (String, u64)> = HashMap::new();
+    let mut stored_claims: Vec<((String, String), (String, u64))> = Vec::new();
     scan(tables, &groups, |item| {
         let sk = item
             .get("sk")
@@ -171,20 +162,14 @@ pub async fn export(
                 &mut body,
             )
         } else if let Some(cmid) = sk.strip_prefix(IDEM_PREFIX) {
+            // Kept for the message scan: a claim is a record only if the
+            // message at its id is the one it names.
             let c: ClaimItem = from_item(&users, item)?;
-            // A claim whose message was never stored is not a record.
-            if c.message_id > newest.get(&c.conversation_id).copied().unwrap_or(0) {
-                return Ok(());
-            }
-            put(
-                Record::Idempotency {
-                    sender: c.user_id,
-                    client_msg_id: cmid.to_string(),
-                    conversation_id: c.conversation_id,
-                    message_id: c.message_id,
-                },
-                &mut body,
-            )
+            claims.insert(
+                (c.user_id, cmid.to_string()),
+                (c.conversation_id, c.message_id),
+            );
+            Ok(())
         } else if sk.starts_with(DEVICE_PREFIX) {
             let d: DeviceItem = from_item(&users, item)?;
             put(
@@ -215,6 +200,40 @@ pub async fn export(
         }
     })
     .await?;
+    scan(tables, &messages, |item| {
+        let m: MessageItem = from_item(&messages, item)?;
+        let key = (m.sender.clone(), m.client_msg_id.clone());
+        if claims.get(&key) == Some(&(m.conversation_id.clone(), m.message_id)) {
+            claims.remove(&key);
+            stored_claims.push((key, (m.conversation_id.clone(), m.message_id)));
+        }
+        put(
+            Record::Message {
+                conversation_id: m.conversation_id,
+                message_id: m.message_id,
+                sender: m.sender,
+                client_msg_id: m.client_msg_id,
+                text: m.text,
+                sent_at_ms: m.sent_at,
+            },
+            &mut body,
+        )
+    })
+    .await?;
+    // A claim whose message was never stored (a send that crashed between
+    // its claim and its put), or whose id went to another message since,
+    // is not a record.
+    for ((sender, client_msg_id), (conversation_id, message_id)) in stored_claims {
+        put(
+            Record::Idempotency {
+                sender,
+                client_msg_id,
+                conversation_id,
+                message_id,
+            },
+            &mut body,
+        )?;
+    }
     let header = Record::Header(Header {
         format: EXPORT_FORMAT,
         source: format!("dynamodb {}{} at {}", tables.prefix, "*", tables.endpoint),
@@ -315,7 +334,7 @@ fn item(tables: &Tables, r: &Record, now_ms: u64) -> Option<(String, Item)> {
                 sk: DeviceItem::sort_key(device_id),
                 device_id: device_id.clone(),
                 last_used: *last_used_ms,
-                expires_at: (last_used_ms + CURSOR_TTL_MS) / 1000,
+                expires_at: last_used_ms.saturating_add(CURSOR_TTL_MS) / 1000,
             }),
         ),
         Record::Cursor {
@@ -331,7 +350,7 @@ fn item(tables: &Tables, r: &Record, now_ms: u64) -> Option<(String, Item)> {
                 sk: CursorItem::sort_key(device_id, conversation_id),
                 up_to: *up_to,
                 moved_at: *moved_at_ms,
-                expires_at: (moved_at_ms + CURSOR_TTL_MS) / 1000,
+                expires_at: moved_at_ms.saturating_add(CURSOR_TTL_MS) / 1000,
             }),
         ),
         Record::Group {
@@ -410,7 +429,11 @@ pub async fn import(
     let mut reader =
         Reader::new(std::io::BufReader::new(file)).map_err(|e| Error::Transfer(e.to_string()))?;
     let header = serde_json::to_string(reader.header()).unwrap_or_default();
-    let total: u64 = reader.header().counts.values().sum();
+    let total: u64 = reader
+        .header()
+        .counts
+        .values()
+        .fold(0, |a, b| a.saturating_add(*b));
     let checkpoint = checkpoint_path(input, &tables.prefix);
     let earlier = match std::fs::read_to_string(&checkpoint) {
         Ok(text) => match text.split_once('\n') {
@@ -444,6 +467,9 @@ pub async fn import(
         }
     }
     let earlier = earlier.unwrap_or(1);
+    // Before the first write: from here on, a re-run resumes (the tables
+    // are no longer empty).
+    save(&checkpoint, &header, earlier)?;
     let mut report = ImportReport {
         resumed_after_line: if earlier > 1 { earlier } else { 0 },
         checkpoint: checkpoint.clone(),
@@ -492,8 +518,18 @@ pub async fn import(
 
 fn save(checkpoint: &Path, header: &str, line: u64) -> Result<(), Error> {
     let tmp = PathBuf::from(format!("{}.tmp", checkpoint.display()));
-    std::fs::write(&tmp, format!("{header}\n{line}\n")).map_err(io("writing the checkpoint"))?;
-    std::fs::rename(&tmp, checkpoint).map_err(io("writing the checkpoint"))
+    let mut f = std::fs::File::create(&tmp).map_err(io("writing the checkpoint"))?;
+    f.write_all(format!("{header}\n{line}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("writing the checkpoint"))?;
+    std::fs::rename(&tmp, checkpoint).map_err(io("writing the checkpoint"))?;
+    let dir = checkpoint
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing the checkpoint's directory"))
 }
 
 /// Writes `items` in batches of 25, sending unprocessed ones again with

@@ -107,16 +107,7 @@ pub fn asked() -> bool {
 /// Runs `conn-tier admin …` (the arguments after the binary's name).
 pub async fn main() -> ExitCode {
     let args = AdminArgs::parse_from(std::env::args_os().skip(1));
-    // redb panics on some damaged pages (11 of 200 files with one byte
-    // changed at random, in the verify test); `verify` catches that and
-    // says the file is damaged, so those print nothing here. Any other
-    // panic is a bug of ours and says so.
-    std::panic::set_hook(Box::new(|info| {
-        let in_redb = info.location().is_some_and(|l| l.file().contains("/redb-"));
-        if !in_redb {
-            eprintln!("conn-tier admin: internal error (a bug; please report it): {info}");
-        }
-    }));
+
     match run(args.command).await {
         Ok(code) => code,
         Err(e) => {
@@ -158,6 +149,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { file, json } => {
+            quiet_redb_panics();
             let report = chat_embedded::verify::verify(&file, &mut |p| progress.show(p))
                 .map_err(|e| e.to_string())?;
             print(json, &report, || {
@@ -197,6 +189,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             force,
             json,
         } => {
+            quiet_redb_panics();
             let report =
                 chat_embedded::restore::restore(&file, &data_dir, force, &mut |p| progress.show(p))
                     .map_err(|e| e.to_string())?;
@@ -245,6 +238,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// redb panics on some damaged pages (11 of 200 files with one byte
+/// changed at random, in the verify test); `verify` catches that and says
+/// the file is damaged, so those print nothing. Any other panic is a bug
+/// of ours and says so.
+fn quiet_redb_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let in_redb = info.location().is_some_and(|l| l.file().contains("/redb-"));
+        if !in_redb {
+            eprintln!("conn-tier admin: internal error (a bug; please report it): {info}");
+        }
+    }));
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {

@@ -23,6 +23,9 @@ use tokio::task::JoinSet;
 pub const SOCKET: &str = "admin.sock";
 /// A request line longer than this is refused.
 const MAX_REQUEST: usize = 8 * 1024;
+/// How long a client may take to send its request, or to take a line of
+/// the answer; past it, it is dropped (the backup goes on to its end).
+const CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,9 +91,11 @@ async fn handle(stream: UnixStream, store: Arc<EmbeddedStore>, busy: Arc<tokio::
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let answer = match reader.read_line(&mut line).await {
-        Err(e) => Answer::Error(format!("reading the request: {e}")),
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+    let read = tokio::time::timeout(CLIENT_WAIT, reader.read_line(&mut line)).await;
+    let answer = match read {
+        Err(_) => Answer::Error("no request within 10 s".into()),
+        Ok(Err(e)) => Answer::Error(format!("reading the request: {e}")),
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Answer::Error(format!("not a request: {e}")),
             Ok(Request::Backup { to }) => match busy.try_acquire() {
                 Err(_) => Answer::Error("a backup is already running".into()),
@@ -101,10 +106,14 @@ async fn handle(stream: UnixStream, store: Arc<EmbeddedStore>, busy: Arc<tokio::
     let _ = send(&mut write, &answer).await;
 }
 
+/// Writes one answer line, giving up on a client that does not read it.
 async fn send(w: &mut (impl AsyncWriteExt + Unpin), a: &Answer) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(a).unwrap_or_default();
     line.push(b'\n');
-    w.write_all(&line).await
+    match tokio::time::timeout(CLIENT_WAIT, w.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Runs the backup on a thread of its own, passing its progress on.
@@ -128,9 +137,13 @@ async fn backup(
             });
         })
     });
+    let mut listening = true;
     while let Some(p) = rx.recv().await {
-        // A client that went away does not stop the backup.
-        let _ = send(write, &p).await;
+        // A client that went away (or stopped reading) does not stop the
+        // backup; it gets no more progress.
+        if listening && send(write, &p).await.is_err() {
+            listening = false;
+        }
     }
     match job.await {
         Ok(Ok(report)) => {

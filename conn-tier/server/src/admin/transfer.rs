@@ -74,7 +74,22 @@ pub async fn import(
                     meter.show(p)
                 })
                 .map_err(|e| e.to_string())?;
-            Ok(serde_json::to_value(report).unwrap_or_default())
+            // The whole file checked, as `verify` does: ids gapless, marks
+            // at or below them, memberships matching groups.
+            let file = data_dir.join("chat.redb");
+            let v = chat_embedded::verify::verify(&file, &mut |p| meter.show(p))
+                .map_err(|e| e.to_string())?;
+            if !v.ok() {
+                return Err(format!(
+                    "imported, but {} does not verify ({} problems; the first: {}): the stream was not one a server wrote",
+                    file.display(),
+                    v.problem_count,
+                    v.problems.first().map(String::as_str).unwrap_or("?")
+                ));
+            }
+            let mut out = serde_json::to_value(report).unwrap_or_default();
+            out["verified"] = serde_json::json!(true);
+            Ok(out)
         }
         Store::Dynamodb => dynamodb_import(prefix, input, meter).await,
     }
