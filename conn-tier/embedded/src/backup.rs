@@ -192,19 +192,40 @@ pub(crate) fn write(
     progress: &mut dyn FnMut(Progress<'_>),
     stop: &dyn Fn() -> bool,
 ) -> Result<BackupReport, Error> {
-    let started = std::time::Instant::now();
-    let taken_at_ms = chat_core::time::now_ms();
     if to.exists() {
         return Err(Error::Admin(format!(
             "{} exists: a backup never overwrites a file; choose another name",
             to.display()
         )));
     }
-    let io = |context: String| move |source| Error::Io { context, source };
     let partial = PathBuf::from(format!("{}.partial", to.display()));
-    let _ = std::fs::remove_file(&partial);
+    if partial.exists() {
+        return Err(Error::Admin(format!(
+            "{} exists: a backup to this name is running, or one was cut short (then remove it)",
+            partial.display()
+        )));
+    }
+    let result = copy(src, to, &partial, progress, stop);
+    if result.is_err() {
+        // Never a half-written backup left behind.
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// The copy itself, into `partial`, then put in place as `to`.
+fn copy(
+    src: &ReadTransaction,
+    to: &Path,
+    partial: &Path,
+    progress: &mut dyn FnMut(Progress<'_>),
+    stop: &dyn Fn() -> bool,
+) -> Result<BackupReport, Error> {
+    let started = std::time::Instant::now();
+    let taken_at_ms = chat_core::time::now_ms();
+    let io = |context: String| move |source| Error::Io { context, source };
     let format = format_of(src)?;
-    let dst = Database::create(&partial).map_err(Error::db)?;
+    let dst = Database::create(partial).map_err(Error::db)?;
     let mut copier = Copier {
         src,
         to: Some(&dst),
@@ -227,21 +248,32 @@ pub(crate) fn write(
             meta.insert(k, v.as_str()).map_err(Error::db)?;
         }
     }
-    // Durable: redb's default for a commit (and it makes the chunks durable).
+    // Durable, like every chunk before it.
     txn.commit().map_err(Error::db)?;
     drop(dst);
-    // A link fails if `to` appeared meanwhile: never overwritten.
-    std::fs::hard_link(&partial, to).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::Admin(format!(
-            "{} exists: a backup never overwrites a file; choose another name",
-            to.display()
-        )),
-        _ => Error::Io {
-            context: format!("linking {} to {}", partial.display(), to.display()),
-            source,
-        },
-    })?;
-    let _ = std::fs::remove_file(&partial);
+    // A link fails if `to` appeared meanwhile: never overwritten. Where
+    // the file system has no links (vfat, some network shares): a rename
+    // after a last look.
+    match std::fs::hard_link(partial, to) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(partial);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Admin(format!(
+                "{} exists: a backup never overwrites a file; choose another name",
+                to.display()
+            )))
+        }
+        Err(_) if !to.exists() => {
+            std::fs::rename(partial, to).map_err(io(format!("renaming {}", partial.display())))?
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("linking {} to {}", partial.display(), to.display()),
+                source,
+            })
+        }
+    }
     sync_dir(to)?;
     let bytes = std::fs::metadata(to)
         .map_err(io(format!("reading {}", to.display())))?
@@ -301,12 +333,9 @@ impl crate::EmbeddedStore {
             .get()
             .ok_or_else(|| Error::Admin("the store is opening its file again: try again".into()))?;
         let txn = db.begin_read().map_err(Error::db)?;
-        let result = write(&txn, to, progress, &|| !self.health.writable());
-        if result.is_err() {
-            // Never a half-written backup left behind.
-            let _ = std::fs::remove_file(format!("{}.partial", to.display()));
-        }
-        result
+        // Only a failed commit stops it (the store must open its file
+        // again); a nearly full disk does not.
+        write(&txn, to, progress, &|| self.health.has_failed())
     }
 }
 

@@ -97,8 +97,12 @@ pub fn restore(
     // in one rename: at every moment `chat.redb` is one whole file.
     if target.exists() {
         let aside = data_dir.join(format!("chat.redb.replaced-{}", chat_core::time::now_ms()));
-        std::fs::hard_link(&target, &aside)
-            .map_err(io(format!("keeping {} aside", target.display())))?;
+        if std::fs::hard_link(&target, &aside).is_err() {
+            // No links on this file system: two renames (a crash between
+            // them leaves the old file beside, under its new name).
+            std::fs::rename(&target, &aside)
+                .map_err(io(format!("moving {} aside", target.display())))?;
+        }
         replaced = Some(aside);
     }
     std::fs::rename(&restoring, &target)

@@ -126,8 +126,9 @@ impl Record {
             Record::Member {
                 last_sent,
                 read_up_to,
+                seq,
                 ..
-            } => vec![*last_sent, *read_up_to],
+            } => vec![*last_sent, *read_up_to, *seq],
             Record::Membership {
                 acked_up_to,
                 joined_at_id,
@@ -137,7 +138,10 @@ impl Record {
                 vec![*message_id]
             }
             Record::Cursor { up_to, .. } => vec![*up_to],
-            Record::Header(_) | Record::Group { .. } | Record::Device { .. } => vec![],
+            Record::Group {
+                version, next_seq, ..
+            } => vec![*version, *next_seq],
+            Record::Header(_) | Record::Device { .. } => vec![],
         }
     }
 
@@ -152,7 +156,9 @@ impl Record {
     fn validate(&self) -> std::result::Result<(), String> {
         for n in self.ids() {
             if n > MAX_MESSAGE_ID {
-                return Err(format!("a message id of {n} (at most 2^53)"));
+                return Err(format!(
+                    "a number {n} past 2^53 (ids, watermarks, versions)"
+                ));
             }
         }
         let id = |what: &str, s: &str| {
@@ -406,6 +412,11 @@ mod tests {
             ("not json\n", "line 2"),
             (&message(0).line(), "message id 0"),
             (&header().line(), "a second header"),
+            (&message(MAX_MESSAGE_ID + 1).line(), "past 2^53"),
+            (
+                "{\"kind\":\"group\",\"group_id\":\"g\",\"name\":\"n\",\"created_by\":\"a\",\"created_at_ms\":1,\"admins\":[],\"version\":18446744073709551615,\"next_seq\":1}\n",
+                "past 2^53",
+            ),
             (
                 "{\"kind\":\"membership\",\"user_id\":\"a b\",\"conversation_id\":\"dm#a#b\",\"acked_up_to\":1,\"joined_at_ms\":1}\n",
                 "invalid user id",

@@ -35,6 +35,8 @@ use std::time::Duration;
 
 /// Items per BatchWriteItem (DynamoDB's limit).
 const BATCH_ITEMS: usize = 25;
+/// Resend records exported: those of the last day.
+const CLAIMS_KEPT_SECS: u64 = 24 * 3600;
 /// Rounds of re-sending unprocessed items before giving up.
 const MAX_ROUNDS: u32 = 30;
 
@@ -165,6 +167,12 @@ pub async fn export(
             // Kept for the message scan: a claim is a record only if the
             // message at its id is the one it names.
             let c: ClaimItem = from_item(&users, item)?;
+            // Resends come within minutes: claims of the last day are
+            // kept (a week's could not be held in memory).
+            let made_at = c.expires_at.saturating_sub(IDEMPOTENCY_TTL_SECS);
+            if made_at + CLAIMS_KEPT_SECS < chat_core::time::now_ms() / 1000 {
+                return Ok(());
+            }
             claims.insert(
                 (c.user_id, cmid.to_string()),
                 (c.conversation_id, c.message_id),
