@@ -4,11 +4,12 @@
 
 use async_trait::async_trait;
 use chat_core::ids::UserId;
-use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, Outgoing, PostError};
+use chat_core::ports::{ConnectionRecord, Delivery, Fanout, FanoutJob, Nodes, Outgoing, PostError};
 use chat_core::protocol::ServerFrame;
 use chat_core::{Chat, Deliverer, MessageDelivery, Reply, Session};
 use chat_dynamo::meter::Usage;
-use chat_dynamo::{DynamoConnections, DynamoStore, Tables};
+use chat_dynamo::{DynamoConnections, DynamoNodes, DynamoStore, Tables};
+use chat_management::api::ConnectionHost;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -74,9 +75,30 @@ impl Reply for Sink {
     }
 }
 
+/// Another node's management API, as a conn-tier cluster node sees it:
+/// counts the broadcasts it takes (as posts), holds no connection.
+struct OtherNode(Arc<CountingDelivery>);
+
+impl ConnectionHost for OtherNode {
+    fn post(&self, _: &str, _: String) -> Result<(), PostError> {
+        Err(PostError::Gone)
+    }
+    fn connected_at(&self, _: &str) -> Option<u64> {
+        None
+    }
+    fn close(&self, _: &str) -> bool {
+        false
+    }
+    fn broadcast(&self, _: &[String], _: Option<&str>, _: String) -> usize {
+        self.0 .0.fetch_add(1, Ordering::Relaxed);
+        0
+    }
+}
+
 struct Rig {
     store: Arc<DynamoStore>,
     conns: Arc<DynamoConnections>,
+    nodes: Arc<DynamoNodes>,
     chat: Chat,
     held: Arc<HeldFanout>,
     deliverer: Deliverer,
@@ -85,17 +107,32 @@ struct Rig {
 
 impl Rig {
     fn usage(&self) -> Usage {
-        let (a, b) = (self.store.meter().usage(), self.conns.meter().usage());
-        Usage {
+        [
+            self.store.meter().usage(),
+            self.conns.meter().usage(),
+            self.nodes.meter().usage(),
+        ]
+        .into_iter()
+        .fold(Usage::default(), |a, b| Usage {
             read_units: a.read_units + b.read_units,
             write_units: a.write_units + b.write_units,
             reported_units: a.reported_units + b.reported_units,
             calls: a.calls + b.calls,
-        }
+        })
     }
 
     /// Measures `op`, then the fan-out jobs it queued.
     async fn measure<F: std::future::Future<Output = ()>>(&self, name: &str, op: F) -> CostRow {
+        self.measure_with(&self.deliverer, name, op).await
+    }
+
+    /// Measures `op`, then the fan-out jobs it queued, run by `deliverer`.
+    async fn measure_with<F: std::future::Future<Output = ()>>(
+        &self,
+        deliverer: &Deliverer,
+        name: &str,
+        op: F,
+    ) -> CostRow {
         let posts0 = self.posts.0.load(Ordering::Relaxed);
         let u0 = self.usage();
         op.await;
@@ -103,7 +140,7 @@ impl Rig {
         let jobs: Vec<FanoutJob> =
             std::mem::take(&mut *self.held.0.lock().unwrap_or_else(|p| p.into_inner()));
         for job in &jobs {
-            self.deliverer.run(job).await.expect("fan-out");
+            deliverer.run(job).await.expect("fan-out");
         }
         CostRow {
             operation: name.to_string(),
@@ -131,9 +168,11 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         held.clone(),
         MessageDelivery::Dispatch,
     );
+    let nodes = Arc::new(DynamoNodes::new(tables));
     let rig = Rig {
         store,
         conns,
+        nodes,
         chat,
         held,
         deliverer,
@@ -235,6 +274,7 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         rig.measure("1 KB send to a 100-member group", group_send("g1"))
             .await,
     );
+
     // A member reads both: one receipt, to their author (alice), and to
     // the reader's other devices (none online here).
     rows.push(
@@ -255,6 +295,20 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         })
         .await,
     );
+    // A send as in a conn-tier cluster of two nodes: this one, and another
+    // whose management API takes the broadcast (docs/design.md, "Group
+    // look-ups"). Setup, not counted.
+    let (broadcasting, _other) = cluster_of_two(&rig).await?;
+    rig.measure_with(&broadcasting, "warm-up", group_send("gb0"))
+        .await;
+    rows.push(
+        rig.measure_with(
+            &broadcasting,
+            "1 KB send to a 100-member group, 2-node cluster (broadcast)",
+            group_send("gb1"),
+        )
+        .await,
+    );
     // A member leaves and another joins (the 100th): the next send reads
     // the member list again.
     rig.chat.remove_member(&alice, &gid, &members[0]).await?;
@@ -264,6 +318,17 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         rig.measure(
             "1 KB send to a 100-member group, right after an addMember",
             group_send("g2"),
+        )
+        .await,
+    );
+    rig.chat.remove_member(&alice, &gid, &members[99]).await?;
+    rig.chat.add_member(&alice, &gid, &members[0]).await?;
+    rig.held.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    rows.push(
+        rig.measure_with(
+            &broadcasting,
+            "1 KB send to a 100-member group, 2-node cluster (broadcast), right after an addMember",
+            group_send("gb2"),
         )
         .await,
     );
@@ -338,6 +403,54 @@ pub async fn measure(tables: &Tables) -> anyhow::Result<Vec<CostRow>> {
         .await,
     );
     Ok(rows)
+}
+
+/// A deliverer as a conn-tier cluster node runs it: this node in the
+/// registry, and another node whose management API (on 127.0.0.1) counts
+/// the broadcasts it takes as posts. The server task ends with the handle.
+async fn cluster_of_two(rig: &Rig) -> anyhow::Result<(Deliverer, tokio::task::JoinHandle<()>)> {
+    use conn_tier::cluster::{new_node_id, Cluster, ClusterBroadcast, ClusterConfig};
+    let credential = crate::management_credential();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let api =
+        chat_management::api::router(Arc::new(OtherNode(rig.posts.clone())), credential.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, api).await;
+    });
+    let now = chat_core::time::now_ms();
+    rig.nodes
+        .join(&chat_core::ports::NodeRecord {
+            node_id: new_node_id(),
+            management_url: url,
+            ws_url: "ws://127.0.0.1:1/ws".into(),
+            started_at_ms: now,
+            heartbeat_at_ms: now,
+            draining: false,
+            dead: false,
+        })
+        .await?;
+    let hub = Arc::new(conn_tier::hub::Hub::new(new_node_id(), true));
+    let cluster = Cluster::join(
+        rig.nodes.clone(),
+        rig.conns.clone(),
+        hub.clone(),
+        ClusterConfig {
+            heartbeat: std::time::Duration::from_secs(2),
+            dead_after: std::time::Duration::from_secs(60),
+            management_url: Some("http://127.0.0.1:1".into()),
+            ws_url: "ws://127.0.0.1:1/ws".into(),
+            clustered: true,
+        },
+    )
+    .await?;
+    let broadcast = ClusterBroadcast::new(hub, cluster, credential);
+    let deliverer = Deliverer::new(rig.store.clone(), rig.conns.clone(), rig.posts.clone())
+        .with_broadcast(
+            Arc::new(broadcast),
+            chat_core::ports::BROADCAST_FROM_MEMBERS,
+        );
+    Ok((deliverer, server))
 }
 
 /// The rows as a markdown table.

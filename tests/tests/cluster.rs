@@ -871,3 +871,128 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     everything_arrived(&cluster, &mut devices, &members_of(6, &gid)).await;
     assert_eq!(cluster.live_nodes(0).await.len(), 3);
 }
+
+/// The next frame of `ty` on `c`, skipping receipts and group frames.
+async fn next_of(c: &mut TestClient, ty: &str) -> serde_json::Value {
+    loop {
+        let f = c.recv().await;
+        if f["type"] == ty {
+            return f;
+        }
+        assert!(
+            f["type"] == "receipt" || f["type"] == "group",
+            "expected a {ty} frame, got {f}"
+        );
+    }
+}
+
+/// A counter's value in a node's Prometheus text, 0 when absent.
+async fn counter(port: u16, name_and_labels: &str) -> f64 {
+    let (status, _, body) = try_http_get(port, "/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_over_three_nodes_goes_once_to_each_node_and_a_removed_member_gets_nothing_after(
+) {
+    // Groups from 3 members are broadcast: one post per node, no
+    // connection look-ups (docs/design.md, "Group look-ups").
+    let metrics: Vec<u16> = (0..3).map(|_| chat_tests::cluster::free_port()).collect();
+    let envs = metrics
+        .iter()
+        .map(|p| vec![("CHAT_METRICS_LISTEN".to_string(), format!("127.0.0.1:{p}"))])
+        .collect();
+    let cluster =
+        ClusterUnderTest::start_with_env(BIN, 3, &["--broadcast-from-members", "3"], envs).await;
+    let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
+    let at = |user: &str, node: usize| {
+        let url = cluster.node_url(node);
+        let token = auth.mint(user, 3600).unwrap();
+        async move {
+            let mut c = TestClient::connect(&url, &token).await.unwrap();
+            c.sync().await;
+            c
+        }
+    };
+    // alice and bob have a device on two nodes each; every node holds
+    // members.
+    let mut alice = at("alice", 0).await;
+    let mut alice_2 = at("alice", 1).await;
+    let mut bob = at("bob", 1).await;
+    let mut bob_2 = at("bob", 2).await;
+    let mut carol = at("carol", 2).await;
+    let mut dave = at("dave", 0).await;
+    let mut erin = at("erin", 1).await;
+    let g = alice
+        .create_group("big", &["bob", "carol", "dave", "erin"])
+        .await;
+    let gid = g["group_id"].as_str().unwrap().to_string();
+    let to = format!("group:{gid}");
+    let conv = format!("grp#{gid}");
+    let mut readers = [
+        &mut alice_2,
+        &mut bob,
+        &mut bob_2,
+        &mut carol,
+        &mut dave,
+        &mut erin,
+    ];
+    for r in readers.iter_mut() {
+        assert_eq!(next_of(r, "group").await["group_id"], gid.as_str());
+    }
+    let before = counter(metrics[0], "chat_broadcasts_total{result=\"node_ok\"}").await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            alice.send_text(&to, &format!("a{i}")).await["message_id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    // Every device of every member gets each once, in order; the sending
+    // connection has its acks instead.
+    for r in readers.iter_mut() {
+        for id in &sent {
+            let m = next_of(r, "message").await;
+            assert_eq!(
+                (m["conversation_id"].as_str(), m["message_id"].as_u64()),
+                (Some(conv.as_str()), Some(*id))
+            );
+        }
+    }
+    // Each of alice's sends went once to each of the two other nodes.
+    let after = counter(metrics[0], "chat_broadcasts_total{result=\"node_ok\"}").await;
+    assert_eq!(after - before, 6.0, "3 messages × 2 other nodes");
+    for m in &metrics {
+        assert_eq!(
+            counter(*m, "chat_broadcasts_total{result=\"fallback\"}").await,
+            0.0
+        );
+        assert_eq!(
+            counter(*m, "chat_broadcasts_total{result=\"node_failed\"}").await,
+            0.0
+        );
+    }
+    // erin is removed; nothing stored after that reaches her, on any node.
+    alice
+        .send(json!({"action":"removeMember","group_id":gid,"user_id":"erin"}))
+        .await;
+    next_of(&mut alice, "group").await;
+    next_of(&mut bob, "group").await;
+    let later = bob.send_text(&to, "after erin").await["message_id"]
+        .as_u64()
+        .unwrap();
+    for r in [&mut alice, &mut alice_2, &mut bob_2, &mut carol, &mut dave] {
+        let m = next_of(r, "message").await;
+        assert_eq!(m["message_id"].as_u64(), Some(later), "{m}");
+    }
+    while let Some(Ok(f)) = erin.try_recv(Duration::from_secs(2)).await {
+        assert_ne!(
+            f["type"], "message",
+            "erin got a message after her removal: {f}"
+        );
+    }
+}

@@ -177,6 +177,20 @@ async fn a_send_costs_three_write_units_plus_its_message_and_a_group_message_is_
     // is connected (half a unit each); the list itself is read again only
     // after a change.
     assert_eq!(group.fanout.read_units, 1.0 + 100.0 * 0.5);
+    // In a conn-tier cluster the members are not looked up: the version
+    // check, one listing of the node registry (half a unit) and one post
+    // to the other node, whose hub finds its own connections of them.
+    let broadcast = row("1 KB send to a 100-member group, 2-node cluster (broadcast)");
+    assert_eq!(broadcast.fanout.read_units, 1.0 + 0.5);
+    assert_eq!(broadcast.posts, 1, "one post to the other node");
+    assert!(
+        broadcast.fanout.read_units <= 10.0,
+        "at most 10 read units of look-ups per 100-member send"
+    );
+    let broadcast_after_add = row(
+        "1 KB send to a 100-member group, 2-node cluster (broadcast), right after an addMember",
+    );
+    assert_eq!(broadcast_after_add.fanout.read_units, 1.0 + 3.0 + 0.5);
     let after_add = row("1 KB send to a 100-member group, right after an addMember");
     assert!(after_add.fanout.read_units > group.fanout.read_units);
     assert_eq!(after_add.write_units(), group.write_units());

@@ -6,6 +6,9 @@
 //!   text frame; 410 Gone if the connection is not open here.
 //! - `GET /@connections/{id}`: `connectedAt` and `lastActiveAt`, or 410.
 //! - `DELETE /@connections/{id}`: closes the connection, or 410.
+//! - `POST /@broadcast` (not API Gateway's; node to node in a cluster): a
+//!   [`BroadcastRequest`], sent to every connection here of its users;
+//!   answers `{"posted": n}`.
 //!
 //! The same routes answer under a stage prefix (`/{stage}/@connections/{id}`).
 //! It is served on its own listener, never on the client-facing one, and
@@ -56,7 +59,25 @@ pub trait ConnectionHost: Send + Sync + 'static {
     fn connected_at(&self, connection_id: &str) -> Option<u64>;
     /// Closes the connection; false if it is not open here.
     fn close(&self, connection_id: &str) -> bool;
+    /// Sends `text` to every connection here of `users` except `except`;
+    /// how many took it.
+    fn broadcast(&self, users: &[String], except: Option<&str>, text: String) -> usize;
 }
+
+/// The body of `POST /@broadcast`: one frame for every connection of these
+/// users on the node (docs/design.md, "Group look-ups").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BroadcastRequest {
+    pub users: Vec<String>,
+    /// The connection that caused it (it had its own answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<String>,
+    /// The frame's JSON, as every connection gets it.
+    pub frame: String,
+}
+
+/// The path of the broadcast route, under a node's management URL.
+pub const BROADCAST_PATH: &str = "/@broadcast";
 
 type Host = Arc<dyn ConnectionHost>;
 
@@ -77,6 +98,8 @@ pub fn router_with_budget(hub: Host, credential: Credential, budget_bytes: usize
             "/@connections/{id}",
             post(post_to).get(get_info).delete(delete),
         )
+        .route(BROADCAST_PATH, post(broadcast))
+        .route("/{stage}/@broadcast", post(broadcast_staged))
         .route(
             "/{stage}/@connections/{id}",
             post(post_staged).get(get_staged).delete(delete_staged),
@@ -234,6 +257,24 @@ async fn delete(State(hub): State<Host>, Path(id): Path<String>) -> Response {
     }
 }
 
+async fn broadcast(State(hub): State<Host>, body: Bytes) -> Response {
+    match serde_json::from_slice::<BroadcastRequest>(&body) {
+        Ok(b) => {
+            let posted = hub.broadcast(&b.users, b.except.as_deref(), b.frame);
+            Json(json!({ "posted": posted })).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": format!("not a broadcast request: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn broadcast_staged(s: State<Host>, _stage: Path<String>, body: Bytes) -> Response {
+    broadcast(s, body).await
+}
+
 async fn post_staged(
     s: State<Host>,
     Path((_stage, id)): Path<(String, String)>,
@@ -268,12 +309,24 @@ mod tests {
         fn close(&self, _: &str) -> bool {
             false
         }
+        fn broadcast(&self, _: &[String], _: Option<&str>, _: String) -> usize {
+            0
+        }
     }
 
     /// Sends a POST's signed headers and `sent` bytes of its `body`; the
     /// socket, to finish or drop.
     async fn start_post(host: &str, cred: &Credential, body: &[u8], sent: usize) -> TcpStream {
-        let path = "/@connections/x";
+        start_post_to(host, "/@connections/x", cred, body, sent).await
+    }
+
+    async fn start_post_to(
+        host: &str,
+        path: &str,
+        cred: &Credential,
+        body: &[u8],
+        sent: usize,
+    ) -> TcpStream {
         let headers = sign_headers(
             cred,
             "POST",
@@ -299,16 +352,79 @@ mod tests {
     }
 
     async fn status(s: &mut TcpStream) -> String {
-        let mut buf = [0u8; 256];
+        answer(s).await.lines().next().unwrap_or("").to_string()
+    }
+
+    async fn answer(s: &mut TcpStream) -> String {
+        let mut buf = [0u8; 2048];
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
             .await
             .expect("an answer")
             .unwrap();
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string()
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    }
+
+    /// Records broadcasts; user `u<k>` has k connections here.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<BroadcastRequest>>);
+    impl ConnectionHost for Recorder {
+        fn post(&self, _: &str, _: String) -> Result<(), PostError> {
+            Err(PostError::Gone)
+        }
+        fn connected_at(&self, _: &str) -> Option<u64> {
+            None
+        }
+        fn close(&self, _: &str) -> bool {
+            false
+        }
+        fn broadcast(&self, users: &[String], except: Option<&str>, text: String) -> usize {
+            self.0.lock().unwrap().push(BroadcastRequest {
+                users: users.to_vec(),
+                except: except.map(str::to_string),
+                frame: text,
+            });
+            users
+                .iter()
+                .filter_map(|u| u.strip_prefix('u')?.parse::<usize>().ok())
+                .sum()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signed_broadcast_reaches_the_host_and_answers_how_many_took_it() {
+        let cred = Credential {
+            key_id: "k".into(),
+            secret: "s".repeat(32),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let recorder = Arc::new(Recorder::default());
+        let app = router(recorder.clone(), cred.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let request = BroadcastRequest {
+            users: vec!["u1".into(), "u2".into()],
+            except: Some("c9".into()),
+            frame: r#"{"type":"message"}"#.into(),
+        };
+        let body = serde_json::to_vec(&request).unwrap();
+        let mut ok = start_post_to(&host, BROADCAST_PATH, &cred, &body, body.len()).await;
+        let a = answer(&mut ok).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        assert!(a.ends_with(r#"{"posted":3}"#), "{a}");
+        assert_eq!(*recorder.0.lock().unwrap(), vec![request]);
+        // Signed with another secret: refused, and the host sees nothing.
+        let other = Credential {
+            key_id: "k".into(),
+            secret: "t".repeat(32),
+        };
+        let mut forged = start_post_to(&host, BROADCAST_PATH, &other, &body, body.len()).await;
+        assert!(status(&mut forged).await.contains(" 403 "));
+        // Signed, but not a broadcast request: 400, nothing delivered.
+        let junk = br#"{"users":"everyone"}"#;
+        let mut bad = start_post_to(&host, BROADCAST_PATH, &cred, junk, junk.len()).await;
+        assert!(status(&mut bad).await.contains(" 400 "));
+        assert_eq!(recorder.0.lock().unwrap().len(), 1);
+        server.abort();
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use crate::refusals::LogLimiter;
 use chat_core::auth::Authenticator;
 use chat_core::delivery::{feed, InProcessFanout};
 use chat_core::memory::{MemoryConnections, MemoryStore};
-use chat_core::ports::{Connections, Delivery, Store, StoredMessage};
+use chat_core::ports::{Broadcast, Connections, Delivery, Store, StoredMessage};
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
 use chat_management::sigv4::Credential;
@@ -29,6 +29,13 @@ const FANOUT_SHARDS: usize = 8;
 const FANOUT_QUEUE: usize = 4096;
 /// Durable messages waiting for delivery before commits wait.
 const FEED_BOUND: usize = 8192;
+
+/// How the services reach connections: one at a time (`delivery`), and a
+/// large audience at once (`broadcast`: docs/design.md, "Group look-ups").
+struct Reach {
+    delivery: Arc<dyn Delivery>,
+    broadcast: Arc<dyn Broadcast>,
+}
 
 /// Everything a connection needs, built once.
 #[derive(Clone)]
@@ -88,12 +95,15 @@ impl App {
         settings: Settings,
     ) -> Self {
         let hub = Arc::new(Hub::with_limits(new_node_id(), true, settings.users));
-        Self::services(store, connections, feed, auth, settings, hub.clone(), hub)
+        let reach = Reach {
+            delivery: hub.clone(),
+            broadcast: hub.clone(),
+        };
+        Self::services(store, connections, feed, auth, settings, hub, reach)
     }
 
     /// The services over these parts: `hub` holds this node's sockets,
-    /// `delivery` reaches every connection (the hub itself, or the
-    /// cluster's delivery).
+    /// `reach` reaches every connection (the hub itself, or the cluster).
     fn services(
         store: Arc<dyn Store>,
         connections: Arc<dyn Connections>,
@@ -101,10 +111,14 @@ impl App {
         auth: Authenticator,
         settings: Settings,
         hub: Arc<Hub>,
-        delivery: Arc<dyn Delivery>,
+        reach: Reach,
     ) -> Self {
         let tasks = Arc::new(Tasks::new());
-        let deliverer = Arc::new(Deliverer::new(store.clone(), connections.clone(), delivery));
+        let mut deliverer = Deliverer::new(store.clone(), connections.clone(), reach.delivery);
+        if settings.broadcast_from_members > 0 {
+            deliverer = deliverer.with_broadcast(reach.broadcast, settings.broadcast_from_members);
+        }
+        let deliverer = Arc::new(deliverer);
         let fanout = Arc::new(InProcessFanout::spawn(
             deliverer,
             FANOUT_SHARDS,
@@ -236,7 +250,7 @@ impl App {
         auth: Authenticator,
         settings: Settings,
     ) -> Result<Self, Error> {
-        use crate::cluster::{Cluster, ClusterDelivery};
+        use crate::cluster::{Cluster, ClusterBroadcast, ClusterDelivery};
         let registry = args.registry(&settings)?;
         let tables = chat_dynamo::connect(&args.table_prefix).await?;
         tracing::info!(endpoint = %tables.endpoint, prefix = %tables.prefix, "DynamoDB store");
@@ -250,18 +264,31 @@ impl App {
         let cluster = Cluster::join(nodes, connections.clone(), hub.clone(), registry)
             .await
             .map_err(|e| Error::Config(format!("cannot join the node registry: {e}")))?;
-        let delivery: Arc<dyn Delivery> = match (&settings.management, args.cluster) {
-            (Some(cred), true) => Arc::new(ClusterDelivery::new(
-                hub.clone(),
-                cluster.clone(),
-                Arc::new(
-                    chat_dynamo::apigw::ApiGatewayDelivery::signed_with(&cred.key_id, &cred.secret)
+        let reach = match (&settings.management, args.cluster) {
+            (Some(cred), true) => Reach {
+                delivery: Arc::new(ClusterDelivery::new(
+                    hub.clone(),
+                    cluster.clone(),
+                    Arc::new(
+                        chat_dynamo::apigw::ApiGatewayDelivery::signed_with(
+                            &cred.key_id,
+                            &cred.secret,
+                        )
                         .await,
-                ),
-            )),
-            _ => hub.clone(),
+                    ),
+                )),
+                broadcast: Arc::new(ClusterBroadcast::new(
+                    hub.clone(),
+                    cluster.clone(),
+                    cred.clone(),
+                )),
+            },
+            _ => Reach {
+                delivery: hub.clone(),
+                broadcast: hub.clone(),
+            },
         };
-        let mut app = Self::services(store, connections, None, auth, settings, hub, delivery);
+        let mut app = Self::services(store, connections, None, auth, settings, hub, reach);
         cluster.spawn(&app.tasks);
         app.cluster = Some(cluster);
         Ok(app)

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub const MIN_MANAGEMENT_SECRET_BYTES: usize = 32;
 
 /// What the flags configure, besides the store and the backend.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Per-connection limits.
     pub socket: SocketConfig,
@@ -40,6 +40,27 @@ pub struct Settings {
     pub drain: Duration,
     /// How the embedded store watches its disk.
     pub embedded: chat_embedded::Options,
+    /// Audiences of at least this many users (a large group's members) are
+    /// delivered by each node to its own connections, without a look-up
+    /// per member; 0: never (docs/design.md, "Group look-ups").
+    pub broadcast_from_members: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            socket: Default::default(),
+            limits: Default::default(),
+            users: Default::default(),
+            chat: Default::default(),
+            dev_tokens: None,
+            management_addr: None,
+            management: None,
+            drain: Duration::ZERO,
+            embedded: Default::default(),
+            broadcast_from_members: chat_core::ports::BROADCAST_FROM_MEMBERS,
+        }
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<crate::proxy_protocol::Cidr, String> {
@@ -284,6 +305,12 @@ pub struct ServerArgs {
     /// stops sending clients) before sockets are closed.
     #[arg(long, env = "CHAT_DRAIN_MS", default_value_t = 1500)]
     pub drain_ms: u64,
+    /// Groups of at least this many members are delivered by each node to
+    /// its own connections (one post per node in a cluster) instead of a
+    /// connection look-up per member; 0 turns it off. docs/design.md,
+    /// "Group look-ups".
+    #[arg(long, env = "CHAT_BROADCAST_FROM_MEMBERS", default_value_t = chat_core::ports::BROADCAST_FROM_MEMBERS)]
+    pub broadcast_from_members: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAT_LOG_JSON", value_parser = Boolish, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub log_json: bool,
@@ -399,6 +426,7 @@ impl ServerArgs {
                 min_free_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
                 ..Default::default()
             },
+            broadcast_from_members: self.broadcast_from_members,
         })
     }
 

@@ -6,6 +6,10 @@
 //! slow to keep up, so it is disconnected (it will reconnect and `sync`)
 //! rather than slowing down the sender or anyone else.
 //!
+//! The hub also knows each user's connections here, so a large group's
+//! message is delivered by user without a look-up in the store
+//! ([`Broadcast`]; docs/design.md, "Group look-ups").
+//!
 //! Per user, the hub keeps how many connections are open (at most
 //! `max_per_user`) and one rate budget that every connection of the user
 //! spends from: each frame and each connection attempt takes a token.
@@ -15,7 +19,7 @@ use crate::outbox::{Full, Outbound, Outbox};
 use crate::rate::RateLimit;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use chat_core::ports::{ConnectionRecord, Delivery, Outgoing, PostError};
+use chat_core::ports::{Broadcast, ConnectionRecord, Delivery, Outgoing, PostError, Seq};
 use chat_management::api::ConnectionHost;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +27,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 struct Handle {
     out: Outbox,
+    /// Whose it is: found again in [`Conns::by_user`] when it goes.
+    user: String,
     /// For the @connections GET answer.
     connected_at_ms: u64,
     /// Closed by [`Hub::close_all`] (this node was declared dead): its
@@ -117,6 +123,14 @@ struct Users {
     prune_at: usize,
 }
 
+/// The connections, by id and by user.
+#[derive(Default)]
+struct Conns {
+    by_id: HashMap<String, Handle>,
+    /// Each user's connections here: what a broadcast resolves.
+    by_user: HashMap<String, Vec<String>>,
+}
+
 /// The connections this node holds.
 pub struct Hub {
     /// This node's id, recorded with its connections. Changes when the
@@ -126,7 +140,7 @@ pub struct Hub {
     /// `@connections` URL), recorded as their endpoint; the node id when
     /// there is none.
     endpoint: Option<String>,
-    conns: RwLock<HashMap<String, Handle>>,
+    conns: RwLock<Conns>,
     /// Users with a connection open, or whose budget is still refilling.
     users: Mutex<Users>,
     limits: UserLimits,
@@ -145,7 +159,7 @@ impl Hub {
         Hub {
             node: RwLock::new(node.into()),
             endpoint: None,
-            conns: RwLock::new(HashMap::new()),
+            conns: RwLock::new(Conns::default()),
             users: Mutex::new(Users {
                 map: HashMap::new(),
                 prune_at: PRUNE_AT,
@@ -217,7 +231,7 @@ impl Hub {
     /// Closes every connection with `code` (a node declared dead: 1012).
     pub fn close_all(&self, code: u16, reason: &'static str) {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        for h in conns.values() {
+        for h in conns.by_id.values() {
             h.orphaned.store(true, Ordering::Relaxed);
             if h.out.push(Outbound::Close(code, reason)).is_err() {
                 h.out.kick();
@@ -225,29 +239,45 @@ impl Hub {
         }
     }
 
-    pub fn insert(&self, connection_id: &str, out: Outbox) {
+    /// A connection of `user` opened here: from now on it gets what is
+    /// posted or broadcast to it.
+    pub fn insert(&self, connection_id: &str, user: &str, out: Outbox) {
         chat_core::metrics::connection_open(1.0);
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                connection_id.to_string(),
-                Handle {
-                    out,
-                    connected_at_ms: chat_core::time::now_ms(),
-                    orphaned: AtomicBool::new(false),
-                },
-            );
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        let old = conns.by_id.insert(
+            connection_id.to_string(),
+            Handle {
+                out,
+                user: user.to_string(),
+                connected_at_ms: chat_core::time::now_ms(),
+                orphaned: AtomicBool::new(false),
+            },
+        );
+        if old.is_none() {
+            conns
+                .by_user
+                .entry(user.to_string())
+                .or_default()
+                .push(connection_id.to_string());
+        }
     }
 
     /// Forgets a connection; true if [`Hub::close_all`] had closed it (its
     /// record is then the janitors' to delete, not the disconnect's).
     pub fn remove(&self, connection_id: &str) -> bool {
-        let removed = self
-            .conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(connection_id);
+        let removed = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let removed = conns.by_id.remove(connection_id);
+            if let Some(h) = &removed {
+                if let Some(ids) = conns.by_user.get_mut(&h.user) {
+                    ids.retain(|id| id != connection_id);
+                    if ids.is_empty() {
+                        conns.by_user.remove(&h.user);
+                    }
+                }
+            }
+            removed
+        };
         match removed {
             Some(h) => {
                 chat_core::metrics::connection_open(-1.0);
@@ -258,7 +288,11 @@ impl Hub {
     }
 
     pub fn len(&self) -> usize {
-        self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,19 +302,19 @@ impl Hub {
     /// Whether a connection is open here.
     pub fn contains(&self, connection_id: &str) -> bool {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        conns.contains_key(connection_id)
+        conns.by_id.contains_key(connection_id)
     }
 
     /// When a connection of this node was opened, if it is open.
     pub fn connected_at(&self, connection_id: &str) -> Option<u64> {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        conns.get(connection_id).map(|h| h.connected_at_ms)
+        conns.by_id.get(connection_id).map(|h| h.connected_at_ms)
     }
 
     /// Closes a connection (1000); false if it is not open here.
     pub fn close(&self, connection_id: &str) -> bool {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        let Some(h) = conns.get(connection_id) else {
+        let Some(h) = conns.by_id.get(connection_id) else {
             return false;
         };
         if h.out
@@ -296,7 +330,7 @@ impl Hub {
     pub fn push(&self, connection_id: &str, out: Outbound) -> Result<(), PostError> {
         let pushed = {
             let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-            let Some(h) = conns.get(connection_id) else {
+            let Some(h) = conns.by_id.get(connection_id) else {
                 return Err(PostError::Gone);
             };
             h.out.push(out)
@@ -310,6 +344,60 @@ impl Hub {
                 Err(PostError::Gone)
             }
         }
+    }
+}
+
+impl Hub {
+    /// Queues `text` for every connection here of `users` except `except`
+    /// (and those [`Hub::close_all`] closed); how many took it.
+    pub fn deliver_to_users(
+        &self,
+        users: &[String],
+        except: Option<&str>,
+        text: &Utf8Bytes,
+        seq: Option<&Seq>,
+    ) -> usize {
+        let targets: Vec<String> = {
+            let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+            users
+                .iter()
+                .filter_map(|u| conns.by_user.get(u))
+                .flatten()
+                .filter(|id| Some(id.as_str()) != except)
+                .filter(|id| {
+                    conns
+                        .by_id
+                        .get(*id)
+                        .is_some_and(|h| !h.orphaned.load(Ordering::Relaxed))
+                })
+                .cloned()
+                .collect()
+        };
+        // Pushed outside the lock: a full queue disconnects its reader,
+        // which takes the lock for writing.
+        targets
+            .iter()
+            .filter(|id| {
+                self.push(id, Outbound::posted(text.clone(), seq.cloned()))
+                    .is_ok()
+            })
+            .count()
+    }
+}
+
+/// This node alone (no cluster): every connection is here.
+#[async_trait]
+impl Broadcast for Hub {
+    async fn broadcast(
+        &self,
+        users: &[String],
+        except: Option<&str>,
+        frame: &Outgoing,
+    ) -> chat_core::Result<usize> {
+        let text = Utf8Bytes::try_from(frame.json.clone())
+            .map_err(|_| chat_core::Error::Store("a frame that is not UTF-8".into()))?;
+        chat_core::metrics::broadcast("local");
+        Ok(self.deliver_to_users(users, except, &text, frame.seq.as_ref()))
     }
 }
 
@@ -351,7 +439,76 @@ impl ConnectionHost for Hub {
         Hub::connected_at(self, connection_id)
     }
 
+    fn broadcast(&self, users: &[String], except: Option<&str>, text: String) -> usize {
+        let seq = if self.sequence_posts {
+            Outbound::seq_of(&text)
+        } else {
+            None
+        };
+        self.deliver_to_users(users, except, &Utf8Bytes::from(text), seq.as_ref())
+    }
+
     fn close(&self, connection_id: &str) -> bool {
         Hub::close(self, connection_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::outbox;
+
+    fn texts(inbox: &mut crate::outbox::Inbox) -> Vec<String> {
+        std::iter::from_fn(|| inbox.try_recv())
+            .map(|o| match o {
+                Outbound::Text(t) | Outbound::Message { text: t, .. } => t.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_broadcast_reaches_every_connection_of_the_listed_users_but_the_sender_s() {
+        let hub = Hub::new("n1", true);
+        let (a1, mut a1_in) = outbox(1 << 20);
+        let (a2, mut a2_in) = outbox(1 << 20);
+        let (b1, mut b1_in) = outbox(1 << 20);
+        let (c1, mut c1_in) = outbox(1 << 20);
+        hub.insert("a1", "alice", a1);
+        hub.insert("a2", "alice", a2);
+        hub.insert("b1", "bob", b1);
+        hub.insert("c1", "carol", c1);
+        let users = ["alice".to_string(), "bob".to_string(), "dave".to_string()];
+        let n = hub.deliver_to_users(&users, Some("a1"), &Utf8Bytes::from("hi"), None);
+        assert_eq!(n, 2, "alice's other device and bob; not a1, not carol");
+        assert!(texts(&mut a1_in).is_empty());
+        assert_eq!(texts(&mut a2_in), vec!["hi"]);
+        assert_eq!(texts(&mut b1_in), vec!["hi"]);
+        assert!(texts(&mut c1_in).is_empty(), "carol is not in the audience");
+    }
+
+    #[test]
+    fn a_closed_connection_is_no_longer_found_by_its_user() {
+        let hub = Hub::new("n1", true);
+        let (a1, _a1_in) = outbox(1 << 20);
+        let (a2, mut a2_in) = outbox(1 << 20);
+        hub.insert("a1", "alice", a1);
+        hub.insert("a2", "alice", a2);
+        hub.remove("a1");
+        let users = ["alice".to_string()];
+        assert_eq!(
+            hub.deliver_to_users(&users, None, &Utf8Bytes::from("x"), None),
+            1
+        );
+        assert_eq!(texts(&mut a2_in), vec!["x"]);
+        hub.remove("a2");
+        assert_eq!(
+            hub.deliver_to_users(&users, None, &Utf8Bytes::from("y"), None),
+            0
+        );
+        assert!(
+            hub.conns.read().unwrap().by_user.is_empty(),
+            "no user left behind"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub const REJECTED: &str = "chat_rejected_total";
 pub const OUTBOUND_QUEUE_BYTES: &str = "chat_outbound_queue_bytes";
 pub const CLUSTER_LIVE_NODES: &str = "chat_cluster_live_nodes";
 pub const CLUSTER_POSTS: &str = "chat_cluster_posts_total";
+pub const BROADCASTS: &str = "chat_broadcasts_total";
 pub const DELIVERY_POST_SECONDS: &str = "chat_delivery_post_seconds";
 pub const GAP_READS: &str = "chat_gap_reads_total";
 pub const MEMBER_CACHE: &str = "chat_member_cache_total";
@@ -117,6 +118,14 @@ pub fn live_nodes(n: usize) {
 /// A post to another node's connection: `ok`, `gone`, `failed`, `dead`.
 pub fn cluster_post(result: &'static str) {
     metrics::counter!(CLUSTER_POSTS, "result" => result).increment(1);
+}
+
+/// A large audience's frame handed to the nodes instead of looked up per
+/// user (docs/design.md, "Group look-ups"): `local` (this node's own
+/// connections), `node_ok`, `node_failed` (a post to another node), or
+/// `fallback` (the nodes could not be listed: looked up per user).
+pub fn broadcast(result: &'static str) {
+    metrics::counter!(BROADCASTS, "result" => result).increment(1);
 }
 
 /// One post to a connection in a cluster, timed: `path` is `local` (this

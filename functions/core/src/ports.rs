@@ -12,7 +12,9 @@ use crate::protocol::{MessageView, ReadMark, ServerFrame};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod broadcast;
 mod devices;
+pub use broadcast::*;
 pub use devices::*;
 
 /// Table names' prefix when none is configured (`<prefix>messages`, …).

@@ -23,6 +23,11 @@ impl DynamoNodes {
             table: ConnectionsTable::new(tables),
         }
     }
+
+    /// What this registry's calls cost.
+    pub fn meter(&self) -> &std::sync::Arc<crate::meter::Meter> {
+        &self.table.meter
+    }
 }
 
 #[async_trait]

@@ -9,9 +9,13 @@
 //! - this file: [`Cluster`] (registry entry, heartbeat, janitor, drain);
 //! - [`delivery`]: [`ClusterDelivery`], local sockets in process and other
 //!   nodes' through their `@connections` API.
+//! - [`broadcast`]: [`ClusterBroadcast`], a large group's frame handed once
+//!   to each live node, which delivers to its own connections.
 
+pub mod broadcast;
 pub mod delivery;
 
+pub use broadcast::ClusterBroadcast;
 pub use delivery::ClusterDelivery;
 
 use crate::hub::Hub;
@@ -110,6 +114,7 @@ impl Cluster {
     ) -> chat_core::Result<Arc<Self>> {
         let me = record(&hub.node(), &cfg);
         nodes.join(&me).await?;
+        listed(nodes.as_ref(), &me.node_id, cfg.dead_after).await;
         if cfg.clustered {
             tracing::info!(node = %me.node_id, "joined the cluster's node registry");
         } else {
@@ -175,20 +180,26 @@ impl Cluster {
     /// The live nodes now, read from the registry (the last listing if
     /// it cannot be read).
     pub async fn live_nodes_now(&self) -> Vec<NodeRecord> {
-        match self.nodes.nodes().await {
-            Ok(list) => {
-                let silences = self.state().silences(&list);
-                list.into_iter()
-                    .zip(silences)
-                    .filter(|(n, silent)| !n.dead && *silent <= self.cfg.dead_after)
-                    .map(|(n, _)| n)
-                    .collect()
-            }
+        match self.live_nodes_listed().await {
+            Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the nodes");
                 self.live_nodes()
             }
         }
+    }
+
+    /// The live nodes, read from the registry now: not declared dead, and
+    /// not silent past `dead_after` as this node saw them.
+    pub async fn live_nodes_listed(&self) -> chat_core::Result<Vec<NodeRecord>> {
+        let list = self.nodes.nodes().await?;
+        let silences = self.state().silences(&list);
+        Ok(list
+            .into_iter()
+            .zip(silences)
+            .filter(|(n, silent)| !n.dead && *silent <= self.cfg.dead_after)
+            .map(|(n, _)| n)
+            .collect())
     }
 
     /// Whether the load balancer should send clients here: registered,
@@ -250,7 +261,10 @@ impl Cluster {
         self.hub.set_node(&id);
         let me = record(&id, &self.cfg);
         let ok = match self.nodes.join(&me).await {
-            Ok(()) => true,
+            Ok(()) => {
+                listed(self.nodes.as_ref(), &id, self.cfg.dead_after).await;
+                true
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot rejoin the node registry; retrying");
                 false
@@ -354,6 +368,26 @@ impl Cluster {
         let id = self.node_id();
         self.clean(&id).await;
         tracing::info!(node = %id, "left the node registry");
+    }
+}
+
+/// Waits (at most `within`) until the registry's listing shows `node_id`.
+/// The listing is an index, updated a moment after the write: until it
+/// shows this node, another node's broadcast would miss its connections
+/// (docs/design.md, "Group look-ups"), so the node takes none before.
+async fn listed(nodes: &dyn Nodes, node_id: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        match nodes.nodes().await {
+            Ok(list) if list.iter().any(|n| n.node_id == node_id) => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot list the nodes"),
+        }
+        if started.elapsed() >= within {
+            tracing::warn!(node = %node_id, "the node registry does not list this node yet; going on");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -112,7 +112,7 @@ async fn a_node_declared_dead_closes_its_sockets_with_1012_and_rejoins_under_a_n
     let map = Arc::new(MemoryConnections::new());
     let (a, hub) = node(&map).await;
     let (out, mut inbox) = outbox(1 << 20);
-    hub.insert("c1", out);
+    hub.insert("c1", "u1", out);
     let old = a.node_id();
     let seen = map.nodes().await.unwrap()[0].heartbeat_at_ms;
     assert!(map.declare_dead(&old, seen).await.unwrap());
@@ -155,7 +155,7 @@ async fn a_node_that_cannot_heartbeat_in_time_counts_itself_dead() {
     let map = Arc::new(MemoryConnections::new());
     let (a, hub) = node(&map).await;
     let (out, mut inbox) = outbox(1 << 20);
-    hub.insert("c1", out);
+    hub.insert("c1", "u1", out);
     // As if the process had been stopped for longer than dead_after.
     a.state().last_ok = Instant::now() - Duration::from_secs(1);
     assert!(!a.healthy());

@@ -149,7 +149,7 @@ where
             return;
         };
         let (out, inbox) = outbox(cfg.outbound_bytes);
-        app.hub.insert(conn, out.clone());
+        app.hub.insert(conn, session.user_id.as_str(), out.clone());
         // A bool, not the `Result`: a named error would be kept in this
         // future for the connection's whole life.
         let recorded = match app.backend.connect(&session).await {

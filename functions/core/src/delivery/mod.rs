@@ -45,6 +45,10 @@ pub struct Deliverer {
     /// With sync states (the stateless functions): how long a new
     /// connection's live messages wait for its first `sync`.
     sync_grace_ms: Option<u64>,
+    /// conn-tier: audiences of at least this many users are handed to the
+    /// nodes, which know their own connections, instead of looked up per
+    /// user (docs/design.md, "Group look-ups").
+    broadcast: Option<(Arc<dyn Broadcast>, usize)>,
 }
 
 impl Deliverer {
@@ -59,7 +63,17 @@ impl Deliverer {
             delivery,
             concurrency: 32,
             sync_grace_ms: None,
+            broadcast: None,
         }
+    }
+
+    /// Audiences of at least `from_users` users go through `broadcast`
+    /// (conn-tier: each node delivers to its own connections) instead of
+    /// a connection look-up per user. Not with sync states: the stateless
+    /// functions hold no connections.
+    pub fn with_broadcast(mut self, broadcast: Arc<dyn Broadcast>, from_users: usize) -> Self {
+        self.broadcast = Some((broadcast, from_users.max(1)));
+        self
     }
 
     /// For the stateless functions (with [`crate::Chat::with_sync_states`]):
@@ -117,6 +131,20 @@ impl Deliverer {
     pub async fn run(&self, job: &FanoutJob) -> Result<usize> {
         let users = self.audience(&job.audience).await?;
         let frame = Outgoing::new(&job.frame);
+        if let Some((b, from)) = &self.broadcast {
+            if users.len() >= *from && self.sync_grace_ms.is_none() {
+                match b
+                    .broadcast(&users, job.except_connection.as_deref(), &frame)
+                    .await
+                {
+                    Ok(n) => return Ok(n),
+                    Err(e) => {
+                        crate::metrics::broadcast("fallback");
+                        tracing::warn!(error = %e, users = users.len(), "cannot broadcast; looking the members up one by one");
+                    }
+                }
+            }
+        }
         let conns: Vec<ConnectionRecord> = stream::iter(users)
             .map(|u| async move { self.connections.for_user(&u).await })
             .buffer_unordered(self.concurrency)
@@ -170,6 +198,120 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::{MemoryConnections, MemoryStore};
+    use std::sync::Mutex;
+
+    /// Records the connections posted to.
+    #[derive(Default)]
+    struct Posted(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Delivery for Posted {
+        async fn post(&self, c: &ConnectionRecord, _f: &Outgoing) -> Result<(), PostError> {
+            self.0.lock().unwrap().push(c.connection_id.clone());
+            Ok(())
+        }
+    }
+
+    /// Records broadcasts; fails them all when `fail`.
+    #[derive(Default)]
+    struct Nodes {
+        fail: bool,
+        calls: Mutex<Vec<(Vec<String>, Option<String>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Broadcast for Nodes {
+        async fn broadcast(
+            &self,
+            users: &[String],
+            except: Option<&str>,
+            _frame: &Outgoing,
+        ) -> Result<usize> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((users.to_vec(), except.map(str::to_string)));
+            if self.fail {
+                Err(crate::Error::Store(
+                    "the node registry is unreachable".into(),
+                ))
+            } else {
+                Ok(users.len())
+            }
+        }
+    }
+
+    /// A deliverer over `users`, one connection each (`c-<user>`), whose
+    /// broadcast starts at 3 users.
+    async fn rig(users: &[&str], fail: bool) -> (Deliverer, Arc<Posted>, Arc<Nodes>) {
+        let conns = Arc::new(MemoryConnections::new());
+        for u in users {
+            conns
+                .register(&ConnectionRecord {
+                    connection_id: format!("c-{u}"),
+                    user_id: u.to_string(),
+                    endpoint: "n1".into(),
+                    node_id: Some("n1".into()),
+                    connected_at_ms: 0,
+                    device_id: None,
+                    sync: SyncState::Live,
+                    replayed: Default::default(),
+                })
+                .await
+                .unwrap();
+        }
+        let posted = Arc::new(Posted::default());
+        let nodes = Arc::new(Nodes {
+            fail,
+            ..Default::default()
+        });
+        let d = Deliverer::new(Arc::new(MemoryStore::new()), conns, posted.clone())
+            .with_broadcast(nodes.clone(), 3);
+        (d, posted, nodes)
+    }
+
+    fn job(users: &[&str]) -> FanoutJob {
+        FanoutJob {
+            audience: Audience::Users(users.iter().map(|u| u.to_string()).collect()),
+            frame: crate::protocol::ServerFrame::Synced {},
+            except_connection: Some("c-a".into()),
+            order_key: "k".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_audience_is_handed_to_the_nodes_without_a_look_up_per_user() {
+        let (d, posted, nodes) = rig(&["a", "b", "c"], false).await;
+        assert_eq!(d.run(&job(&["a", "b", "c"])).await.unwrap(), 3);
+        let calls = nodes.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![(vec!["a".into(), "b".into(), "c".into()], Some("c-a".into()))]
+        );
+        assert!(
+            posted.0.lock().unwrap().is_empty(),
+            "nothing posted one by one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_audience_is_looked_up_user_by_user() {
+        let (d, posted, nodes) = rig(&["a", "b"], false).await;
+        assert_eq!(d.run(&job(&["a", "b"])).await.unwrap(), 1);
+        assert!(nodes.calls.lock().unwrap().is_empty());
+        assert_eq!(*posted.0.lock().unwrap(), vec!["c-b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn when_the_nodes_cannot_be_reached_every_member_is_still_looked_up_and_posted() {
+        let (d, posted, nodes) = rig(&["a", "b", "c"], true).await;
+        assert_eq!(d.run(&job(&["a", "b", "c"])).await.unwrap(), 2);
+        assert_eq!(nodes.calls.lock().unwrap().len(), 1);
+        let mut got = posted.0.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec!["c-b".to_string(), "c-c".to_string()]);
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {
