@@ -141,6 +141,20 @@ def lookup_units(inp: dict, users: float) -> float:
     return users * val(inp, "measured.connection_lookup_read_units")
 
 
+def registry_listing_units(inp: dict) -> float:
+    """One eventually consistent Query of the node registry (a few small
+    items): what a conn-tier broadcast reads instead of the look-ups."""
+    return val(inp, "measured.connection_lookup_read_units")
+
+
+def broadcast_saving_units(inp: dict, members: float) -> float:
+    """Read units a conn-tier node saves per group message by broadcasting
+    (design (b) only: the Lambda functions hold no connections)."""
+    if members < val(inp, "code.broadcast_from_members"):
+        return 0.0
+    return lookup_units(inp, members) - registry_listing_units(inp)
+
+
 def sync_read_units(inp: dict, convs: float, with_news: float, missed: float, text: float) -> dict:
     """users: the membership Query (strong); messages: newest id of each
     conversation (eventually consistent, 0.5) and one strong Query of the
@@ -177,6 +191,10 @@ def calibration(inp: dict) -> list[tuple[str, str, float, float]]:
     add("group_send_1kb_100", "read units (fan-out)", group_read_units(inp, n) + lookup_units(inp, n))
     add("group_send_1kb_100", "posts", n - 1)
     add("group_send_1kb_100", "calls", 5 + 1 + n)
+    r = rows["group_send_broadcast_100"]
+    add("group_send_broadcast_100", "read units (fan-out)",
+        group_read_units(inp, n) + lookup_units(inp, n) - broadcast_saving_units(inp, n))
+    add("group_send_broadcast_100", "posts", r["nodes"] - 1)
     r = rows["group_send_after_add_100"]
     add("group_send_after_add_100", "read units (fan-out)",
         1 + group_list_units(inp, n) + lookup_units(inp, n))
@@ -509,6 +527,7 @@ def costs(inp: dict, scale: float = 1.0, month: int = 12) -> dict:
     ddb_a = ddb_costs(inp, r["ddb"])
     units_b = copy.deepcopy(r["ddb"])
     units_b["connections"][0] += b["heartbeat_writes_day"]
+    units_b["connections"][1] -= r["grp"] * broadcast_saving_units(inp, r["N"])
     ddb_b = ddb_costs(inp, units_b)
     a = {
         "API Gateway messages": price(inp, "apigw_ws_message", r["apigw_msgs_month"]),
@@ -765,6 +784,29 @@ def block_receipts(inp):
     total = sum(per.values())
     rows = [[k, n(v), f"{v / total:.0%}"] for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v]
     return table(["API Gateway messages by operation (1×)", "per day", "share"], rows)
+
+
+def receipts_out_day(r: dict) -> float:
+    """Receipts posted a day: what the acks send out."""
+    return sum(op.count * op.apigw_out for op in r["ops"] if op.name.startswith("ack, "))
+
+
+ACK_RATES = (0.5, 0.25, 0.1, 0.05, 0.0)
+
+
+def block_ack_floor(inp):
+    """(a) as acks per delivered message fall to none: how low (a) goes
+    with everything else as it is, and the receipts' share."""
+    rows = []
+    for ack in ACK_RATES:
+        c = costs(with_overrides(inp, {"client.acks_per_delivered_message": ack}), 1)
+        r = c["r"]
+        rows.append([f"{ack:g}", usd(c["a"]), usd(c["a_items"]["API Gateway messages"]),
+                     usd(c["a_items"]["DynamoDB requests (on-demand)"]),
+                     n(receipts_out_day(r)), f"{receipts_out_day(r) / r['apigw_msgs_day']:.1%}"])
+    return table(["acks per delivered message (1×)", "(a) total", "(a) API GW messages",
+                  "(a) DynamoDB requests", "receipts out /day", "receipts' share of API GW messages"],
+                 rows, "lrrrrr")
 
 
 def block_lambda(inp):
@@ -1056,6 +1098,7 @@ BLOCKS = {
     "ops": block_ops,
     "apigw": block_apigw,
     "apigw-by-op": block_receipts,
+    "ack-floor": block_ack_floor,
     "lambda": block_lambda,
     "dynamodb": block_dynamodb,
     "storage": block_storage,

@@ -57,6 +57,21 @@ class HandComputed(unittest.TestCase):
         # A group ack reads the 20 member items: ⌈2,000 / 4096⌉ = 1.
         self.assertEqual(cap.member_items_units(self.inp, 20), 1)
 
+    def test_a_conn_tier_broadcast_replaces_the_look_ups_of_large_groups_only(self):
+        # 100 members: 50 look-ups replaced by one registry listing (0.5).
+        self.assertEqual(cap.broadcast_saving_units(self.inp, 100), 49.5)
+        # 20 members (under 32): looked up as before.
+        self.assertEqual(cap.broadcast_saving_units(self.inp, 20), 0.0)
+
+    def test_with_no_acks_there_are_no_receipts_and_fewer_api_gateway_messages(self):
+        none = cap.build(cap.with_overrides(self.inp, {"client.acks_per_delivered_message": 0.0}))
+        self.assertEqual(cap.receipts_out_day(none), 0.0)
+        # 2.3B acks in and 1.625B receipts out fewer (0.4B 1:1 acks × 0.5
+        # online + 1.9B group acks × 0.75).
+        self.assertAlmostEqual(self.r["apigw_msgs_day"] - none["apigw_msgs_day"],
+                               2.3e9 + 0.4e9 * 0.5 + 1.9e9 * 0.75, delta=1)
+        self.assertAlmostEqual(cap.receipts_out_day(self.r), 0.4e9 * 0.5 + 1.9e9 * 0.75, delta=1)
+
     def test_every_cost_md_row_is_reproduced(self):
         for row, qty, measured, model in cap.calibration(self.inp):
             with self.subTest(row=row, quantity=qty):
