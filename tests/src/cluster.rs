@@ -224,6 +224,26 @@ impl ClusterUnderTest {
         c
     }
 
+    /// The address node `i` logged with `message` (a listener it bound:
+    /// `CHAT_METRICS_LISTEN=127.0.0.1:0` picks a port no other test holds).
+    /// Waits up to 10 s for the line.
+    pub async fn logged_addr(&self, i: usize, message: &str) -> Option<std::net::SocketAddr> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.nodes[i].log.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                if v["fields"]["message"] != message {
+                    return None;
+                }
+                v["fields"]["addr"].as_str()?.parse().ok()
+            });
+            if found.is_some() || tokio::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The load balancer's WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.lb_port)

@@ -900,13 +900,25 @@ async fn a_large_group_over_three_nodes_goes_once_to_each_node_and_a_removed_mem
 ) {
     // Groups from 3 members are broadcast: one post per node, no
     // connection look-ups (docs/design.md, "Group look-ups").
-    let metrics: Vec<u16> = (0..3).map(|_| chat_tests::cluster::free_port()).collect();
-    let envs = metrics
-        .iter()
-        .map(|p| vec![("CHAT_METRICS_LISTEN".to_string(), format!("127.0.0.1:{p}"))])
-        .collect();
-    let cluster =
-        ClusterUnderTest::start_with_env(BIN, 3, &["--broadcast-from-members", "3"], envs).await;
+    let cluster = ClusterUnderTest::start(
+        BIN,
+        3,
+        &[
+            "--broadcast-from-members",
+            "3",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let mut metrics = Vec::new();
+    for i in 0..3 {
+        let addr = cluster
+            .logged_addr(i, "metrics listening (GET /metrics)")
+            .await
+            .expect("the metrics address in the node's log");
+        metrics.push(addr.port());
+    }
     let auth = chat_core::auth::Authenticator::new(SECRET).unwrap();
     let at = |user: &str, node: usize| {
         let url = cluster.node_url(node);
