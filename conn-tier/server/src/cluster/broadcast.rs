@@ -16,7 +16,6 @@ use super::Cluster;
 use crate::hub::Hub;
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::{Broadcast, NodeRecord, Outgoing};
 use chat_management::api::{BroadcastRequest, BROADCAST_PATH};
 use chat_management::sigv4::{amz_date, now_secs, sign_headers, Credential};
@@ -117,13 +116,11 @@ impl Broadcast for ClusterBroadcast {
         // First, so that a registry that cannot be read leaves the frame
         // to the look-ups, which reach every node.
         let nodes = self.cluster.live_nodes_listed().await?;
-        let text = Utf8Bytes::try_from(frame.json.clone())
-            .map_err(|_| chat_core::Error::Store("a frame that is not UTF-8".into()))?;
         let me = self.hub.node();
         let body = serde_json::to_vec(&BroadcastRequest {
             users: users.to_vec(),
             except: except.map(str::to_string),
-            frame: text.as_str().to_string(),
+            frame: frame.text().to_string(),
         })
         .map_err(|e| chat_core::Error::Store(e.to_string()))?;
         let others = nodes
@@ -137,10 +134,8 @@ impl Broadcast for ClusterBroadcast {
             }
             r.unwrap_or(0)
         }));
-        let local = self
-            .hub
-            .deliver_to_users(users, except, &text, frame.seq.as_ref());
-        chat_core::metrics::broadcast("local");
+        // This node's own connections: what the hub alone does.
+        let local = Broadcast::broadcast(self.hub.as_ref(), users, except, frame).await?;
         Ok(local + remote.await.into_iter().sum::<usize>())
     }
 }
