@@ -676,10 +676,17 @@ impl Device {
         }
     }
 
+    /// Reads until `synced`; `false` if the connection ends, goes quiet,
+    /// or the sync fails (docs/protocol.md: "retry it"; this client
+    /// reconnects, which the load balancer may send elsewhere).
     async fn until_synced(&mut self) -> bool {
         loop {
             match self.next(WAIT).await {
                 Some(f) if f["type"] == "synced" => return true,
+                Some(f) if f["type"] == "error" && f["action"] == "sync" => {
+                    self.ws = None;
+                    return false;
+                }
                 Some(_) => continue,
                 None => return false,
             }

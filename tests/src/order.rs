@@ -37,17 +37,27 @@ impl Seen {
     }
 }
 
-/// Sends `n` texts to `to` from `c`, pipelined, and waits for every ack.
+/// Sends `n` texts to `to` from `c`, pipelined, and waits for every ack;
+/// a send answered `internal` (a function that failed, local cloud) is
+/// resent with its client_msg_id, as a client does.
 pub async fn burst(mut c: TestClient, to: String, tag: String, n: usize) -> TestClient {
+    let frame = |i: usize| json!({"action":"send","to":to,"client_msg_id":format!("{tag}-{i}"),"text":format!("{tag} {i}")});
     for i in 0..n {
-        c.send(json!({"action":"send","to":to,"client_msg_id":format!("{tag}-{i}"),"text":format!("{tag} {i}")}))
-            .await;
+        c.send(frame(i)).await;
     }
     let mut acked = 0;
     while acked < n {
         let f = c.recv().await;
         match f["type"].as_str() {
             Some("ack") => acked += 1,
+            Some("error") if f["code"] == "internal" && f["action"] == "send" => {
+                let cmid = f["client_msg_id"].as_str().unwrap_or_default();
+                let i = cmid
+                    .strip_prefix(&format!("{tag}-"))
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or_else(|| panic!("an error naming no send of this burst: {f}"));
+                c.send(frame(i)).await;
+            }
             // Group frames and messages of the group reach senders too.
             Some("message") | Some("group") | Some("receipt") => {}
             _ => panic!("unexpected frame while sending: {f}"),

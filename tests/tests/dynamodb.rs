@@ -317,3 +317,72 @@ async fn a_send_retried_after_a_restart_or_a_crash_between_claim_and_message_is_
         vec!["before the restart", "boo", "bob took 3", "finally"]
     );
 }
+
+/// The original of a first message stalled after its put (DynamoDB
+/// unreachable, the process frozen or killed): the sender's watermark and
+/// the recipient's enrollment were never written, and the client, with no
+/// ack, resends. The resend answers with the original and writes what it
+/// missed, so the recipient's `sync` lists the conversation.
+#[tokio::test]
+async fn the_resend_of_a_first_message_enrolls_a_recipient_the_original_never_enrolled() {
+    use chat_core::ports::MembershipStore;
+    use chat_dynamo::codec::MembershipItem;
+    let prefix = fresh_tables().await.unwrap();
+    let tables = connect(&prefix).await.unwrap();
+    let store = DynamoStore::new(&tables);
+    let users = tables.name(&chat_dynamo::schema::USERS);
+    let msg = |conv: &str, cmid: &str| NewMessage {
+        conversation_id: conv.into(),
+        sender: "alice".into(),
+        client_msg_id: cmid.into(),
+        text: "hello bob".into(),
+        sent_at_ms: 1,
+        enroll: vec!["bob".into()],
+        origin: None,
+        member_only: false,
+    };
+    let conv = "dm#alice#bob";
+    let first = store.append(msg(conv, "c-1")).await.unwrap();
+    assert!(!first.duplicate);
+    // Undo the original's tail: what a stall after the put leaves.
+    for user in ["alice", "bob"] {
+        tables
+            .client
+            .delete_item()
+            .table_name(&users)
+            .set_key(Some(MembershipItem::key(user, conv)))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(store.membership("bob", conv).await.unwrap().is_none());
+
+    let again = store.append(msg(conv, "c-1")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, first.message);
+    let bob = store.membership("bob", conv).await.unwrap();
+    assert_eq!(bob.map(|m| m.acked_up_to), Some(0), "bob enrolled, unread");
+    let alice = store.membership("alice", conv).await.unwrap();
+    assert_eq!(alice.map(|m| m.acked_up_to), Some(1), "alice's watermark");
+    let listed: Vec<String> = store
+        .conversations("bob")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.membership.conversation_id)
+        .collect();
+    assert_eq!(listed, [conv], "bob's sync lists the conversation");
+
+    // The same client_msg_id reused for another conversation answers with
+    // the original and enrolls nobody there.
+    let other = "dm#alice#carol";
+    let reused = NewMessage {
+        enroll: vec!["carol".into()],
+        ..msg(other, "c-1")
+    };
+    let answer = store.append(reused).await.unwrap();
+    assert!(answer.duplicate);
+    assert_eq!(answer.message.conversation_id, conv);
+    assert!(store.membership("carol", other).await.unwrap().is_none());
+    assert!(store.membership("alice", other).await.unwrap().is_none());
+}

@@ -129,7 +129,13 @@ async fn a_websocket_client_chats_through_conn_tier_and_the_real_lambda_binaries
 
     let endpoint = format!("http://127.0.0.1:{port}");
     let backend =
-        Arc::new(LambdaBackend::new(Some(&endpoint), "", &mgmt_addr.to_string(), "local").await);
+        // The functions answer in ~50 ms: one that dies mid-invocation
+        // (cargo lambda watch never answers it) fails within the test's wait.
+        Arc::new(
+            LambdaBackend::new(Some(&endpoint), "", &mgmt_addr.to_string(), "local")
+                .await
+                .with_invoke_timeout(Duration::from_secs(4)),
+        );
     let tasks = Arc::new(Tasks::new());
     let messages = tables.name(&chat_dynamo::schema::MESSAGES);
     let (poller, poll_tables) = (backend.clone(), tables.clone());

@@ -33,9 +33,23 @@ pub enum Authorization {
     Denied(String),
 }
 
+/// How long a function that answered before may take: API Gateway's
+/// integration timeout (29 s). Past it the invocation counts as failed
+/// (a frame's sender gets `internal` and resends; the stream poller retries
+/// its batch) instead of hanging: under `cargo lambda watch`, a function
+/// process that dies mid-invocation never answers it.
+pub const DEFAULT_INVOKE_TIMEOUT: Duration = Duration::from_secs(29);
+
+/// A function's first invocation: a cold `cargo lambda watch` compiles it.
+const COLD_INVOKE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Invokes the chat functions like API Gateway would.
 pub struct LambdaBackend {
     client: aws_sdk_lambda::Client,
+    /// Past this a warm function's invocation has failed.
+    invoke_timeout: Duration,
+    /// Functions that have answered once (the cold timeout is for the others).
+    warm: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Prepended to each function name (a stack's names, say).
     prefix: String,
     /// `domainName` in the events: the management API's host:port.
@@ -55,34 +69,67 @@ impl LambdaBackend {
         // A cold `cargo lambda watch` compiles the function on first invoke.
         b = b.timeout_config(
             aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_secs(600))
-                .operation_timeout(Duration::from_secs(600))
+                .operation_attempt_timeout(COLD_INVOKE_TIMEOUT)
+                .operation_timeout(COLD_INVOKE_TIMEOUT)
                 .build(),
         );
         LambdaBackend {
             client: aws_sdk_lambda::Client::from_conf(b.build()),
+            invoke_timeout: DEFAULT_INVOKE_TIMEOUT,
+            warm: Default::default(),
             prefix: prefix.to_string(),
             domain: domain.to_string(),
             stage: stage.to_string(),
         }
     }
 
-    /// Invokes a function synchronously; its JSON answer, or why it failed.
+    /// How long a function that answered before may take (default
+    /// [`DEFAULT_INVOKE_TIMEOUT`]).
+    pub fn with_invoke_timeout(mut self, timeout: Duration) -> Self {
+        self.invoke_timeout = timeout;
+        self
+    }
+
+    fn is_warm(&self, function: &str) -> bool {
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(function)
+    }
+
+    /// Invokes a function synchronously; its JSON answer, or why it failed
+    /// (also when it does not answer within the invoke timeout).
     pub async fn invoke(&self, function: &str, payload: &Value) -> Result<Value, Error> {
         let name = format!("{}{function}", self.prefix);
-        let out = self
+        let limit = if self.is_warm(function) {
+            self.invoke_timeout
+        } else {
+            COLD_INVOKE_TIMEOUT
+        };
+        let call = self
             .client
             .invoke()
             .function_name(&name)
             .payload(Blob::new(payload.to_string().into_bytes()))
-            .send()
-            .await
-            .map_err(|e| {
+            .send();
+        let out = match tokio::time::timeout(limit, call).await {
+            Err(_) => {
+                return Err(Error::Invoke(format!(
+                    "{name} did not answer within {} ms",
+                    limit.as_millis()
+                )))
+            }
+            Ok(r) => r.map_err(|e| {
                 Error::Invoke(format!(
                     "invoking {name}: {}",
                     aws_sdk_lambda::error::DisplayErrorContext(&e)
                 ))
-            })?;
+            })?,
+        };
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(function.to_string());
         let body = out
             .payload()
             .map(|b| b.as_ref().to_vec())

@@ -18,6 +18,31 @@ fn image(m: Option<&HashMap<String, AttributeValue>>) -> Value {
     serde_json::to_value(item).unwrap_or(Value::Null)
 }
 
+/// Retries of a failed batch before it is given up, as the template's
+/// event source mapping does (`MaximumRetryAttempts: 3`, infra/template.yaml):
+/// a `fanout` process that dies mid-batch costs a retry, not the batch.
+const MAX_RETRY_ATTEMPTS: u32 = 3;
+
+/// Invokes `fanout` with one batch; on an error, again after a back-off
+/// (0.2, 0.4, 0.8 s), up to [`MAX_RETRY_ATTEMPTS`] times. The next batch
+/// waits meanwhile, as a shard's does on AWS.
+async fn invoke_with_retries(backend: &LambdaBackend, batch: Value) {
+    for attempt in 0..=MAX_RETRY_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        match backend.invoke("fanout", &batch).await {
+            Ok(_) => return,
+            Err(e) if attempt < MAX_RETRY_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "fanout failed; retrying the batch")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempts = attempt + 1, "fanout failed; the batch is given up")
+            }
+        }
+    }
+}
+
 /// Polls the stream of `table` and invokes `fanout` with each batch of
 /// records, in order, until `stop`. For emulators, where no event source
 /// mapping triggers the function.
@@ -136,9 +161,7 @@ async fn poll(
                 continue;
             }
             idle = false;
-            if let Err(e) = backend.invoke("fanout", &json!({"Records": records})).await {
-                tracing::error!(error = %e, "fanout failed");
-            }
+            invoke_with_retries(&backend, json!({"Records": records})).await;
         }
         if idle {
             tokio::select! {

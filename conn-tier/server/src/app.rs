@@ -3,7 +3,7 @@
 //! node's hub, the socket limits, and the background tasks they own.
 
 use crate::backend::{Backend, InProcess};
-use crate::cluster::{new_node_id, Cluster};
+use crate::cluster::{new_node_id, Cluster, ClusterConfig};
 use crate::config::{FunctionsKind, ServerArgs, Settings, StoreKind};
 use crate::error::Error;
 use crate::hub::Hub;
@@ -13,7 +13,7 @@ use crate::refusals::LogLimiter;
 use chat_core::auth::Authenticator;
 use chat_core::delivery::{feed, InProcessFanout};
 use chat_core::memory::{MemoryConnections, MemoryStore};
-use chat_core::ports::{Broadcast, Connections, Delivery, Store, StoredMessage};
+use chat_core::ports::{Broadcast, Connections, Delivery, Nodes, Store, StoredMessage};
 use chat_core::tasks::Tasks;
 use chat_core::{Chat, Deliverer, MessageDelivery};
 use chat_management::sigv4::Credential;
@@ -29,6 +29,24 @@ const FANOUT_SHARDS: usize = 8;
 const FANOUT_QUEUE: usize = 4096;
 /// Durable messages waiting for delivery before commits wait.
 const FEED_BOUND: usize = 8192;
+
+/// What a cluster node keeps its state in ([`App::cluster_node`]).
+pub struct NodePorts {
+    pub store: Arc<dyn Store>,
+    /// The connection map every node shares.
+    pub connections: Arc<dyn Connections>,
+    /// The node registry.
+    pub nodes: Arc<dyn Nodes>,
+}
+
+/// How a cluster node reaches the other nodes' connections.
+pub struct Remote {
+    /// Posts to a connection of another node (its `@connections` API).
+    pub posts: Arc<dyn Delivery>,
+    /// Signs `POST /@broadcast` to each node for a large group (docs/design.md,
+    /// "Broadcast in conn-tier"); `None` turns per-node broadcast off.
+    pub broadcast: Option<Credential>,
+}
 
 /// How the services reach connections: one at a time (`delivery`), and a
 /// large audience at once (`broadcast`: docs/design.md, "Group look-ups").
@@ -250,45 +268,88 @@ impl App {
         auth: Authenticator,
         settings: Settings,
     ) -> Result<Self, Error> {
-        use crate::cluster::{Cluster, ClusterBroadcast, ClusterDelivery};
         let registry = args.registry(&settings)?;
         let tables = chat_dynamo::connect(&args.table_prefix).await?;
         tracing::info!(endpoint = %tables.endpoint, prefix = %tables.prefix, "DynamoDB store");
-        let store = Arc::new(chat_dynamo::DynamoStore::new(&tables));
-        let connections = Arc::new(chat_dynamo::DynamoConnections::new(&tables));
-        let nodes = Arc::new(chat_dynamo::DynamoNodes::new(&tables));
+        let ports = NodePorts {
+            store: Arc::new(chat_dynamo::DynamoStore::new(&tables)),
+            connections: Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
+            nodes: Arc::new(chat_dynamo::DynamoNodes::new(&tables)),
+        };
+        let remote = match (&settings.management, args.cluster) {
+            (Some(cred), true) => Some(Remote {
+                posts: Arc::new(
+                    chat_dynamo::apigw::ApiGatewayDelivery::signed_with(&cred.key_id, &cred.secret)
+                        .await,
+                ),
+                broadcast: Some(cred.clone()),
+            }),
+            _ => None,
+        };
+        Self::cluster_node(ports, registry, remote, auth, settings).await
+    }
+
+    /// A node over these ports that joins the node registry (heartbeats,
+    /// the janitor: docs/design.md, "Cluster"). With `remote` it is in a
+    /// cluster: it delivers to its own sockets in process and to the other
+    /// nodes' through `remote.posts`. DynamoDB mode builds it from the
+    /// flags; the simulation (conn-tier/sim) over the memory store and a
+    /// simulated network.
+    pub async fn cluster_node(
+        ports: NodePorts,
+        registry: ClusterConfig,
+        remote: Option<Remote>,
+        auth: Authenticator,
+        mut settings: Settings,
+    ) -> Result<Self, Error> {
+        use crate::cluster::{ClusterBroadcast, ClusterDelivery};
         let hub = Arc::new(
             Hub::with_limits(new_node_id(), true, settings.users)
                 .with_endpoint(registry.management_url.clone()),
         );
-        let cluster = Cluster::join(nodes, connections.clone(), hub.clone(), registry)
-            .await
-            .map_err(|e| Error::Config(format!("cannot join the node registry: {e}")))?;
-        let reach = match (&settings.management, args.cluster) {
-            (Some(cred), true) => Reach {
-                delivery: Arc::new(ClusterDelivery::new(
-                    hub.clone(),
-                    cluster.clone(),
-                    Arc::new(
-                        chat_dynamo::apigw::ApiGatewayDelivery::signed_with(
-                            &cred.key_id,
-                            &cred.secret,
-                        )
-                        .await,
-                    ),
-                )),
-                broadcast: Arc::new(ClusterBroadcast::new(
-                    hub.clone(),
-                    cluster.clone(),
-                    cred.clone(),
-                )),
-            },
-            _ => Reach {
+        let cluster = Cluster::join(
+            ports.nodes,
+            ports.connections.clone(),
+            hub.clone(),
+            registry,
+        )
+        .await
+        .map_err(|e| Error::Config(format!("cannot join the node registry: {e}")))?;
+        let reach = match remote {
+            Some(remote) => {
+                let broadcast: Arc<dyn Broadcast> = match remote.broadcast {
+                    Some(cred) => {
+                        Arc::new(ClusterBroadcast::new(hub.clone(), cluster.clone(), cred))
+                    }
+                    // Only this node's connections would get it.
+                    None => {
+                        settings.broadcast_from_members = 0;
+                        hub.clone()
+                    }
+                };
+                Reach {
+                    delivery: Arc::new(ClusterDelivery::new(
+                        hub.clone(),
+                        cluster.clone(),
+                        remote.posts,
+                    )),
+                    broadcast,
+                }
+            }
+            None => Reach {
                 delivery: hub.clone(),
                 broadcast: hub.clone(),
             },
         };
-        let mut app = Self::services(store, connections, None, auth, settings, hub, reach);
+        let mut app = Self::services(
+            ports.store,
+            ports.connections,
+            None,
+            auth,
+            settings,
+            hub,
+            reach,
+        );
         cluster.spawn(&app.tasks);
         app.cluster = Some(cluster);
         Ok(app)
@@ -317,7 +378,8 @@ impl App {
                 &domain,
                 &args.stage,
             )
-            .await,
+            .await
+            .with_invoke_timeout(Duration::from_millis(args.invoke_timeout_ms)),
         );
         tracing::info!(
             endpoint = args.lambda_endpoint.as_deref().unwrap_or("AWS Lambda"),

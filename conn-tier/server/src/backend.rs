@@ -169,7 +169,9 @@ mod lambda {
             if let Err(e) = self.message(session, text, action).await {
                 tracing::error!(error = %e, ?action, "function failed");
                 let err = chat_core::Error::Store(e.to_string());
-                let _ = reply.send(ServerFrame::error(&err, action, None)).await;
+                // A send's error names its client_msg_id: the client resends it.
+                let cmid = frame.as_ref().ok().and_then(|f| f.client_msg_id());
+                let _ = reply.send(ServerFrame::error(&err, action, cmid)).await;
             }
             // The function answered through @connections already.
             None

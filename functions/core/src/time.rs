@@ -5,16 +5,30 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the Unix epoch, by this process's clock (see
-/// [`skew_ms`]).
+/// [`skew_ms`], and [`set_clock`] for a simulation's).
 pub fn now_ms() -> u64 {
-    let real = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let real = CLOCK.get().and_then(|clock| clock()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
     match skew_ms() {
         0 => real,
         s => (real as i64).saturating_add(s).max(0) as u64,
     }
+}
+
+/// A simulation's wall clock, if one is set ([`set_clock`]).
+static CLOCK: OnceLock<fn() -> Option<u64>> = OnceLock::new();
+
+/// A test seam: from now on [`now_ms`] reads `clock`, where it answers
+/// (`None`: the system clock). The cluster simulation (conn-tier/sim) sets
+/// its simulated time here, which moves with the simulation's timers
+/// rather than with the (much faster) real time: a heartbeat's value
+/// must change between two beats. The first clock set stays.
+pub fn set_clock(clock: fn() -> Option<u64>) {
+    let _ = CLOCK.set(clock);
 }
 
 /// A test seam, off unless `CHAT_CLOCK_SKEW_FILE` names a file: then this

@@ -193,6 +193,13 @@ pub struct ServerArgs {
     /// watch`); unset means AWS Lambda.
     #[arg(long, env = "CHAT_LAMBDA_ENDPOINT")]
     pub lambda_endpoint: Option<String>,
+    /// With `--functions lambda`: how long a function that answered before
+    /// may take to answer an invocation, in ms (API Gateway's 29 s); past
+    /// it the frame's sender gets `internal` and the stream poller retries
+    /// its batch. A function's first invocation may take 10 minutes (a
+    /// cold `cargo lambda watch` compiles it).
+    #[arg(long, env = "CHAT_INVOKE_TIMEOUT_MS", default_value_t = 29_000)]
+    pub invoke_timeout_ms: u64,
     /// Prefix of the function names (`<prefix>send`, `<prefix>fanout`, …).
     #[arg(long, env = "CHAT_FUNCTION_PREFIX", default_value = "")]
     pub function_prefix: String,

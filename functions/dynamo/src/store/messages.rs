@@ -59,6 +59,7 @@ impl DynamoStore {
                 // Sent before (or being sent): find out what became of it.
                 match self.get_message(&c0, id0).await? {
                     Some(m) if m.sender == msg.sender && m.client_msg_id == msg.client_msg_id => {
+                        self.finish_resent(&msg, &m).await?;
                         return Ok(Appended {
                             message: m,
                             duplicate: true,
@@ -94,6 +95,7 @@ impl DynamoStore {
                         && existing.client_msg_id == msg.client_msg_id =>
                 {
                     // A concurrent retry of this very send won the put.
+                    self.finish_resent(&msg, &existing).await?;
                     return Ok(Appended {
                         message: existing,
                         duplicate: true,
@@ -129,6 +131,43 @@ impl DynamoStore {
             message: m,
             duplicate: false,
         })
+    }
+
+    /// A resend's repair of its original's tail. The original stored its
+    /// message, then moved the sender's watermark and enrolled the
+    /// recipients in separate writes; a stall or a crash in between (after
+    /// which the client resends, having had no ack) would leave the
+    /// recipient unenrolled, so their `sync` would never list the
+    /// conversation (docs/design.md, "Idempotent send"). Reads first (a
+    /// resend is rare and a read costs a fifth of a write), writes only
+    /// what is missing. Only in the message's own conversation: a
+    /// client_msg_id reused for another conversation answers with the
+    /// original and enrolls nobody in it.
+    async fn finish_resent(&self, msg: &NewMessage, m: &StoredMessage) -> Result<()> {
+        if m.conversation_id != msg.conversation_id {
+            return Ok(());
+        }
+        let conv = m.conversation_id.as_str();
+        let sender = self.read_membership(&msg.sender, conv).await?;
+        if sender.is_none_or(|s| s.acked_up_to < m.message_id) {
+            self.sender_watermark(
+                &msg.sender,
+                conv,
+                m.message_id,
+                msg.sent_at_ms,
+                msg.member_only,
+            )
+            .await?;
+            chat_core::metrics::store_retry("resend_repair");
+        }
+        for u in &msg.enroll {
+            if self.read_membership(u, conv).await?.is_none() {
+                chat_core::metrics::store_retry("resend_repair");
+                tracing::warn!(conversation = conv, user = %u, message_id = m.message_id, "a resend enrolls a recipient its original never enrolled");
+                self.enroll(u, conv, 0, msg.sent_at_ms).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The newest id of a conversation; `consistent` for id allocation.

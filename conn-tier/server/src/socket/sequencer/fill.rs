@@ -1,6 +1,7 @@
 //! The sequencer's store reads: what fills a gap (from the last id written,
 //! or from the user's join point), and the bound on one read (past it the
-//! connection is closed with 1008: too far behind to catch up in memory).
+//! connection is closed with 1008: too far behind to catch up in memory;
+//! a read that fails closes it with 1013, never skipping the gap).
 
 use super::*;
 use crate::limits::close;
@@ -29,20 +30,62 @@ pub const MIN_READ_BYTES: usize = 3 << 20;
 /// Why the connection is closed when a read is too big.
 const TOO_FAR_BEHIND: &str = "too slow: too far behind; reconnect and sync";
 
+/// A deliberately broken variant, for proving that the cluster simulation
+/// (conn-tier/sim, `tests/mutation.rs`) can fail: while set, a gap is
+/// "filled" with nothing, as if the gap read were skipped. Never set
+/// outside that test.
+pub static MUTATION_SKIP_GAP_READ: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Why the connection is closed when a read fails.
+pub(super) const CANNOT_READ: &str = "cannot read the messages missed here; reconnect and sync";
+
 impl Sequencer {
     /// A read was too big: the frames so far (in order, without a hole),
     /// then the close; nothing more is written.
-    pub(super) fn too_far_behind(&mut self, mut frames: Vec<Message>) -> Vec<Message> {
+    pub(super) fn too_far_behind(&mut self, frames: Vec<Message>) -> Vec<Message> {
         tracing::info!(
             max_bytes = self.max_read_bytes,
             "a connection is too far behind to catch up in memory; closing"
         );
+        self.close_after(frames, close::POLICY, TOO_FAR_BEHIND)
+    }
+
+    /// A read failed (the store unreachable, or timing out): the frames so
+    /// far, then a 1013 close. Going on would skip the ids it could not
+    /// read, and a gap is filled, never skipped (docs/protocol.md, "Order
+    /// on every connection"); the client reconnects (with back-off) and
+    /// its `sync` replays them once the store answers.
+    pub(super) fn cannot_read(&mut self, frames: Vec<Message>) -> Vec<Message> {
+        self.close_after(frames, close::TRY_AGAIN_LATER, CANNOT_READ)
+    }
+
+    /// `frames`, then the close; nothing more is written on this connection.
+    fn close_after(
+        &mut self,
+        mut frames: Vec<Message>,
+        code: u16,
+        why: &'static str,
+    ) -> Vec<Message> {
         self.behind = true;
         self.held = None;
         self.dropped = None;
         self.waiting = None;
-        frames.push(close_msg(close::POLICY, TOO_FAR_BEHIND));
+        frames.push(close_msg(code, why));
         frames
+    }
+
+    /// Closes the connection unless the read ended complete.
+    pub(super) fn unless_complete(
+        &mut self,
+        out: Vec<Message>,
+        end: ReadEnd,
+    ) -> Result<Vec<Message>, Vec<Message>> {
+        match end {
+            ReadEnd::Complete => Ok(out),
+            ReadEnd::TooMuch => Err(self.too_far_behind(out)),
+            ReadEnd::Failed => Err(self.cannot_read(out)),
+        }
     }
 
     pub(super) async fn fill_then_admit(&mut self, gap: Gap) -> Vec<Message> {
@@ -52,15 +95,31 @@ impl Sequencer {
             mut last,
             from_join,
         } = gap;
-        if from_join {
-            last = self.join_point(&seq).await;
+        let rejoined = if from_join {
+            self.join_point(&seq).await.map(Some)
+        } else {
+            self.rejoined_after(&seq, last).await
+        };
+        // Where the user's part starts is unknown: going on could send
+        // what is not theirs, or skip what is.
+        let Ok(rejoined) = rejoined else {
+            return self.cannot_read(vec![]);
+        };
+        if let Some(joined) = rejoined {
+            last = joined.min(seq.message_id - 1);
             self.spans.insert(
                 seq.conversation_id.clone(),
                 Span {
-                    first: last + 1,
-                    last,
+                    first: joined + 1,
+                    last: joined,
                 },
             );
+            if joined >= seq.message_id {
+                // Stored before the user (re)joined, delivered after: not
+                // theirs (the fan-out's member list is read when it runs).
+                self.stats.before_join += 1;
+                return vec![];
+            }
         }
         let (out, end) = self.read(&seq.conversation_id, last, seq.message_id).await;
         self.stats.filled += out.len() as u64;
@@ -70,26 +129,56 @@ impl Sequencer {
             (ReadEnd::Complete, true) => "own_only",
             (ReadEnd::Complete, false) => "messages",
         });
-        if end == ReadEnd::TooMuch {
-            return self.too_far_behind(out);
+        match self.unless_complete(out, end) {
+            Ok(out) => self.next_in_sequence(seq, text, out),
+            Err(closed) => closed,
         }
-        self.next_in_sequence(seq, text, out)
     }
 
     /// Where this user's part of `seq`'s conversation starts: the newest id
-    /// when they joined (not found, or unreadable: just below `seq`, as
-    /// before, so nothing is sent twice).
-    pub(super) async fn join_point(&self, seq: &Seq) -> u64 {
+    /// when they joined, which may be `seq`'s or above (a message stored
+    /// before the join, whose fan-out ran after it); not a member (any
+    /// more): just below `seq`, as before, so nothing is sent twice. `Err`:
+    /// the store could not be read.
+    pub(super) async fn join_point(&self, seq: &Seq) -> Result<u64, ()> {
         let below = seq.message_id - 1;
         let Some(store) = &self.store else {
-            return below;
+            return Ok(below);
         };
         match store.membership(&self.user, &seq.conversation_id).await {
-            Ok(Some(m)) => m.joined_at_id.min(below),
-            Ok(None) => below,
+            Ok(Some(m)) => Ok(m.joined_at_id),
+            Ok(None) => Ok(below),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read a join point; the sequence starts at the first message seen");
-                below
+                tracing::warn!(error = %e, "cannot read a join point");
+                Err(())
+            }
+        }
+    }
+
+    /// A group the user left and joined again since this connection's
+    /// last id of it (`last`): their new join point, from which the gap is
+    /// filled. What was stored while they were away is not theirs (docs/
+    /// protocol.md, "Groups"; found by the cluster simulation, whose
+    /// removed member got every message of its absence from a gap read
+    /// once added back). One membership read per gap of a group; a
+    /// direct conversation is never left. `Err`: the store could not be
+    /// read.
+    async fn rejoined_after(&self, seq: &Seq, last: u64) -> Result<Option<u64>, ()> {
+        let Some(store) = self
+            .store
+            .as_ref()
+            .filter(|_| seq.conversation_id.starts_with("grp#"))
+        else {
+            return Ok(None);
+        };
+        match store.membership(&self.user, &seq.conversation_id).await {
+            Ok(Some(m)) if m.joined_at_id > last => Ok(Some(m.joined_at_id)),
+            // Still a member since `last`; or removed since (the message
+            // was stored before, as were the ones below it).
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a membership to fill a gap");
+                Err(())
             }
         }
     }
@@ -97,9 +186,9 @@ impl Sequencer {
     /// The messages of `conv` strictly between `after` and `before`, from
     /// the store, as frames, except the connection's own (it holds their
     /// acks), and how the read ended. A failed read is logged and ends
-    /// early: the sequence goes on, and `sync` fills what is missing. One
-    /// past `max_read_bytes` stops there ([`ReadEnd::TooMuch`]): the
-    /// caller closes the connection.
+    /// early ([`ReadEnd::Failed`]), and one past `max_read_bytes` stops
+    /// there ([`ReadEnd::TooMuch`]): either way the caller closes the
+    /// connection after the frames read so far.
     pub(super) async fn read(
         &self,
         conv: &str,
@@ -109,6 +198,9 @@ impl Sequencer {
         let Some(store) = &self.store else {
             return (vec![], ReadEnd::Complete);
         };
+        if MUTATION_SKIP_GAP_READ.load(std::sync::atomic::Ordering::Relaxed) {
+            return (vec![], ReadEnd::Complete);
+        }
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut cursor = after;

@@ -27,7 +27,9 @@
 //! - a store read (a gap, what the hold dropped, a late sync's backfill)
 //!   that would take more than the outbound limit (at least 3 MiB) closes the connection
 //!   with 1008 instead: memory stays bounded, and the client's next `sync`
-//!   replays from its position;
+//!   replays from its position; one that fails (the store unreachable)
+//!   closes it with 1013 (`cannot read the messages missed here`): the
+//!   ids it could not read are never skipped;
 //! - the connection's own sends race the messages around them (an ack
 //!   comes on the send's path, not the fan-out's), so an ack beyond the
 //!   last id is remembered until the sequence gets there, and a message
@@ -44,7 +46,7 @@ use crate::outbox::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;
-use fill::{ReadEnd, MIN_READ_BYTES};
+use fill::MIN_READ_BYTES;
 use std::collections::HashMap;
 use std::sync::Arc;
 use waiting::{Waiting, MAX_WAITING};
@@ -56,6 +58,8 @@ pub struct SequencerStats {
     pub repeats: u64,
     /// Messages read from the store to fill gaps.
     pub filled: u64,
+    /// Group messages dropped: stored before the user (re)joined.
+    pub before_join: u64,
     /// Older messages a late `sync` sent below what the connection had seen.
     pub backfilled: u64,
     /// Live messages past the hold's byte limit, kept as ids only (a
@@ -311,9 +315,10 @@ impl Sequencer {
             let (frames, end) = Box::pin(self.read(&conv, after, high + 1)).await;
             self.stats.filled += frames.len() as u64;
             out.extend(frames);
-            if end == ReadEnd::TooMuch {
-                return self.too_far_behind(out);
-            }
+            out = match self.unless_complete(out, end) {
+                Ok(out) => out,
+                Err(closed) => return closed,
+            };
             let span = self.spans.entry(conv).or_insert(Span {
                 first: after + 1,
                 last: after,
@@ -340,9 +345,10 @@ impl Sequencer {
             Some(span) if span.first > watermark + 1 => {
                 let (out, end) = Box::pin(self.read(&conversation, watermark, span.first)).await;
                 self.stats.backfilled += out.len() as u64;
-                if end == ReadEnd::TooMuch {
-                    return self.too_far_behind(out);
-                }
+                let out = match self.unless_complete(out, end) {
+                    Ok(out) => out,
+                    Err(closed) => return closed,
+                };
                 if let Some(s) = self.spans.get_mut(&conversation) {
                     s.first = watermark + 1;
                 }
@@ -421,6 +427,7 @@ impl Sequencer {
 }
 
 mod fill;
+pub use fill::MUTATION_SKIP_GAP_READ;
 mod waiting;
 
 #[cfg(test)]

@@ -99,6 +99,11 @@ async fn store_with(n: u64) -> Arc<dyn Store> {
 
 /// `n` messages; `origin(i)` is the connection that sent message `i`.
 async fn store_sent_by(n: u64, origin: impl Fn(u64) -> Option<&'static str>) -> Arc<dyn Store> {
+    memory_sent_by(n, origin).await
+}
+
+/// [`store_sent_by`], as the memory store itself (to make its reads fail).
+async fn memory_sent_by(n: u64, origin: impl Fn(u64) -> Option<&'static str>) -> Arc<MemoryStore> {
     let s = Arc::new(MemoryStore::new());
     for i in 1..=n {
         s.append(NewMessage {
@@ -448,4 +453,101 @@ async fn after_a_sync_a_group_joined_since_starts_at_the_join_point_not_its_firs
         .is_empty());
     assert_eq!(texts(&s.order(msg_in("grp#g", 6), IDLE).await), [4, 5, 6]);
     assert_eq!(s.stats.filled, 2);
+}
+
+/// The close a failed read ends with: 1013, after the frames so far.
+fn closed_try_again(out: &[Message]) -> bool {
+    matches!(out.last(), Some(Message::Close(Some(f)))
+        if f.code == crate::limits::close::TRY_AGAIN_LATER && f.reason.as_str() == fill::CANNOT_READ)
+}
+
+/// Six messages; a live connection that got `first` of them, after which
+/// the store's reads of them fail.
+async fn live_then_unreadable(first: u64) -> (Arc<MemoryStore>, Sequencer) {
+    let store = memory_sent_by(6, |_| None).await;
+    let shared: Arc<dyn Store> = store.clone();
+    let mut s = Sequencer::new(Some(shared), "c1", "b", 1 << 20);
+    assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
+    assert_eq!(texts(&s.order(msg(first), IDLE).await), [first]);
+    store.fail_reads_of(Some("dm#a#b"));
+    (store, s)
+}
+
+#[tokio::test]
+async fn a_gap_the_store_cannot_read_closes_the_connection_with_1013_instead_of_skipping_it() {
+    // 3 and 4 never came live, and the store cannot be read now.
+    let (store, mut s) = live_then_unreadable(2).await;
+    let out = s.order(msg(5), IDLE).await;
+    assert!(closed_try_again(&out), "{out:?}");
+    assert_eq!(
+        texts(&out[..out.len() - 1]),
+        [] as [u64; 0],
+        "5 not sent past the hole"
+    );
+    // Nothing after the close, even once the store is back.
+    store.fail_reads_of(None);
+    assert!(s.order(msg(6), IDLE).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_late_syncs_backfill_the_store_cannot_read_closes_the_connection_with_1013() {
+    // A late sync from watermark 1 would backfill 2..=4: unreadable.
+    let (_store, mut s) = live_then_unreadable(5).await;
+    let out = s
+        .order(Outbound::SyncStarted(vec![("dm#a#b".into(), 1)]), IDLE)
+        .await;
+    assert!(closed_try_again(&out), "{out:?}");
+    assert!(s.order(msg(6), IDLE).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_while_away() {
+    // "b" is in grp#g from the start; this connection gets 1 and 2.
+    let store = group_store(2, 0).await;
+    let mut s = Sequencer::new(Some(store.clone()), "c1", "b", 1 << 20);
+    assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
+    assert_eq!(texts(&s.order(msg_in("grp#g", 1), IDLE).await), [1]);
+    assert_eq!(texts(&s.order(msg_in("grp#g", 2), IDLE).await), [2]);
+    let change = |version, add: Vec<(GroupMember, u64)>, remove: Vec<String>| GroupChange {
+        group_id: "g".into(),
+        expected_version: version,
+        admins: vec!["a".into()],
+        add,
+        remove,
+    };
+    let send = |i: u64| NewMessage {
+        conversation_id: "grp#g".into(),
+        sender: "a".into(),
+        client_msg_id: format!("g{i}"),
+        text: format!("m{i}"),
+        sent_at_ms: 1,
+        enroll: vec![],
+        origin: None,
+        member_only: true,
+    };
+    // Removed; 3 to 5 are stored while away; added back after 5.
+    store
+        .update_group(&change(2, vec![], vec!["b".into()]))
+        .await
+        .unwrap();
+    for i in 3..=5 {
+        store.append(send(i)).await.unwrap();
+    }
+    let back = GroupMember {
+        user_id: "b".into(),
+        joined_at_ms: 2,
+        seq: 2,
+    };
+    store
+        .update_group(&change(3, vec![(back, 5)], vec![]))
+        .await
+        .unwrap();
+    for i in 6..=7 {
+        store.append(send(i)).await.unwrap();
+    }
+    // 5, stored while away, has its fan-out run after the add: dropped.
+    assert!(s.order(msg_in("grp#g", 5), IDLE).await.is_empty());
+    // 6 never came live; 7 does: 6 is read, and nothing from the absence.
+    assert_eq!(texts(&s.order(msg_in("grp#g", 7), IDLE).await), [6, 7]);
+    assert_eq!((s.stats.filled, s.stats.before_join), (1, 1));
 }
