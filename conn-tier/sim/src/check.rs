@@ -12,10 +12,12 @@
 //!   the first that is not the device's own send;
 //! - a removed member gets nothing stored after the removal (until added
 //!   back);
+//! - a node declared dead serves no message once its next heartbeat could
+//!   have told it ([`SERVE_AFTER_DEATH`]);
 //! - and, the faults over, every send is acked in the end.
 
 use crate::client::MOVED;
-use crate::node::Shared;
+use crate::node::{Shared, SERVE_AFTER_DEATH};
 use crate::world::{DeviceReport, Moves};
 use chat_core::ports::{MembershipStore, MessageStore};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -61,9 +63,24 @@ pub async fn check(
     }
     let group_conv = group.map(|g| format!("grp#{g}"));
 
+    let declared = shared
+        .declared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for r in reports.values() {
         let who = format!("{}/{}", r.user, r.device);
         broken.extend(r.violations.iter().cloned());
+        // A node declared dead serves nothing (once it could know).
+        for (node, at) in &r.served {
+            if let Some(dead) = declared.get(node) {
+                if *at > *dead + SERVE_AFTER_DEATH {
+                    broken.push(format!(
+                        "{who}: node {node}, declared dead at {dead:?}, served a message at {at:?}"
+                    ));
+                }
+            }
+        }
         // No acked message lost.
         for (cmid, (conv, id)) in &r.acked {
             match stored.get(conv).and_then(|m| m.get(id)) {

@@ -1,5 +1,5 @@
-//! A device, as real clients behave (docs/protocol.md): it connects to a
-//! node (any one: a load balancer that knows nothing of health), syncs
+//! A device, as real clients behave (docs/protocol.md): it connects
+//! through the load balancer ([`crate::lb`]), syncs
 //! first, sends with a fresh `client_msg_id` and resends what is not acked
 //! (after an `internal` error, a reconnect, or 10 s of silence) with the
 //! same id, reports what it holds with `received`, acks, reconnects with
@@ -9,9 +9,10 @@
 //! Everything it sees is kept for [`crate::check`]: what each connection
 //! received, in order, and what each send was acked as.
 
-use crate::node::{host, CLIENT_PORT};
+use crate::lb::LB;
+use crate::node::CLIENT_PORT;
 use crate::rng::Rng;
-use crate::world::{DeviceReport, World, NODES};
+use crate::world::{DeviceReport, World};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub fn host_of(u: usize, d: usize) -> String {
 
 struct Conn {
     lines: Lines<BufReader<OwnedReadHalf>>,
+    /// The node id serving it (its first line).
+    node: String,
     write: OwnedWriteHalf,
     /// Per conversation, the last message id this connection got.
     last: HashMap<String, u64>,
@@ -125,15 +128,15 @@ impl Device {
     /// Connects to a node picked at random, syncs, resends what is
     /// pending; on failure, waits a back-off. True once synced.
     async fn connect(&mut self) -> bool {
-        let node = self.rng.below(NODES as u64) as usize;
-        let ok = tokio::time::timeout(Duration::from_secs(2), async {
-            turmoil::net::TcpStream::connect((host(node).as_str(), CLIENT_PORT)).await
+        let ok = tokio::time::timeout(Duration::from_secs(3), async {
+            turmoil::net::TcpStream::connect((LB, CLIENT_PORT)).await
         })
         .await;
         if let Ok(Ok(stream)) = ok {
             let (read, write) = stream.into_split();
             self.conn = Some(Conn {
                 lines: BufReader::new(read).lines(),
+                node: String::new(),
                 write,
                 last: HashMap::new(),
                 last_heard: Instant::now(),
@@ -307,6 +310,10 @@ impl Device {
             }
         };
         conn.last_heard = Instant::now();
+        if let Some(node) = line.strip_prefix("#node ") {
+            conn.node = node.to_string();
+            return Some(json!({"type":"_node"}));
+        }
         if line == "#ping" {
             self.write_line("#pong").await;
             return Some(json!({"type":"_ping"}));
@@ -344,6 +351,10 @@ impl Device {
                 self.report.acked.insert(cmid, (conv, id));
             }
             Some("message") => {
+                if let Some(c) = &self.conn {
+                    let at = turmoil::sim_elapsed().unwrap_or_default();
+                    self.report.served.push((c.node.clone(), at));
+                }
                 self.note_order(&conv, id);
                 self.held.entry(conv.clone()).or_default().insert(id);
                 let text = f["text"].as_str().unwrap_or_default().to_string();

@@ -12,6 +12,7 @@
 //! # Layout
 //! - this file: [`run`], one seeded run and its [`Outcome`];
 //! - [`node`]: a node as a turmoil host;
+//! - [`lb`]: the load balancer in front of them;
 //! - [`net`]: frames as lines over turmoil TCP (the socket loop's seam);
 //! - [`post`]: posts between nodes (the `@connections` stand-in);
 //! - [`cut`]: a node's link to the store, which a fault cuts;
@@ -25,6 +26,7 @@ pub mod check;
 pub mod client;
 pub mod cut;
 pub mod faults;
+pub mod lb;
 pub mod net;
 pub mod node;
 pub mod post;
@@ -46,6 +48,8 @@ pub struct Options {
     pub load: Duration,
     /// ...then nothing fails for this long (clients sync afresh halfway).
     pub settle: Duration,
+    /// Users (at least 4: the group's admin and the member it moves are
+    /// among them), each with `devices` devices.
     pub users: usize,
     pub devices: usize,
     /// Draw no faults (a healthy cluster).
@@ -58,7 +62,7 @@ impl Options {
             seed,
             load: Duration::from_secs(30),
             settle: Duration::from_secs(30),
-            users: 4,
+            users: 12,
             devices: 2,
             no_faults: false,
         }
@@ -92,18 +96,22 @@ pub fn run(opts: &Options) -> Outcome {
         store: Arc::new(MemoryStore::new()),
         registry: Arc::new(MemoryConnections::new()),
         switches: (0..NODES).map(|_| Default::default()).collect(),
+        declared: Default::default(),
     });
     let world = Arc::new(World::new(shared.clone()));
     let end = opts.load + opts.settle;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(end + Duration::from_secs(60))
         .rng_seed(opts.seed)
+        // Hosts run in a seeded random order each step.
+        .enable_random_order()
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .build();
     for i in 0..NODES {
         let shared = shared.clone();
         sim.host(host(i), move || run_node(i, shared.clone()));
     }
+    sim.host(lb::LB, lb::run_lb);
     for u in 0..opts.users {
         for d in 0..opts.devices {
             let (world, o) = (world.clone(), opts.clone());

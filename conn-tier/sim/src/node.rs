@@ -9,9 +9,11 @@
 use crate::cut::{Cut, Switch};
 use crate::net::lines_socket;
 use crate::post::{serve_posts, SimPost, POST_PORT};
+use async_trait::async_trait;
 use chat_core::auth::Authenticator;
 use chat_core::ids::{new_connection_id, DeviceId, UserId};
 use chat_core::memory::{MemoryConnections, MemoryStore};
+use chat_core::ports::{NodeRecord, Nodes};
 use chat_core::Session;
 use conn_tier::app::{App, NodePorts, Remote};
 use conn_tier::cluster::ClusterConfig;
@@ -20,7 +22,8 @@ use conn_tier::hub::UserLimits;
 use conn_tier::limits::close::SERVICE_RESTART;
 use conn_tier::limits::SocketConfig;
 use conn_tier::socket::run_socket;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,52 @@ pub struct Shared {
     pub store: Arc<MemoryStore>,
     pub registry: Arc<MemoryConnections>,
     pub switches: Vec<Switch>,
+    /// Node ids declared dead, and when (simulated time): a node must not
+    /// serve after (the check allows it [`SERVE_AFTER_DEATH`] to find out).
+    pub declared: Mutex<HashMap<String, Duration>>,
+}
+
+/// How long a node declared dead may still serve: until its next
+/// heartbeat finds out (one interval, plus a call that hangs while the
+/// node is cut off from the store, plus a second of slack).
+pub const SERVE_AFTER_DEATH: Duration = Duration::from_secs(2 + 3 + 1);
+
+/// The registry as a node reaches it, noting each declaration of death.
+struct Watched {
+    inner: Arc<dyn Nodes>,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Nodes for Watched {
+    async fn join(&self, node: &NodeRecord) -> chat_core::Result<()> {
+        self.inner.join(node).await
+    }
+    async fn heartbeat(&self, id: &str, at_ms: u64, draining: bool) -> chat_core::Result<bool> {
+        self.inner.heartbeat(id, at_ms, draining).await
+    }
+    async fn nodes(&self) -> chat_core::Result<Vec<NodeRecord>> {
+        self.inner.nodes().await
+    }
+    async fn declare_dead(&self, id: &str, seen: u64) -> chat_core::Result<bool> {
+        let declared = self.inner.declare_dead(id, seen).await?;
+        if declared {
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            let mut d = self
+                .shared
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            d.entry(id.to_string()).or_insert(at);
+        }
+        Ok(declared)
+    }
+    async fn connections_of(&self, id: &str) -> chat_core::Result<Vec<String>> {
+        self.inner.connections_of(id).await
+    }
+    async fn forget(&self, id: &str) -> chat_core::Result<()> {
+        self.inner.forget(id).await
+    }
 }
 
 /// A node's host name.
@@ -78,7 +127,10 @@ pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
         let ports = NodePorts {
             store: Arc::new(Cut::new(shared.store.clone(), switch.clone())),
             connections: Arc::new(Cut::new(shared.registry.clone(), switch.clone())),
-            nodes: Arc::new(Cut::new(shared.registry.clone(), switch.clone())),
+            nodes: Arc::new(Watched {
+                inner: Arc::new(Cut::new(shared.registry.clone(), switch.clone())),
+                shared: shared.clone(),
+            }),
         };
         let remote = Remote {
             posts: Arc::new(SimPost),
@@ -129,6 +181,11 @@ pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
                 write.write_all(b"#close 1013 busy\n").await?;
                 return Ok(());
             };
+            // Which node serves it, for the check that a node declared dead
+            // stops serving.
+            write
+                .write_all(format!("#node {}\n", app.hub.node()).as_bytes())
+                .await?;
             let session = Session::new(new_connection_id(), user_id)
                 .with_device(DeviceId::parse(device).ok());
             run_socket(lines_socket(read, write), app, session, ticket, stop).await;

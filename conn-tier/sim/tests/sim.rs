@@ -4,7 +4,8 @@
 //! alone (its faults and the clients' choices again, docs/design.md says
 //! what does not replay exactly). `SIM_SECS` sets the budget (60 s by
 //! default; a nightly soak: `SIM_SECS=3600`), `SIM_FIRST_SEED` where the
-//! seeds start.
+//! seeds start, `SIM_USERS` how many users (12 by default, two devices
+//! each; at least 4).
 
 use chat_sim::{faults, run, Options, Outcome};
 use std::time::{Duration, Instant};
@@ -52,8 +53,12 @@ fn every_promise_holds_under_seeded_faults() {
     let budget = Duration::from_secs(env("SIM_SECS").unwrap_or(60));
     let started = Instant::now();
     let mut runs = 0;
+    let users = env("SIM_USERS").map(|u| u.max(4) as usize);
     for seed in seeds {
-        let o = run(&Options::seed(seed));
+        let o = run(&Options {
+            users: users.unwrap_or(Options::seed(seed).users),
+            ..Options::seed(seed)
+        });
         runs += 1;
         eprintln!("{}", show(&o));
         assert!(

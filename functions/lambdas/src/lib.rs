@@ -1,7 +1,7 @@
 //! chat-lambdas: the chat services as AWS Lambda functions behind an API
 //! Gateway WebSocket API. Each binary in `src/bin` wires configuration, the
 //! DynamoDB store and the API Gateway delivery client to one handler here,
-//! then calls `lambda_runtime::run`.
+//! then calls [`serve`] (`lambda_runtime::run`, kept alive).
 //!
 //! # Layout
 //! - this file: [`Deps`], everything a handler needs, built once per cold
@@ -14,6 +14,8 @@
 //! - [`fanout`]: group and 1:1 delivery, fed by the messages table's stream.
 //! - [`emf`]: the metrics as CloudWatch Embedded Metric Format lines, one
 //!   per invocation ([`emf::metered`]).
+//! - [`serve`]: `lambda_runtime::run`, started again when the runtime API
+//!   fails instead of ending the process.
 //!
 //! Answers to the caller are posted to its own connection
 //! (`PostToConnection`), like every other frame.
@@ -23,11 +25,13 @@ pub mod connection;
 pub mod emf;
 pub mod fanout;
 pub mod message;
+pub mod serve;
 
 pub use authorizer::authorize;
 pub use connection::{connect, disconnect};
 pub use fanout::fanout;
 pub use message::message;
+pub use serve::serve;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::delivery::InlineFanout;

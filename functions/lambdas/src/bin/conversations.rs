@@ -1,7 +1,7 @@
 //! `conversations` route: runs the action and posts the answer to the caller.
 use chat_lambdas::emf::metered;
-use chat_lambdas::{init_tracing, message, Deps};
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use chat_lambdas::{init_tracing, message, serve, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -9,8 +9,8 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start, borrowed by every invocation.
     let deps = Deps::from_env().await?;
     let deps = &deps;
-    run(service_fn(move |e: LambdaEvent<_>| {
-        metered("conversations", message(deps, e.payload))
-    }))
+    serve(|| {
+        service_fn(move |e: LambdaEvent<_>| metered("conversations", message(deps, e.payload)))
+    })
     .await
 }

@@ -1,8 +1,8 @@
 //! `fanout`: delivers new messages to every member's connections; triggered
 //! by the messages table's stream (in order per conversation).
 use chat_lambdas::emf::metered;
-use chat_lambdas::{fanout, init_tracing, Deps};
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use chat_lambdas::{fanout, init_tracing, serve, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,8 +10,5 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start, borrowed by every invocation.
     let deps = Deps::from_env().await?;
     let deps = &deps;
-    run(service_fn(move |e: LambdaEvent<_>| {
-        metered("fanout", fanout(deps, e.payload))
-    }))
-    .await
+    serve(|| service_fn(move |e: LambdaEvent<_>| metered("fanout", fanout(deps, e.payload)))).await
 }

@@ -1,7 +1,7 @@
 //! `send` route: store a message, ack the sender (delivery runs in `fanout`).
 use chat_lambdas::emf::metered;
-use chat_lambdas::{init_tracing, message, Deps};
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use chat_lambdas::{init_tracing, message, serve, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -9,8 +9,5 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start, borrowed by every invocation.
     let deps = Deps::from_env().await?;
     let deps = &deps;
-    run(service_fn(move |e: LambdaEvent<_>| {
-        metered("send", message(deps, e.payload))
-    }))
-    .await
+    serve(|| service_fn(move |e: LambdaEvent<_>| metered("send", message(deps, e.payload)))).await
 }
