@@ -106,13 +106,16 @@ pub async fn check(
         // started again at its new join point (docs/protocol.md, "Groups":
         // what was stored before the removal and never reached it is left
         // to `history`; what was stored while away never reaches it).
-        let away = |conv: &str, id: u64| {
+        let away = |conv: &str, id: u64, next: u64| {
             r.user == MOVED
                 && group_conv.as_deref() == Some(conv)
-                && moves.away.iter().any(|a| a.back.is_some_and(|b| id <= b))
+                && moves
+                    .away
+                    .iter()
+                    .any(|a| a.back.is_some_and(|b| id <= b && next > b))
         };
-        for (conv, id) in &r.skipped {
-            if !own.contains(&(conv.as_str(), *id)) && !away(conv, *id) {
+        for (conv, id, next) in &r.skipped {
+            if !own.contains(&(conv.as_str(), *id)) && !away(conv, *id, *next) {
                 broken.push(format!("{who}: {conv} skipped #{id} on a connection"));
             }
         }

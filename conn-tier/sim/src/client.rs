@@ -358,7 +358,16 @@ impl Device {
                 self.note_order(&conv, id);
                 self.held.entry(conv.clone()).or_default().insert(id);
                 let text = f["text"].as_str().unwrap_or_default().to_string();
-                self.report.got.entry((conv, id)).or_insert(text);
+                match self.report.got.get(&(conv.clone(), id)) {
+                    Some(t) if *t != text => self.report.violations.push(format!(
+                        "{}/{}: {conv} #{id} came as {t:?} and as {text:?}",
+                        self.user, self.device
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.report.got.insert((conv, id), text);
+                    }
+                }
             }
             Some("gap") => {
                 let (after, before) = (
@@ -374,6 +383,12 @@ impl Device {
                     .map(|m| m.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 self.world.saw_group(gid, members.contains(&MOVED)).await;
+            }
+            Some("error") if f["action"] == "removeMember" || f["action"] == "addMember" => {
+                // Refused, as when a retry finds it done: the store says.
+                if let Some(gid) = self.world.group() {
+                    self.world.saw_group_in_store(&gid).await;
+                }
             }
             Some("error") if f["action"] == "send" => {
                 let cmid = f["client_msg_id"].as_str().unwrap_or_default().to_string();
@@ -411,7 +426,7 @@ impl Device {
                 ));
             }
             for skipped in prev + 1..id {
-                self.report.skipped.push((conv.to_string(), skipped));
+                self.report.skipped.push((conv.to_string(), skipped, id));
             }
         }
         let last = conn.last.entry(conv.to_string()).or_insert(id);

@@ -43,7 +43,8 @@ impl<T: ?Sized> Cut<T> {
         Cut { inner, switch }
     }
 
-    /// Fails (after the wait) while cut, and if the cut began meanwhile.
+    /// While cut: waits, then fails. A call that started before the cut
+    /// goes through.
     async fn pass(&self) -> Result<()> {
         if self.switch.is_cut() {
             tokio::time::sleep(CUT_CALL_WAIT).await;

@@ -23,8 +23,9 @@ pub struct DeviceReport {
     pub pending: Vec<String>,
     /// (conversation, id) -> text, from `message` frames.
     pub got: HashMap<(String, u64), String>,
-    /// Ids skipped between two messages on one connection.
-    pub skipped: Vec<(String, u64)>,
+    /// Ids skipped between two messages on one connection, with the id
+    /// that came after them.
+    pub skipped: Vec<(String, u64, u64)>,
     /// `gap` frames of a sync: (conversation, after, before).
     pub gap_frames: Vec<(String, u64, u64)>,
     /// Per message frame: the node id that served it, and when.
@@ -175,6 +176,21 @@ impl World {
                 removed: point.unwrap_or(0),
                 back: None,
             });
+        }
+    }
+
+    /// Whether the moved member is in the group now, as the store says
+    /// (an answer refused, or lost).
+    pub async fn saw_group_in_store(&self, gid: &str) {
+        use chat_core::ports::MembershipStore;
+        let conv = format!("grp#{gid}");
+        if let Ok(m) = self
+            .shared
+            .store
+            .membership(crate::client::MOVED, &conv)
+            .await
+        {
+            self.saw_group(gid, m.is_some()).await;
         }
     }
 

@@ -96,15 +96,24 @@ impl Sequencer {
             from_join,
         } = gap;
         let rejoined = if from_join {
-            self.join_point(&seq).await.map(Some)
+            self.join_point(&seq)
+                .await
+                .map(|(p, member)| (Some(p), member))
         } else {
             self.rejoined_after(&seq, last).await
         };
         // Where the user's part starts is unknown: going on could send
         // what is not theirs, or skip what is.
-        let Ok(rejoined) = rejoined else {
+        let Ok((rejoined, member)) = rejoined else {
             return self.cannot_read(vec![]);
         };
+        // A removal this connection saw is settled once the user is a
+        // member again (from the join point on).
+        if member {
+            if let Some(left) = self.left.as_mut() {
+                left.remove(&seq.conversation_id);
+            }
+        }
         if let Some(joined) = rejoined {
             last = joined.min(seq.message_id - 1);
             self.spans.insert(
@@ -138,16 +147,16 @@ impl Sequencer {
     /// Where this user's part of `seq`'s conversation starts: the newest id
     /// when they joined, which may be `seq`'s or above (a message stored
     /// before the join, whose fan-out ran after it); not a member (any
-    /// more): just below `seq`, as before, so nothing is sent twice. `Err`:
-    /// the store could not be read.
-    pub(super) async fn join_point(&self, seq: &Seq) -> Result<u64, ()> {
+    /// more): just below `seq`, as before, so nothing is sent twice; and
+    /// whether they are a member. `Err`: the store could not be read.
+    pub(super) async fn join_point(&self, seq: &Seq) -> Result<(u64, bool), ()> {
         let below = seq.message_id - 1;
         let Some(store) = &self.store else {
-            return Ok(below);
+            return Ok((below, true));
         };
         match store.membership(&self.user, &seq.conversation_id).await {
-            Ok(Some(m)) => Ok(m.joined_at_id),
-            Ok(None) => Ok(below),
+            Ok(Some(m)) => Ok((m.joined_at_id, true)),
+            Ok(None) => Ok((below, false)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read a join point");
                 Err(())
@@ -160,22 +169,24 @@ impl Sequencer {
     /// filled. What was stored while they were away is not theirs (docs/
     /// protocol.md, "Groups"; found by the cluster simulation, whose
     /// removed member got every message of its absence from a gap read
-    /// once added back). One membership read per gap of a group; a
-    /// direct conversation is never left. `Err`: the store could not be
-    /// read.
-    async fn rejoined_after(&self, seq: &Seq, last: u64) -> Result<Option<u64>, ()> {
+    /// once added back), and whether they are a member now. One
+    /// membership read per gap of a group; a direct conversation is never
+    /// left. `Err`: the store could not be read.
+    async fn rejoined_after(&self, seq: &Seq, last: u64) -> Result<(Option<u64>, bool), ()> {
         let Some(store) = self
             .store
             .as_ref()
             .filter(|_| seq.conversation_id.starts_with("grp#"))
         else {
-            return Ok(None);
+            return Ok((None, true));
         };
         match store.membership(&self.user, &seq.conversation_id).await {
-            Ok(Some(m)) if m.joined_at_id > last => Ok(Some(m.joined_at_id)),
-            // Still a member since `last`; or removed since (the message
-            // was stored before, as were the ones below it).
-            Ok(_) => Ok(None),
+            Ok(Some(m)) if m.joined_at_id > last => Ok((Some(m.joined_at_id), true)),
+            // Still a member since `last`.
+            Ok(Some(_)) => Ok((None, true)),
+            // Removed since: the message was stored before, as were the
+            // ones below it.
+            Ok(None) => Ok((None, false)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read a membership to fill a gap");
                 Err(())

@@ -47,7 +47,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;
 use fill::MIN_READ_BYTES;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use waiting::{Waiting, MAX_WAITING};
 
@@ -128,13 +128,19 @@ pub struct Sequencer {
     #[allow(clippy::box_collection)]
     dropped: Option<Box<HashMap<String, (u64, u64)>>>,
     waiting: Option<Box<Waiting>>,
+    /// Groups this connection saw the user removed from (their `group`
+    /// frame): the group's span ended there, and its next message is
+    /// checked against the join point, synced or not. Boxed, as `dropped`.
+    #[allow(clippy::box_collection)]
+    left: Option<Box<HashSet<String>>>,
     /// Answers to the connection's frames written so far (`Ack`, `Answer`).
     answers_written: u64,
     /// Most bytes one store read may bring (the outbound queue's limit,
     /// as the hold's).
     max_read_bytes: usize,
-    /// A store read would have taken more than `max_read_bytes`: the
-    /// close is written, and nothing after it.
+    /// The connection is closed: a store read would have taken more than
+    /// `max_read_bytes` (1008), or failed (1013). The close is written,
+    /// and nothing after it.
     behind: bool,
     pub stats: SequencerStats,
 }
@@ -153,6 +159,7 @@ impl Sequencer {
             max_held_bytes,
             dropped: None,
             waiting: None,
+            left: None,
             answers_written: 0,
             max_read_bytes: max_held_bytes.max(MIN_READ_BYTES),
             behind: false,
@@ -194,8 +201,12 @@ impl Sequencer {
     fn order_now(&mut self, out: Outbound, answers_due: u64) -> Result<Vec<Message>, Later> {
         let frames = match out {
             // Nothing parked can move on for it.
-            Outbound::Text(t) => return Ok(vec![Message::Text(t)]),
+            Outbound::Text(t) => {
+                self.note_group_frame(&t);
+                return Ok(vec![Message::Text(t)]);
+            }
             Outbound::Answer(t) => {
+                self.note_group_frame(&t);
                 self.answers_written += 1;
                 vec![Message::Text(t)]
             }
@@ -372,7 +383,22 @@ impl Sequencer {
             return Ok(vec![Message::Text(text)]);
         }
         let id = seq.message_id;
-        match self.spans.get(&seq.conversation_id).copied() {
+        let span = self.spans.get(&seq.conversation_id).copied();
+        if self
+            .left
+            .as_ref()
+            .is_some_and(|l| l.contains(&seq.conversation_id))
+            && span.is_none_or(|s| id > s.last)
+        {
+            // Seen removed: the join point first (`fill_then_admit`).
+            return Err(Gap {
+                seq,
+                text,
+                last: span.map_or(0, |s| s.last),
+                from_join: span.is_none(),
+            });
+        }
+        match span {
             Some(span) if id <= span.last => {
                 self.stats.repeats += 1;
                 return Ok(vec![]);
@@ -398,6 +424,32 @@ impl Sequencer {
             _ => {}
         }
         Ok(self.next_in_sequence(seq, text, Vec::new()))
+    }
+
+    /// A `group` frame that leaves this user out (their removal): the
+    /// group's next message is checked against the join point, even one
+    /// that would come next in the span, so that, once they are added
+    /// back, nothing stored while they were away reaches them
+    /// (docs/protocol.md, "Groups"). A late frame of an earlier removal
+    /// costs one membership read and changes nothing.
+    fn note_group_frame(&mut self, t: &Utf8Bytes) {
+        if self.store.is_none() || !t.as_str().starts_with(r#"{"type":"group""#) {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
+            return;
+        };
+        let Some(gid) = v["group_id"].as_str() else {
+            return;
+        };
+        let member = v["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|u| u.as_str() == Some(self.user.as_str())));
+        if !member {
+            self.left
+                .get_or_insert_default()
+                .insert(format!("grp#{gid}"));
+        }
     }
 
     /// `seq` goes out after `out` (what filled the gap before it): the

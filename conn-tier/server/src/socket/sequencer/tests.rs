@@ -551,3 +551,64 @@ async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_whi
     assert_eq!(texts(&s.order(msg_in("grp#g", 7), IDLE).await), [6, 7]);
     assert_eq!((s.stats.filled, s.stats.before_join), (1, 1));
 }
+
+#[tokio::test]
+async fn after_its_removal_frame_a_message_stored_while_away_never_reaches_the_member_even_without_a_gap(
+) {
+    // "b" is in grp#g; this connection gets 1 and 2, then b's removal.
+    let store = group_store(2, 0).await;
+    let mut s = Sequencer::new(Some(store.clone()), "c1", "b", 1 << 20);
+    assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
+    for id in 1..=2 {
+        assert_eq!(texts(&s.order(msg_in("grp#g", id), IDLE).await), [id]);
+    }
+    store
+        .update_group(&GroupChange {
+            group_id: "g".into(),
+            expected_version: 2,
+            admins: vec!["a".into()],
+            add: vec![],
+            remove: vec!["b".into()],
+        })
+        .await
+        .unwrap();
+    let removed = r#"{"type":"group","group_id":"g","name":"g","members":["a"],"admins":["a"]}"#;
+    assert_eq!(
+        s.order(Outbound::Text(Utf8Bytes::from_static(removed)), IDLE)
+            .await
+            .len(),
+        1
+    );
+    // 3 is stored while b is away; b is added back after it.
+    store
+        .append(NewMessage {
+            conversation_id: "grp#g".into(),
+            sender: "a".into(),
+            client_msg_id: "g3".into(),
+            text: "m3".into(),
+            sent_at_ms: 1,
+            enroll: vec![],
+            origin: None,
+            member_only: true,
+        })
+        .await
+        .unwrap();
+    let back = GroupMember {
+        user_id: "b".into(),
+        joined_at_ms: 2,
+        seq: 2,
+    };
+    store
+        .update_group(&GroupChange {
+            group_id: "g".into(),
+            expected_version: 3,
+            admins: vec!["a".into()],
+            add: vec![(back, 3)],
+            remove: vec![],
+        })
+        .await
+        .unwrap();
+    // 3's fan-out ran after the add: next in the old span, but not b's.
+    assert!(s.order(msg_in("grp#g", 3), IDLE).await.is_empty());
+    assert_eq!(s.stats.before_join, 1);
+}
