@@ -168,7 +168,13 @@ pub async fn never_syncs_on_a_busy_group(server: &TestServer, per_sender: usize)
     let conv = format!("grp#{gid}");
     let mut seen: HashMap<String, Seen> = HashMap::new();
     while seen.get(&conv).and_then(|s| s.ids.last().copied()) != Some(total) {
-        let f = watcher.recv().await;
+        // Longer than one failed invocation of the local cloud's `fanout`
+        // (its timeout, then the poller's retry), which holds up the rest.
+        let f = watcher
+            .try_recv(std::time::Duration::from_secs(45))
+            .await
+            .expect("a frame within 45 s")
+            .expect("a text frame");
         match f["type"].as_str() {
             Some("message") => seen
                 .entry(f["conversation_id"].as_str().unwrap().to_string())
