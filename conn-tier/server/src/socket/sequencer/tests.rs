@@ -44,6 +44,31 @@ fn msg_in(conv: &str, id: u64) -> Outbound {
     }
 }
 
+/// Message `i` of group `g`, from "a".
+fn group_msg(i: u64) -> NewMessage {
+    NewMessage {
+        conversation_id: "grp#g".into(),
+        sender: "a".into(),
+        client_msg_id: format!("g{i}"),
+        text: format!("m{i}"),
+        sent_at_ms: 1,
+        enroll: vec![],
+        origin: None,
+        member_only: true,
+    }
+}
+
+/// A change of group `g` from `version`.
+fn change(version: u64, add: Vec<(GroupMember, u64)>, remove: Vec<String>) -> GroupChange {
+    GroupChange {
+        group_id: "g".into(),
+        expected_version: version,
+        admins: vec!["a".into()],
+        add,
+        remove,
+    }
+}
+
 /// `n` messages of group conversation `grp#g`, which "b" joined after
 /// message `joined` (its join point).
 async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
@@ -67,28 +92,11 @@ async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
     .unwrap();
     for i in 1..=n {
         if i == joined + 1 {
-            s.update_group(&GroupChange {
-                group_id: "g".into(),
-                expected_version: 1,
-                admins: vec!["a".into()],
-                add: vec![(member("b", 1), joined)],
-                remove: vec![],
-            })
-            .await
-            .unwrap();
+            s.update_group(&change(1, vec![(member("b", 1), joined)], vec![]))
+                .await
+                .unwrap();
         }
-        s.append(NewMessage {
-            conversation_id: "grp#g".into(),
-            sender: "a".into(),
-            client_msg_id: format!("g{i}"),
-            text: format!("m{i}"),
-            sent_at_ms: 1,
-            enroll: vec![],
-            origin: None,
-            member_only: true,
-        })
-        .await
-        .unwrap();
+        s.append(group_msg(i)).await.unwrap();
     }
     s
 }
@@ -508,30 +516,13 @@ async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_whi
     assert!(s.order(Outbound::GoLive, IDLE).await.is_empty());
     assert_eq!(texts(&s.order(msg_in("grp#g", 1), IDLE).await), [1]);
     assert_eq!(texts(&s.order(msg_in("grp#g", 2), IDLE).await), [2]);
-    let change = |version, add: Vec<(GroupMember, u64)>, remove: Vec<String>| GroupChange {
-        group_id: "g".into(),
-        expected_version: version,
-        admins: vec!["a".into()],
-        add,
-        remove,
-    };
-    let send = |i: u64| NewMessage {
-        conversation_id: "grp#g".into(),
-        sender: "a".into(),
-        client_msg_id: format!("g{i}"),
-        text: format!("m{i}"),
-        sent_at_ms: 1,
-        enroll: vec![],
-        origin: None,
-        member_only: true,
-    };
     // Removed; 3 to 5 are stored while away; added back after 5.
     store
         .update_group(&change(2, vec![], vec!["b".into()]))
         .await
         .unwrap();
     for i in 3..=5 {
-        store.append(send(i)).await.unwrap();
+        store.append(group_msg(i)).await.unwrap();
     }
     let back = GroupMember {
         user_id: "b".into(),
@@ -543,7 +534,7 @@ async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_whi
         .await
         .unwrap();
     for i in 6..=7 {
-        store.append(send(i)).await.unwrap();
+        store.append(group_msg(i)).await.unwrap();
     }
     // 5, stored while away, has its fan-out run after the add: dropped.
     assert!(s.order(msg_in("grp#g", 5), IDLE).await.is_empty());
@@ -563,13 +554,7 @@ async fn after_its_removal_frame_a_message_stored_while_away_never_reaches_the_m
         assert_eq!(texts(&s.order(msg_in("grp#g", id), IDLE).await), [id]);
     }
     store
-        .update_group(&GroupChange {
-            group_id: "g".into(),
-            expected_version: 2,
-            admins: vec!["a".into()],
-            add: vec![],
-            remove: vec!["b".into()],
-        })
+        .update_group(&change(2, vec![], vec!["b".into()]))
         .await
         .unwrap();
     let removed = r#"{"type":"group","group_id":"g","name":"g","members":["a"],"admins":["a"]}"#;
@@ -580,32 +565,14 @@ async fn after_its_removal_frame_a_message_stored_while_away_never_reaches_the_m
         1
     );
     // 3 is stored while b is away; b is added back after it.
-    store
-        .append(NewMessage {
-            conversation_id: "grp#g".into(),
-            sender: "a".into(),
-            client_msg_id: "g3".into(),
-            text: "m3".into(),
-            sent_at_ms: 1,
-            enroll: vec![],
-            origin: None,
-            member_only: true,
-        })
-        .await
-        .unwrap();
+    store.append(group_msg(3)).await.unwrap();
     let back = GroupMember {
         user_id: "b".into(),
         joined_at_ms: 2,
         seq: 2,
     };
     store
-        .update_group(&GroupChange {
-            group_id: "g".into(),
-            expected_version: 3,
-            admins: vec!["a".into()],
-            add: vec![(back, 3)],
-            remove: vec![],
-        })
+        .update_group(&change(3, vec![(back, 3)], vec![]))
         .await
         .unwrap();
     // 3's fan-out ran after the add: next in the old span, but not b's.
