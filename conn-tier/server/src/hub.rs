@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::{Broadcast, ConnectionRecord, Delivery, Outgoing, PostError, Seq};
 use chat_management::api::ConnectionHost;
-use std::collections::HashMap;
+use chat_core::hash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -161,7 +161,7 @@ impl Hub {
             endpoint: None,
             conns: RwLock::new(Conns::default()),
             users: Mutex::new(Users {
-                map: HashMap::new(),
+                map: HashMap::default(),
                 prune_at: PRUNE_AT,
             }),
             limits,

@@ -20,7 +20,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
+use chat_core::hash::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -165,7 +165,7 @@ impl Admission {
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Admission {
             limits,
-            state: Mutex::new((0, HashMap::new())),
+            state: Mutex::new((0, HashMap::default())),
         })
     }
 

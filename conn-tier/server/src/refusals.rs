@@ -2,7 +2,7 @@
 //! window (and a global cap), so an attacker cannot fill the logs with
 //! failed attempts.
 
-use std::collections::HashMap;
+use chat_core::hash::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ impl LogLimiter {
         LogLimiter {
             window,
             max_ips,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::default()),
         }
     }
 

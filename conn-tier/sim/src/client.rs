@@ -14,7 +14,7 @@ use crate::node::CLIENT_PORT;
 use crate::rng::Rng;
 use crate::world::{DeviceReport, World};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -35,7 +35,7 @@ struct Conn {
     node: String,
     write: OwnedWriteHalf,
     /// Per conversation, the last message id this connection got.
-    last: HashMap<String, u64>,
+    last: BTreeMap<String, u64>,
     last_heard: Instant,
 }
 
@@ -51,8 +51,8 @@ pub struct Device {
     n: u64,
     /// Sends not acked yet: client_msg_id -> (frame, when last written).
     pending: BTreeMap<String, (Value, Instant)>,
-    held: HashMap<String, BTreeSet<u64>>,
-    told: HashMap<String, (u64, u64)>,
+    held: BTreeMap<String, BTreeSet<u64>>,
+    told: BTreeMap<String, (u64, u64)>,
     report: DeviceReport,
 }
 
@@ -68,8 +68,8 @@ impl Device {
             fails: 0,
             n: 0,
             pending: BTreeMap::new(),
-            held: HashMap::new(),
-            told: HashMap::new(),
+            held: BTreeMap::new(),
+            told: BTreeMap::new(),
             report: DeviceReport {
                 user: format!("u{u}"),
                 device: format!("d{d}"),
@@ -138,7 +138,7 @@ impl Device {
                 lines: BufReader::new(read).lines(),
                 node: String::new(),
                 write,
-                last: HashMap::new(),
+                last: BTreeMap::new(),
                 last_heard: Instant::now(),
             });
             self.report.connections += 1;
@@ -355,6 +355,7 @@ impl Device {
                     let at = turmoil::sim_elapsed().unwrap_or_default();
                     self.report.served.push((c.node.clone(), at));
                 }
+                self.report.seen.push((conv.clone(), id));
                 self.note_order(&conv, id);
                 self.held.entry(conv.clone()).or_default().insert(id);
                 let text = f["text"].as_str().unwrap_or_default().to_string();

@@ -9,6 +9,11 @@
 //! | a node cut off from the store (calls wait 3 s, then fail) | 2/10 | 1–12 s |
 //! | nothing | 1/10 | |
 //!
+//! Besides those, from their own stream of the seed (so the schedule above
+//! is the same with or without them), every 5–15 s one node's clock jumps
+//! by 0.5–30 s, forwards or back, for 1–10 s ([`clock_jumps`]); and each
+//! node's clock is off by up to ±2 s from the start (`crate::clock`).
+//!
 //! Faults overlap. Every fault still on is healed when the load ends, and
 //! the run settles with none.
 
@@ -29,6 +34,9 @@ pub enum Kind {
     Hold(usize, usize),
     Crash(usize),
     StoreCut(usize),
+    /// Node, milliseconds: its wall clock moves by this much, and back
+    /// when the fault ends.
+    ClockJump(usize, i64),
 }
 
 /// The faults of `seed` for a load of `load`, by start time.
@@ -67,6 +75,26 @@ pub fn schedule(seed: u64, nodes: usize, load: Duration) -> Vec<Fault> {
             out.push(Fault { at, lasts, kind });
         }
         at += rng.ms(1000, 4000);
+    }
+    out
+}
+
+/// The clock jumps of `seed` for a load of `load`, by start time.
+pub fn clock_jumps(seed: u64, nodes: usize, load: Duration) -> Vec<Fault> {
+    let mut rng = Rng::fork(seed, 2);
+    let mut out = Vec::new();
+    let mut at = rng.ms(2000, 8000);
+    while at < load {
+        let node = rng.below(nodes as u64) as usize;
+        let by = rng.ms(500, 30_000).as_millis() as i64;
+        let by = if rng.chance(5) { by } else { -by };
+        let lasts = rng.ms(1000, 10_000).min(load.saturating_sub(at));
+        out.push(Fault {
+            at,
+            lasts,
+            kind: Kind::ClockJump(node, by),
+        });
+        at += rng.ms(5000, 15_000);
     }
     out
 }

@@ -6,8 +6,10 @@
 //! one memory store; devices, two per user, run as turmoil clients and
 //! behave as real clients do. A seed draws the faults (partitions and held
 //! segments between nodes, crashes and restarts, a node cut off from the
-//! store) and every choice the clients make; after the run the promises
-//! of docs/protocol.md are checked ([`check`]).
+//! store, clocks that are off and jump) and every choice the clients
+//! make; after the run the promises of docs/protocol.md are checked
+//! ([`check`]). A seed replays exactly: the same run, event for event
+//! ([`Outcome::fingerprint`]).
 //!
 //! # Layout
 //! - this file: [`run`], one seeded run and its [`Outcome`];
@@ -18,12 +20,14 @@
 //! - [`cut`]: a node's link to the store, which a fault cuts;
 //! - [`client`]: a device;
 //! - [`faults`]: the seeded schedule of faults;
+//! - [`clock`]: each node's skewed clock, and seeded ids;
 //! - [`world`]: what the hosts of a run share, and the devices' reports;
 //! - [`check`]: the promises;
 //! - [`rng`]: the seeded generator.
 
 pub mod check;
 pub mod client;
+pub mod clock;
 pub mod cut;
 pub mod faults;
 pub mod lb;
@@ -82,16 +86,16 @@ pub struct Outcome {
     pub connections: usize,
     /// The moved member's absences, as done.
     pub moves: Vec<world::Away>,
-}
-
-/// The simulation's wall clock: turmoil's simulated time.
-fn sim_clock() -> Option<u64> {
-    turmoil::since_epoch().map(|d| d.as_millis() as u64)
+    /// Each node's clock skew at the start, in milliseconds.
+    pub skews: Vec<i64>,
+    /// A hash of everything every device saw, in order, with the node
+    /// that served it and when: two runs of one seed give the same.
+    pub fingerprint: u64,
 }
 
 /// Runs one seeded simulation and checks it.
 pub fn run(opts: &Options) -> Outcome {
-    chat_core::time::set_clock(sim_clock);
+    let skews = clock::start(opts.seed, NODES);
     let shared = Arc::new(Shared {
         store: Arc::new(MemoryStore::new()),
         registry: Arc::new(MemoryConnections::new()),
@@ -128,7 +132,10 @@ pub fn run(opts: &Options) -> Outcome {
     let faults = if opts.no_faults {
         vec![]
     } else {
-        faults::schedule(opts.seed, NODES, opts.load)
+        let mut f = faults::schedule(opts.seed, NODES, opts.load);
+        f.extend(faults::clock_jumps(opts.seed, NODES, opts.load));
+        f.sort_by_key(|f| f.at);
+        f
     };
     // (when, fault, starts)
     let mut events: Vec<(Duration, usize, bool)> = faults
@@ -154,6 +161,7 @@ pub fn run(opts: &Options) -> Outcome {
             }
         }
     }
+    clock::end();
     let reports = world.take_reports();
     let moves = world.moves();
     let group = world.group();
@@ -171,7 +179,23 @@ pub fn run(opts: &Options) -> Outcome {
         resends: reports.values().map(|r| r.resends).sum(),
         connections: reports.values().map(|r| r.connections).sum(),
         moves: moves.away.clone(),
+        skews,
+        fingerprint: fingerprint(&reports),
     }
+}
+
+/// A hash of what every device saw, in the order it saw it.
+fn fingerprint(reports: &std::collections::BTreeMap<(String, String), world::DeviceReport>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (who, r) in reports {
+        who.hash(&mut h);
+        r.served.hash(&mut h);
+        r.seen.hash(&mut h);
+        r.closes.hash(&mut h);
+        (r.connections, r.resends).hash(&mut h);
+    }
+    h.finish()
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, f: &Fault, starts: bool) {
@@ -184,5 +208,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, f: &Fault, starts: bool) {
         (Kind::Crash(n), true) => sim.crash(host(n)),
         (Kind::Crash(n), false) => sim.bounce(host(n)),
         (Kind::StoreCut(n), c) => shared.switches[n].set(c),
+        (Kind::ClockJump(n, by), true) => clock::jump(n, by),
+        (Kind::ClockJump(n, by), false) => clock::jump(n, -by),
     }
 }

@@ -97,6 +97,7 @@ pub fn host(i: usize) -> String {
 
 /// Runs node `i` until the simulation ends or crashes it.
 pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
+    crate::clock::enter(i);
     let switch = shared.switches[i].clone();
     let auth = Authenticator::new(&[7u8; 32])?;
     let settings = Settings {

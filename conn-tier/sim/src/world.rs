@@ -28,6 +28,8 @@ pub struct DeviceReport {
     pub skipped: Vec<(String, u64, u64)>,
     /// `gap` frames of a sync: (conversation, after, before).
     pub gap_frames: Vec<(String, u64, u64)>,
+    /// Per message frame, in order: its conversation and id.
+    pub seen: Vec<(String, u64)>,
     /// Per message frame: the node id that served it, and when.
     pub served: Vec<(String, std::time::Duration)>,
     /// Broken promises seen as they happened.

@@ -1,14 +1,39 @@
 //! The cluster simulation (docs/design.md, "Simulation"; docs/testing.md):
 //! a healthy run, then as many seeded runs with faults as fit in the
-//! budget. A failure prints its seed; `SIM_SEED=<seed>` runs that seed
-//! alone (its faults and the clients' choices again, docs/design.md says
-//! what does not replay exactly). `SIM_SECS` sets the budget (60 s by
+//! budget, each in a process of its own. A failure prints its seed;
+//! `SIM_SEED=<seed>` runs that seed alone, and it runs exactly as it did
+//! (docs/design.md, "Simulation", says why a process of its own).
+//! `SIM_SECS` sets the budget (60 s by
 //! default; a nightly soak: `SIM_SECS=3600`), `SIM_FIRST_SEED` where the
 //! seeds start, `SIM_USERS` how many users (12 by default, two devices
 //! each; at least 4).
 
 use chat_sim::{faults, run, Options, Outcome};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The test that runs one seed when `SIM_SEED` is set.
+const ONE_SEED: &str = "every_promise_holds_under_seeded_faults";
+
+/// Runs `seed` as `SIM_SEED=<seed>` does: this test binary again, in a
+/// process of its own, running only [`ONE_SEED`]. Whether every promise
+/// held, the run's summary line, and all it printed.
+fn run_alone(seed: u64) -> (bool, String, String) {
+    let exe = std::env::current_exe().expect("this test binary");
+    let out = Command::new(exe)
+        .args(["--exact", ONE_SEED, "--nocapture", "--test-threads=1"])
+        .env("SIM_SEED", seed.to_string())
+        .output()
+        .expect("the test binary runs");
+    let printed = String::from_utf8_lossy(&out.stderr).into_owned()
+        + &String::from_utf8_lossy(&out.stdout);
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with(&format!("seed {seed}:")))
+        .unwrap_or("(no summary)")
+        .to_string();
+    (out.status.success(), line, printed)
+}
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -16,13 +41,15 @@ fn env(name: &str) -> Option<u64> {
 
 fn show(o: &Outcome) -> String {
     format!(
-        "seed {}: {} faults, {} sends acked, {} messages delivered, {} resends, {} connections; {} broken{}",
+        "seed {}: {} faults, clocks off by {:?} ms, {} sends acked, {} messages delivered, {} resends, {} connections, fingerprint {:016x}; {} broken{}",
         o.seed,
         o.faults.len(),
+        o.skews,
         o.acked,
         o.delivered,
         o.resends,
         o.connections,
+        o.fingerprint,
         o.broken.len(),
         o.broken
             .iter()
@@ -51,29 +78,34 @@ fn a_healthy_cluster_keeps_every_promise() {
 
 #[test]
 fn every_promise_holds_under_seeded_faults() {
-    let seeds: Box<dyn Iterator<Item = u64>> = match env("SIM_SEED") {
-        Some(s) => Box::new(std::iter::once(s)),
-        None => Box::new(env("SIM_FIRST_SEED").unwrap_or(1)..),
-    };
-    let budget = Duration::from_secs(env("SIM_SECS").unwrap_or(60));
-    let started = Instant::now();
-    let mut runs = 0;
     let users = env("SIM_USERS").map(|u| u.max(4) as usize);
-    for seed in seeds {
+    if let Some(seed) = env("SIM_SEED") {
         let o = run(&Options {
             users: users.unwrap_or(Options::seed(seed).users),
             ..Options::seed(seed)
         });
-        runs += 1;
         eprintln!("{}", show(&o));
         assert!(
             o.broken.is_empty(),
-            "{}\nfaults: {:?}\nmember moves: {:?}\nreplay: SIM_SEED={seed} cargo test -p chat-sim --release --test sim every_promise",
+            "{}\nfaults: {:?}\nmember moves: {:?}",
             show(&o),
             o.faults,
             o.moves
         );
-        if started.elapsed() >= budget || env("SIM_SEED").is_some() {
+        return;
+    }
+    let budget = Duration::from_secs(env("SIM_SECS").unwrap_or(60));
+    let started = Instant::now();
+    let mut runs = 0;
+    for seed in env("SIM_FIRST_SEED").unwrap_or(1).. {
+        let (held, line, printed) = run_alone(seed);
+        runs += 1;
+        eprintln!("{line}");
+        assert!(
+            held,
+            "{printed}\nreplay: SIM_SEED={seed} cargo test -p chat-sim --release --test sim -- --exact {ONE_SEED}"
+        );
+        if started.elapsed() >= budget {
             break;
         }
     }
@@ -97,6 +129,20 @@ fn a_seed_draws_the_same_faults_at_the_same_times() {
         );
     }
     assert_ne!(faults::schedule(1, 3, load), faults::schedule(2, 3, load));
+}
+
+/// `SIM_SEED` replays a failure exactly: two runs of one seed, each in a
+/// process of its own, see the same frames, in the same order, from the
+/// same nodes, at the same simulated times (ids, hash maps, clocks and
+/// tokio's branch choices all come from the seed: docs/design.md,
+/// "Simulation").
+#[test]
+fn a_seed_replays_exactly() {
+    let seed = env("SIM_REPLAY_SEED").unwrap_or(3);
+    let (_, a, _) = run_alone(seed);
+    let (_, b, _) = run_alone(seed);
+    assert!(a.contains("fingerprint"), "{a}");
+    assert_eq!(a, b, "seed {seed} ran two ways");
 }
 
 /// The seeds that found bugs, kept (docs/design.md, "Simulation"):

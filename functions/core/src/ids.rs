@@ -187,12 +187,31 @@ pub fn parse_group_id(s: &str) -> Result<String> {
 
 /// A fresh random group id (32 hex characters).
 pub fn new_group_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    random_hex()
 }
 
 /// A fresh random connection id, shaped like API Gateway's (URL-safe).
 pub fn new_connection_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    random_hex()
+}
+
+/// 32 hex characters: a v4 uuid, or the simulation's next draw
+/// ([`set_id_source`]).
+pub fn random_hex() -> String {
+    match ID_SOURCE.get().and_then(|source| source()) {
+        Some(n) => uuid::Uuid::from_u128(n).simple().to_string(),
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+static ID_SOURCE: std::sync::OnceLock<fn() -> Option<u128>> = std::sync::OnceLock::new();
+
+/// A test seam: from now on random ids (groups, connections, node ids) are
+/// drawn from `source`, where it answers (`None`: at random). The cluster
+/// simulation (conn-tier/sim) draws them from its seed, so a seed replays
+/// exactly. The first source set stays.
+pub fn set_id_source(source: fn() -> Option<u128>) {
+    let _ = ID_SOURCE.set(source);
 }
 
 #[cfg(test)]

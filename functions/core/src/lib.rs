@@ -13,6 +13,7 @@
 //!   and the records they carry.
 //! - [`service`]: the services ([`Chat`]), one file per action.
 //! - [`delivery`]: the [`Deliverer`], fan-out workers, the commit-feed bridge.
+//! - [`hash`]: the server's hash maps (fixed keys in the simulation).
 //! - [`members`]: the group member-list cache, checked by version.
 //! - [`memory`]: in-memory adapters (unit tests, `--store memory`, the
 //!   connection map of one conn-tier node).
@@ -28,6 +29,7 @@ pub mod contract;
 pub mod delivery;
 pub mod error;
 pub mod export;
+pub mod hash;
 pub mod ids;
 pub mod members;
 pub mod memory;

@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::ports::{Group, Store};
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Groups kept at most; past it an arbitrary entry makes room (a miss
@@ -37,7 +37,7 @@ impl MemberCache {
     pub fn with_capacity(store: Arc<dyn Store>, capacity: usize) -> Self {
         MemberCache {
             store,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             capacity: capacity.max(1),
         }
     }

@@ -24,7 +24,7 @@ use chat_core::ids::new_connection_id;
 use chat_core::ports::{Connections, NodeRecord, Nodes};
 use chat_core::tasks::Tasks;
 use chat_core::time::now_ms;
-use std::collections::HashMap;
+use chat_core::hash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -132,9 +132,9 @@ impl Cluster {
                 me,
                 joined: true,
                 last_ok: Instant::now(),
-                dead: HashMap::new(),
+                dead: HashMap::default(),
                 draining: false,
-                seen: HashMap::new(),
+                seen: HashMap::default(),
             }),
             cfg,
         }))

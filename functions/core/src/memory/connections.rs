@@ -3,7 +3,8 @@
 use crate::error::{Error, Result};
 use crate::ports::*;
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// The in-memory connection map: exact for one conn-tier node, whose

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::ids::ConversationId;
 use crate::ports::*;
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -405,7 +406,7 @@ impl DeviceStore for MemoryStore {
             device.to_string(),
             Device {
                 last_used_ms: now_ms,
-                cursors: HashMap::new(),
+                cursors: HashMap::default(),
             },
         );
         let used = devices.iter().map(|(id, d)| (d.last_used_ms, id.clone()));
@@ -423,10 +424,15 @@ impl DeviceStore for MemoryStore {
             .is_some_and(|d| remembered(d.last_used_ms, now_ms)))
     }
 
-    async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
+    async fn cursors(
+        &self,
+        user: &str,
+        device: &str,
+        now_ms: u64,
+    ) -> Result<std::collections::HashMap<String, u64>> {
         let g = self.lock();
         let Some(d) = g.devices.get(user).and_then(|ds| ds.get(device)) else {
-            return Ok(HashMap::new());
+            return Ok(Default::default());
         };
         Ok(d.cursors
             .iter()

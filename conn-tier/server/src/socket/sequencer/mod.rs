@@ -47,7 +47,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;
 use fill::MIN_READ_BYTES;
-use std::collections::{HashMap, HashSet};
+use chat_core::hash::{HashMap, HashSet};
 use std::sync::Arc;
 use waiting::{Waiting, MAX_WAITING};
 
@@ -153,7 +153,7 @@ impl Sequencer {
             me: me.to_string(),
             user: user.to_string(),
             synced: false,
-            spans: HashMap::new(),
+            spans: HashMap::default(),
             held,
             held_bytes: 0,
             max_held_bytes,
