@@ -444,7 +444,8 @@ async fn cluster_of_two(rig: &Rig) -> anyhow::Result<(Deliverer, tokio::task::Jo
         },
     )
     .await?;
-    let broadcast = ClusterBroadcast::new(hub, cluster, credential);
+    let link = Arc::new(conn_tier::cluster::broadcast::SignedPost::new(credential));
+    let broadcast = ClusterBroadcast::new(hub, cluster, link);
     let deliverer = Deliverer::new(rig.store.clone(), rig.conns.clone(), rig.posts.clone())
         .with_broadcast(
             Arc::new(broadcast),

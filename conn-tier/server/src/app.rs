@@ -43,9 +43,10 @@ pub struct NodePorts {
 pub struct Remote {
     /// Posts to a connection of another node (its `@connections` API).
     pub posts: Arc<dyn Delivery>,
-    /// Signs `POST /@broadcast` to each node for a large group (docs/design.md,
-    /// "Broadcast in conn-tier"); `None` turns per-node broadcast off.
-    pub broadcast: Option<Credential>,
+    /// Hands a large group's frame to each other node (`POST /@broadcast`,
+    /// signed: docs/design.md, "Broadcast in conn-tier"); `None` turns
+    /// per-node broadcast off.
+    pub broadcast: Option<Arc<dyn crate::cluster::broadcast::NodeLink>>,
 }
 
 /// How the services reach connections: one at a time (`delivery`), and a
@@ -282,7 +283,9 @@ impl App {
                     chat_dynamo::apigw::ApiGatewayDelivery::signed_with(&cred.key_id, &cred.secret)
                         .await,
                 ),
-                broadcast: Some(cred.clone()),
+                broadcast: Some(Arc::new(crate::cluster::broadcast::SignedPost::new(
+                    cred.clone(),
+                ))),
             }),
             _ => None,
         };
@@ -318,8 +321,8 @@ impl App {
         let reach = match remote {
             Some(remote) => {
                 let broadcast: Arc<dyn Broadcast> = match remote.broadcast {
-                    Some(cred) => {
-                        Arc::new(ClusterBroadcast::new(hub.clone(), cluster.clone(), cred))
+                    Some(link) => {
+                        Arc::new(ClusterBroadcast::new(hub.clone(), cluster.clone(), link))
                     }
                     // Only this node's connections would get it.
                     None => {

@@ -19,9 +19,9 @@ use crate::outbox::{Full, Outbound, Outbox};
 use crate::rate::RateLimit;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use chat_core::hash::HashMap;
 use chat_core::ports::{Broadcast, ConnectionRecord, Delivery, Outgoing, PostError, Seq};
 use chat_management::api::ConnectionHost;
-use chat_core::hash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 

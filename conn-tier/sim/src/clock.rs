@@ -32,9 +32,7 @@ thread_local! {
 /// nodes' skews.
 pub fn start(seed: u64, nodes: usize) -> Vec<i64> {
     let mut rng = Rng::fork(seed, 3);
-    let skew: Vec<i64> = (0..nodes)
-        .map(|_| rng.below(4001) as i64 - 2000)
-        .collect();
+    let skew: Vec<i64> = (0..nodes).map(|_| rng.below(4001) as i64 - 2000).collect();
     RUN.with(|r| {
         *r.borrow_mut() = Some(Run {
             ids: Rng::fork(seed, 4),

@@ -58,6 +58,10 @@ pub struct Options {
     pub devices: usize,
     /// Draw no faults (a healthy cluster).
     pub no_faults: bool,
+    /// Groups of 4 or more go to each node once (per-node broadcast), as
+    /// the server does past `--broadcast-from-members`; off, each member is
+    /// looked up. Drawn from the seed: half the seeds each way.
+    pub broadcast: bool,
 }
 
 impl Options {
@@ -69,6 +73,7 @@ impl Options {
             users: 12,
             devices: 2,
             no_faults: false,
+            broadcast: rng::Rng::fork(seed, 5).chance(5),
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct Outcome {
     pub connections: usize,
     /// The moved member's absences, as done.
     pub moves: Vec<world::Away>,
+    /// Whether groups went to each node once (per-node broadcast), and
+    /// how many such posts between nodes were answered.
+    pub broadcast: bool,
+    pub broadcasts: usize,
     /// Each node's clock skew at the start, in milliseconds.
     pub skews: Vec<i64>,
     /// A hash of everything every device saw, in order, with the node
@@ -101,6 +110,8 @@ pub fn run(opts: &Options) -> Outcome {
         registry: Arc::new(MemoryConnections::new()),
         switches: (0..NODES).map(|_| Default::default()).collect(),
         declared: Default::default(),
+        broadcast_from: if opts.broadcast { 4 } else { 0 },
+        broadcasts: Default::default(),
     });
     let world = Arc::new(World::new(shared.clone()));
     let end = opts.load + opts.settle;
@@ -179,6 +190,8 @@ pub fn run(opts: &Options) -> Outcome {
         resends: reports.values().map(|r| r.resends).sum(),
         connections: reports.values().map(|r| r.connections).sum(),
         moves: moves.away.clone(),
+        broadcast: opts.broadcast,
+        broadcasts: shared.broadcasts.load(std::sync::atomic::Ordering::Relaxed),
         skews,
         fingerprint: fingerprint(&reports),
     }

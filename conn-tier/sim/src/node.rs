@@ -8,7 +8,7 @@
 
 use crate::cut::{Cut, Switch};
 use crate::net::lines_socket;
-use crate::post::{serve_posts, SimPost, POST_PORT};
+use crate::post::{serve_posts, SimBroadcast, SimPost, POST_PORT};
 use async_trait::async_trait;
 use chat_core::auth::Authenticator;
 use chat_core::ids::{new_connection_id, DeviceId, UserId};
@@ -45,6 +45,11 @@ pub struct Shared {
     /// Node ids declared dead, and when (simulated time): a node must not
     /// serve after (the check allows it [`SERVE_AFTER_DEATH`] to find out).
     pub declared: Mutex<HashMap<String, Duration>>,
+    /// `--broadcast-from-members`: a group this large goes to each node
+    /// once (0: every member looked up; docs/design.md, "Group look-ups").
+    pub broadcast_from: usize,
+    /// Broadcasts one node handed to another, and answered.
+    pub broadcasts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long a node declared dead may still serve: until its next
@@ -113,6 +118,7 @@ pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
             ..SocketConfig::default()
         }
         .with_ping(Duration::from_secs(5)),
+        broadcast_from_members: shared.broadcast_from,
         ..Settings::default()
     };
     let registry = ClusterConfig {
@@ -135,7 +141,9 @@ pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
         };
         let remote = Remote {
             posts: Arc::new(SimPost),
-            broadcast: None,
+            broadcast: Some(Arc::new(SimBroadcast {
+                answered: shared.broadcasts.clone(),
+            })),
         };
         match App::cluster_node(
             ports,

@@ -25,8 +25,8 @@ fn run_alone(seed: u64) -> (bool, String, String) {
         .env("SIM_SEED", seed.to_string())
         .output()
         .expect("the test binary runs");
-    let printed = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let line = printed
         .lines()
         .find(|l| l.starts_with(&format!("seed {seed}:")))
@@ -41,10 +41,11 @@ fn env(name: &str) -> Option<u64> {
 
 fn show(o: &Outcome) -> String {
     format!(
-        "seed {}: {} faults, clocks off by {:?} ms, {} sends acked, {} messages delivered, {} resends, {} connections, fingerprint {:016x}; {} broken{}",
+        "seed {}: {} faults, clocks off by {:?} ms, {} broadcasts between nodes, {} sends acked, {} messages delivered, {} resends, {} connections, fingerprint {:016x}; {} broken{}",
         o.seed,
         o.faults.len(),
         o.skews,
+        o.broadcasts,
         o.acked,
         o.delivered,
         o.resends,
@@ -61,19 +62,29 @@ fn show(o: &Outcome) -> String {
 
 #[test]
 fn a_healthy_cluster_keeps_every_promise() {
-    let o = run(&Options {
-        no_faults: true,
-        ..Options::seed(7)
-    });
-    eprintln!("{}", show(&o));
-    assert!(o.broken.is_empty(), "{}", show(&o));
-    assert!(o.acked > 100, "the clients sent: {}", show(&o));
-    assert!(
-        o.moves.len() == 1 && o.moves[0].back.is_some(),
-        "the member was removed and added back: {:?}",
-        o.moves
-    );
-    assert!(o.delivered > o.acked, "and received: {}", show(&o));
+    // Group messages looked up member by member, then broadcast per node.
+    for broadcast in [false, true] {
+        let o = run(&Options {
+            no_faults: true,
+            broadcast,
+            ..Options::seed(7)
+        });
+        eprintln!("{}", show(&o));
+        assert!(o.broken.is_empty(), "{}", show(&o));
+        assert!(o.acked > 100, "the clients sent: {}", show(&o));
+        assert!(
+            o.moves.len() == 1 && o.moves[0].back.is_some(),
+            "the member was removed and added back: {:?}",
+            o.moves
+        );
+        assert!(o.delivered > o.acked, "and received: {}", show(&o));
+        assert_eq!(
+            o.broadcasts > 100,
+            broadcast,
+            "group messages went to each node once: {}",
+            show(&o)
+        );
+    }
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //! version read (docs/design.md, "Group look-ups").
 
 use crate::error::Result;
-use crate::ports::{Group, Store};
 use crate::hash::HashMap;
+use crate::ports::{Group, Store};
 use std::sync::{Arc, Mutex};
 
 /// Groups kept at most; past it an arbitrary entry makes room (a miss

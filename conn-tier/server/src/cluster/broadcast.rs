@@ -11,6 +11,9 @@
 //! connection, and that connection must get the frame. A node waits until
 //! the registry lists it before it takes connections
 //! ([`super::Cluster::join`]).
+//!
+//! The post itself goes through a [`NodeLink`]: [`SignedPost`] in a real
+//! cluster, a simulated network's in conn-tier/sim.
 
 use super::Cluster;
 use crate::hub::Hub;
@@ -30,59 +33,76 @@ use std::time::Duration;
 /// sync), so a hung node never holds up a group's later messages longer.
 const POST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How a broadcast reaches another node: a seam, so that the cluster
+/// simulation (conn-tier/sim) carries it over its simulated network.
+#[async_trait]
+pub trait NodeLink: Send + Sync {
+    /// Hands `request` to `node`; how many of its connections took the
+    /// frame, or why it failed.
+    async fn post(&self, node: &NodeRecord, request: &BroadcastRequest) -> Result<usize, String>;
+}
+
 pub struct ClusterBroadcast {
     hub: Arc<Hub>,
     cluster: Arc<Cluster>,
+    link: Arc<dyn NodeLink>,
+}
+
+impl ClusterBroadcast {
+    pub fn new(hub: Arc<Hub>, cluster: Arc<Cluster>, link: Arc<dyn NodeLink>) -> Self {
+        ClusterBroadcast { hub, cluster, link }
+    }
+}
+
+/// `POST /@broadcast` on a node's management API, signed with the cluster
+/// credential.
+pub struct SignedPost {
     /// What every node's management API checks.
     credential: Credential,
     /// Shared by the posts to every node (keeps their connections).
     client: Client<HttpConnector, Body>,
 }
 
-impl ClusterBroadcast {
-    pub fn new(hub: Arc<Hub>, cluster: Arc<Cluster>, credential: Credential) -> Self {
+impl SignedPost {
+    pub fn new(credential: Credential) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(POST_TIMEOUT));
-        ClusterBroadcast {
-            hub,
-            cluster,
+        SignedPost {
             credential,
             client: Client::builder(TokioExecutor::new()).build(http),
         }
     }
+}
 
-    /// Posts `body` to one node's broadcast route; how many of its
-    /// connections took the frame.
-    async fn post(&self, node: &NodeRecord, body: &[u8]) -> Result<usize, String> {
+#[async_trait]
+impl NodeLink for SignedPost {
+    async fn post(&self, node: &NodeRecord, request: &BroadcastRequest) -> Result<usize, String> {
+        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         let url = format!(
             "{}{BROADCAST_PATH}",
             node.management_url.trim_end_matches('/')
         );
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let mut request = hyper::Request::post(uri.clone());
+        let mut http = hyper::Request::post(uri.clone());
         for (k, v) in sign_headers(
             &self.credential,
             "POST",
             &host,
             uri.path(),
-            body,
+            &body,
             &amz_date(now_secs()),
             "us-east-1",
         ) {
-            request = request.header(k, v);
+            http = http.header(k, v);
         }
-        let request = request
+        let http = http
             .header("content-type", "application/json")
-            .body(Body::from(body.to_vec()))
+            .body(Body::from(body))
             .map_err(|e| e.to_string())?;
         let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let response = self.client.request(http).await.map_err(|e| e.to_string())?;
             let status = response.status();
             let bytes = axum::body::to_bytes(Body::new(response.into_body()), 64 * 1024)
                 .await
@@ -117,17 +137,16 @@ impl Broadcast for ClusterBroadcast {
         // to the look-ups, which reach every node.
         let nodes = self.cluster.live_nodes_listed().await?;
         let me = self.hub.node();
-        let body = serde_json::to_vec(&BroadcastRequest {
+        let request = BroadcastRequest {
             users: users.to_vec(),
             except: except.map(str::to_string),
             frame: frame.text().to_string(),
-        })
-        .map_err(|e| chat_core::Error::Store(e.to_string()))?;
+        };
         let others = nodes
             .iter()
             .filter(|n| n.node_id != me && !n.management_url.is_empty());
         let remote = join_all(others.map(|n| async {
-            let r = self.post(n, &body).await;
+            let r = self.link.post(n, &request).await;
             chat_core::metrics::broadcast(if r.is_ok() { "node_ok" } else { "node_failed" });
             if let Err(e) = &r {
                 tracing::warn!(node = %n.node_id, error = %e, "broadcast to a node failed");

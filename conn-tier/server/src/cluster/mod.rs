@@ -20,11 +20,11 @@ pub use delivery::ClusterDelivery;
 
 use crate::hub::Hub;
 use crate::limits::close::SERVICE_RESTART;
+use chat_core::hash::HashMap;
 use chat_core::ids::new_connection_id;
 use chat_core::ports::{Connections, NodeRecord, Nodes};
 use chat_core::tasks::Tasks;
 use chat_core::time::now_ms;
-use chat_core::hash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -1,9 +1,9 @@
 //! The in-memory connection map and node registry ([`MemoryConnections`]).
 
 use crate::error::{Error, Result};
+use crate::hash::HashMap;
 use crate::ports::*;
 use async_trait::async_trait;
-use crate::hash::HashMap;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

@@ -13,10 +13,10 @@ mod connections;
 pub use connections::MemoryConnections;
 
 use crate::error::{Error, Result};
+use crate::hash::HashMap;
 use crate::ids::ConversationId;
 use crate::ports::*;
 use async_trait::async_trait;
-use crate::hash::HashMap;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

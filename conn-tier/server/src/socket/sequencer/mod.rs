@@ -44,10 +44,10 @@
 
 use crate::outbox::Outbound;
 use axum::extract::ws::{Message, Utf8Bytes};
+use chat_core::hash::{HashMap, HashSet};
 use chat_core::ports::{Seq, Store};
 use chat_core::protocol::ServerFrame;
 use fill::MIN_READ_BYTES;
-use chat_core::hash::{HashMap, HashSet};
 use std::sync::Arc;
 use waiting::{Waiting, MAX_WAITING};
 
