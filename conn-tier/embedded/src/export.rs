@@ -101,6 +101,7 @@ pub(crate) fn export(
             seq: m.seq,
             last_sent: marks.as_ref().map(|m| m.last_sent).unwrap_or(0),
             read_up_to: marks.as_ref().map(|m| m.acked_up_to).unwrap_or(0),
+            joined_at_id: m.joined_at_id,
         })?;
     }
     for row in iter(&users)? {

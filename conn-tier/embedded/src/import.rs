@@ -240,11 +240,13 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
             seq,
             last_sent,
             read_up_to,
+            joined_at_id,
         } => {
             let m = GroupMember {
                 user_id: user_id.clone(),
                 joined_at_ms: *joined_at_ms,
                 seq: *seq,
+                joined_at_id: *joined_at_id,
             };
             txn.open_table(GROUP_MEMBERS)
                 .map_err(Error::db)?

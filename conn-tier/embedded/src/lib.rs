@@ -379,6 +379,7 @@ mod tests {
             user_id: u.into(),
             joined_at_ms: 1,
             seq,
+            joined_at_id: 0,
         };
         let group = Group {
             group_id: "g1".into(),

@@ -41,6 +41,7 @@ async fn filled(dir: &Path, n: u64) -> EmbeddedStore {
         user_id: u.into(),
         joined_at_ms: 1,
         seq,
+        joined_at_id: 0,
     };
     s.create_group(&Group {
         group_id: "g1".into(),

@@ -24,9 +24,14 @@ use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// The member the admin removes and adds back (it never sends to the group).
 pub const MOVED: &str = "u3";
 
-/// A device's host name.
-pub fn host_of(u: usize, d: usize) -> String {
-    format!("dev-u{u}-d{d}")
+/// The group: its admin `u0` and the next users, up to this many members
+/// (a message to it goes to every member's devices, so its cost grows
+/// with its size; the users past it chat one to one).
+pub const GROUP_SIZE: usize = 12;
+
+/// A user's host name: its devices run side by side on it.
+pub fn host_of(u: usize) -> String {
+    format!("user-u{u}")
 }
 
 struct Conn {
@@ -76,6 +81,11 @@ impl Device {
                 ..Default::default()
             },
         }
+    }
+
+    /// This user's number (`u<n>`).
+    fn index(&self) -> usize {
+        self.user[1..].parse().unwrap_or(0)
     }
 
     fn admin(&self) -> bool {
@@ -156,7 +166,9 @@ impl Device {
                 self.tell().await;
                 if self.admin() && self.world.group().is_none() && !self.report.asked_group {
                     self.report.asked_group = true;
-                    let members: Vec<String> = (1..self.users).map(|u| format!("u{u}")).collect();
+                    let members: Vec<String> = (1..self.users.min(GROUP_SIZE))
+                        .map(|u| format!("u{u}"))
+                        .collect();
                     self.write(&json!({"action":"createGroup","name":"team","members":members}))
                         .await;
                 }
@@ -186,11 +198,11 @@ impl Device {
         let group = self
             .world
             .group()
-            .filter(|_| self.user != MOVED && self.rng.chance(5));
+            .filter(|_| self.user != MOVED && self.index() < GROUP_SIZE && self.rng.chance(5));
         let to = match group {
             Some(g) => format!("group:{g}"),
             None => {
-                let me: usize = self.user[1..].parse().unwrap_or(0);
+                let me = self.index();
                 let other = (me + 1 + self.rng.below(self.users as u64 - 1) as usize) % self.users;
                 format!("user:u{other}")
             }

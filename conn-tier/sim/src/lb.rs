@@ -1,9 +1,11 @@
 //! A simple load balancer, as a turmoil host: each client connection goes
 //! to the next node in turn that accepts a TCP connection within 1 s (a
 //! crashed node, or one the balancer cannot reach, is skipped), and bytes
-//! are copied both ways until either side ends. It checks no readiness
-//! (HAProxy's `/readyz` checks are not simulated): a node cut off from
-//! the store still gets clients, which it closes or fails.
+//! are copied both ways until either side ends. That is what the shipped
+//! HAProxy configuration learns from its `/healthz` checks (whether the
+//! process answers); like it, the balancer does not ask `/readyz`, so a
+//! node cut off from the store still gets clients, which it closes or
+//! fails.
 
 use crate::node::{host, CLIENT_PORT};
 use crate::world::NODES;

@@ -5,11 +5,14 @@
 //! (docs/design.md, "Simulation", says why a process of its own).
 //! `SIM_SECS` sets the budget (60 s by
 //! default; a nightly soak: `SIM_SECS=3600`), `SIM_FIRST_SEED` where the
-//! seeds start, `SIM_USERS` how many users (12 by default, two devices
+//! seeds start, `SIM_JOBS` how many run at once (one per core by
+//! default), `SIM_USERS` how many users (12 by default, two devices
 //! each; at least 4).
 
 use chat_sim::{faults, run, Options, Outcome};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The test that runs one seed when `SIM_SEED` is set.
@@ -106,23 +109,39 @@ fn every_promise_holds_under_seeded_faults() {
         return;
     }
     let budget = Duration::from_secs(env("SIM_SECS").unwrap_or(60));
+    // One seed is one thread (turmoil steps every host on it): run as many
+    // at once as there are cores (`SIM_JOBS`).
+    let jobs = env("SIM_JOBS")
+        .map(|j| j.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = Instant::now();
-    let mut runs = 0;
-    for seed in env("SIM_FIRST_SEED").unwrap_or(1).. {
-        let (held, line, printed) = run_alone(seed);
-        runs += 1;
-        eprintln!("{line}");
-        assert!(
-            held,
+    let next = AtomicU64::new(env("SIM_FIRST_SEED").unwrap_or(1));
+    let failed: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let runs = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while started.elapsed() < budget && failed.lock().unwrap().is_empty() {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    let (held, line, printed) = run_alone(seed);
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{line}");
+                    if !held {
+                        failed.lock().unwrap().push((seed, printed));
+                    }
+                }
+            });
+        }
+    });
+    if let Some((seed, printed)) = failed.into_inner().unwrap().first() {
+        panic!(
             "{printed}\nreplay: SIM_SEED={seed} cargo test -p chat-sim --release --test sim -- --exact {ONE_SEED}"
         );
-        if started.elapsed() >= budget {
-            break;
-        }
     }
+    let runs = runs.into_inner();
     let per_min = runs as f64 * 60.0 / started.elapsed().as_secs_f64();
     eprintln!(
-        "{runs} seeds in {:?}: {per_min:.1} seeds per minute",
+        "{runs} seeds in {:?} ({jobs} at a time): {per_min:.1} seeds per minute",
         started.elapsed()
     );
 }

@@ -66,6 +66,10 @@ pub enum Record {
         last_sent: u64,
         #[serde(default)]
         read_up_to: u64,
+        /// The member's join point (`GroupMember::joined_at_id`); absent
+        /// in streams written before it was kept.
+        #[serde(default)]
+        joined_at_id: u64,
     },
     /// A user's row for a conversation: its watermark and join point.
     Membership {
@@ -127,8 +131,9 @@ impl Record {
                 last_sent,
                 read_up_to,
                 seq,
+                joined_at_id,
                 ..
-            } => vec![*last_sent, *read_up_to, *seq],
+            } => vec![*last_sent, *read_up_to, *seq, *joined_at_id],
             Record::Membership {
                 acked_up_to,
                 joined_at_id,

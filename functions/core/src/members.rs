@@ -115,6 +115,7 @@ mod tests {
                 user_id: format!("u{i}"),
                 joined_at_ms: 1,
                 seq: i as u64,
+                joined_at_id: 0,
             })
             .collect();
         Group {

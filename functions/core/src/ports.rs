@@ -118,6 +118,18 @@ pub struct GroupMember {
     /// Join order, for "the earliest-joined member becomes admin"; ties
     /// in `joined_at_ms` are common within one createGroup.
     pub seq: u64,
+    /// The conversation's newest id when the member joined (its
+    /// membership's `joined_at_id`): a fan-out sends the member no message
+    /// at or below it, so a message stored while they were away never
+    /// reaches them, however late its fan-out runs (docs/design.md,
+    /// "Removal"). 0 for the first members, and in rows written before it
+    /// was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub joined_at_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A group and its members, as read in one consistent view.

@@ -233,6 +233,10 @@ pub struct MemberItem {
     pub user_id: String,
     pub joined_at: u64,
     pub seq: u64,
+    /// The conversation's newest id when the member joined
+    /// ([`GroupMember::joined_at_id`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub joined_at_id: u64,
     /// The member's newest message id in the group (0: none), set by the
     /// send's transaction, and read watermark, set by `ack`: what group
     /// receipts are routed and counted by (docs/design.md, "Receipts").
@@ -250,6 +254,7 @@ impl MemberItem {
             user_id: m.user_id.clone(),
             joined_at: m.joined_at_ms,
             seq: m.seq,
+            joined_at_id: m.joined_at_id,
             last_sent: 0,
             read_up_to: 0,
         }
@@ -279,6 +284,7 @@ impl MemberItem {
             user_id: self.user_id,
             joined_at_ms: self.joined_at,
             seq: self.seq,
+            joined_at_id: self.joined_at_id,
         }
     }
 }

@@ -137,6 +137,7 @@ pub async fn export(
                     seq: m.seq,
                     last_sent: m.last_sent,
                     read_up_to: m.read_up_to,
+                    joined_at_id: m.joined_at_id,
                 },
                 &mut body,
             )
@@ -389,6 +390,7 @@ fn item(tables: &Tables, r: &Record, now_ms: u64) -> Option<(String, Item)> {
             seq,
             last_sent,
             read_up_to,
+            joined_at_id,
         } => (
             tables.name(&GROUPS),
             to_item(&MemberItem {
@@ -397,6 +399,7 @@ fn item(tables: &Tables, r: &Record, now_ms: u64) -> Option<(String, Item)> {
                 user_id: user_id.clone(),
                 joined_at: *joined_at_ms,
                 seq: *seq,
+                joined_at_id: *joined_at_id,
                 last_sent: *last_sent,
                 read_up_to: *read_up_to,
             }),

@@ -10,6 +10,7 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
         user_id: u.to_string(),
         joined_at_ms: 1,
         seq,
+        joined_at_id: 0,
     };
     let group = Group {
         group_id: gid.clone(),
@@ -39,13 +40,30 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
         group_id: gid.clone(),
         expected_version: 1,
         admins: vec![a.clone()],
-        add: vec![(member(&c, 2), 1)],
+        add: vec![(
+            GroupMember {
+                joined_at_id: 1,
+                ..member(&c, 2)
+            },
+            1,
+        )],
         remove: vec![],
     };
     let after = s.update_group(&add).await.unwrap();
     assert_eq!(after.version, 2);
     assert_eq!(after.member_ids(), vec![a.clone(), b.clone(), c.clone()]);
     assert_eq!(s.group(&gid).await.unwrap().unwrap(), after);
+    // The member list keeps each member's join point (a fan-out filters by
+    // it), as the membership does.
+    let listed = s.group(&gid).await.unwrap().unwrap();
+    assert_eq!(
+        listed
+            .members
+            .iter()
+            .map(|m| m.joined_at_id)
+            .collect::<Vec<_>>(),
+        vec![0, 0, 1]
+    );
     let joined = s.membership(&c, &conv).await.unwrap().unwrap();
     assert_eq!(joined.acked_up_to, 1);
     // The join point: the newest id when c joined (sync never goes below).
@@ -87,6 +105,7 @@ pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
         user_id: u.to_string(),
         joined_at_ms: 1,
         seq,
+        joined_at_id: 0,
     };
     s.create_group(&Group {
         group_id: gid.clone(),
@@ -174,6 +193,7 @@ pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc
         user_id: u.to_string(),
         joined_at_ms: 1,
         seq,
+        joined_at_id: 0,
     };
     assert_eq!(s.group_version(&gid).await.unwrap(), None);
     s.create_group(&Group {

@@ -111,7 +111,11 @@ impl Deliverer {
         }
     }
 
-    async fn audience(&self, audience: &Audience) -> Result<Vec<String>> {
+    /// The users a job goes to. A group's message (`message_id`) goes to
+    /// the members who joined before it was stored: one stored while a
+    /// member was away, whose fan-out runs only after they were added
+    /// back, does not reach them (docs/design.md, "Removal").
+    async fn audience(&self, audience: &Audience, message_id: Option<u64>) -> Result<Vec<String>> {
         Ok(match audience {
             Audience::Users(u) => u.clone(),
             Audience::Conversation(c) => match ConversationId::parse(c)? {
@@ -121,7 +125,13 @@ impl Deliverer {
                     .members
                     .group(&g)
                     .await?
-                    .map(|g| g.member_ids())
+                    .map(|g| {
+                        g.members
+                            .iter()
+                            .filter(|m| message_id.is_none_or(|id| m.joined_at_id < id))
+                            .map(|m| m.user_id.clone())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             },
         })
@@ -129,8 +139,9 @@ impl Deliverer {
 
     /// Delivers one job; returns how many posts succeeded.
     pub async fn run(&self, job: &FanoutJob) -> Result<usize> {
-        let users = self.audience(&job.audience).await?;
         let frame = Outgoing::new(&job.frame);
+        let message_id = frame.seq.as_ref().map(|s| s.message_id);
+        let users = self.audience(&job.audience, message_id).await?;
         if let Some((b, from)) = &self.broadcast {
             if users.len() >= *from && self.sync_grace_ms.is_none() {
                 match b
@@ -311,6 +322,66 @@ mod tests {
         let mut got = posted.0.lock().unwrap().clone();
         got.sort();
         assert_eq!(got, vec!["c-b".to_string(), "c-c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_group_message_stored_before_a_member_joined_never_goes_to_them_however_late_its_fan_out(
+    ) {
+        use crate::ports::{Group, GroupMember, GroupStore, StoredMessage};
+        let store = Arc::new(MemoryStore::new());
+        let member = |u: &str, seq, joined_at_id| GroupMember {
+            user_id: u.into(),
+            joined_at_ms: 1,
+            seq,
+            joined_at_id,
+        };
+        // b was removed and added back when the conversation's newest id
+        // was 5: ids up to 5 were stored before (or while away).
+        store
+            .create_group(&Group {
+                group_id: "g".into(),
+                name: "g".into(),
+                created_by: "a".into(),
+                created_at_ms: 1,
+                admins: vec!["a".into()],
+                members: vec![member("a", 0, 0), member("b", 1, 5)],
+                version: 1,
+                next_seq: 2,
+            })
+            .await
+            .unwrap();
+        let conns = Arc::new(MemoryConnections::new());
+        for u in ["a", "b"] {
+            conns
+                .register(&ConnectionRecord {
+                    connection_id: format!("c-{u}"),
+                    user_id: u.into(),
+                    endpoint: "n1".into(),
+                    node_id: Some("n1".into()),
+                    connected_at_ms: 0,
+                    device_id: None,
+                    sync: SyncState::Live,
+                    replayed: Default::default(),
+                })
+                .await
+                .unwrap();
+        }
+        let posted = Arc::new(Posted::default());
+        let d = Deliverer::new(store, conns, posted.clone());
+        let message = |id| {
+            feed::job(StoredMessage {
+                conversation_id: "grp#g".into(),
+                message_id: id,
+                sender: "a".into(),
+                client_msg_id: format!("m{id}"),
+                text: "hi".into(),
+                sent_at_ms: 1,
+                origin: None,
+            })
+        };
+        assert_eq!(d.run(&message(5)).await.unwrap(), 1);
+        assert_eq!(*posted.0.lock().unwrap(), vec!["c-a".to_string()]);
+        assert_eq!(d.run(&message(6)).await.unwrap(), 2, "after the join: both");
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl Chat {
                     user_id: u.clone(),
                     joined_at_ms: now,
                     seq: i as u64,
+                    joined_at_id: 0,
                 })
                 .collect(),
             version: 1,
@@ -152,6 +153,7 @@ impl Chat {
                         user_id: user,
                         joined_at_ms: now_ms(),
                         seq: group.next_seq,
+                        joined_at_id: watermark,
                     };
                     let change = GroupChange {
                         group_id: group.group_id.clone(),

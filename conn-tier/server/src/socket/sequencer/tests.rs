@@ -77,6 +77,7 @@ async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
         user_id: u.into(),
         joined_at_ms: 1,
         seq,
+        joined_at_id: 0,
     };
     s.create_group(&chat_core::ports::Group {
         group_id: "g".into(),
@@ -528,6 +529,7 @@ async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_whi
         user_id: "b".into(),
         joined_at_ms: 2,
         seq: 2,
+        joined_at_id: 5,
     };
     store
         .update_group(&change(3, vec![(back, 5)], vec![]))
@@ -570,6 +572,7 @@ async fn after_its_removal_frame_a_message_stored_while_away_never_reaches_the_m
         user_id: "b".into(),
         joined_at_ms: 2,
         seq: 2,
+        joined_at_id: 3,
     };
     store
         .update_group(&change(3, vec![(back, 3)], vec![]))
