@@ -78,6 +78,13 @@ impl<'t> Batch<'t> {
         })
     }
 
+    /// The conversation's newest id, as this batch has it so far.
+    pub fn last_id(&mut self, conv: &str) -> Result<u64> {
+        use redb::ReadableTable;
+        let t = open(self.txn, &mut self.last_ids, LAST_ID)?;
+        Ok(t.get(conv).map_err(db)?.map_or(0, |g| g.value()))
+    }
+
     pub fn users(&mut self) -> Result<&mut Users<'t>> {
         open(self.txn, &mut self.users, USERS)
     }

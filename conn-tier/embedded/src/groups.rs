@@ -83,14 +83,24 @@ pub(crate) fn create(batch: &mut Batch<'_>, group: &Group) -> Result<()> {
 
 /// Applies `change` if the group is still at its expected version.
 pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Group> {
-    let (groups, members, users) = batch.for_groups()?;
-    let current = read(&*groups, &*members, &change.group_id)?;
+    let current = {
+        let (groups, members, _) = batch.for_groups()?;
+        read(&*groups, &*members, &change.group_id)?
+    };
     let Some(current) = current else {
         return Err(Error::NotFound("no such group".into()));
     };
     if current.version != change.expected_version {
         return Err(Error::Contended);
     }
+    if !change.add.is_empty() {
+        let conv = ConversationId::group(&change.group_id).to_string();
+        let newest = batch.last_id(&conv)?;
+        if change.add.iter().any(|m| m.joined_at_id != newest) {
+            return Err(Error::Contended);
+        }
+    }
+    let (groups, members, users) = batch.for_groups()?;
     let updated = current.apply(change);
     write_body(groups, &updated)?;
     let gid = change.group_id.as_str();
@@ -98,7 +108,7 @@ pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Grou
     for u in &change.remove {
         members.remove((gid, u.as_str())).map_err(db)?;
     }
-    for (m, _) in &change.add {
+    for m in &change.add {
         members
             .insert((gid, m.user_id.as_str()), enc(m).as_slice())
             .map_err(db)?;
@@ -106,8 +116,9 @@ pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Grou
     for u in &change.remove {
         users.remove((u.as_str(), conv.as_str())).map_err(db)?;
     }
-    for (m, acked) in &change.add {
-        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, *acked, *acked)?;
+    for m in &change.add {
+        let at = m.joined_at_id;
+        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, at, at)?;
     }
     Ok(updated)
 }

@@ -263,7 +263,7 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                 None => MembershipBody {
                     acked_up_to: *read_up_to,
                     joined_at_ms: *joined_at_ms,
-                    joined_at_id: 0,
+                    joined_at_id: *joined_at_id,
                     last_sent: *last_sent,
                 },
             };

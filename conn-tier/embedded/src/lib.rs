@@ -375,12 +375,7 @@ mod tests {
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let member = |u: &str, seq| GroupMember {
-            user_id: u.into(),
-            joined_at_ms: 1,
-            seq,
-            joined_at_id: 0,
-        };
+        let member = |u: &str, seq| GroupMember::founding(u, 1, seq);
         let group = Group {
             group_id: "g1".into(),
             name: "g".into(),
@@ -418,7 +413,7 @@ mod tests {
                 group_id: "g1".into(),
                 expected_version: 1,
                 admins: vec!["a".into()],
-                add: vec![(member("c", 2), 0)],
+                add: vec![member("c", 2)],
                 remove: vec!["b".into()],
             })
             .await

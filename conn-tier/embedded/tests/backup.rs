@@ -37,12 +37,7 @@ async fn filled(dir: &Path, n: u64) -> EmbeddedStore {
     for r in futures_util::future::join_all(appends).await {
         r.unwrap();
     }
-    let member = |u: &str, seq| GroupMember {
-        user_id: u.into(),
-        joined_at_ms: 1,
-        seq,
-        joined_at_id: 0,
-    };
+    let member = |u: &str, seq| GroupMember::founding(u, 1, seq);
     s.create_group(&Group {
         group_id: "g1".into(),
         name: "g".into(),

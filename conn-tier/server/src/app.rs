@@ -99,6 +99,14 @@ pub struct App {
 }
 
 impl App {
+    /// What `/healthz` answers (the load balancer's check): false while
+    /// the node drains, or once it is not in the cluster's registry (not
+    /// yet listed, or declared dead).
+    pub fn healthy(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+            && self.cluster.as_ref().is_none_or(|c| c.healthy())
+    }
+
     /// The services in this process over `store` and `connections`.
     ///
     /// `feed` is the one delivery choice: with a store's commit feed, the

@@ -111,9 +111,7 @@ pub async fn serve(
 /// `ok`, or 503 while draining or (in a cluster) not registered: the load
 /// balancer's health check.
 async fn healthz(State(ctx): State<Ctx>) -> Response {
-    let unhealthy = ctx.app.draining.load(Ordering::Relaxed)
-        || ctx.app.cluster.as_ref().is_some_and(|c| !c.healthy());
-    if unhealthy {
+    if !ctx.app.healthy() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         "ok".into_response()

@@ -10,7 +10,8 @@
 //!
 //! `chat_core::time::set_clock` and `chat_core::ids::set_id_source` point
 //! here once per process; a thread with no run here gets `None` and so
-//! the real clock and random ids.
+//! the real clock and random ids. `chat_core::hash::fix_keys` gives the
+//! server's hash maps fixed keys.
 
 use crate::rng::Rng;
 use std::cell::RefCell;
@@ -42,6 +43,16 @@ pub fn start(seed: u64, nodes: usize) -> Vec<i64> {
     });
     chat_core::time::set_clock(now_ms);
     chat_core::ids::set_id_source(next_id);
+    chat_core::hash::fix_keys();
+    if !cfg!(tokio_unstable) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "warning: built without --cfg tokio_unstable (RUSTFLAGS in the environment \
+                 replaces .cargo/config.toml's): seeds will not replay exactly"
+            )
+        });
+    }
     skew
 }
 

@@ -10,8 +10,9 @@
 //! | nothing | 1/10 | |
 //!
 //! Besides those, from their own stream of the seed (so the schedule above
-//! is the same with or without them), every 5–15 s one node's clock jumps
-//! by 0.5–30 s, forwards or back, for 1–10 s ([`clock_jumps`]); and each
+//! is the same with or without them), one node's clock jumps by 0.5–30 s,
+//! forwards or back, for 1–10 s, first 2–8 s into the load and then every
+//! 5–15 s ([`clock_jumps`]); and each
 //! node's clock is off by up to ±2 s from the start (`crate::clock`).
 //!
 //! Faults overlap. Every fault still on is healed when the load ends, and

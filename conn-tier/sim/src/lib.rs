@@ -229,7 +229,6 @@ fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, f: &Fault, starts: bool) {
         (Kind::Crash(n), true) => sim.crash(host(n)),
         (Kind::Crash(n), false) => sim.bounce(host(n)),
         (Kind::StoreCut(n), c) => shared.switches[n].set(c),
-        (Kind::ClockJump(n, by), true) => clock::jump(n, by),
-        (Kind::ClockJump(n, by), false) => clock::jump(n, -by),
+        (Kind::ClockJump(n, by), starts) => clock::jump(n, if starts { by } else { -by }),
     }
 }

@@ -177,6 +177,12 @@ pub async fn run_node(i: usize, shared: Arc<Shared>) -> turmoil::Result {
             let mut read = BufReader::new(read);
             let mut hello = String::new();
             read.read_line(&mut hello).await?;
+            // The balancer's check: what `/healthz` would answer.
+            if hello.trim() == "health" {
+                let answer: &[u8] = if app.healthy() { b"ok\n" } else { b"down\n" };
+                write.write_all(answer).await?;
+                return Ok(());
+            }
             let mut words = hello.split_whitespace();
             let (Some("hello"), Some(user), Some(device)) =
                 (words.next(), words.next(), words.next())

@@ -69,8 +69,8 @@ pub struct SimBroadcast {
 
 #[async_trait]
 impl NodeLink for SimBroadcast {
-    async fn post(&self, node: &NodeRecord, request: &BroadcastRequest) -> Result<usize, String> {
-        let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    async fn post(&self, node: &NodeRecord, body: &[u8]) -> Result<usize, String> {
+        let json = std::str::from_utf8(body).map_err(|e| e.to_string())?;
         let answer = exchange(&node.management_url, format!("{BROADCAST} {json}\n")).await?;
         self.answered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

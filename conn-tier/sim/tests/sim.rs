@@ -6,8 +6,9 @@
 //! `SIM_SECS` sets the budget (60 s by
 //! default; a nightly soak: `SIM_SECS=3600`), `SIM_FIRST_SEED` where the
 //! seeds start, `SIM_JOBS` how many run at once (one per core by
-//! default), `SIM_USERS` how many users (12 by default, two devices
-//! each; at least 4).
+//! default), `SIM_USERS` how many users (24 by default, two devices
+//! each; at least 4). The other tests run in this process; a test run
+//! alone (`-- --exact <name>`) replays exactly too.
 
 use chat_sim::{faults, run, Options, Outcome};
 use std::process::Command;

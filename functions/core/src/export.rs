@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-/// The version of this format. A reader refuses a newer one.
-pub const EXPORT_FORMAT: u64 = 1;
+/// The version of this format. A reader refuses a newer one, and reads
+/// every older one. 2 added a member's `joined_at_id`.
+pub const EXPORT_FORMAT: u64 = 2;
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The longest line read: a 10 KB message whose every character is escaped
 /// (`\u0000`, 6 bytes each) with its ids, and room to spare.
 pub const MAX_LINE: usize = 128 * 1024;
@@ -66,9 +71,9 @@ pub enum Record {
         last_sent: u64,
         #[serde(default)]
         read_up_to: u64,
-        /// The member's join point (`GroupMember::joined_at_id`); absent
-        /// in streams written before it was kept.
-        #[serde(default)]
+        /// The member's join point (`GroupMember::joined_at_id`; format
+        /// 2); absent in older streams, and when 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
         joined_at_id: u64,
     },
     /// A user's row for a conversation: its watermark and join point.

@@ -111,12 +111,7 @@ mod tests {
 
     fn group(id: &str, n: usize) -> Group {
         let members: Vec<GroupMember> = (0..n)
-            .map(|i| GroupMember {
-                user_id: format!("u{i}"),
-                joined_at_ms: 1,
-                seq: i as u64,
-                joined_at_id: 0,
-            })
+            .map(|i| GroupMember::founding(format!("u{i}"), 1, i as u64))
             .collect();
         Group {
             group_id: id.into(),

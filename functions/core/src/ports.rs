@@ -132,6 +132,19 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl GroupMember {
+    /// A member as `createGroup` makes it: joined at the conversation's
+    /// start (join point 0).
+    pub fn founding(user_id: impl Into<String>, joined_at_ms: u64, seq: u64) -> Self {
+        GroupMember {
+            user_id: user_id.into(),
+            joined_at_ms,
+            seq,
+            joined_at_id: 0,
+        }
+    }
+}
+
 /// A group and its members, as read in one consistent view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
@@ -163,7 +176,7 @@ impl Group {
     /// adapter applies changes with this, so the rule lives in one place.
     pub fn apply(mut self, change: &GroupChange) -> Group {
         self.members.retain(|m| !change.remove.contains(&m.user_id));
-        for (m, _) in &change.add {
+        for m in &change.add {
             if !self.is_member(&m.user_id) {
                 self.next_seq = self.next_seq.max(m.seq + 1);
                 self.members.push(m.clone());
@@ -184,9 +197,10 @@ pub struct GroupChange {
     pub expected_version: u64,
     /// The admin list afterwards.
     pub admins: Vec<String>,
-    /// Members to add, with the watermark their membership row starts at
-    /// (the group's newest id, so `sync` does not replay old history).
-    pub add: Vec<(GroupMember, u64)>,
+    /// Members to add. Each one's membership row starts at its
+    /// `joined_at_id` (the group's newest id), as join point and watermark,
+    /// so `sync` does not replay old history.
+    pub add: Vec<GroupMember>,
     pub remove: Vec<String>,
 }
 

@@ -37,9 +37,10 @@ const POST_TIMEOUT: Duration = Duration::from_secs(3);
 /// simulation (conn-tier/sim) carries it over its simulated network.
 #[async_trait]
 pub trait NodeLink: Send + Sync {
-    /// Hands `request` to `node`; how many of its connections took the
-    /// frame, or why it failed.
-    async fn post(&self, node: &NodeRecord, request: &BroadcastRequest) -> Result<usize, String>;
+    /// Hands `body` (a [`BroadcastRequest`]'s JSON, made once for every
+    /// node) to `node`; how many of its connections took the frame, or why
+    /// it failed.
+    async fn post(&self, node: &NodeRecord, body: &[u8]) -> Result<usize, String>;
 }
 
 pub struct ClusterBroadcast {
@@ -77,8 +78,7 @@ impl SignedPost {
 
 #[async_trait]
 impl NodeLink for SignedPost {
-    async fn post(&self, node: &NodeRecord, request: &BroadcastRequest) -> Result<usize, String> {
-        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    async fn post(&self, node: &NodeRecord, body: &[u8]) -> Result<usize, String> {
         let url = format!(
             "{}{BROADCAST_PATH}",
             node.management_url.trim_end_matches('/')
@@ -91,7 +91,7 @@ impl NodeLink for SignedPost {
             "POST",
             &host,
             uri.path(),
-            &body,
+            body,
             &amz_date(now_secs()),
             "us-east-1",
         ) {
@@ -99,7 +99,7 @@ impl NodeLink for SignedPost {
         }
         let http = http
             .header("content-type", "application/json")
-            .body(Body::from(body))
+            .body(Body::from(body.to_vec()))
             .map_err(|e| e.to_string())?;
         let call = async {
             let response = self.client.request(http).await.map_err(|e| e.to_string())?;
@@ -137,16 +137,17 @@ impl Broadcast for ClusterBroadcast {
         // to the look-ups, which reach every node.
         let nodes = self.cluster.live_nodes_listed().await?;
         let me = self.hub.node();
-        let request = BroadcastRequest {
+        let body = serde_json::to_vec(&BroadcastRequest {
             users: users.to_vec(),
             except: except.map(str::to_string),
             frame: frame.text().to_string(),
-        };
+        })
+        .map_err(|e| chat_core::Error::Store(e.to_string()))?;
         let others = nodes
             .iter()
             .filter(|n| n.node_id != me && !n.management_url.is_empty());
         let remote = join_all(others.map(|n| async {
-            let r = self.link.post(n, &request).await;
+            let r = self.link.post(n, &body).await;
             chat_core::metrics::broadcast(if r.is_ok() { "node_ok" } else { "node_failed" });
             if let Err(e) = &r {
                 tracing::warn!(node = %n.node_id, error = %e, "broadcast to a node failed");

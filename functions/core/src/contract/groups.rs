@@ -6,12 +6,7 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     let gid = unique("g");
     let conv = ConversationId::group(&gid).to_string();
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
-    let member = |u: &str, seq| GroupMember {
-        user_id: u.to_string(),
-        joined_at_ms: 1,
-        seq,
-        joined_at_id: 0,
-    };
+    let member = |u: &str, seq| GroupMember::founding(u, 1, seq);
     let group = Group {
         group_id: gid.clone(),
         name: "team ✨".into(),
@@ -40,13 +35,10 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
         group_id: gid.clone(),
         expected_version: 1,
         admins: vec![a.clone()],
-        add: vec![(
-            GroupMember {
-                joined_at_id: 1,
-                ..member(&c, 2)
-            },
-            1,
-        )],
+        add: vec![GroupMember {
+            joined_at_id: 1,
+            ..member(&c, 2)
+        }],
         remove: vec![],
     };
     let after = s.update_group(&add).await.unwrap();
@@ -97,16 +89,59 @@ pub async fn groups_change_only_at_the_expected_version(s: Arc<dyn Store>) {
     assert!(s.group(&unique("nope")).await.unwrap().is_none());
 }
 
+/// A member's join point is the group's newest id when the add commits: an
+/// add prepared before a message came in is refused (the service reads the
+/// newest id again and retries), and changes nothing. Otherwise that
+/// message, stored while the user was not a member, would be above their
+/// join point and reach them.
+pub async fn a_member_is_added_only_at_the_conversations_newest_id(s: Arc<dyn Store>) {
+    let gid = unique("g");
+    let conv = ConversationId::group(&gid).to_string();
+    let (a, b) = (unique("a"), unique("b"));
+    let member = |u: &str, seq, joined_at_id| GroupMember {
+        joined_at_id,
+        ..GroupMember::founding(u, 1, seq)
+    };
+    s.create_group(&Group {
+        group_id: gid.clone(),
+        name: "late".into(),
+        created_by: a.clone(),
+        created_at_ms: 1,
+        admins: vec![a.clone()],
+        members: vec![member(&a, 0, 0)],
+        version: 1,
+        next_seq: 1,
+    })
+    .await
+    .unwrap();
+    s.append(msg(&conv, &a, "m1", "one")).await.unwrap();
+    let add = |joined_at_id| GroupChange {
+        group_id: gid.clone(),
+        expected_version: 1,
+        admins: vec![a.clone()],
+        add: vec![member(&b, 1, joined_at_id)],
+        remove: vec![],
+    };
+    let prepared = add(1);
+    // #2 comes in after the add read the newest id (1).
+    s.append(msg(&conv, &a, "m2", "two")).await.unwrap();
+    assert!(matches!(
+        s.update_group(&prepared).await,
+        Err(Error::Contended)
+    ));
+    assert_eq!(s.group_version(&gid).await.unwrap(), Some(1));
+    assert!(s.membership(&b, &conv).await.unwrap().is_none());
+    let after = s.update_group(&add(2)).await.unwrap();
+    assert!(after.is_member(&b));
+    let joined = s.membership(&b, &conv).await.unwrap().unwrap();
+    assert_eq!((joined.joined_at_id, joined.acked_up_to), (2, 2));
+}
+
 pub async fn a_member_removed_while_sending_stays_removed(s: Arc<dyn Store>) {
     let gid = unique("g");
     let conv = ConversationId::group(&gid).to_string();
     let (admin, member) = (unique("a"), unique("m"));
-    let joined = |u: &str, seq| GroupMember {
-        user_id: u.to_string(),
-        joined_at_ms: 1,
-        seq,
-        joined_at_id: 0,
-    };
+    let joined = |u: &str, seq| GroupMember::founding(u, 1, seq);
     s.create_group(&Group {
         group_id: gid.clone(),
         name: "race".into(),
@@ -189,12 +224,7 @@ pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc
     let gid = unique("g");
     let conv = ConversationId::group(&gid).to_string();
     let (a, b, c) = (unique("a"), unique("b"), unique("c"));
-    let joined = |u: &str, seq| GroupMember {
-        user_id: u.to_string(),
-        joined_at_ms: 1,
-        seq,
-        joined_at_id: 0,
-    };
+    let joined = |u: &str, seq| GroupMember::founding(u, 1, seq);
     assert_eq!(s.group_version(&gid).await.unwrap(), None);
     s.create_group(&Group {
         group_id: gid.clone(),
@@ -264,7 +294,10 @@ pub async fn a_group_keeps_each_members_newest_message_and_read_watermark(s: Arc
         group_id: gid.clone(),
         expected_version: 2,
         admins: vec![a.clone()],
-        add: vec![(joined(&d, 3), 4)],
+        add: vec![GroupMember {
+            joined_at_id: 4,
+            ..joined(&d, 3)
+        }],
         remove: vec![],
     })
     .await

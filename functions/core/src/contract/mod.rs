@@ -66,6 +66,7 @@ macro_rules! store_contract {
             watermark_only_moves_forward,
             conversations_list_memberships_with_newest_id,
             groups_change_only_at_the_expected_version,
+            a_member_is_added_only_at_the_conversations_newest_id,
             largest_text_round_trips,
             a_member_removed_while_sending_stays_removed,
             a_group_keeps_each_members_newest_message_and_read_watermark,

@@ -330,13 +330,9 @@ mod tests {
         use crate::ports::{Group, GroupMember, GroupStore, StoredMessage};
         let store = Arc::new(MemoryStore::new());
         let member = |u: &str, seq, joined_at_id| GroupMember {
-            user_id: u.into(),
-            joined_at_ms: 1,
-            seq,
             joined_at_id,
+            ..GroupMember::founding(u, 1, seq)
         };
-        // b was removed and added back when the conversation's newest id
-        // was 5: ids up to 5 were stored before (or while away).
         store
             .create_group(&Group {
                 group_id: "g".into(),
@@ -344,9 +340,36 @@ mod tests {
                 created_by: "a".into(),
                 created_at_ms: 1,
                 admins: vec!["a".into()],
-                members: vec![member("a", 0, 0), member("b", 1, 5)],
+                members: vec![member("a", 0, 0)],
                 version: 1,
-                next_seq: 2,
+                next_seq: 1,
+            })
+            .await
+            .unwrap();
+        // b (removed, say) is added when the conversation's newest id is
+        // 5: ids up to 5 were stored before, or while away.
+        for i in 1..=5 {
+            store
+                .append(NewMessage {
+                    conversation_id: "grp#g".into(),
+                    sender: "a".into(),
+                    client_msg_id: format!("m{i}"),
+                    text: "hi".into(),
+                    sent_at_ms: 1,
+                    enroll: vec![],
+                    origin: None,
+                    member_only: false,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .update_group(&crate::ports::GroupChange {
+                group_id: "g".into(),
+                expected_version: 1,
+                admins: vec!["a".into()],
+                add: vec![member("b", 1, 5)],
+                remove: vec![],
             })
             .await
             .unwrap();

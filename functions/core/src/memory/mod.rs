@@ -311,8 +311,12 @@ impl GroupStore for MemoryStore {
         if group.version != change.expected_version {
             return Err(Error::Contended);
         }
-        let group = group.apply(change);
         let conv = ConversationId::group(&change.group_id).to_string();
+        let newest = g.messages.get(&conv).map_or(0, |l| l.len() as u64);
+        if change.add.iter().any(|m| m.joined_at_id != newest) {
+            return Err(Error::Contended);
+        }
+        let group = group.apply(change);
         for u in &change.remove {
             if let Some(ms) = g.users.get_mut(u) {
                 ms.remove(&conv);
@@ -321,14 +325,14 @@ impl GroupStore for MemoryStore {
                 sent.remove(u);
             }
         }
-        for (m, acked) in &change.add {
+        for m in &change.add {
             enroll(
                 &mut g.users,
                 &m.user_id,
                 &conv,
                 m.joined_at_ms,
-                *acked,
-                *acked,
+                m.joined_at_id,
+                m.joined_at_id,
             );
         }
         g.groups.insert(change.group_id.clone(), group.clone());

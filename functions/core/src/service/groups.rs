@@ -68,12 +68,7 @@ impl Chat {
             members: ids
                 .iter()
                 .enumerate()
-                .map(|(i, u)| GroupMember {
-                    user_id: u.clone(),
-                    joined_at_ms: now,
-                    seq: i as u64,
-                    joined_at_id: 0,
-                })
+                .map(|(i, u)| GroupMember::founding(u.clone(), now, i as u64))
                 .collect(),
             version: 1,
             next_seq: ids.len() as u64,
@@ -159,7 +154,7 @@ impl Chat {
                         group_id: group.group_id.clone(),
                         expected_version: group.version,
                         admins: group.admins.clone(),
-                        add: vec![(member, watermark)],
+                        add: vec![member],
                         remove: vec![],
                     };
                     (change, vec![])

@@ -10,7 +10,8 @@ use crate::request::{call, conditional, Written};
 use crate::schema::*;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue as Av, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue as Av, ConditionCheck, Delete, Put, PutRequest, TransactWriteItem, Update,
+    WriteRequest,
 };
 use chat_core::ids::ConversationId;
 use chat_core::ports::*;
@@ -99,7 +100,7 @@ impl DynamoStore {
         let gid = &change.group_id;
         let conv = ConversationId::group(gid).to_string();
         let mut items = Vec::new();
-        let next_seq = change.add.iter().map(|(m, _)| m.seq + 1).max();
+        let next_seq = change.add.iter().map(|m| m.seq + 1).max();
         let mut update = Update::builder()
             .table_name(&self.groups)
             .set_key(Some(key(&[("group_id", gid), ("sk", GROUP_META)])))
@@ -124,14 +125,37 @@ impl DynamoStore {
                 .build(),
         );
         self.meter.write(256, 0, true);
-        for (m, acked) in &change.add {
+        // The members join at the conversation's newest id: the change
+        // commits only if no message came after it meanwhile (the next id
+        // is still free), so a message stored while they were away is at
+        // or below their join point, never above.
+        if let Some(first) = change.add.first() {
+            if change
+                .add
+                .iter()
+                .any(|m| m.joined_at_id != first.joined_at_id)
+            {
+                return Err(Error::Contended);
+            }
+            let mut next = key(&[("conversation_id", &conv)]);
+            next.insert("message_id".into(), n(first.joined_at_id + 1));
+            let check = ConditionCheck::builder()
+                .table_name(&self.messages)
+                .set_key(Some(next))
+                .condition_expression("attribute_not_exists(message_id)")
+                .build()
+                .map_err(DErr::from)?;
+            self.meter.write(128, 0, true);
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        for m in &change.add {
             // Read up to where the membership starts (the group's newest id).
             let member = MemberItem {
-                read_up_to: *acked,
+                read_up_to: m.joined_at_id,
                 ..MemberItem::new(gid, m)
             };
             items.push(self.tx_put(&self.groups, to_item(&member))?);
-            let row = MembershipItem::new(&m.user_id, &conv, *acked, m.joined_at_ms);
+            let row = MembershipItem::new(&m.user_id, &conv, m.joined_at_id, m.joined_at_ms);
             items.push(self.tx_put(&self.users, to_item(&row))?);
         }
         for u in &change.remove {

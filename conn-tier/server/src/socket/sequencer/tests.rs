@@ -59,7 +59,7 @@ fn group_msg(i: u64) -> NewMessage {
 }
 
 /// A change of group `g` from `version`.
-fn change(version: u64, add: Vec<(GroupMember, u64)>, remove: Vec<String>) -> GroupChange {
+fn change(version: u64, add: Vec<GroupMember>, remove: Vec<String>) -> GroupChange {
     GroupChange {
         group_id: "g".into(),
         expected_version: version,
@@ -73,12 +73,7 @@ fn change(version: u64, add: Vec<(GroupMember, u64)>, remove: Vec<String>) -> Gr
 /// message `joined` (its join point).
 async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
     let s = Arc::new(MemoryStore::new());
-    let member = |u: &str, seq| GroupMember {
-        user_id: u.into(),
-        joined_at_ms: 1,
-        seq,
-        joined_at_id: 0,
-    };
+    let member = |u: &str, seq| GroupMember::founding(u, 1, seq);
     s.create_group(&chat_core::ports::Group {
         group_id: "g".into(),
         name: "g".into(),
@@ -93,9 +88,16 @@ async fn group_store(n: u64, joined: u64) -> Arc<dyn Store> {
     .unwrap();
     for i in 1..=n {
         if i == joined + 1 {
-            s.update_group(&change(1, vec![(member("b", 1), joined)], vec![]))
-                .await
-                .unwrap();
+            s.update_group(&change(
+                1,
+                vec![GroupMember {
+                    joined_at_id: joined,
+                    ..member("b", 1)
+                }],
+                vec![],
+            ))
+            .await
+            .unwrap();
         }
         s.append(group_msg(i)).await.unwrap();
     }
@@ -532,7 +534,7 @@ async fn a_member_removed_and_added_back_gets_no_gap_read_of_what_was_stored_whi
         joined_at_id: 5,
     };
     store
-        .update_group(&change(3, vec![(back, 5)], vec![]))
+        .update_group(&change(3, vec![back], vec![]))
         .await
         .unwrap();
     for i in 6..=7 {
@@ -575,7 +577,7 @@ async fn after_its_removal_frame_a_message_stored_while_away_never_reaches_the_m
         joined_at_id: 3,
     };
     store
-        .update_group(&change(3, vec![(back, 3)], vec![]))
+        .update_group(&change(3, vec![back], vec![]))
         .await
         .unwrap();
     // 3's fan-out ran after the add: next in the old span, but not b's.
