@@ -31,7 +31,7 @@ pub use authorizer::authorize;
 pub use connection::{connect, disconnect};
 pub use fanout::fanout;
 pub use message::message;
-pub use serve::serve;
+pub use serve::{serve, serve_until};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::delivery::InlineFanout;
