@@ -253,9 +253,8 @@ mod tests {
         }
     }
 
-    /// A deliverer over `users`, one connection each (`c-<user>`), whose
-    /// broadcast starts at 3 users.
-    async fn rig(users: &[&str], fail: bool) -> (Deliverer, Arc<Posted>, Arc<Nodes>) {
+    /// A live connection (`c-<user>`) for each of `users`.
+    async fn live(users: &[&str]) -> Arc<MemoryConnections> {
         let conns = Arc::new(MemoryConnections::new());
         for u in users {
             conns
@@ -272,6 +271,13 @@ mod tests {
                 .await
                 .unwrap();
         }
+        conns
+    }
+
+    /// A deliverer over `users`, one connection each (`c-<user>`), whose
+    /// broadcast starts at 3 users.
+    async fn rig(users: &[&str], fail: bool) -> (Deliverer, Arc<Posted>, Arc<Nodes>) {
+        let conns = live(users).await;
         let posted = Arc::new(Posted::default());
         let nodes = Arc::new(Nodes {
             fail,
@@ -373,24 +379,8 @@ mod tests {
             })
             .await
             .unwrap();
-        let conns = Arc::new(MemoryConnections::new());
-        for u in ["a", "b"] {
-            conns
-                .register(&ConnectionRecord {
-                    connection_id: format!("c-{u}"),
-                    user_id: u.into(),
-                    endpoint: "n1".into(),
-                    node_id: Some("n1".into()),
-                    connected_at_ms: 0,
-                    device_id: None,
-                    sync: SyncState::Live,
-                    replayed: Default::default(),
-                })
-                .await
-                .unwrap();
-        }
         let posted = Arc::new(Posted::default());
-        let d = Deliverer::new(store, conns, posted.clone());
+        let d = Deliverer::new(store, live(&["a", "b"]).await, posted.clone());
         let message = |id| {
             feed::job(StoredMessage {
                 conversation_id: "grp#g".into(),
