@@ -14,7 +14,7 @@
 //!   store contract, cluster, …).
 //!
 //! The store behind the server is picked by `TEST_STORE`: `embedded` (the
-//! default), `memory`, or `dynamodb` (the emulator at `AWS_ENDPOINT_URL`,
+//! default; redb), `fjall` (the embedded store on fjall), `memory`, or `dynamodb` (the emulator at `AWS_ENDPOINT_URL`,
 //! tables prefixed with `CHAT_TABLE_PREFIX`; `scripts/test-all` starts it).
 
 pub mod cluster;
@@ -52,6 +52,7 @@ pub async fn spawn_embedded_server(
         .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
         .env("CHAT_LOG_JSON", "true")
         .env("RUST_LOG", "info")
+        .env("CHAT_ENGINE", engine().name())
         .env_remove("CHAT_STORE")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -89,9 +90,29 @@ pub fn management_credential() -> chat_management::sigv4::Credential {
 /// How long a test waits for a frame that must come.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The store the suite runs against, from `TEST_STORE`.
+/// The store the suite runs against, from `TEST_STORE`: `embedded` (or
+/// `fjall`: the embedded store on the fjall engine), `memory`, `dynamodb`.
 pub fn store_kind() -> String {
-    std::env::var("TEST_STORE").unwrap_or_else(|_| "embedded".into())
+    match std::env::var("TEST_STORE").as_deref() {
+        Ok("fjall") | Err(_) => "embedded".into(),
+        Ok(other) => other.into(),
+    }
+}
+
+/// The embedded store's engine: fjall under `TEST_STORE=fjall`, else redb.
+pub fn engine() -> chat_embedded::EngineKind {
+    match std::env::var("TEST_STORE").as_deref() {
+        Ok("fjall") => chat_embedded::EngineKind::Fjall,
+        _ => chat_embedded::EngineKind::Redb,
+    }
+}
+
+/// The embedded store's options for this run's engine.
+pub fn embedded_options() -> chat_embedded::Options {
+    chat_embedded::Options {
+        engine: engine(),
+        ..Default::default()
+    }
 }
 
 /// Creates a fresh set of tables on the emulator, from infra/template.yaml
@@ -111,7 +132,10 @@ pub async fn open_store(
     let memory_conns = || Arc::new(MemoryConnections::new()) as Arc<dyn Connections>;
     Ok(match store_kind().as_str() {
         "embedded" => (
-            Arc::new(chat_embedded::EmbeddedStore::open(dir)?),
+            Arc::new(chat_embedded::EmbeddedStore::open_with(
+                dir,
+                embedded_options(),
+            )?),
             memory_conns(),
         ),
         "memory" => (
@@ -125,7 +149,7 @@ pub async fn open_store(
                 Arc::new(chat_dynamo::DynamoConnections::new(&tables)),
             )
         }
-        other => bail!("TEST_STORE={other} is not known (embedded, memory, dynamodb)"),
+        other => bail!("TEST_STORE={other} is not known (embedded, fjall, memory, dynamodb)"),
     })
 }
 
@@ -184,6 +208,7 @@ impl TestServer {
             settings.dev_tokens = Some(auth.clone());
         }
         if store_kind() == "embedded" {
+            settings.embedded.engine = engine();
             // As the binary runs it: delivery from the store's commit feed.
             let (app, embedded) =
                 App::embedded(dir.path(), auth.clone(), settings).expect("open store");

@@ -107,6 +107,7 @@ async fn spawn_server(data_dir: &Path, args: &[&str]) -> (Child, String) {
         .env("CHAT_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
         .env("CHAT_LOG_JSON", "true")
         .env("RUST_LOG", "info")
+        .env("CHAT_ENGINE", engine().name())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

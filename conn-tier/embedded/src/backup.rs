@@ -2,7 +2,8 @@
 //! restore").
 //!
 //! A backup is a new redb file with every row of every table, copied from
-//! **one read transaction**: redb's MVCC snapshot of the last commit. So it
+//! **one snapshot** of the last commit (redb's MVCC read transaction, or
+//! fjall's snapshot: a backup of either engine is a redb file). So it
 //! holds every write committed (and so every message acked) before it
 //! started, and no part of a group commit that was not. A running server
 //! takes it from its own open database (through its admin socket:
@@ -15,13 +16,13 @@
 
 use crate::error::Error;
 use crate::format::{self, META};
+use crate::kv::{FjallEngine, Get, Shape, Snap, Tbl};
 use crate::tables::*;
-use redb::{
-    Database, Key, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableError, Value,
-};
+use crate::EngineKind;
+use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TableError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 /// Rows per transaction of the copy, each one durable (its own fsync).
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 /// baseline; with a durable commit every 20,000 rows 2.5-3.5x, every
 /// 5,000 rows 1.9-2.7x, against 1.5-2.3x for a backup written to tmpfs
 /// (no disk writes of its own at all). The backup takes about as long.
-const CHUNK: u64 = 5_000;
+const CHUNK: usize = 5_000;
 /// `meta` keys a backup adds.
 pub(crate) const HASH_KEY: &str = "backup.hash";
 pub(crate) const TAKEN_KEY: &str = "backup.taken_at_ms";
@@ -80,99 +81,76 @@ pub struct BackupReport {
 /// Visits every data table (never `meta` or the health probe's), in one
 /// fixed order: the order of the hash.
 pub(crate) trait EachTable {
-    fn table<K: Key + 'static, V: Value + 'static>(
-        &mut self,
-        name: &'static str,
-        def: TableDefinition<K, V>,
-    ) -> Result<u64, Error>;
+    fn table<T: Tbl>(&mut self) -> Result<u64, Error>;
 }
 
 pub(crate) fn each_table(v: &mut impl EachTable) -> Result<Counts, Error> {
     Ok(Counts {
-        messages: v.table("messages", MESSAGES)?,
-        conversations: v.table("conversation_last_id", LAST_ID)?,
-        idempotency: v.table("idempotency", IDEMPOTENCY)?,
-        memberships: v.table("users", USERS)?,
-        groups: v.table("groups", GROUPS)?,
-        group_members: v.table("group_members", GROUP_MEMBERS)?,
-        quotas: v.table("quotas", QUOTAS)?,
-        devices: v.table("devices", DEVICES)?,
-        cursors: v.table("cursors", CURSORS)?,
+        messages: v.table::<Messages>()?,
+        conversations: v.table::<LastId>()?,
+        idempotency: v.table::<Idempotency>()?,
+        memberships: v.table::<Users>()?,
+        groups: v.table::<Groups>()?,
+        group_members: v.table::<GroupMembers>()?,
+        quotas: v.table::<Quotas>()?,
+        devices: v.table::<Devices>()?,
+        cursors: v.table::<Cursors>()?,
     })
 }
 
-/// Reads every row of a snapshot, hashing it and, with `to`, copying it.
+/// Reads every row of a snapshot (of either engine), hashing it and, with
+/// `to`, copying it into a redb file.
 pub(crate) struct Copier<'a> {
-    pub src: &'a ReadTransaction,
+    pub src: &'a mut Snap,
     pub to: Option<&'a Database>,
     pub hash: Sha256,
     pub progress: &'a mut dyn FnMut(Progress<'_>),
     /// Asked between chunks: whether to give up (an online backup gives up
-    /// when the store hits a fault, so it does not hold the file the store
+    /// when the store hits a fault, so it does not hold the data the store
     /// must open again).
     pub stop: &'a dyn Fn() -> bool,
 }
 
 impl EachTable for Copier<'_> {
-    fn table<K: Key + 'static, V: Value + 'static>(
-        &mut self,
-        name: &'static str,
-        def: TableDefinition<K, V>,
-    ) -> Result<u64, Error> {
-        self.hash.update(name.as_bytes());
-        let table = match self.src.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(0),
-            Err(e) => return Err(Error::db(e)),
-        };
-        let of = table.len().map_err(Error::db)?;
-        let mut rows = table.iter().map_err(Error::db)?;
+    fn table<T: Tbl>(&mut self) -> Result<u64, Error> {
+        self.hash.update(T::NAME.as_bytes());
+        let of = self.src.len::<T>().map_err(read_failed)?;
         let mut done = 0u64;
+        let mut after: Option<T::K> = None;
         loop {
-            let txn = match self.to {
-                Some(db) => {
-                    // Durable (redb's default): small flushes, see CHUNK.
-                    Some(db.begin_write().map_err(Error::db)?)
-                }
-                None => None,
-            };
-            let mut out = match &txn {
-                Some(t) => Some(t.open_table(def).map_err(Error::db)?),
-                None => None,
-            };
-            let mut in_chunk = 0;
-            let mut finished = true;
-            for row in rows.by_ref() {
-                let (k, v) = row.map_err(Error::db)?;
-                let (kv, vv) = (k.value(), v.value());
+            let rows = chunk::<T>(self.src, after.as_ref(), CHUNK).map_err(read_failed)?;
+            for (k, v) in &rows {
+                // redb's encoding of the typed row, whatever the engine:
+                // a backup of either hashes alike.
+                let (kr, vr) = (k.to_r(), v.to_r());
+                let kb = <<T::K as Shape>::R as redb::Value>::as_bytes(&kr);
+                let vb = <<T::V as Shape>::R as redb::Value>::as_bytes(&vr);
+                let (kb, vb): (&[u8], &[u8]) = (kb.as_ref(), vb.as_ref());
+                self.hash.update((kb.len() as u64).to_le_bytes());
+                self.hash.update(kb);
+                self.hash.update((vb.len() as u64).to_le_bytes());
+                self.hash.update(vb);
+            }
+            if let Some(db) = self.to {
+                // Durable (redb's default): small flushes, see CHUNK.
+                let txn = db.begin_write().map_err(Error::db)?;
                 {
-                    let (kb, vb) = (K::as_bytes(&kv), V::as_bytes(&vv));
-                    let (kb, vb) = (kb.as_ref(), vb.as_ref());
-                    self.hash.update((kb.len() as u64).to_le_bytes());
-                    self.hash.update(kb);
-                    self.hash.update((vb.len() as u64).to_le_bytes());
-                    self.hash.update(vb);
+                    let mut out = txn.open_table(T::def()).map_err(Error::db)?;
+                    for (k, v) in &rows {
+                        out.insert(k.to_r(), v.to_r()).map_err(Error::db)?;
+                    }
                 }
-                if let Some(out) = out.as_mut() {
-                    out.insert(&kv, &vv).map_err(Error::db)?;
-                }
-                done += 1;
-                in_chunk += 1;
-                if in_chunk == CHUNK {
-                    finished = false;
-                    break;
-                }
+                txn.commit().map_err(Error::db)?;
             }
-            drop(out);
-            if let Some(t) = txn {
-                t.commit().map_err(Error::db)?;
-            }
+            done += rows.len() as u64;
             (self.progress)(Progress {
-                table: name,
+                table: T::NAME,
                 done,
-                of,
+                of: of.max(done),
             });
-            if finished {
+            let finished = rows.len() < CHUNK;
+            after = rows.into_iter().last().map(|(k, _)| k);
+            if finished || after.is_none() {
                 return Ok(done);
             }
             if (self.stop)() {
@@ -184,10 +162,50 @@ impl EachTable for Copier<'_> {
     }
 }
 
+/// Up to `n` rows of `T` after the key `after` (from the first if none).
+pub(crate) fn chunk<T: Tbl>(
+    src: &mut impl Get,
+    after: Option<&T::K>,
+    n: usize,
+) -> chat_core::Result<Vec<(T::K, T::V)>> {
+    let lo = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut rows = Vec::new();
+    src.scan::<T>(lo, Bound::Unbounded, false, |k, v| {
+        rows.push((k, v));
+        Ok(rows.len() < n)
+    })?;
+    Ok(rows)
+}
+
+/// Visits every row of `T`, a chunk at a time, so `f` may read the
+/// snapshot too.
+pub(crate) fn each<T: Tbl>(
+    snap: &mut Snap,
+    mut f: impl FnMut(&mut Snap, T::K, T::V) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut after: Option<T::K> = None;
+    loop {
+        let rows = chunk::<T>(snap, after.as_ref(), CHUNK).map_err(read_failed)?;
+        let n = rows.len();
+        for (k, v) in rows {
+            after = Some(k.clone());
+            f(snap, k, v)?;
+        }
+        if n < CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+/// A read failure of a snapshot, as `admin` reports it.
+pub(crate) fn read_failed(e: chat_core::Error) -> Error {
+    Error::Admin(format!("reading the data: {e}"))
+}
+
 /// Copies the snapshot `src` to a new file `to` (refused if it exists),
 /// through `to.partial`, renamed once complete and durable.
 pub(crate) fn write(
-    src: &ReadTransaction,
+    src: &mut Snap,
     to: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
     stop: &dyn Fn() -> bool,
@@ -215,7 +233,7 @@ pub(crate) fn write(
 
 /// The copy itself, into `partial`, then put in place as `to`.
 fn copy(
-    src: &ReadTransaction,
+    src: &mut Snap,
     to: &Path,
     partial: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
@@ -224,7 +242,7 @@ fn copy(
     let started = std::time::Instant::now();
     let taken_at_ms = chat_core::time::now_ms();
     let io = |context: String| move |source| Error::Io { context, source };
-    let format = format_of(src)?;
+    let format = src.format()?;
     let dst = Database::create(partial).map_err(Error::db)?;
     let mut copier = Copier {
         src,
@@ -320,51 +338,66 @@ pub(crate) fn sync_dir(file: &Path) -> Result<(), Error> {
 }
 
 impl crate::EmbeddedStore {
-    /// An online backup of this store to `to`: one read transaction, so
-    /// writes go on meanwhile (and never wait for it). Blocking: run it on
-    /// a thread of its own (`spawn_blocking`).
+    /// An online backup of this store to `to`: one snapshot, so writes go
+    /// on meanwhile (and never wait for it). Blocking: run it on a thread
+    /// of its own (`spawn_blocking`).
     pub fn backup(
         &self,
         to: &Path,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<BackupReport, Error> {
-        let db = self
+        let engine = self
             .db
             .get()
-            .ok_or_else(|| Error::Admin("the store is opening its file again: try again".into()))?;
-        let txn = db.begin_read().map_err(Error::db)?;
-        // Only a failed commit stops it (the store must open its file
+            .ok_or_else(|| Error::Admin("the store is opening its data again: try again".into()))?;
+        let mut snap = engine.snapshot()?;
+        // Only a failed commit stops it (the store must open its data
         // again); a nearly full disk does not.
-        write(&txn, to, progress, &|| self.health.has_failed())
+        write(&mut snap, to, progress, &|| self.health.has_failed())
     }
 }
 
-/// A backup of a stopped server's data directory. A file left by a crash
-/// is recovered first, as a server start would.
+/// A backup of a stopped server's data directory (either engine's). Data
+/// left by a crash is recovered first, as a server start would.
 pub fn backup_offline(
     data_dir: &Path,
     to: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<BackupReport, Error> {
-    let path = data_dir.join("chat.redb");
-    if !path.exists() {
-        return Err(Error::Admin(format!("no data file at {}", path.display())));
-    }
-    with_snapshot(&path, |txn| write(txn, to, progress, &|| false))
+    let Some(kind) = EngineKind::found_in(data_dir) else {
+        return Err(Error::Admin(format!(
+            "no data in {} (neither chat.redb nor chat.fjall)",
+            data_dir.display()
+        )));
+    };
+    with_snapshot(&data_dir.join(kind.data_name()), |snap| {
+        write(snap, to, progress, &|| false)
+    })
 }
 
-/// Runs `f` on one read transaction of a file no server holds: opened
-/// read-only, or, if it needs recovering after a crash, opened (and so
+/// Runs `f` on one snapshot of data no server holds: a redb file (a data
+/// file or a backup) or a fjall data directory. A redb file is opened
+/// read-only or, if it needs recovering after a crash, opened (and so
 /// recovered) as a server start would. A newer format is refused.
 pub(crate) fn with_snapshot<R>(
     path: &Path,
-    f: impl FnOnce(&ReadTransaction) -> Result<R, Error>,
+    f: impl FnOnce(&mut Snap) -> Result<R, Error>,
 ) -> Result<R, Error> {
+    if path.is_dir() {
+        let engine = match FjallEngine::open_existing(path) {
+            Ok(e) => e,
+            Err(Error::Locked { .. }) => return Err(in_use(path)),
+            Err(e) => return Err(e),
+        };
+        let mut snap = Snap::Fjall(engine.snapshot());
+        return f(&mut snap);
+    }
+    let snap = |txn| Snap::Redb(crate::kv::redb::Snap::new(txn));
     match ReadOnlyDatabase::open(path) {
         Ok(db) => {
             refuse_newer(path, format::read(&db)?)?;
             let txn = db.begin_read().map_err(Error::db)?;
-            f(&txn)
+            f(&mut snap(txn))
         }
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(in_use(path)),
         Err(_) => {
@@ -380,7 +413,7 @@ pub(crate) fn with_snapshot<R>(
             };
             refuse_newer(path, format::read(&db)?)?;
             let txn = db.begin_read().map_err(Error::db)?;
-            f(&txn)
+            f(&mut snap(txn))
         }
     }
 }
@@ -421,12 +454,8 @@ mod tests {
         kept.sort();
         struct Names(Vec<String>);
         impl super::EachTable for Names {
-            fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-                &mut self,
-                name: &'static str,
-                _: redb::TableDefinition<K, V>,
-            ) -> Result<u64, crate::Error> {
-                self.0.push(name.to_string());
+            fn table<T: crate::kv::Tbl>(&mut self) -> Result<u64, crate::Error> {
+                self.0.push(T::NAME.to_string());
                 Ok(0)
             }
         }

@@ -2,50 +2,48 @@
 //! last use, and one per (user, device, conversation) with the cursor and
 //! when it last moved. Written in the group commit like everything else.
 
-use crate::batch::{Cursors, Devices};
+use crate::kv::{Batch, Get};
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
 use chat_core::ports::{devices_to_forget, remembered, CursorMove, DeviceStore};
 use chat_core::Result;
-use redb::ReadableTable;
 use std::collections::HashMap;
 use std::ops::Bound;
 
+/// The bounds of one device's cursors.
+fn cursors_of(user: &str, device: &str) -> [(String, String, String); 2] {
+    let k = |c: &str| (user.to_string(), device.to_string(), c.to_string());
+    [k(""), k(PAST_ANY_ID)]
+}
+
 /// Forgets the least recently used devices of `user` beyond
 /// [`MAX_DEVICES`](chat_core::ports::MAX_DEVICES) (never `keep`), with their cursors.
-fn forget_extra(
-    devices: &mut Devices<'_>,
-    cursors: &mut Cursors<'_>,
-    user: &str,
-    keep: &str,
-) -> Result<()> {
+fn forget_extra(batch: &mut Batch<'_>, user: &str, keep: &str) -> Result<()> {
     let mut mine: Vec<(u64, String)> = Vec::new();
-    for row in devices
-        .range::<(&str, &str)>((
-            Bound::Included((user, "")),
-            Bound::Included((user, PAST_ANY_ID)),
-        ))
-        .map_err(db)?
-    {
-        let (k, v) = row.map_err(db)?;
-        mine.push((v.value(), k.value().1.to_string()));
-    }
+    let (lo, hi) = (
+        (user.to_string(), String::new()),
+        (user.to_string(), PAST_ANY_ID.to_string()),
+    );
+    batch.scan::<Devices>(
+        Bound::Included(&lo),
+        Bound::Included(&hi),
+        false,
+        |(_, d), used| {
+            mine.push((used, d));
+            Ok(true)
+        },
+    )?;
     for device in devices_to_forget(mine, keep) {
-        devices.remove((user, device.as_str())).map_err(db)?;
-        let stale: Vec<String> = cursors
-            .range::<(&str, &str, &str)>((
-                Bound::Included((user, device.as_str(), "")),
-                Bound::Included((user, device.as_str(), PAST_ANY_ID)),
-            ))
-            .map_err(db)?
-            .map(|r| r.map(|(k, _)| k.value().2.to_string()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(db)?;
-        for conv in stale {
-            cursors
-                .remove((user, device.as_str(), conv.as_str()))
-                .map_err(db)?;
+        batch.del::<Devices>(&(user.to_string(), device.clone()))?;
+        let [lo, hi] = cursors_of(user, &device);
+        let mut stale = Vec::new();
+        batch.scan::<Cursors>(Bound::Included(&lo), Bound::Included(&hi), false, |k, _| {
+            stale.push(k);
+            Ok(true)
+        })?;
+        for k in stale {
+            batch.del::<Cursors>(&k)?;
         }
     }
     Ok(())
@@ -54,19 +52,13 @@ fn forget_extra(
 #[async_trait]
 impl DeviceStore for EmbeddedStore {
     async fn use_device(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
-        let (user, device) = (user.to_string(), device.to_string());
+        let key = (user.to_string(), device.to_string());
         self.write(move |batch| {
-            let (devices, cursors) = batch.for_devices()?;
-            let before = devices
-                .get((user.as_str(), device.as_str()))
-                .map_err(db)?
-                .map(|g| g.value());
+            let before = batch.get::<Devices>(&key)?;
             let used = before.map_or(now_ms, |b| b.max(now_ms));
-            devices
-                .insert((user.as_str(), device.as_str()), used)
-                .map_err(db)?;
+            batch.put::<Devices>(&key, &used)?;
             if before.is_none() {
-                forget_extra(devices, cursors, &user, &device)?;
+                forget_extra(batch, &key.0, &key.1)?;
             }
             Ok(before.is_some_and(|b| remembered(b, now_ms)))
         })
@@ -74,30 +66,27 @@ impl DeviceStore for EmbeddedStore {
     }
 
     async fn device_known(&self, user: &str, device: &str, now_ms: u64) -> Result<bool> {
-        self.read(|txn| {
-            let t = txn.open_table(DEVICES).map_err(db)?;
-            let used = t.get((user, device)).map_err(db)?.map(|g| g.value());
+        self.read(|t| {
+            let used = t.get::<Devices>(&(user.to_string(), device.to_string()))?;
             Ok(used.is_some_and(|u| remembered(u, now_ms)))
         })
     }
 
     async fn cursors(&self, user: &str, device: &str, now_ms: u64) -> Result<HashMap<String, u64>> {
-        self.read(|txn| {
-            let t = txn.open_table(CURSORS).map_err(db)?;
+        self.read(|t| {
             let mut out = HashMap::new();
-            for row in t
-                .range::<(&str, &str, &str)>((
-                    Bound::Included((user, device, "")),
-                    Bound::Included((user, device, PAST_ANY_ID)),
-                ))
-                .map_err(db)?
-            {
-                let (k, v) = row.map_err(db)?;
-                let (up_to, moved) = v.value();
-                if remembered(moved, now_ms) {
-                    out.insert(k.value().2.to_string(), up_to);
-                }
-            }
+            let [lo, hi] = cursors_of(user, device);
+            t.scan::<Cursors>(
+                Bound::Included(&lo),
+                Bound::Included(&hi),
+                false,
+                |(_, _, conv), (up_to, moved)| {
+                    if remembered(moved, now_ms) {
+                        out.insert(conv, up_to);
+                    }
+                    Ok(true)
+                },
+            )?;
             Ok(out)
         })
     }
@@ -110,20 +99,16 @@ impl DeviceStore for EmbeddedStore {
         mv: CursorMove,
         now_ms: u64,
     ) -> Result<bool> {
-        let (user, device, conv) = (user.to_string(), device.to_string(), conv.to_string());
+        let key = (user.to_string(), device.to_string(), conv.to_string());
         self.write(move |batch| {
-            let (_, cursors) = batch.for_devices()?;
-            let key = (user.as_str(), device.as_str(), conv.as_str());
             // An expired cursor is forgotten: the device stands at the floor.
-            let current = cursors
-                .get(key)
-                .map_err(db)?
-                .map(|g| g.value())
+            let current = batch
+                .get::<Cursors>(&key)?
                 .filter(|(_, moved)| remembered(*moved, now_ms))
                 .map(|(at, _)| at);
             let moves = mv.moves(current);
             if moves {
-                cursors.insert(key, (mv.up_to, now_ms)).map_err(db)?;
+                batch.put::<Cursors>(&key, &(mv.up_to, now_ms))?;
             }
             Ok(moves)
         })

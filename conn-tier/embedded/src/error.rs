@@ -7,12 +7,17 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("embedded store: {0}")]
     Db(#[from] redb::Error),
-    /// Another process (or another store in this one) has the file open.
-    #[error("the data file {path} is in use by another chat server (redb: {source}); stop it, or give this one its own --data-dir")]
-    Locked {
-        path: PathBuf,
-        #[source]
-        source: redb::DatabaseError,
+    #[error("embedded store (fjall): {0}")]
+    Fjall(#[from] fjall::Error),
+    /// Another process (or another store in this one) has the data open.
+    #[error("the data {path} is in use by another chat server ({detail}); stop it, or give this one its own --data-dir")]
+    Locked { path: PathBuf, detail: String },
+    /// The data directory holds the other engine's data.
+    #[error("the data directory {dir} holds {found} data ({file}), and this server was started with --engine {asked}: start it with --engine {found}, or move the data to {asked} with conn-tier admin export and import (docs/operations.md, \"Engines\")", file = found.data_name(), found = found.name(), asked = asked.name())]
+    OtherEngine {
+        dir: PathBuf,
+        found: crate::EngineKind,
+        asked: crate::EngineKind,
     },
     /// The file was written by a newer build (docs/operations.md, "Upgrading").
     #[error("the data file {path} has format version {found}, written by a newer build of the chat server; this build reads format version {supported} and older. Run the newer build, or restore a backup taken by this one (conn-tier admin restore)", supported = crate::FORMAT_VERSION)]

@@ -1,36 +1,34 @@
 //! Groups: the group's body and one row per member, changed inside the
 //! write transaction only if the version still matches.
 
-use crate::batch::{Batch, Groups};
-use crate::memberships;
+use crate::kv::{Batch, Get};
 use crate::tables::*;
-use crate::EmbeddedStore;
+use crate::{memberships, messages, EmbeddedStore};
 use async_trait::async_trait;
 use chat_core::ids::ConversationId;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
-use redb::ReadableTable;
+use std::ops::Bound;
 
-pub(crate) fn read<
-    T: ReadableTable<&'static str, &'static [u8]>,
-    M: ReadableTable<(&'static str, &'static str), &'static [u8]>,
->(
-    groups: &T,
-    members: &M,
-    group_id: &str,
-) -> Result<Option<Group>> {
-    let Some(body) = groups.get(group_id).map_err(db)? else {
+/// The group's members' keys, `(group, "")..(group, PAST_ANY_ID)`.
+fn members_range(group_id: &str) -> ((String, String), (String, String)) {
+    (
+        (group_id.to_string(), String::new()),
+        (group_id.to_string(), PAST_ANY_ID.to_string()),
+    )
+}
+
+pub(crate) fn read(t: &mut impl Get, group_id: &str) -> Result<Option<Group>> {
+    let Some(body) = t.get::<Groups>(&group_id.to_string())? else {
         return Ok(None);
     };
-    let body: GroupBody = dec(body.value())?;
+    let body: GroupBody = dec(&body)?;
     let mut list = Vec::new();
-    for row in members
-        .range((group_id, "")..(group_id, PAST_ANY_ID))
-        .map_err(db)?
-    {
-        let (_, v) = row.map_err(db)?;
-        list.push(dec::<GroupMember>(v.value())?);
-    }
+    let (lo, hi) = members_range(group_id);
+    t.scan::<GroupMembers>(Bound::Included(&lo), Bound::Excluded(&hi), false, |_, v| {
+        list.push(dec::<GroupMember>(&v)?);
+        Ok(true)
+    })?;
     list.sort_by_key(|m| m.seq);
     Ok(Some(Group {
         group_id: group_id.to_string(),
@@ -44,7 +42,7 @@ pub(crate) fn read<
     }))
 }
 
-fn write_body(groups: &mut Groups<'_>, g: &Group) -> Result<()> {
+fn write_body(batch: &mut Batch<'_>, g: &Group) -> Result<()> {
     let body = GroupBody {
         name: g.name.clone(),
         created_by: g.created_by.clone(),
@@ -53,72 +51,59 @@ fn write_body(groups: &mut Groups<'_>, g: &Group) -> Result<()> {
         version: g.version,
         next_seq: g.next_seq,
     };
-    groups
-        .insert(g.group_id.as_str(), enc(&body).as_slice())
-        .map_err(db)?;
-    Ok(())
+    batch.put::<Groups>(&g.group_id, &enc(&body))
+}
+
+fn member_key(group_id: &str, user: &str) -> (String, String) {
+    (group_id.to_string(), user.to_string())
 }
 
 /// Stores a new group, its members and their membership rows.
 pub(crate) fn create(batch: &mut Batch<'_>, group: &Group) -> Result<()> {
-    let (groups, members, users) = batch.for_groups()?;
-    if groups.get(group.group_id.as_str()).map_err(db)?.is_some() {
+    if batch.get::<Groups>(&group.group_id)?.is_some() {
         return Err(Error::Contended);
     }
-    write_body(groups, group)?;
+    write_body(batch, group)?;
     let conv = ConversationId::group(&group.group_id).to_string();
     for m in &group.members {
-        members
-            .insert(
-                (group.group_id.as_str(), m.user_id.as_str()),
-                enc(m).as_slice(),
-            )
-            .map_err(db)?;
+        batch.put::<GroupMembers>(&member_key(&group.group_id, &m.user_id), &enc(m))?;
     }
     for m in &group.members {
-        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, 0, 0)?;
+        memberships::put(batch, &m.user_id, &conv, m.joined_at_ms, 0, 0)?;
     }
     Ok(())
 }
 
 /// Applies `change` if the group is still at its expected version.
 pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Group> {
-    let current = {
-        let (groups, members, _) = batch.for_groups()?;
-        read(&*groups, &*members, &change.group_id)?
-    };
-    let Some(current) = current else {
+    let Some(current) = read(batch, &change.group_id)? else {
         return Err(Error::NotFound("no such group".into()));
     };
     if current.version != change.expected_version {
         return Err(Error::Contended);
     }
+    let gid = change.group_id.as_str();
+    let conv = ConversationId::group(gid).to_string();
     if !change.add.is_empty() {
-        let conv = ConversationId::group(&change.group_id).to_string();
-        let newest = batch.last_id(&conv)?;
+        let newest = messages::last_id(batch, &conv)?;
         if change.add.iter().any(|m| m.joined_at_id != newest) {
             return Err(Error::Contended);
         }
     }
-    let (groups, members, users) = batch.for_groups()?;
     let updated = current.apply(change);
-    write_body(groups, &updated)?;
-    let gid = change.group_id.as_str();
-    let conv = ConversationId::group(gid).to_string();
+    write_body(batch, &updated)?;
     for u in &change.remove {
-        members.remove((gid, u.as_str())).map_err(db)?;
+        batch.del::<GroupMembers>(&member_key(gid, u))?;
     }
     for m in &change.add {
-        members
-            .insert((gid, m.user_id.as_str()), enc(m).as_slice())
-            .map_err(db)?;
+        batch.put::<GroupMembers>(&member_key(gid, &m.user_id), &enc(m))?;
     }
     for u in &change.remove {
-        users.remove((u.as_str(), conv.as_str())).map_err(db)?;
+        batch.del::<Users>(&(u.clone(), conv.clone()))?;
     }
     for m in &change.add {
         let at = m.joined_at_id;
-        memberships::put(users, &m.user_id, &conv, m.joined_at_ms, at, at)?;
+        memberships::put(batch, &m.user_id, &conv, m.joined_at_ms, at, at)?;
     }
     Ok(updated)
 }
@@ -126,11 +111,7 @@ pub(crate) fn update(batch: &mut Batch<'_>, change: &GroupChange) -> Result<Grou
 #[async_trait]
 impl GroupStore for EmbeddedStore {
     async fn group(&self, group_id: &str) -> Result<Option<Group>> {
-        self.read(|txn| {
-            let groups = txn.open_table(GROUPS).map_err(db)?;
-            let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
-            read(&groups, &members, group_id)
-        })
+        self.read(|t| read(t, group_id))
     }
 
     async fn create_group(&self, group: &Group) -> Result<()> {
@@ -144,30 +125,32 @@ impl GroupStore for EmbeddedStore {
     }
 
     async fn group_version(&self, group_id: &str) -> Result<Option<u64>> {
-        self.read(|txn| {
-            let groups = txn.open_table(GROUPS).map_err(db)?;
-            let Some(body) = groups.get(group_id).map_err(db)? else {
+        self.read(|t| {
+            let Some(body) = t.get::<Groups>(&group_id.to_string())? else {
                 return Ok(None);
             };
-            Ok(Some(dec::<GroupBody>(body.value())?.version))
+            Ok(Some(dec::<GroupBody>(&body)?.version))
         })
     }
 
     async fn member_marks(&self, group_id: &str) -> Result<Vec<MemberMarks>> {
         let conv = ConversationId::group(group_id).to_string();
-        self.read(|txn| {
-            let members = txn.open_table(GROUP_MEMBERS).map_err(db)?;
-            let users = txn.open_table(USERS).map_err(db)?;
-            let mut out = Vec::new();
-            for row in members
-                .range((group_id, "")..(group_id, PAST_ANY_ID))
-                .map_err(db)?
-            {
-                let (k, _) = row.map_err(db)?;
-                let (_, user) = k.value();
-                out.push(memberships::marks(&users, user, &conv)?);
-            }
-            Ok(out)
+        self.read(|t| {
+            let mut users = Vec::new();
+            let (lo, hi) = members_range(group_id);
+            t.scan::<GroupMembers>(
+                Bound::Included(&lo),
+                Bound::Excluded(&hi),
+                false,
+                |(_, u), _| {
+                    users.push(u);
+                    Ok(true)
+                },
+            )?;
+            users
+                .iter()
+                .map(|u| memberships::marks(t, u, &conv))
+                .collect()
         })
     }
 

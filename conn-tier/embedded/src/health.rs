@@ -3,52 +3,58 @@
 //! knows whether it can write, and a watcher keeps an eye on the free disk
 //! space.
 //!
-//! - A commit that fails (ENOSPC, EIO, a read-only remount) poisons redb's
-//!   handle ("Previous I/O error occurred. Please close and re-open the
-//!   database"). The writer marks the store not writable: writes are
+//! - A commit that fails (ENOSPC, EIO, a read-only remount) poisons the
+//!   engine's handle (redb: "Previous I/O error occurred. Please close and
+//!   re-open the database"; fjall: `Poisoned`). The writer marks the store not writable: writes are
 //!   refused at once with `unavailable` (nothing is acked that is not
 //!   stored); reads may fail too (redb refuses them after an I/O error),
 //!   also as `unavailable`. The watcher asks the writer to try again at
 //!   once when space is freed, else every 10 s: it closes the handle, opens
-//!   the file again (redb recovers to the last commit) and commits a small
+//!   the data again (each engine recovers to its last commit) and commits a small
 //!   probe; once that succeeds the store is writable again.
 //! - Below `min_free_bytes` of free space on the data directory's file
 //!   system, writes are refused the same way, so the file is never left
 //!   at the edge of a full disk.
 
+use crate::kv::{Engine, EngineKind};
 use chat_core::ports::StoreHealth;
-use redb::Database;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Probe writes go here: one row, overwritten.
-pub(crate) const PROBE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("probe");
-
-/// The database handle, which the writer may close and open again.
+/// The open engine, which the writer may close and open again.
 pub(crate) struct Slot {
-    path: PathBuf,
-    db: RwLock<Option<Arc<Database>>>,
+    kind: EngineKind,
+    dir: PathBuf,
+    engine: RwLock<Option<Arc<Engine>>>,
 }
 
 impl Slot {
-    pub(crate) fn new(path: PathBuf, db: Database) -> Self {
+    pub(crate) fn new(dir: PathBuf, engine: Engine) -> Self {
         Slot {
-            path,
-            db: RwLock::new(Some(Arc::new(db))),
+            kind: engine.kind(),
+            dir,
+            engine: RwLock::new(Some(Arc::new(engine))),
         }
     }
 
-    /// The open handle; `None` while it is being opened again.
-    pub(crate) fn get(&self) -> Option<Arc<Database>> {
-        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The open engine; `None` while it is being opened again.
+    pub(crate) fn get(&self) -> Option<Arc<Engine>> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Closes the handle (once the reads in flight are done with it) and
-    /// opens the file again.
+    /// Closes the engine (once the reads in flight are done with it) and
+    /// opens its data again.
     pub(crate) fn reopen(&self) -> Result<(), String> {
-        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        let old = self
+            .engine
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(old) = old {
             // Readers hold a clone only for one read transaction.
             for _ in 0..5_000 {
@@ -59,21 +65,10 @@ impl Slot {
             }
             drop(old);
         }
-        let db = Database::create(&self.path).map_err(|e| e.to_string())?;
-        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        let engine = Engine::open(self.kind, &self.dir).map_err(|e| e.to_string())?;
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(engine));
         Ok(())
     }
-}
-
-/// Commits one small write: whether the store can write again.
-pub(crate) fn probe(db: &Database) -> Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut t = txn.open_table(PROBE).map_err(|e| e.to_string())?;
-        t.insert("probe", chat_core::time::now_ms())
-            .map_err(|e| e.to_string())?;
-    }
-    txn.commit().map_err(|e| e.to_string())
 }
 
 /// Whether the store can write, and why not.

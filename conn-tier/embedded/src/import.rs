@@ -1,11 +1,13 @@
 //! `conn-tier admin import FILE --data-dir DIR`: a portable stream
-//! ([`chat_core::export`]) loaded into a stopped server's embedded store
+//! ([`chat_core::export`]) loaded into a stopped server's embedded store,
+//! with either engine (`--engine`; so export and import move data from
+//! one engine to the other)
 //! (docs/operations.md, "Export and import").
 //!
 //! - Every record is a keyed put: loading one twice changes nothing, so a
 //!   re-run is idempotent.
 //! - Records are committed in batches of [`BATCH`]; each commit also
-//!   records, in the file's `meta` table, which stream it is (its header)
+//!   records, in the data's `meta` table (fjall: keyspace), which stream it is (its header)
 //!   and the last line committed. A re-run after a crash skips to the next
 //!   line and finishes: each record lands exactly once.
 //! - It refuses a data directory a server holds, and one that holds other
@@ -15,13 +17,15 @@
 
 use crate::backup::Progress;
 use crate::error::Error;
-use crate::format::{self, META};
+use crate::kv::{Batch, Engine, Get, Snap, Tbl};
 use crate::tables::*;
+use crate::EngineKind;
 use chat_core::export::{Reader, Record};
 use chat_core::ports::GroupMember;
-use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use chat_core::Result;
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::ops::Bound;
 use std::path::Path;
 
 /// Records per commit.
@@ -39,9 +43,12 @@ pub struct ImportReport {
     pub resumed_after_line: u64,
 }
 
+/// Loads `input` into `data_dir` with the engine `kind` (a directory
+/// that holds the other engine's data is refused).
 pub fn import(
     input: impl BufRead,
     data_dir: &Path,
+    kind: EngineKind,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ImportReport, Error> {
     let mut reader = Reader::new(input).map_err(|e| Error::Admin(e.to_string()))?;
@@ -55,53 +62,38 @@ pub fn import(
         context: format!("creating {}", data_dir.display()),
         source,
     })?;
-    let path = data_dir.join("chat.redb");
-    let db = match Database::create(&path) {
-        Ok(db) => db,
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+    if data_dir.join(kind.other().data_name()).exists() {
+        return Err(Error::OtherEngine {
+            dir: data_dir.to_path_buf(),
+            found: kind.other(),
+            asked: kind,
+        });
+    }
+    let path = data_dir.join(kind.data_name());
+    let engine = match Engine::open(kind, data_dir) {
+        Ok(e) => e,
+        Err(Error::Locked { .. }) => {
             return Err(Error::Admin(format!(
                 "{} is in use by a running chat server: stop it before importing",
                 path.display()
             )))
         }
-        Err(e) => return Err(Error::db(e)),
+        Err(e) => return Err(e),
     };
-    format::check_and_record(&db, &path)?;
     let mut report = ImportReport::default();
     // Where an earlier run of this same stream stopped.
     let (earlier, done_before) = {
-        let txn = db.begin_write().map_err(Error::db)?;
-        let meta = txn.open_table(META).map_err(Error::db)?;
-        let get = |k| -> Result<Option<String>, Error> {
-            Ok(meta
-                .get(k)
-                .map_err(Error::db)?
-                .map(|v| v.value().to_string()))
-        };
-        let same = get(HEADER_KEY)?.as_deref() == Some(header.as_str());
+        let mut snap = engine.snapshot()?;
+        let same = snap.meta(HEADER_KEY)?.as_deref() == Some(header.as_str());
         let line = if same {
-            get(LINE_KEY)?.and_then(|l| l.parse().ok())
+            snap.meta(LINE_KEY)?.and_then(|l| l.parse().ok())
         } else {
             None
         };
-        let done = same && get(DONE_KEY)?.is_some();
-        let empty = txn
-            .open_table(MESSAGES)
-            .map_err(Error::db)?
-            .is_empty()
-            .map_err(Error::db)?
-            && txn
-                .open_table(USERS)
-                .map_err(Error::db)?
-                .is_empty()
-                .map_err(Error::db)?
-            && txn
-                .open_table(GROUPS)
-                .map_err(Error::db)?
-                .is_empty()
-                .map_err(Error::db)?;
-        drop(meta);
-        txn.abort().map_err(Error::db)?;
+        let done = same && snap.meta(DONE_KEY)?.is_some();
+        let empty = is_empty::<Messages>(&mut snap)?
+            && is_empty::<Users>(&mut snap)?
+            && is_empty::<Groups>(&mut snap)?;
         if line.is_none() && !empty {
             return Err(Error::Admin(format!(
                 "{} already holds other data: import into an empty data directory (an import moves a server's data; it does not merge two)",
@@ -115,100 +107,92 @@ pub fn import(
         return Ok(report);
     }
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let mut txn = begin(&db)?;
-    let mut in_batch = 0;
     let mut done = 0u64;
     // The line of the last record put (what a commit records).
     let mut last = earlier;
-    while let Some(record) = reader
-        .next_record()
-        .map_err(|e| Error::Admin(e.to_string()))?
-    {
-        let line = reader.line();
-        *seen.entry(record.kind().to_string()).or_default() += 1;
-        done += 1;
-        if line <= earlier {
-            continue;
+    let mut ended = false;
+    while !ended {
+        let mut txn = engine.begin().map_err(Error::Admin)?;
+        let mut batch = txn.batch();
+        let mut in_batch = 0;
+        while in_batch < BATCH {
+            let Some(record) = reader
+                .next_record()
+                .map_err(|e| Error::Admin(e.to_string()))?
+            else {
+                ended = true;
+                break;
+            };
+            let line = reader.line();
+            *seen.entry(record.kind().to_string()).or_default() += 1;
+            done += 1;
+            if line <= earlier {
+                continue;
+            }
+            put(&mut batch, &record).map_err(failed)?;
+            last = line;
+            *report.loaded.entry(record.kind().to_string()).or_default() += 1;
+            in_batch += 1;
         }
-        put(&txn, &record)?;
-        last = line;
-        *report.loaded.entry(record.kind().to_string()).or_default() += 1;
-        in_batch += 1;
-        if in_batch == BATCH {
-            commit(txn, &header, last, false)?;
-            progress(Progress {
-                table: "records",
-                done,
-                of: total,
-            });
-            txn = begin(&db)?;
-            in_batch = 0;
+        // Every record the header counts must have come: a cut stream is
+        // not a complete import (what was read stays; a re-run of the
+        // whole stream finishes it).
+        let short = reader.header().counts.iter().find_map(|(kind, want)| {
+            let got = seen.get(kind).copied().unwrap_or(0);
+            (ended && got != *want).then(|| (kind.clone(), *want, got))
+        });
+        // The line reached is committed with the batch, in the same
+        // transaction.
+        batch.put_meta(HEADER_KEY, &header).map_err(failed)?;
+        batch
+            .put_meta(LINE_KEY, &last.to_string())
+            .map_err(failed)?;
+        if ended && short.is_none() {
+            batch.put_meta(DONE_KEY, "1").map_err(failed)?;
         }
-    }
-    // Every record the header counts must have come: a cut stream is not
-    // a complete import (what was read stays; a re-run of the whole
-    // stream finishes it).
-    for (kind, want) in &reader.header().counts {
-        let got = seen.get(kind).copied().unwrap_or(0);
-        if got != *want {
-            commit(txn, &header, last, false)?;
+        drop(batch);
+        txn.commit().map_err(Error::Admin)?;
+        progress(Progress {
+            table: "records",
+            done,
+            of: total,
+        });
+        if let Some((kind, want, got)) = short {
             return Err(Error::Admin(format!(
                 "the stream ends early: its header counts {want} {kind} records, it holds {got}"
             )));
         }
     }
-    commit(txn, &header, last, true)?;
-    progress(Progress {
-        table: "records",
-        done,
-        of: total,
-    });
     Ok(report)
 }
 
-fn begin(db: &Database) -> Result<WriteTransaction, Error> {
-    db.begin_write().map_err(Error::db)
+fn failed(e: chat_core::Error) -> Error {
+    Error::Admin(format!("writing the data: {e}"))
 }
 
-/// Commits a batch with the line it reached, in the same transaction.
-fn commit(txn: WriteTransaction, header: &str, line: u64, finished: bool) -> Result<(), Error> {
-    {
-        let mut meta = txn.open_table(META).map_err(Error::db)?;
-        meta.insert(HEADER_KEY, header).map_err(Error::db)?;
-        meta.insert(LINE_KEY, line.to_string().as_str())
-            .map_err(Error::db)?;
-        if finished {
-            meta.insert(DONE_KEY, "1").map_err(Error::db)?;
-        }
-    }
-    txn.commit().map_err(Error::db)
+/// Whether `T` has no row.
+fn is_empty<T: Tbl>(snap: &mut Snap) -> Result<bool, Error> {
+    let mut any = false;
+    snap.scan::<T>(Bound::Unbounded, Bound::Unbounded, false, |_, _| {
+        any = true;
+        Ok(false)
+    })
+    .map_err(|e| Error::Admin(format!("reading the data: {e}")))?;
+    Ok(!any)
 }
 
-fn membership(
-    txn: &WriteTransaction,
-    user: &str,
-    conv: &str,
-) -> Result<Option<MembershipBody>, Error> {
-    let users = txn.open_table(USERS).map_err(Error::db)?;
-    let row = users.get((user, conv)).map_err(Error::db)?;
-    row.map(|r| serde_json::from_slice(r.value()).map_err(|e| Error::Corrupt(e.to_string())))
+fn membership(batch: &mut Batch<'_>, user: &str, conv: &str) -> Result<Option<MembershipBody>> {
+    batch
+        .get::<Users>(&(user.to_string(), conv.to_string()))?
+        .map(|r| dec(&r))
         .transpose()
 }
 
-fn put_membership(
-    txn: &WriteTransaction,
-    user: &str,
-    conv: &str,
-    b: &MembershipBody,
-) -> Result<(), Error> {
-    txn.open_table(USERS)
-        .map_err(Error::db)?
-        .insert((user, conv), enc(b).as_slice())
-        .map_err(Error::db)?;
-    Ok(())
+fn put_membership(batch: &mut Batch<'_>, user: &str, conv: &str, b: &MembershipBody) -> Result<()> {
+    batch.put::<Users>(&(user.to_string(), conv.to_string()), &enc(b))
 }
 
-fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
+fn put(batch: &mut Batch<'_>, record: &Record) -> Result<()> {
     match record {
         Record::Header(_) => {}
         Record::Group {
@@ -228,10 +212,7 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                 version: *version,
                 next_seq: *next_seq,
             };
-            txn.open_table(GROUPS)
-                .map_err(Error::db)?
-                .insert(group_id.as_str(), enc(&body).as_slice())
-                .map_err(Error::db)?;
+            batch.put::<Groups>(group_id, &enc(&body))?;
         }
         Record::Member {
             group_id,
@@ -248,14 +229,11 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                 seq: *seq,
                 joined_at_id: *joined_at_id,
             };
-            txn.open_table(GROUP_MEMBERS)
-                .map_err(Error::db)?
-                .insert((group_id.as_str(), user_id.as_str()), enc(&m).as_slice())
-                .map_err(Error::db)?;
+            batch.put::<GroupMembers>(&(group_id.clone(), user_id.clone()), &enc(&m))?;
             // The member's newest message lives on its membership row here;
             // the membership record (later in the stream) keeps it.
             let conv = format!("grp#{group_id}");
-            let body = match membership(txn, user_id, &conv)? {
+            let body = match membership(batch, user_id, &conv)? {
                 Some(b) => MembershipBody {
                     last_sent: *last_sent,
                     ..b
@@ -267,7 +245,7 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                     last_sent: *last_sent,
                 },
             };
-            put_membership(txn, user_id, &conv, &body)?;
+            put_membership(batch, user_id, &conv, &body)?;
         }
         Record::Membership {
             user_id,
@@ -276,7 +254,7 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
             joined_at_ms,
             joined_at_id,
         } => {
-            let last_sent = membership(txn, user_id, conversation_id)?
+            let last_sent = membership(batch, user_id, conversation_id)?
                 .map(|b| b.last_sent)
                 .unwrap_or(0);
             let body = MembershipBody {
@@ -285,7 +263,7 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                 joined_at_id: *joined_at_id,
                 last_sent,
             };
-            put_membership(txn, user_id, conversation_id, &body)?;
+            put_membership(batch, user_id, conversation_id, &body)?;
         }
         Record::Message {
             conversation_id,
@@ -302,22 +280,10 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
                 sent_at_ms: *sent_at_ms,
                 origin: None,
             };
-            txn.open_table(MESSAGES)
-                .map_err(Error::db)?
-                .insert(
-                    (conversation_id.as_str(), *message_id),
-                    enc(&body).as_slice(),
-                )
-                .map_err(Error::db)?;
-            let mut last = txn.open_table(LAST_ID).map_err(Error::db)?;
-            let top = last
-                .get(conversation_id.as_str())
-                .map_err(Error::db)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            batch.put::<Messages>(&(conversation_id.clone(), *message_id), &enc(&body))?;
+            let top = batch.get::<LastId>(conversation_id)?.unwrap_or(0);
             if *message_id > top {
-                last.insert(conversation_id.as_str(), *message_id)
-                    .map_err(Error::db)?;
+                batch.put::<LastId>(conversation_id, message_id)?;
             }
         }
         Record::Idempotency {
@@ -326,23 +292,17 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
             conversation_id,
             message_id,
         } => {
-            txn.open_table(IDEMPOTENCY)
-                .map_err(Error::db)?
-                .insert(
-                    (sender.as_str(), client_msg_id.as_str()),
-                    (conversation_id.as_str(), *message_id),
-                )
-                .map_err(Error::db)?;
+            batch.put::<Idempotency>(
+                &(sender.clone(), client_msg_id.clone()),
+                &(conversation_id.clone(), *message_id),
+            )?;
         }
         Record::Device {
             user_id,
             device_id,
             last_used_ms,
         } => {
-            txn.open_table(DEVICES)
-                .map_err(Error::db)?
-                .insert((user_id.as_str(), device_id.as_str()), *last_used_ms)
-                .map_err(Error::db)?;
+            batch.put::<Devices>(&(user_id.clone(), device_id.clone()), last_used_ms)?;
         }
         Record::Cursor {
             user_id,
@@ -351,17 +311,10 @@ fn put(txn: &WriteTransaction, record: &Record) -> Result<(), Error> {
             up_to,
             moved_at_ms,
         } => {
-            txn.open_table(CURSORS)
-                .map_err(Error::db)?
-                .insert(
-                    (
-                        user_id.as_str(),
-                        device_id.as_str(),
-                        conversation_id.as_str(),
-                    ),
-                    (*up_to, *moved_at_ms),
-                )
-                .map_err(Error::db)?;
+            batch.put::<Cursors>(
+                &(user_id.clone(), device_id.clone(), conversation_id.clone()),
+                &(*up_to, *moved_at_ms),
+            )?;
         }
     }
     Ok(())

@@ -1,21 +1,25 @@
-//! chat-embedded: the embedded durable store of conn-tier: redb, one file
-//! in the data directory, with the key layout of the DynamoDB tables
-//! (docs/design.md, "Data model"), so both stores behave alike. It mirrors
-//! `functions/dynamo`: one module per entity.
+//! chat-embedded: the embedded durable store of conn-tier, in the data
+//! directory, with the key layout of the DynamoDB tables (docs/design.md,
+//! "Data model"), so both stores behave alike. It mirrors
+//! `functions/dynamo`: one module per entity. Two engines keep the data
+//! ([`EngineKind`], `--engine`): redb (one file, `chat.redb`, the default)
+//! and fjall (an LSM tree, `chat.fjall/`); the entity modules run the same
+//! logic over either (`kv`).
 //!
 //! Writes go through one writer thread that **group-commits** ([`writer`]):
 //! every write waiting in its bounded queue goes into one transaction and
 //! one fsync, and each caller gets its answer only after that commit. Ids
 //! are allocated inside the transaction from a per-conversation counter, so
 //! they are gapless and become visible atomically, in order. Reads use
-//! redb's MVCC read transactions and never wait for the writer.
+//! the engine's snapshots and never wait for the writer.
 //!
 //! # Layout
 //! - this file: [`EmbeddedStore`], opening, the write queue;
 //! - `writer`: the group-commit loop;
 //! - `health`: faults as states: the handle opened again after a failed
 //!   commit, the free-disk watch ([`Options`]);
-//! - `batch`: the tables of one group commit, opened once for all its writes;
+//! - `kv`: the engine seam: typed tables over redb or fjall, the tables
+//!   of one group commit, snapshots;
 //! - `tables`: table definitions and record bodies;
 //! - `format`: the file's format version, checked at every open;
 //! - [`backup`], [`verify`], [`restore`]: `conn-tier admin`'s backup (one
@@ -27,7 +31,6 @@
 //! - [`error`]: the crate's error enum.
 
 pub mod backup;
-mod batch;
 mod devices;
 pub mod error;
 pub mod export;
@@ -35,6 +38,7 @@ mod format;
 mod groups;
 mod health;
 pub mod import;
+mod kv;
 mod memberships;
 mod messages;
 mod quotas;
@@ -46,15 +50,14 @@ mod writer;
 pub use error::Error;
 pub use format::FORMAT_VERSION;
 
-use batch::Batch;
 use chat_core::ports::*;
 pub use chat_core::ports::{Health, StoreHealth};
 use chat_core::Result;
-use redb::{Database, ReadableDatabase};
+use kv::Batch;
+pub use kv::EngineKind;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tables::*;
 use tokio::sync::mpsc;
 
 /// Writes waiting for the writer before callers wait for room.
@@ -70,6 +73,8 @@ pub struct Options {
     /// How often the free space is read, and a store that cannot write
     /// tries again.
     pub watch_every: std::time::Duration,
+    /// Which engine keeps the data (`--engine`).
+    pub engine: EngineKind,
 }
 
 impl Default for Options {
@@ -77,6 +82,7 @@ impl Default for Options {
         Options {
             min_free_bytes: 64 * 1024 * 1024,
             watch_every: std::time::Duration::from_secs(1),
+            engine: EngineKind::default(),
         }
     }
 }
@@ -97,9 +103,15 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/chat.redb` and starts the writer thread.
+    /// Opens (or creates) `dir/chat.redb` (the default engine) and starts
+    /// the writer thread.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         Self::start(dir, None, Options::default())
+    }
+
+    /// As [`EmbeddedStore::open`], with the engine and disk watch `options` say.
+    pub fn open_with(dir: &Path, options: Options) -> Result<Self, Error> {
+        Self::start(dir, None, options)
     }
 
     /// As [`EmbeddedStore::open`], with a commit feed: every newly appended
@@ -135,41 +147,19 @@ impl EmbeddedStore {
             context: format!("creating data directory {}", dir.display()),
             source,
         })?;
-        let path = dir.join("chat.redb");
-        // A file of a newer format is refused before it is opened for
-        // writing (which writes to it).
-        if path.exists() {
-            if let Ok(db) = redb::ReadOnlyDatabase::open(&path) {
-                if let Some(found) = format::read(&db)? {
-                    if found > FORMAT_VERSION {
-                        return Err(Error::NewerFormat { path, found });
-                    }
-                }
-            }
+        let kind = options.engine;
+        let other = kind.other();
+        if dir.join(other.data_name()).exists() {
+            // Never the other engine's data, silently beside it.
+            return Err(Error::OtherEngine {
+                dir: dir.to_path_buf(),
+                found: other,
+                asked: kind,
+            });
         }
-        let db = match Database::create(&path) {
-            Ok(db) => db,
-            Err(source @ redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(Error::Locked { path, source })
-            }
-            Err(e) => return Err(Error::db(e)),
-        };
-        format::check_and_record(&db, &path)?;
-        let txn = db.begin_write().map_err(Error::db)?;
-        {
-            txn.open_table(MESSAGES).map_err(Error::db)?;
-            txn.open_table(LAST_ID).map_err(Error::db)?;
-            txn.open_table(IDEMPOTENCY).map_err(Error::db)?;
-            txn.open_table(USERS).map_err(Error::db)?;
-            txn.open_table(GROUPS).map_err(Error::db)?;
-            txn.open_table(GROUP_MEMBERS).map_err(Error::db)?;
-            txn.open_table(QUOTAS).map_err(Error::db)?;
-            txn.open_table(DEVICES).map_err(Error::db)?;
-            txn.open_table(CURSORS).map_err(Error::db)?;
-            txn.open_table(health::PROBE).map_err(Error::db)?;
-        }
-        txn.commit().map_err(Error::db)?;
-        let db = Arc::new(health::Slot::new(path.clone(), db));
+        let path = dir.join(kind.data_name());
+        let engine = kv::Engine::open(kind, dir)?;
+        let db = Arc::new(health::Slot::new(dir.to_path_buf(), engine));
         let health = Arc::new(health::Health::new(options.min_free_bytes));
         if let Some(free) = health::free_bytes(dir) {
             health.set_free(free);
@@ -200,7 +190,7 @@ impl EmbeddedStore {
             context: "starting the store's disk watch".into(),
             source,
         })?;
-        tracing::info!(path = %path.display(), min_free_bytes = options.min_free_bytes, "embedded store open");
+        tracing::info!(path = %path.display(), engine = kind.name(), min_free_bytes = options.min_free_bytes, "embedded store open");
         Ok(EmbeddedStore {
             db,
             health,
@@ -250,25 +240,21 @@ impl EmbeddedStore {
         Ok(rx)
     }
 
-    fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
-        let db = self.db.get().ok_or_else(|| {
-            chat_core::Error::Unavailable("the store is opening its file again".into())
+    fn read<R>(&self, f: impl FnOnce(&mut kv::Snap) -> Result<R>) -> Result<R> {
+        let engine = self.db.get().ok_or_else(|| {
+            chat_core::Error::Unavailable("the store is opening its data again".into())
         })?;
-        let txn = db.begin_read().map_err(|e| self.read_failed(e.into()))?;
-        f(&txn).map_err(|e| match e {
-            chat_core::Error::Store(_) if !self.health.writable() => self.unanswered(),
-            e => e,
-        })
+        let mut snap = engine.snapshot().map_err(|e| self.read_failed(e.into()))?;
+        f(&mut snap).map_err(|e| self.read_failed(e))
     }
 
     /// A read that failed: `unavailable` while the store cannot write (redb
     /// refuses reads too after an I/O error, until the file is opened
-    /// again), else a store failure.
-    fn read_failed(&self, e: redb::Error) -> chat_core::Error {
-        if self.health.writable() {
-            db(e)
-        } else {
-            self.unanswered()
+    /// again), else as it failed.
+    fn read_failed(&self, e: chat_core::Error) -> chat_core::Error {
+        match e {
+            chat_core::Error::Store(_) if !self.health.writable() => self.unanswered(),
+            e => e,
         }
     }
 }
@@ -319,6 +305,27 @@ mod tests {
 
     chat_core::store_contract!(fixture());
 
+    /// The same contract over the other engine.
+    mod fjall {
+        use super::*;
+
+        async fn fixture() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let options = Options {
+                engine: EngineKind::Fjall,
+                ..Options::default()
+            };
+            let store: Arc<dyn Store> =
+                Arc::new(EmbeddedStore::open_with(dir.path(), options).unwrap());
+            Fixture {
+                store,
+                keep: Some(Box::new(dir)),
+            }
+        }
+
+        chat_core::store_contract!(fixture());
+    }
+
     fn message(text: &str) -> NewMessage {
         NewMessage {
             conversation_id: "dm#a#b".into(),
@@ -332,36 +339,76 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn data_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = EmbeddedStore::open(dir.path()).unwrap();
-            s.append(message("kept")).await.unwrap();
-        }
-        // Dropping the store joined its writer: the file is free again.
-        let s = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(
-            s.messages_after("dm#a#b", 0, 10).await.unwrap()[0].text,
-            "kept"
-        );
-        assert_eq!(s.last_message_id("dm#a#b").await.unwrap(), 1);
+    const ENGINES: [EngineKind; 2] = [EngineKind::Redb, EngineKind::Fjall];
+
+    fn open(dir: &Path, engine: EngineKind) -> Result<EmbeddedStore, Error> {
+        EmbeddedStore::open_with(
+            dir,
+            Options {
+                engine,
+                ..Options::default()
+            },
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_second_open_of_the_same_file_names_it_and_the_flag() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = EmbeddedStore::open(dir.path()).unwrap();
-        let err = EmbeddedStore::open(dir.path()).err().expect("locked");
-        let text = err.to_string();
-        assert!(text.contains("chat.redb"), "{text}");
-        assert!(text.contains("--data-dir"), "{text}");
+    async fn data_survives_reopening() {
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = open(dir.path(), engine).unwrap();
+                s.append(message("kept")).await.unwrap();
+            }
+            // Dropping the store joined its writer: the data is free again.
+            let s = open(dir.path(), engine).unwrap();
+            assert_eq!(
+                s.messages_after("dm#a#b", 0, 10).await.unwrap()[0].text,
+                "kept"
+            );
+            assert_eq!(s.last_message_id("dm#a#b").await.unwrap(), 1);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_open_of_the_same_data_names_it_and_the_flag() {
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            let _first = open(dir.path(), engine).unwrap();
+            let err = open(dir.path(), engine).err().expect("locked");
+            let text = err.to_string();
+            assert!(text.contains(engine.data_name()), "{text}");
+            assert!(text.contains("--data-dir"), "{text}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_directory_of_one_engine_is_refused_by_the_other_untouched() {
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            drop(open(dir.path(), engine).unwrap());
+            let err = open(dir.path(), engine.other()).err().expect("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("--engine {}", engine.name())),
+                "{text}"
+            );
+            assert!(text.contains("export"), "{text}");
+            assert!(!dir.path().join(engine.other().data_name()).exists());
+            // The data is still there, and opens with its own engine.
+            drop(open(dir.path(), engine).unwrap());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_of_every_kind_sharing_one_commit_all_land() {
+        for engine in ENGINES {
+            writes_of_every_kind_in_one_commit(engine).await;
+        }
+    }
+
+    async fn writes_of_every_kind_in_one_commit(engine: EngineKind) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let s = Arc::new(open(dir.path(), engine).unwrap());
         // Hold the writer in a first batch, so everything below is queued
         // meanwhile and shares the next one (and its open tables).
         let blocker = {
@@ -421,7 +468,7 @@ mod tests {
         assert_eq!(changed.version, 2);
         // Everything is on disk: read back after reopening.
         drop(s);
-        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let s = open(dir.path(), engine).unwrap();
         assert_eq!(s.last_message_id("dm#a#b").await.unwrap(), 2);
         let g = s.group("g1").await.unwrap().unwrap();
         let members: Vec<_> = g.members.iter().map(|m| m.user_id.as_str()).collect();

@@ -1,30 +1,35 @@
 //! Memberships: one row per (user, conversation) holding the watermark,
 //! and in a group the member's newest message.
 
-use crate::batch::{Batch, Users};
+use crate::kv::{Batch, Get};
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
 use chat_core::ports::*;
 use chat_core::Result;
-use redb::{ReadTransaction, ReadableTable};
+use std::ops::Bound;
+
+fn key(user: &str, conv: &str) -> (String, String) {
+    (user.to_string(), conv.to_string())
+}
+
+fn body(t: &mut impl Get, key: &(String, String)) -> Result<Option<MembershipBody>> {
+    t.get::<Users>(key)?.map(|v| dec(&v)).transpose()
+}
 
 /// Creates the row (watermark `acked`, joined `at` when the conversation's
 /// newest id was `joined_at_id`) or moves its watermark up to `acked`;
 /// never down.
 pub(crate) fn put(
-    users: &mut Users<'_>,
+    batch: &mut Batch<'_>,
     user: &str,
     conv: &str,
     at: u64,
     acked: u64,
     joined_at_id: u64,
 ) -> Result<()> {
-    let current = match users.get((user, conv)).map_err(db)? {
-        Some(v) => Some(dec::<MembershipBody>(v.value())?),
-        None => None,
-    };
-    let body = match current {
+    let key = key(user, conv);
+    let body = match body(batch, &key)? {
         Some(m) if m.acked_up_to >= acked => return Ok(()),
         Some(m) => MembershipBody {
             acked_up_to: acked,
@@ -37,43 +42,26 @@ pub(crate) fn put(
             last_sent: 0,
         },
     };
-    users
-        .insert((user, conv), enc(&body).as_slice())
-        .map_err(db)?;
-    Ok(())
+    batch.put::<Users>(&key, &enc(&body))
 }
 
 /// Makes `id` the member's newest message in the group, unless a newer
 /// one is there. The row exists (a group append checked it).
-pub(crate) fn note_sent(users: &mut Users<'_>, user: &str, conv: &str, id: u64) -> Result<()> {
-    let Some(mut body) = users
-        .get((user, conv))
-        .map_err(db)?
-        .map(|v| dec::<MembershipBody>(v.value()))
-        .transpose()?
-    else {
+pub(crate) fn note_sent(batch: &mut Batch<'_>, user: &str, conv: &str, id: u64) -> Result<()> {
+    let key = key(user, conv);
+    let Some(mut body) = body(batch, &key)? else {
         return Ok(());
     };
     if id <= body.last_sent {
         return Ok(());
     }
     body.last_sent = id;
-    users
-        .insert((user, conv), enc(&body).as_slice())
-        .map_err(db)?;
-    Ok(())
+    batch.put::<Users>(&key, &enc(&body))
 }
 
 /// The member's marks in the conversation: newest message and watermark.
-pub(crate) fn marks(
-    users: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    user: &str,
-    conv: &str,
-) -> Result<MemberMarks> {
-    let body = match users.get((user, conv)).map_err(db)? {
-        Some(v) => Some(dec::<MembershipBody>(v.value())?),
-        None => None,
-    };
+pub(crate) fn marks(t: &mut impl Get, user: &str, conv: &str) -> Result<MemberMarks> {
+    let body = body(t, &key(user, conv))?;
     Ok(MemberMarks {
         user_id: user.to_string(),
         last_sent: body.as_ref().map_or(0, |b| b.last_sent),
@@ -84,52 +72,45 @@ pub(crate) fn marks(
 /// Up to `limit` of the user's conversations after `after`, and whether
 /// more follow.
 pub(crate) fn page(
-    txn: &ReadTransaction,
+    snap: &mut impl Get,
     user: &str,
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<ConversationState>, bool)> {
-    use std::ops::Bound;
-    let users = txn.open_table(USERS).map_err(db)?;
-    let last = txn.open_table(LAST_ID).map_err(db)?;
+    let lo = key(user, after.unwrap_or(""));
     let lower = match after {
-        Some(a) => Bound::Excluded((user, a)),
-        None => Bound::Included((user, "")),
+        Some(_) => Bound::Excluded(&lo),
+        None => Bound::Included(&lo),
     };
-    let mut rows = users
-        .range::<(&str, &str)>((lower, Bound::Excluded((user, PAST_ANY_ID))))
-        .map_err(db)?;
-    let mut out = Vec::new();
-    for row in rows.by_ref().take(limit) {
-        let (k, v) = row.map_err(db)?;
-        let conv = k.value().1.to_string();
-        let b: MembershipBody = dec(v.value())?;
-        let last_message_id = last
-            .get(conv.as_str())
-            .map_err(db)?
-            .map_or(0, |g| g.value());
+    let hi = key(user, PAST_ANY_ID);
+    let mut rows = Vec::new();
+    let mut more = false;
+    snap.scan::<Users>(lower, Bound::Excluded(&hi), false, |(_, conv), v| {
+        if rows.len() == limit {
+            more = true;
+            return Ok(false);
+        }
+        rows.push((conv, dec::<MembershipBody>(&v)?));
+        Ok(true)
+    })?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (conv, b) in rows {
+        let last_message_id = snap.get::<LastId>(&conv)?.unwrap_or(0);
         out.push(ConversationState {
             membership: b.membership(conv),
             last_message_id,
         });
     }
-    Ok((out, rows.next().is_some()))
+    Ok((out, more))
 }
 
-pub(crate) fn get(txn: &ReadTransaction, user: &str, conv: &str) -> Result<Option<Membership>> {
-    let t = txn.open_table(USERS).map_err(db)?;
-    match t.get((user, conv)).map_err(db)? {
-        None => Ok(None),
-        Some(v) => {
-            let b: MembershipBody = dec(v.value())?;
-            Ok(Some(b.membership(conv.to_string())))
-        }
-    }
+pub(crate) fn get(snap: &mut impl Get, user: &str, conv: &str) -> Result<Option<Membership>> {
+    Ok(body(snap, &key(user, conv))?.map(|b| b.membership(conv.to_string())))
 }
 
 /// Every conversation of `user`, with its newest id.
-pub(crate) fn of_user(txn: &ReadTransaction, user: &str) -> Result<Vec<ConversationState>> {
-    Ok(page(txn, user, None, usize::MAX)?.0)
+pub(crate) fn of_user(snap: &mut impl Get, user: &str) -> Result<Vec<ConversationState>> {
+    Ok(page(snap, user, None, usize::MAX)?.0)
 }
 
 /// Moves the watermark forward to `up_to`: where it was and is, or
@@ -140,10 +121,9 @@ pub(crate) fn advance(
     conv: &str,
     up_to: u64,
 ) -> Result<Option<Watermark>> {
-    let users = batch.users()?;
-    let current = match users.get((user, conv)).map_err(db)? {
-        None => return Ok(None),
-        Some(v) => dec::<MembershipBody>(v.value())?,
+    let key = key(user, conv);
+    let Some(current) = body(batch, &key)? else {
+        return Ok(None);
     };
     let before = current.acked_up_to;
     if up_to <= before {
@@ -156,9 +136,7 @@ pub(crate) fn advance(
         acked_up_to: up_to,
         ..current
     };
-    users
-        .insert((user, conv), enc(&body).as_slice())
-        .map_err(db)?;
+    batch.put::<Users>(&key, &enc(&body))?;
     Ok(Some(Watermark {
         before,
         after: up_to,

@@ -1,15 +1,15 @@
 //! Messages: the append (idempotency check, id allocation, watermark and
 //! enrollment, all inside the group-commit transaction) and reading pages.
 
-use crate::batch::{Batch, ForAppend};
 use crate::error::Error as StoreErr;
+use crate::kv::{Batch, Get};
 use crate::memberships;
 use crate::tables::*;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
 use chat_core::ports::*;
 use chat_core::{Error, Result};
-use redb::{ReadTransaction, ReadableTable};
+use std::ops::Bound;
 
 pub(crate) fn read_message(conv: &str, id: u64, body: &[u8]) -> Result<StoredMessage> {
     let b: MessageBody = dec(body)?;
@@ -30,29 +30,16 @@ pub(crate) fn append(
     batch: &mut Batch<'_>,
     msg: NewMessage,
 ) -> Result<(Appended, Option<StoredMessage>)> {
-    let ForAppend {
-        messages,
-        last_ids,
-        idempotency: idem,
-        users,
-    } = batch.for_append()?;
-    let hit = idem
-        .get((msg.sender.as_str(), msg.client_msg_id.as_str()))
-        .map_err(db)?
-        .map(|g| {
-            let (c, id) = g.value();
-            (c.to_string(), id)
-        });
-    if let Some((conv, id)) = hit {
-        let body = messages
-            .get((conv.as_str(), id))
-            .map_err(db)?
-            .ok_or_else(|| {
-                Error::from(StoreErr::Corrupt(format!(
-                    "idempotency record points at missing {conv}/{id}"
-                )))
-            })?;
-        let message = read_message(&conv, id, body.value())?;
+    let idem_key = (msg.sender, msg.client_msg_id);
+    if let Some((conv, id)) = batch.get::<Idempotency>(&idem_key)? {
+        let key = (conv, id);
+        let body = batch.get::<Messages>(&key)?.ok_or_else(|| {
+            Error::from(StoreErr::Corrupt(format!(
+                "idempotency record points at missing {}/{id}",
+                key.0
+            )))
+        })?;
+        let message = read_message(&key.0, id, &body)?;
         return Ok((
             Appended {
                 message,
@@ -61,44 +48,40 @@ pub(crate) fn append(
             None,
         ));
     }
-    if msg.member_only
-        && users
-            .get((msg.sender.as_str(), msg.conversation_id.as_str()))
-            .map_err(db)?
-            .is_none()
-    {
+    let (sender, client_msg_id) = idem_key;
+    let conv = msg.conversation_id;
+    let member = (sender, conv);
+    if msg.member_only && batch.get::<Users>(&member)?.is_none() {
         return Err(Error::Forbidden);
     }
-    let conv = msg.conversation_id.as_str();
-    let id = last_ids.get(conv).map_err(db)?.map_or(0, |g| g.value()) + 1;
-    last_ids.insert(conv, id).map_err(db)?;
+    let (sender, conv) = member;
+    let id = batch.get::<LastId>(&conv)?.unwrap_or(0) + 1;
+    batch.put::<LastId>(&conv, &id)?;
     let body = MessageBody {
-        sender: msg.sender.clone(),
-        client_msg_id: msg.client_msg_id.clone(),
+        sender,
+        client_msg_id,
         text: msg.text,
         sent_at_ms: msg.sent_at_ms,
-        origin: msg.origin.clone(),
+        origin: msg.origin,
     };
-    messages
-        .insert((conv, id), enc(&body).as_slice())
-        .map_err(db)?;
-    idem.insert(
-        (msg.sender.as_str(), msg.client_msg_id.as_str()),
-        (conv, id),
-    )
-    .map_err(db)?;
-    memberships::put(users, &msg.sender, conv, msg.sent_at_ms, id, 0)?;
+    let key = (conv, id);
+    batch.put::<Messages>(&key, &enc(&body))?;
+    let (conv, _) = key;
+    let idem_key = (body.sender, body.client_msg_id);
+    batch.put::<Idempotency>(&idem_key, &(conv.clone(), id))?;
+    let (sender, client_msg_id) = idem_key;
+    memberships::put(batch, &sender, &conv, msg.sent_at_ms, id, 0)?;
     if msg.member_only {
-        memberships::note_sent(users, &msg.sender, conv, id)?;
+        memberships::note_sent(batch, &sender, &conv, id)?;
     }
     for u in &msg.enroll {
-        memberships::put(users, u, conv, msg.sent_at_ms, 0, 0)?;
+        memberships::put(batch, u, &conv, msg.sent_at_ms, 0, 0)?;
     }
     let message = StoredMessage {
-        conversation_id: msg.conversation_id.clone(),
+        conversation_id: conv,
         message_id: id,
-        sender: body.sender,
-        client_msg_id: body.client_msg_id,
+        sender,
+        client_msg_id,
         text: body.text,
         sent_at_ms: body.sent_at_ms,
         origin: body.origin,
@@ -113,40 +96,57 @@ pub(crate) fn append(
 }
 
 pub(crate) fn after(
-    txn: &ReadTransaction,
+    snap: &mut impl Get,
     conv: &str,
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>> {
-    let t = txn.open_table(MESSAGES).map_err(db)?;
     let mut out = Vec::new();
-    for row in t
-        .range((conv, after.saturating_add(1))..=(conv, u64::MAX))
-        .map_err(db)?
-        .take(limit)
-    {
-        let (k, v) = row.map_err(db)?;
-        out.push(read_message(conv, k.value().1, v.value())?);
+    if limit == 0 {
+        return Ok(out);
     }
+    let (lo, hi) = (
+        (conv.to_string(), after.saturating_add(1)),
+        (conv.to_string(), u64::MAX),
+    );
+    snap.scan::<Messages>(
+        Bound::Included(&lo),
+        Bound::Included(&hi),
+        false,
+        |(c, id), body| {
+            out.push(read_message(&c, id, &body)?);
+            Ok(out.len() < limit)
+        },
+    )?;
     Ok(out)
 }
 
 /// Up to `limit` messages below `before` (or the newest), ascending.
 pub(crate) fn before(
-    txn: &ReadTransaction,
+    snap: &mut impl Get,
     conv: &str,
     before: Option<u64>,
     limit: usize,
 ) -> Result<HistoryPage> {
-    let t = txn.open_table(MESSAGES).map_err(db)?;
-    let upper = before.unwrap_or(u64::MAX);
+    let (lo, hi) = (
+        (conv.to_string(), 0),
+        (conv.to_string(), before.unwrap_or(u64::MAX)),
+    );
     let mut out = Vec::new();
-    let mut rows = t.range((conv, 0u64)..(conv, upper)).map_err(db)?.rev();
-    for row in rows.by_ref().take(limit) {
-        let (k, v) = row.map_err(db)?;
-        out.push(read_message(conv, k.value().1, v.value())?);
-    }
-    let has_more = rows.next().is_some();
+    let mut has_more = false;
+    snap.scan::<Messages>(
+        Bound::Included(&lo),
+        Bound::Excluded(&hi),
+        true,
+        |(c, id), body| {
+            if out.len() == limit {
+                has_more = true;
+                return Ok(false);
+            }
+            out.push(read_message(&c, id, &body)?);
+            Ok(true)
+        },
+    )?;
     out.reverse();
     Ok(HistoryPage {
         messages: out,
@@ -155,9 +155,8 @@ pub(crate) fn before(
 }
 
 /// The conversation's newest id (0 if none).
-pub(crate) fn last_id(txn: &ReadTransaction, conv: &str) -> Result<u64> {
-    let t = txn.open_table(LAST_ID).map_err(db)?;
-    Ok(t.get(conv).map_err(db)?.map_or(0, |g| g.value()))
+pub(crate) fn last_id(snap: &mut impl Get, conv: &str) -> Result<u64> {
+    Ok(snap.get::<LastId>(&conv.to_string())?.unwrap_or(0))
 }
 
 #[async_trait]

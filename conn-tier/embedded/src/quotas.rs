@@ -1,12 +1,12 @@
 //! Per-user counters (groups created a day): one row per (user, key) in
 //! the quotas table, taken in a write of the group commit.
 
-use crate::tables::db;
+use crate::kv::Get;
+use crate::tables::Quotas;
 use crate::EmbeddedStore;
 use async_trait::async_trait;
 use chat_core::ports::QuotaStore;
 use chat_core::Result;
-use redb::ReadableTable;
 
 #[async_trait]
 impl QuotaStore for EmbeddedStore {
@@ -17,17 +17,13 @@ impl QuotaStore for EmbeddedStore {
         limit: u64,
         _expires_at_secs: u64,
     ) -> Result<bool> {
-        let (user, key) = (user.to_string(), key.to_string());
+        let key = (user.to_string(), key.to_string());
         self.write(move |batch| {
-            let t = batch.quotas()?;
-            let n = t
-                .get((user.as_str(), key.as_str()))
-                .map_err(db)?
-                .map_or(0, |g| g.value());
+            let n = batch.get::<Quotas>(&key)?.unwrap_or(0);
             if n >= limit {
                 return Ok(false);
             }
-            t.insert((user.as_str(), key.as_str()), n + 1).map_err(db)?;
+            batch.put::<Quotas>(&key, &(n + 1))?;
             Ok(true)
         })
         .await

@@ -19,6 +19,7 @@ use crate::backup::{sync_dir, Progress, COUNTS_KEY, HASH_KEY, TAKEN_KEY};
 use crate::error::Error;
 use crate::format::META;
 use crate::verify::{verify, VerifyReport};
+use crate::EngineKind;
 use redb::Database;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,13 @@ pub fn restore(
         )));
     }
     std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
+    if data_dir.join(EngineKind::Fjall.data_name()).exists() {
+        // A backup is a redb file: it never lands beside fjall data.
+        return Err(Error::Admin(format!(
+            "{} holds fjall data (chat.fjall): a backup restores as redb data, so restore into an empty directory (then run it with --engine redb, or move it to fjall with conn-tier admin export and import)",
+            data_dir.display()
+        )));
+    }
     let target = data_dir.join("chat.redb");
     // Held until the swap is done: a server cannot open the old file meanwhile.
     let mut held = None;

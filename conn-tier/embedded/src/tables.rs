@@ -1,36 +1,80 @@
-//! The redb tables (the key layout of docs/design.md, "Data model") and the
-//! JSON bodies stored in them.
+//! The tables (the key layout of docs/design.md, "Data model"), kept by
+//! either engine (`crate::kv`), and the JSON bodies stored in them.
 
 use crate::error::Error as StoreErr;
+use crate::kv::redb::{RTable, WTable};
+use crate::kv::Tbl;
 use chat_core::{Error, Result};
-use redb::TableDefinition;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Sorts after every id (ids are printable ASCII): the upper end of a
 /// range over one key's rows, as in `(user, "")..(user, PAST_ANY_ID)`.
 pub(crate) const PAST_ANY_ID: &str = "\u{7f}";
 
-/// messages: (conversation_id, message_id) -> MessageBody
-pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// conversation_id -> newest message_id (the id allocator)
-pub(crate) const LAST_ID: TableDefinition<&str, u64> = TableDefinition::new("conversation_last_id");
-/// (sender, client_msg_id) -> (conversation_id, message_id): idempotency
-pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str), (&str, u64)> =
-    TableDefinition::new("idempotency");
-/// users: (user_id, conversation_id) -> MembershipBody
-pub(crate) const USERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("users");
-/// groups: group_id -> GroupBody (name, admins, version)
-pub(crate) const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
-/// quotas: (user_id, key) -> units taken
-pub(crate) const QUOTAS: TableDefinition<(&str, &str), u64> = TableDefinition::new("quotas");
-/// devices: (user_id, device_id) -> when it was last used (ms)
-pub(crate) const DEVICES: TableDefinition<(&str, &str), u64> = TableDefinition::new("devices");
-/// cursors: (user_id, device_id, conversation_id) -> (cursor, moved at ms)
-pub(crate) const CURSORS: TableDefinition<(&str, &str, &str), (u64, u64)> =
-    TableDefinition::new("cursors");
-/// group members: (group_id, user_id) -> GroupMember
-pub(crate) const GROUP_MEMBERS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("group_members");
+/// Declares the tables: a marker type per table ([`Tbl`]), the list of
+/// names in [`Tbl::IDX`] order, and the redb engine's slots for their open
+/// handles.
+macro_rules! tables {
+    ($($(#[$doc:meta])* $ty:ident, $field:ident, $name:literal, $idx:literal: $k:ty => $v:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) struct $ty;
+            impl Tbl for $ty {
+                const NAME: &'static str = $name;
+                const IDX: usize = $idx;
+                type K = $k;
+                type V = $v;
+                fn write_slot<'s, 't>(s: &'s mut WriteSlots<'t>) -> &'s mut Option<WTable<'t, Self>> {
+                    &mut s.$field
+                }
+                fn read_slot(s: &mut ReadSlots) -> &mut Option<RTable<Self>> {
+                    &mut s.$field
+                }
+            }
+        )*
+        /// Every table's name, in [`Tbl::IDX`] order.
+        pub(crate) const ALL: &[&str] = &[$($name),*];
+
+        /// A redb write transaction's open tables.
+        #[derive(Default)]
+        pub(crate) struct WriteSlots<'t> {
+            $($field: Option<WTable<'t, $ty>>,)*
+        }
+
+        /// A redb read transaction's open tables.
+        #[derive(Default)]
+        pub(crate) struct ReadSlots {
+            $($field: Option<RTable<$ty>>,)*
+        }
+
+        /// Creates every table of a redb file that lacks one.
+        pub(crate) fn create_all(txn: &redb::WriteTransaction) -> std::result::Result<(), StoreErr> {
+            $(txn.open_table($ty::def()).map_err(StoreErr::db)?;)*
+            Ok(())
+        }
+    };
+}
+
+tables! {
+    /// messages: (conversation_id, message_id) -> MessageBody
+    Messages, messages, "messages", 0: (String, u64) => Vec<u8>;
+    /// conversation_id -> newest message_id (the id allocator)
+    LastId, last_id, "conversation_last_id", 1: String => u64;
+    /// (sender, client_msg_id) -> (conversation_id, message_id): idempotency
+    Idempotency, idempotency, "idempotency", 2: (String, String) => (String, u64);
+    /// users: (user_id, conversation_id) -> MembershipBody
+    Users, users, "users", 3: (String, String) => Vec<u8>;
+    /// groups: group_id -> GroupBody (name, admins, version)
+    Groups, groups, "groups", 4: String => Vec<u8>;
+    /// group members: (group_id, user_id) -> GroupMember
+    GroupMembers, group_members, "group_members", 5: (String, String) => Vec<u8>;
+    /// quotas: (user_id, key) -> units taken
+    Quotas, quotas, "quotas", 6: (String, String) => u64;
+    /// devices: (user_id, device_id) -> when it was last used (ms)
+    Devices, devices, "devices", 7: (String, String) => u64;
+    /// cursors: (user_id, device_id, conversation_id) -> (cursor, moved at ms)
+    Cursors, cursors, "cursors", 8: (String, String, String) => (u64, u64);
+}
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct MessageBody {
@@ -93,17 +137,4 @@ pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 /// A redb failure as the services see it.
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> Error {
     StoreErr::db(e).into()
-}
-
-/// A table of a read transaction, `None` if the file does not have it (a
-/// file written by an import, or by an older build).
-pub(crate) fn open_if_exists<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &redb::ReadTransaction,
-    def: TableDefinition<K, V>,
-) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, StoreErr> {
-    match txn.open_table(def) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(StoreErr::db(e)),
-    }
 }

@@ -1,5 +1,5 @@
 //! `conn-tier admin verify FILE`: whether a backup (or a stopped server's
-//! data file) can be trusted (docs/operations.md, "Backup and restore").
+//! data: its `chat.redb`, or its `chat.fjall` directory) can be trusted (docs/operations.md, "Backup and restore").
 //!
 //! It opens the file read-only (never repairs or writes it) and checks:
 //! - the format version: one this build reads;
@@ -12,11 +12,14 @@
 //!   membership row and a group, and every group membership row with a
 //!   member; every record body readable.
 
-use crate::backup::{self, Copier, Counts, Progress, COUNTS_KEY, HASH_KEY, TAKEN_KEY};
+use crate::backup::{
+    self, each, read_failed, Copier, Counts, Progress, COUNTS_KEY, HASH_KEY, TAKEN_KEY,
+};
 use crate::error::Error;
-use crate::format::{self, META};
+use crate::format;
+use crate::kv::{Get, Snap};
 use crate::tables::*;
-use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadOnlyDatabase, ReadableDatabase};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -83,6 +86,11 @@ fn verify_inner(
             file.display()
         ))
     };
+    if file.is_dir() {
+        // A fjall data directory: opened as a server start would (its
+        // journal recovered).
+        return backup::with_snapshot(file, |snap| check(snap, file, progress, &unreadable));
+    }
     if !file.is_file() {
         return Err(Error::Admin(format!("no file at {}", file.display())));
     }
@@ -99,9 +107,20 @@ fn verify_inner(
         Err(e) => return Err(unreadable(e.to_string())),
     };
     let txn = db.begin_read().map_err(|e| unreadable(e.to_string()))?;
+    let mut snap = Snap::Redb(crate::kv::redb::Snap::new(txn));
+    check(&mut snap, file, progress, &unreadable)
+}
+
+/// The checks, on one snapshot.
+fn check(
+    snap: &mut Snap,
+    file: &Path,
+    progress: &mut dyn FnMut(Progress<'_>),
+    unreadable: &dyn Fn(String) -> Error,
+) -> Result<VerifyReport, Error> {
     let mut report = VerifyReport::default();
     let (found, recorded, taken, counts_recorded) =
-        meta(&txn).map_err(|e| unreadable(e.to_string()))?;
+        meta(snap).map_err(|e| unreadable(e.to_string()))?;
     match found {
         None => report.problem("no format version recorded: not a file of this chat server, or one from before versions were kept".into()),
         Some(v) if v > format::FORMAT_VERSION => {
@@ -111,7 +130,7 @@ fn verify_inner(
         Some(v) => report.format = v,
     }
     let mut copier = Copier {
-        src: &txn,
+        src: snap,
         to: None,
         hash: Sha256::new(),
         progress,
@@ -137,85 +156,71 @@ fn verify_inner(
             ));
         }
     }
-    invariants(&txn, &mut report).map_err(|e| unreadable(e.to_string()))?;
+    invariants(snap, &mut report).map_err(|e| unreadable(e.to_string()))?;
     Ok(report)
 }
 
 type Meta = (Option<u64>, Option<String>, Option<u64>, Option<Counts>);
 
-fn meta(txn: &ReadTransaction) -> Result<Meta, Error> {
-    let meta = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok((None, None, None, None)),
-        Err(e) => return Err(Error::db(e)),
-    };
-    let get = |k: &str| -> Result<Option<String>, Error> {
-        Ok(meta
-            .get(k)
-            .map_err(Error::db)?
-            .map(|v| v.value().to_string()))
-    };
-    let format = get(format::FORMAT_KEY)?
+fn meta(snap: &mut Snap) -> Result<Meta, Error> {
+    let format = snap
+        .meta(format::FORMAT_KEY)?
         .map(|v| {
             v.parse()
                 .map_err(|_| Error::Corrupt(format!("format version {v:?}")))
         })
         .transpose()?;
-    let taken = get(TAKEN_KEY)?.and_then(|v| v.parse().ok());
-    let counts = get(COUNTS_KEY)?.and_then(|v| serde_json::from_str(&v).ok());
-    Ok((format, get(HASH_KEY)?, taken, counts))
+    let taken = snap.meta(TAKEN_KEY)?.and_then(|v| v.parse().ok());
+    let counts = snap
+        .meta(COUNTS_KEY)?
+        .and_then(|v| serde_json::from_str(&v).ok());
+    Ok((format, snap.meta(HASH_KEY)?, taken, counts))
 }
 
-fn invariants(txn: &ReadTransaction, r: &mut VerifyReport) -> Result<(), Error> {
+fn invariants(snap: &mut Snap, r: &mut VerifyReport) -> Result<(), Error> {
     // Each conversation's counter.
     let mut last: HashMap<String, u64> = HashMap::new();
-    if let Some(t) = open_if_exists(txn, LAST_ID)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            last.insert(k.value().to_string(), v.value());
-        }
-    }
+    each::<LastId>(snap, |_, conv, n| {
+        last.insert(conv, n);
+        Ok(())
+    })?;
     let newest = |conv: &str| last.get(conv).copied().unwrap_or(0);
     // Messages: gapless from 1 to the counter, bodies readable.
     let mut seen: HashSet<String> = HashSet::new();
-    if let Some(t) = open_if_exists(txn, MESSAGES)? {
-        let mut current: Option<(String, u64)> = None;
-        let finish = |r: &mut VerifyReport, conv: &str, top: u64| {
-            if top != newest(conv) {
-                r.problem(format!(
-                    "conversation {conv}: its newest message is {top}, but its id counter is {}",
-                    newest(conv)
-                ));
+    let mut current: Option<(String, u64)> = None;
+    let finish = |r: &mut VerifyReport, conv: &str, top: u64| {
+        if top != newest(conv) {
+            r.problem(format!(
+                "conversation {conv}: its newest message is {top}, but its id counter is {}",
+                newest(conv)
+            ));
+        }
+    };
+    each::<Messages>(snap, |_, (conv, id), v| {
+        if serde_json::from_slice::<MessageBody>(&v).is_err() {
+            r.problem(format!("message {conv}/{id}: its record cannot be read"));
+        }
+        let expected = match &current {
+            Some((c, top)) if *c == conv => top + 1,
+            Some((c, top)) => {
+                finish(r, c, *top);
+                1
             }
+            None => 1,
         };
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            let (conv, id) = k.value();
-            if serde_json::from_slice::<MessageBody>(v.value()).is_err() {
-                r.problem(format!("message {conv}/{id}: its record cannot be read"));
-            }
-            let expected = match &current {
-                Some((c, top)) if c == conv => top + 1,
-                Some((c, top)) => {
-                    let (c, top) = (c.clone(), *top);
-                    finish(r, &c, top);
-                    1
-                }
-                None => 1,
-            };
-            if id != expected {
-                r.problem(format!(
-                    "conversation {conv}: message {id} where {expected} was expected (ids must be gapless from 1)"
-                ));
-            }
-            if current.as_ref().map(|(c, _)| c.as_str()) != Some(conv) {
-                seen.insert(conv.to_string());
-            }
-            current = Some((conv.to_string(), id));
+        if id != expected {
+            r.problem(format!(
+                "conversation {conv}: message {id} where {expected} was expected (ids must be gapless from 1)"
+            ));
         }
-        if let Some((c, top)) = current {
-            finish(r, &c, top);
+        if current.as_ref().map(|(c, _)| c.as_str()) != Some(conv.as_str()) {
+            seen.insert(conv.clone());
         }
+        current = Some((conv, id));
+        Ok(())
+    })?;
+    if let Some((c, top)) = current {
+        finish(r, &c, top);
     }
     for (conv, n) in &last {
         if *n > 0 && !seen.contains(conv) {
@@ -224,102 +229,84 @@ fn invariants(txn: &ReadTransaction, r: &mut VerifyReport) -> Result<(), Error> 
             ));
         }
     }
-    let messages = open_if_exists(txn, MESSAGES)?;
-    if let Some(t) = open_if_exists(txn, IDEMPOTENCY)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            let ((sender, cmid), (conv, id)) = (k.value(), v.value());
-            let named = match &messages {
-                Some(t) => t.get((conv, id)).map_err(Error::db)?.map(|b| {
-                    match serde_json::from_slice::<MessageBody>(b.value()) {
-                        Ok(b) => b.sender == sender && b.client_msg_id == cmid,
-                        // Reported as unreadable already.
-                        Err(_) => true,
-                    }
-                }),
-                None => None,
-            };
-            match named {
-                None => r.problem(format!(
-                    "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, which is not stored"
-                )),
-                Some(false) => r.problem(format!(
-                    "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, another sender's or another send's message"
-                )),
-                Some(true) => {}
-            }
+    each::<Idempotency>(snap, |snap, (sender, cmid), (conv, id)| {
+        let named = snap
+            .get::<Messages>(&(conv.clone(), id))
+            .map_err(read_failed)?
+            .map(|b| match serde_json::from_slice::<MessageBody>(&b) {
+                Ok(b) => b.sender == sender && b.client_msg_id == cmid,
+                // Reported as unreadable already.
+                Err(_) => true,
+            });
+        match named {
+            None => r.problem(format!(
+                "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, which is not stored"
+            )),
+            Some(false) => r.problem(format!(
+                "the resend record of {sender}'s {cmid:?} points at {conv}/{id}, another sender's or another send's message"
+            )),
+            Some(true) => {}
         }
-    }
+        Ok(())
+    })?;
     // Memberships: marks at or below the newest id; group rows both ways.
     let mut group_rows: HashSet<(String, String)> = HashSet::new();
-    if let Some(t) = open_if_exists(txn, USERS)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            let (user, conv) = k.value();
-            let Ok(m) = serde_json::from_slice::<MembershipBody>(v.value()) else {
+    each::<Users>(snap, |_, (user, conv), v| {
+        let Ok(m) = serde_json::from_slice::<MembershipBody>(&v) else {
+            r.problem(format!(
+                "membership {user} in {conv}: its record cannot be read"
+            ));
+            return Ok(());
+        };
+        let top = newest(&conv);
+        for (what, n) in [
+            ("watermark", m.acked_up_to),
+            ("join point", m.joined_at_id),
+            ("newest sent", m.last_sent),
+        ] {
+            if n > top {
                 r.problem(format!(
-                    "membership {user} in {conv}: its record cannot be read"
+                    "membership {user} in {conv}: its {what} {n} is past the newest message {top}"
                 ));
-                continue;
-            };
-            let top = newest(conv);
-            for (what, n) in [
-                ("watermark", m.acked_up_to),
-                ("join point", m.joined_at_id),
-                ("newest sent", m.last_sent),
-            ] {
-                if n > top {
-                    r.problem(format!(
-                        "membership {user} in {conv}: its {what} {n} is past the newest message {top}"
-                    ));
-                }
-            }
-            if let Some(g) = conv.strip_prefix("grp#") {
-                group_rows.insert((g.to_string(), user.to_string()));
             }
         }
-    }
+        if let Some(g) = conv.strip_prefix("grp#") {
+            group_rows.insert((g.to_string(), user));
+        }
+        Ok(())
+    })?;
     let mut groups: HashSet<String> = HashSet::new();
-    if let Some(t) = open_if_exists(txn, GROUPS)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            if serde_json::from_slice::<GroupBody>(v.value()).is_err() {
-                r.problem(format!("group {}: its record cannot be read", k.value()));
-            }
-            groups.insert(k.value().to_string());
+    each::<Groups>(snap, |_, g, v| {
+        if serde_json::from_slice::<GroupBody>(&v).is_err() {
+            r.problem(format!("group {g}: its record cannot be read"));
         }
-    }
-    if let Some(t) = open_if_exists(txn, GROUP_MEMBERS)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, _) = row.map_err(Error::db)?;
-            let (g, user) = k.value();
-            if !groups.contains(g) {
-                r.problem(format!("member {user} of group {g}: no such group"));
-            }
-            let key = (g.to_string(), user.to_string());
-            if !group_rows.remove(&key) {
-                r.problem(format!(
-                    "member {user} of group {g}: no membership row for grp#{g}"
-                ));
-            }
+        groups.insert(g);
+        Ok(())
+    })?;
+    each::<GroupMembers>(snap, |_, (g, user), _| {
+        if !groups.contains(&g) {
+            r.problem(format!("member {user} of group {g}: no such group"));
         }
-    }
+        if !group_rows.remove(&(g.clone(), user.clone())) {
+            r.problem(format!(
+                "member {user} of group {g}: no membership row for grp#{g}"
+            ));
+        }
+        Ok(())
+    })?;
     for (g, user) in group_rows {
         r.problem(format!(
             "membership {user} in grp#{g}: not a member of the group"
         ));
     }
-    if let Some(t) = open_if_exists(txn, CURSORS)? {
-        for row in t.iter().map_err(Error::db)? {
-            let (k, v) = row.map_err(Error::db)?;
-            let ((user, device, conv), (cursor, _)) = (k.value(), v.value());
-            if cursor > newest(conv) {
-                r.problem(format!(
-                    "device {device} of {user}: its cursor {cursor} in {conv} is past the newest message {}",
-                    newest(conv)
-                ));
-            }
+    each::<Cursors>(snap, |_, (user, device, conv), (cursor, _)| {
+        if cursor > newest(&conv) {
+            r.problem(format!(
+                "device {device} of {user}: its cursor {cursor} in {conv} is past the newest message {}",
+                newest(&conv)
+            ));
         }
-    }
+        Ok(())
+    })?;
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! The group-commit writer: one thread takes every write waiting in its
 //! queue, applies them in one transaction and commits with one fsync
-//! (`Durability::Immediate`); only then does each caller get its answer.
+//! (redb: `Durability::Immediate`; fjall: the journal, `SyncData`); only then does each caller get its answer.
 //! So a send is acknowledged only after its own data is on disk, and
 //! concurrent sends share the fsync. The queue is bounded: when the disk
 //! falls behind, callers wait (backpressure) instead of piling up memory.
 
-use crate::batch::Batch;
 use crate::health::{Health, Slot};
+use crate::kv::Batch;
 use chat_core::ports::StoredMessage;
 use chat_core::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,15 +124,15 @@ pub(crate) fn run(
         }
         let batch = ops.len();
         let started = std::time::Instant::now();
-        let Some(db) = slot.get() else {
+        let Some(engine) = slot.get() else {
             drop(ops);
             continue;
         };
-        let txn = match db.begin_write() {
+        let mut txn = match engine.begin() {
             Ok(t) => t,
             Err(e) => {
                 chat_core::metrics::store_error("commit");
-                health.fail(&e.to_string());
+                health.fail(&e);
                 // Nothing ran; every caller's answer channel closes.
                 drop(ops);
                 continue;
@@ -141,7 +141,7 @@ pub(crate) fn run(
         let mut completions = Vec::with_capacity(batch);
         let mut appended = Vec::new();
         let mut poisoned = false;
-        let mut tables = Batch::new(&txn);
+        let mut tables = txn.batch();
         for op in ops {
             let a = op(&mut tables);
             poisoned |= a.poisoned;
@@ -155,18 +155,18 @@ pub(crate) fn run(
             // A write failed part-way; keep the whole batch off disk. If it
             // was the disk (redb refuses every transaction after an I/O
             // error), the store cannot write: the same as a failed commit.
-            let _ = txn.abort();
-            match db.begin_write() {
+            txn.abort();
+            match engine.begin() {
                 Ok(probe) => {
-                    let _ = probe.abort();
+                    probe.abort();
                     Err(Failed::Batch)
                 }
-                Err(e) => Err(Failed::Commit(e.to_string())),
+                Err(e) => Err(Failed::Commit(e)),
             }
         } else {
-            txn.commit().map_err(|e| Failed::Commit(e.to_string()))
+            txn.commit().map_err(Failed::Commit)
         };
-        drop(db);
+        drop(engine);
         chat_core::metrics::commit_batch(batch);
         chat_core::metrics::commit_phases(applied, started.elapsed().saturating_sub(applied));
         match (&outcome, &feed) {
@@ -213,8 +213,8 @@ enum Failed {
 /// Opens the file again and commits a probe; writable again if it lands.
 fn recover(slot: &Slot, health: &Health) {
     let attempt = slot.reopen().and_then(|()| match slot.get() {
-        Some(db) => crate::health::probe(&db),
-        None => Err("the data file is not open".into()),
+        Some(engine) => engine.probe(),
+        None => Err("the data is not open".into()),
     });
     match attempt {
         Ok(()) => health.recovered(),

@@ -6,7 +6,7 @@ use chat_core::ports::*;
 use chat_embedded::backup::{backup_offline, BackupReport};
 use chat_embedded::restore::restore;
 use chat_embedded::verify::verify;
-use chat_embedded::{EmbeddedStore, Error, FORMAT_VERSION};
+use chat_embedded::{EmbeddedStore, EngineKind, Error, FORMAT_VERSION};
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
@@ -394,7 +394,9 @@ async fn an_export_imported_into_an_empty_store_exports_the_same_records_and_car
     assert_eq!(header["counts"]["message"], 33);
     assert_eq!(header["counts"]["member"], 3);
     let moved = dir.path().join("moved");
-    let report = chat_embedded::import::import(first.as_slice(), &moved, &mut |_| {}).unwrap();
+    let report =
+        chat_embedded::import::import(first.as_slice(), &moved, EngineKind::Redb, &mut |_| {})
+            .unwrap();
     assert_eq!(report.loaded["message"], 33);
     let v = verify(&moved.join("chat.redb"), &mut |_| {}).unwrap();
     assert!(v.ok(), "{:?}", v.problems);
@@ -410,7 +412,7 @@ async fn an_export_imported_into_an_empty_store_exports_the_same_records_and_car
     );
     // Into a directory holding data: refused, nothing changed.
     drop(s);
-    let err = chat_embedded::import::import(first.as_slice(), &data, &mut |_| {})
+    let err = chat_embedded::import::import(first.as_slice(), &data, EngineKind::Redb, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("already holds other data"), "{err}");
@@ -427,17 +429,111 @@ async fn an_import_cut_short_then_run_again_lands_each_record_once() {
     // A crash part-way: the stream ends after 70% of it.
     let cut = &full[..full.len() * 7 / 10];
     let cut = &cut[..=cut.iter().rposition(|b| *b == b'\n').unwrap()];
-    let err = chat_embedded::import::import(cut, &moved, &mut |_| {})
+    let err = chat_embedded::import::import(cut, &moved, EngineKind::Redb, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("ends early"), "{err}");
-    let again = chat_embedded::import::import(full.as_slice(), &moved, &mut |_| {}).unwrap();
+    let again =
+        chat_embedded::import::import(full.as_slice(), &moved, EngineKind::Redb, &mut |_| {})
+            .unwrap();
     assert!(again.resumed_after_line > 0, "{again:?}");
     let loaded_twice: u64 = again.loaded.values().sum();
     assert!(loaded_twice < records(&full).len() as u64);
     assert_eq!(records(&export(&moved.join("chat.redb"))), records(&full));
     assert!(verify(&moved.join("chat.redb"), &mut |_| {}).unwrap().ok());
     // A third run finds it done and changes nothing.
-    let third = chat_embedded::import::import(full.as_slice(), &moved, &mut |_| {}).unwrap();
+    let third =
+        chat_embedded::import::import(full.as_slice(), &moved, EngineKind::Redb, &mut |_| {})
+            .unwrap();
     assert!(third.loaded.is_empty(), "{third:?}");
+}
+
+fn fjall_options() -> chat_embedded::Options {
+    chat_embedded::Options {
+        engine: EngineKind::Fjall,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_from_redb_to_fjall_and_back_by_export_and_import_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = filled(&data, chat_embedded::import::BATCH + 300).await;
+    let redb_backup = backup(&s, &dir.path().join("redb.backup"));
+    drop(s);
+    let stream = export(&data.join("chat.redb"));
+    let moved = dir.path().join("fjall");
+    // Cut short first: the import into fjall resumes as into redb.
+    let cut = &stream[..stream.len() * 6 / 10];
+    let cut = &cut[..=cut.iter().rposition(|b| *b == b'\n').unwrap()];
+    let err = chat_embedded::import::import(cut, &moved, EngineKind::Fjall, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ends early"), "{err}");
+    let report =
+        chat_embedded::import::import(stream.as_slice(), &moved, EngineKind::Fjall, &mut |_| {})
+            .unwrap();
+    assert!(report.resumed_after_line > 0, "{report:?}");
+    assert!(moved.join("chat.fjall").is_dir());
+    assert!(!moved.join("chat.redb").exists());
+    // The fjall directory verifies, and exports the very same records.
+    let v = verify(&moved.join("chat.fjall"), &mut |_| {}).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+    assert_eq!(v.counts, redb_backup.counts);
+    assert_eq!(
+        records(&export(&moved.join("chat.fjall"))),
+        records(&stream)
+    );
+    // A backup of the fjall store is a redb file with the same content
+    // hash as the redb store's backup: the same rows, in the same order.
+    let f = EmbeddedStore::open_with(&moved, fjall_options()).unwrap();
+    let fjall_backup = backup(&f, &dir.path().join("fjall.backup"));
+    assert_eq!(fjall_backup.hash, redb_backup.hash);
+    assert!(verify(&fjall_backup.path, &mut |_| {}).unwrap().ok());
+    // The fjall store carries each conversation on.
+    let next = f.append(message("dm#a#b", "a", 90_000, "b")).await.unwrap();
+    assert_eq!(
+        next.message.message_id,
+        chat_embedded::import::BATCH + 300 + 1
+    );
+    drop(f);
+    // And back to redb.
+    let back = dir.path().join("back");
+    let again = export(&moved.join("chat.fjall"));
+    chat_embedded::import::import(again.as_slice(), &back, EngineKind::Redb, &mut |_| {}).unwrap();
+    assert_eq!(records(&export(&back.join("chat.redb"))), records(&again));
+    assert!(verify(&back.join("chat.redb"), &mut |_| {}).unwrap().ok());
+    // An import never lands beside the other engine's data.
+    let err =
+        chat_embedded::import::import(again.as_slice(), &back, EngineKind::Fjall, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("--engine redb"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_fjall_store_backs_up_and_a_backup_never_restores_beside_fjall_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let s = EmbeddedStore::open_with(&data, fjall_options()).unwrap();
+        for i in 1..=50 {
+            s.append(message("dm#a#b", "a", i, "b")).await.unwrap();
+        }
+    }
+    let to = dir.path().join("offline.backup");
+    let report = backup_offline(&data, &to, &mut |_| {}).unwrap();
+    assert_eq!(report.counts.messages, 50);
+    assert!(verify(&to, &mut |_| {}).unwrap().ok());
+    let err = restore(&to, &data, true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds fjall data"), "{err}");
+    assert!(!data.join("chat.redb").exists());
+    // Into an empty directory it restores as redb data.
+    let restored = dir.path().join("restored");
+    restore(&to, &restored, false, &mut |_| {}).unwrap();
+    let t = EmbeddedStore::open(&restored).unwrap();
+    assert_eq!(t.last_message_id("dm#a#b").await.unwrap(), 50);
 }

@@ -46,15 +46,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Checks a backup (or a stopped server's chat.redb): its format
-    /// version, its content hash, every table's invariants.
+    /// Checks a backup (or a stopped server's chat.redb, or its chat.fjall
+    /// directory): its format version, its content hash, every table's
+    /// invariants.
     Verify {
         file: PathBuf,
         #[arg(long)]
         json: bool,
     },
-    /// Puts a verified backup in place as DATA_DIR/chat.redb. The server
-    /// must be stopped.
+    /// Puts a verified backup in place as DATA_DIR/chat.redb (a backup of
+    /// either engine is redb data). The server must be stopped.
     Restore {
         file: PathBuf,
         #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
@@ -71,7 +72,8 @@ pub enum Command {
         /// Which store to read.
         #[arg(long, value_enum, default_value = "embedded")]
         store: transfer::Store,
-        /// Embedded: a stopped server's data directory, or a backup file.
+        /// Embedded: a stopped server's data directory (either engine's),
+        /// or a backup file.
         #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
         from: PathBuf,
         /// DynamoDB: the tables' name prefix.
@@ -92,6 +94,10 @@ pub enum Command {
         store: transfer::Store,
         #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// Embedded: the engine to load into (so an export and an import
+        /// move a store from one engine to the other).
+        #[arg(long, env = "CHAT_ENGINE", value_enum, default_value = "redb")]
+        engine: crate::config::EngineArg,
         #[arg(long, env = "CHAT_TABLE_PREFIX", default_value = chat_core::ports::DEFAULT_TABLE_PREFIX)]
         table_prefix: String,
         #[arg(long)]
@@ -227,11 +233,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             file,
             store,
             data_dir,
+            engine,
             table_prefix,
             json,
         } => {
-            let report =
-                transfer::import(store, &file, &data_dir, &table_prefix, &mut progress).await?;
+            let report = transfer::import(
+                store,
+                &file,
+                &data_dir,
+                engine.into(),
+                &table_prefix,
+                &mut progress,
+            )
+            .await?;
             print(json, &report, || {
                 format!("imported {}: {report}", file.display())
             });

@@ -35,11 +35,16 @@ pub async fn export(
     );
     let counts = match store {
         Store::Embedded => {
-            // A data directory or a file (a backup).
-            let file = if from.is_dir() {
-                from.join("chat.redb")
-            } else {
-                from.to_path_buf()
+            // A data directory (either engine's) or a file (a backup).
+            let file = match chat_embedded::EngineKind::found_in(from) {
+                Some(kind) if from.is_dir() => from.join(kind.data_name()),
+                _ if from.is_dir() => {
+                    return Err(format!(
+                        "no data in {} (neither chat.redb nor chat.fjall)",
+                        from.display()
+                    ))
+                }
+                _ => from.to_path_buf(),
             };
             let counts =
                 chat_embedded::export::export_file(&file, &mut out, &mut |p| meter.show(p))
@@ -62,6 +67,7 @@ pub async fn import(
     store: Store,
     input: &Path,
     data_dir: &Path,
+    engine: chat_embedded::EngineKind,
     prefix: &str,
     meter: &mut Meter,
 ) -> Result<serde_json::Value, String> {
@@ -69,14 +75,16 @@ pub async fn import(
         Store::Embedded => {
             let file =
                 std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
-            let report =
-                chat_embedded::import::import(std::io::BufReader::new(file), data_dir, &mut |p| {
-                    meter.show(p)
-                })
-                .map_err(|e| e.to_string())?;
-            // The whole file checked, as `verify` does: ids gapless, marks
+            let report = chat_embedded::import::import(
+                std::io::BufReader::new(file),
+                data_dir,
+                engine,
+                &mut |p| meter.show(p),
+            )
+            .map_err(|e| e.to_string())?;
+            // The whole store checked, as `verify` does: ids gapless, marks
             // at or below them, memberships matching groups.
-            let file = data_dir.join("chat.redb");
+            let file = data_dir.join(engine.data_name());
             let v = chat_embedded::verify::verify(&file, &mut |p| meter.show(p))
                 .map_err(|e| e.to_string())?;
             if !v.ok() {

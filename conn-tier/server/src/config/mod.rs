@@ -108,13 +108,33 @@ impl TypedValueParser for Boolish {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
-    /// redb file in --data-dir, fsynced before every ack (the default).
+    /// In --data-dir (redb or fjall, --engine), fsynced before every ack
+    /// (the default).
     Embedded,
     /// Nothing is kept across restarts; for experiments only.
     Memory,
     /// DynamoDB (AWS, or the emulator at AWS_ENDPOINT_URL); needs the
     /// `dynamodb` cargo feature.
     Dynamodb,
+}
+
+/// The embedded store's engine (docs/operations.md, "Engines").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// One file, `chat.redb`: a copy-on-write B-tree (the default).
+    Redb,
+    /// A directory, `chat.fjall/`: an LSM tree (journal, memtables,
+    /// compaction).
+    Fjall,
+}
+
+impl From<EngineArg> for chat_embedded::EngineKind {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Redb => chat_embedded::EngineKind::Redb,
+            EngineArg::Fjall => chat_embedded::EngineKind::Fjall,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +198,10 @@ pub struct ServerArgs {
     /// Where messages, users and groups are kept.
     #[arg(long, env = "CHAT_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
+    /// The embedded store's engine. A data directory holds one engine's
+    /// data; the other's is refused at start, never opened beside it.
+    #[arg(long, env = "CHAT_ENGINE", value_enum, default_value = "redb")]
+    pub engine: EngineArg,
     /// Free space (MiB) the embedded store keeps on its disk: below it,
     /// writes are refused (`unavailable`) and `/readyz` answers 503 until
     /// there is room again. 0 turns it off.
@@ -431,6 +455,7 @@ impl ServerArgs {
             },
             embedded: chat_embedded::Options {
                 min_free_bytes: self.min_free_disk_mb.saturating_mul(1024 * 1024),
+                engine: self.engine.into(),
                 ..Default::default()
             },
             broadcast_from_members: self.broadcast_from_members,

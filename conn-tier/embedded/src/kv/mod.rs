@@ -1,0 +1,540 @@
+//! The engine seam: the store's tables as typed rows, over either engine
+//! (docs/design.md, "The embedded engines").
+//!
+//! Every entity module reads and writes through [`Get`] and [`Batch::put`]
+//! / [`Batch::del`], never through an engine's own API, so redb and fjall
+//! run the same logic. A table is a marker type ([`Tbl`]) naming its key
+//! and value [`Shape`]s; each engine keeps its own layout:
+//!
+//! - redb: one typed table per [`Tbl`], exactly the tables of format 1
+//!   (a file written before the seam opens unchanged);
+//! - fjall: one keyspace per [`Tbl`], keys and values encoded by
+//!   [`Shape::enc`] so that byte order is the typed key's order.
+//!
+//! # Layout
+//! - this file: [`Shape`], [`Tbl`], [`Get`], the [`Engine`], [`Batch`] and
+//!   [`Snap`] enums that dispatch to an engine;
+//! - `redb`: the redb engine (lazily opened tables per transaction);
+//! - `fjall`: the fjall engine (keyspaces, a single-writer transaction).
+
+mod fjall;
+pub(crate) mod redb;
+
+use crate::error::Error as StoreErr;
+use chat_core::Result;
+use std::ops::Bound;
+use std::path::Path;
+
+pub(crate) use self::fjall::FjallEngine;
+pub(crate) use self::redb::RedbEngine;
+
+/// Which engine a data directory uses (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// One file, `chat.redb`: a copy-on-write B-tree, fsynced per commit.
+    #[default]
+    Redb,
+    /// A directory, `chat.fjall/`: an LSM tree (journal, memtables,
+    /// compaction), the journal fsynced per commit.
+    Fjall,
+}
+
+impl EngineKind {
+    /// The file (redb) or directory (fjall) it keeps in the data directory.
+    pub fn data_name(self) -> &'static str {
+        match self {
+            EngineKind::Redb => "chat.redb",
+            EngineKind::Fjall => "chat.fjall",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Redb => "redb",
+            EngineKind::Fjall => "fjall",
+        }
+    }
+
+    pub fn other(self) -> EngineKind {
+        match self {
+            EngineKind::Redb => EngineKind::Fjall,
+            EngineKind::Fjall => EngineKind::Redb,
+        }
+    }
+
+    /// The engine whose data `dir` holds, if any.
+    pub fn found_in(dir: &Path) -> Option<EngineKind> {
+        [EngineKind::Redb, EngineKind::Fjall]
+            .into_iter()
+            .find(|k| dir.join(k.data_name()).exists())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "redb" => Ok(EngineKind::Redb),
+            "fjall" => Ok(EngineKind::Fjall),
+            other => Err(format!("unknown engine {other:?}: redb or fjall")),
+        }
+    }
+}
+
+/// A key or value type of a table: its redb type, and its byte encoding
+/// for fjall, which sorts as the typed value does.
+pub(crate) trait Shape: Sized + Clone + 'static {
+    type R: ::redb::Value + 'static;
+    fn to_r(&self) -> <Self::R as ::redb::Value>::SelfType<'_>;
+    fn from_r(r: <Self::R as ::redb::Value>::SelfType<'_>) -> Self;
+    fn enc(&self, out: &mut Vec<u8>);
+    /// Reads one value off the front of `b`.
+    fn dec(b: &mut &[u8]) -> Option<Self>;
+}
+
+/// A key shape: its redb type is a key.
+pub(crate) trait KeyShape: Shape<R: ::redb::Key> {}
+impl<T: Shape<R: ::redb::Key>> KeyShape for T {}
+
+impl Shape for String {
+    type R = &'static str;
+    fn to_r(&self) -> &str {
+        self
+    }
+    fn from_r(r: &str) -> Self {
+        r.to_string()
+    }
+    /// Escaped (0 as 0 0xff) and ended by 0 1, so a string sorts before
+    /// every longer one it begins, and its end never looks like a 0 byte.
+    fn enc(&self, out: &mut Vec<u8>) {
+        for &b in self.as_bytes() {
+            out.push(b);
+            if b == 0 {
+                out.push(0xff);
+            }
+        }
+        out.extend_from_slice(&[0, 1]);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        let mut s = Vec::new();
+        let mut i = 0;
+        loop {
+            match (b.get(i)?, b.get(i + 1)) {
+                (0, Some(1)) => break,
+                (0, Some(0xff)) => {
+                    s.push(0);
+                    i += 2;
+                }
+                (0, _) => return None,
+                (&c, _) => {
+                    s.push(c);
+                    i += 1;
+                }
+            }
+        }
+        *b = &b[i + 2..];
+        String::from_utf8(s).ok()
+    }
+}
+
+impl Shape for u64 {
+    type R = u64;
+    fn to_r(&self) -> u64 {
+        *self
+    }
+    fn from_r(r: u64) -> Self {
+        r
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_be_bytes());
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        let (head, rest) = b.split_first_chunk::<8>()?;
+        *b = rest;
+        Some(u64::from_be_bytes(*head))
+    }
+}
+
+/// A record body: the rest of the bytes, as is.
+impl Shape for Vec<u8> {
+    type R = &'static [u8];
+    fn to_r(&self) -> &[u8] {
+        self
+    }
+    fn from_r(r: &[u8]) -> Self {
+        r.to_vec()
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        let v = b.to_vec();
+        *b = &[];
+        Some(v)
+    }
+}
+
+impl Shape for (String, u64) {
+    type R = (&'static str, u64);
+    fn to_r(&self) -> (&str, u64) {
+        (&self.0, self.1)
+    }
+    fn from_r(r: (&str, u64)) -> Self {
+        (r.0.to_string(), r.1)
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        self.0.enc(out);
+        self.1.enc(out);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        Some((String::dec(b)?, u64::dec(b)?))
+    }
+}
+
+impl Shape for (u64, u64) {
+    type R = (u64, u64);
+    fn to_r(&self) -> (u64, u64) {
+        *self
+    }
+    fn from_r(r: (u64, u64)) -> Self {
+        r
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        self.0.enc(out);
+        self.1.enc(out);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        Some((u64::dec(b)?, u64::dec(b)?))
+    }
+}
+
+impl Shape for (String, String) {
+    type R = (&'static str, &'static str);
+    fn to_r(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+    fn from_r(r: (&str, &str)) -> Self {
+        (r.0.to_string(), r.1.to_string())
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        self.0.enc(out);
+        self.1.enc(out);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        Some((String::dec(b)?, String::dec(b)?))
+    }
+}
+
+impl Shape for (String, String, String) {
+    type R = (&'static str, &'static str, &'static str);
+    fn to_r(&self) -> (&str, &str, &str) {
+        (&self.0, &self.1, &self.2)
+    }
+    fn from_r(r: (&str, &str, &str)) -> Self {
+        (r.0.to_string(), r.1.to_string(), r.2.to_string())
+    }
+    fn enc(&self, out: &mut Vec<u8>) {
+        self.0.enc(out);
+        self.1.enc(out);
+        self.2.enc(out);
+    }
+    fn dec(b: &mut &[u8]) -> Option<Self> {
+        Some((String::dec(b)?, String::dec(b)?, String::dec(b)?))
+    }
+}
+
+/// Encodes a whole key or value.
+pub(crate) fn enc<S: Shape>(s: &S) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    s.enc(&mut out);
+    out
+}
+
+/// Decodes a whole key or value; trailing bytes are corruption.
+pub(crate) fn dec<S: Shape>(mut b: &[u8]) -> Result<S> {
+    match S::dec(&mut b) {
+        Some(v) if b.is_empty() => Ok(v),
+        _ => Err(StoreErr::Corrupt(format!("a row of {} bytes cannot be read", b.len())).into()),
+    }
+}
+
+/// A table: its name (the redb table's, the fjall keyspace's), its key and
+/// value shapes, and where each engine keeps its open handle.
+pub(crate) trait Tbl: 'static {
+    const NAME: &'static str;
+    /// Its place among the fjall keyspaces.
+    const IDX: usize;
+    type K: KeyShape;
+    type V: Shape;
+    fn def() -> ::redb::TableDefinition<'static, <Self::K as Shape>::R, <Self::V as Shape>::R> {
+        ::redb::TableDefinition::new(Self::NAME)
+    }
+    fn write_slot<'s, 't>(
+        s: &'s mut redb::WriteSlots<'t>,
+    ) -> &'s mut Option<redb::WTable<'t, Self>>;
+    fn read_slot(s: &mut redb::ReadSlots) -> &mut Option<redb::RTable<Self>>;
+}
+
+/// Reads of one transaction (a snapshot, or the write batch so far).
+pub(crate) trait Get {
+    fn get<T: Tbl>(&mut self, k: &T::K) -> Result<Option<T::V>>;
+    /// Visits the rows between `lo` and `hi` in key order (descending if
+    /// `rev`) while `f` answers true.
+    fn scan<T: Tbl>(
+        &mut self,
+        lo: Bound<&T::K>,
+        hi: Bound<&T::K>,
+        rev: bool,
+        f: impl FnMut(T::K, T::V) -> Result<bool>,
+    ) -> Result<()>;
+}
+
+/// The open data of either engine.
+pub(crate) enum Engine {
+    Redb(RedbEngine),
+    Fjall(FjallEngine),
+}
+
+impl Engine {
+    pub(crate) fn kind(&self) -> EngineKind {
+        match self {
+            Engine::Redb(_) => EngineKind::Redb,
+            Engine::Fjall(_) => EngineKind::Fjall,
+        }
+    }
+
+    /// Opens (or creates) the engine's data in `dir`.
+    pub(crate) fn open(kind: EngineKind, dir: &Path) -> std::result::Result<Engine, StoreErr> {
+        Ok(match kind {
+            EngineKind::Redb => Engine::Redb(RedbEngine::open(&dir.join(kind.data_name()))?),
+            EngineKind::Fjall => Engine::Fjall(FjallEngine::open(&dir.join(kind.data_name()))?),
+        })
+    }
+
+    /// Starts a write transaction (the writer's group commit).
+    pub(crate) fn begin(&self) -> std::result::Result<Txn<'_>, String> {
+        Ok(match self {
+            Engine::Redb(e) => Txn::Redb(e.begin()?),
+            Engine::Fjall(e) => Txn::Fjall(e.begin(), e),
+        })
+    }
+
+    /// A consistent snapshot of the last commit.
+    pub(crate) fn snapshot(&self) -> std::result::Result<Snap, StoreErr> {
+        Ok(match self {
+            Engine::Redb(e) => Snap::Redb(e.snapshot()?),
+            Engine::Fjall(e) => Snap::Fjall(e.snapshot()),
+        })
+    }
+
+    /// Commits one small write: whether the engine can write again.
+    pub(crate) fn probe(&self) -> std::result::Result<(), String> {
+        match self {
+            Engine::Redb(e) => e.probe(),
+            Engine::Fjall(e) => e.probe(),
+        }
+    }
+}
+
+/// One write transaction of either engine: its writes go through
+/// [`Txn::batch`], then it commits or aborts.
+// One per transaction, on the stack: boxing the redb side would add
+// an allocation to every read and every group commit.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Txn<'e> {
+    Redb(::redb::WriteTransaction),
+    Fjall(::fjall::SingleWriterWriteTx<'e>, &'e FjallEngine),
+}
+
+impl Txn<'_> {
+    /// The transaction's tables (redb opens each once, on first use).
+    pub(crate) fn batch(&mut self) -> Batch<'_> {
+        match self {
+            Txn::Redb(t) => Batch::Redb(redb::Batch::new(t)),
+            Txn::Fjall(t, e) => Batch::Fjall(e.batch(t)),
+        }
+    }
+
+    /// Makes the transaction durable (one fsync).
+    pub(crate) fn commit(self) -> std::result::Result<(), String> {
+        match self {
+            Txn::Redb(t) => t.commit().map_err(|e| e.to_string()),
+            Txn::Fjall(t, _) => t.commit().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Drops the transaction's writes.
+    pub(crate) fn abort(self) {
+        match self {
+            Txn::Redb(t) => drop(t.abort()),
+            Txn::Fjall(t, _) => t.rollback(),
+        }
+    }
+}
+
+/// The tables of one write transaction, of either engine.
+// One per transaction, on the stack: boxing the redb side would add
+// an allocation to every read and every group commit.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Batch<'t> {
+    Redb(redb::Batch<'t>),
+    Fjall(fjall::Batch<'t>),
+}
+
+impl Batch<'_> {
+    pub(crate) fn put<T: Tbl>(&mut self, k: &T::K, v: &T::V) -> Result<()> {
+        match self {
+            Batch::Redb(b) => b.put::<T>(k, v),
+            Batch::Fjall(b) => b.put::<T>(k, v),
+        }
+    }
+
+    pub(crate) fn del<T: Tbl>(&mut self, k: &T::K) -> Result<()> {
+        match self {
+            Batch::Redb(b) => b.del::<T>(k),
+            Batch::Fjall(b) => b.del::<T>(k),
+        }
+    }
+
+    /// Sets a value of the `meta` table, in this transaction.
+    pub(crate) fn put_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        match self {
+            Batch::Redb(b) => b.put_meta(key, value),
+            Batch::Fjall(b) => b.put_meta(key, value),
+        }
+    }
+}
+
+impl Get for Batch<'_> {
+    fn get<T: Tbl>(&mut self, k: &T::K) -> Result<Option<T::V>> {
+        match self {
+            Batch::Redb(b) => b.get::<T>(k),
+            Batch::Fjall(b) => b.get::<T>(k),
+        }
+    }
+
+    fn scan<T: Tbl>(
+        &mut self,
+        lo: Bound<&T::K>,
+        hi: Bound<&T::K>,
+        rev: bool,
+        f: impl FnMut(T::K, T::V) -> Result<bool>,
+    ) -> Result<()> {
+        match self {
+            Batch::Redb(b) => b.scan::<T>(lo, hi, rev, f),
+            Batch::Fjall(b) => b.scan::<T>(lo, hi, rev, f),
+        }
+    }
+}
+
+/// A read snapshot of either engine.
+// One per transaction, on the stack: boxing the redb side would add
+// an allocation to every read and every group commit.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Snap {
+    Redb(redb::Snap),
+    Fjall(fjall::Snap),
+}
+
+impl Snap {
+    /// The rows of `T` (fjall counts them: a pass over the table).
+    pub(crate) fn len<T: Tbl>(&mut self) -> Result<u64> {
+        match self {
+            Snap::Redb(s) => s.len::<T>(),
+            Snap::Fjall(s) => s.len::<T>(),
+        }
+    }
+
+    /// A value of the `meta` table (the format, an import's progress).
+    pub(crate) fn meta(&mut self, key: &str) -> std::result::Result<Option<String>, StoreErr> {
+        match self {
+            Snap::Redb(s) => s.meta(key),
+            Snap::Fjall(s) => s.meta(key),
+        }
+    }
+
+    /// The format version the data records (this build's if none).
+    pub(crate) fn format(&self) -> std::result::Result<u64, StoreErr> {
+        match self {
+            Snap::Redb(s) => crate::backup::format_of(s.txn()),
+            Snap::Fjall(s) => s.format(),
+        }
+    }
+}
+
+impl Get for Snap {
+    fn get<T: Tbl>(&mut self, k: &T::K) -> Result<Option<T::V>> {
+        match self {
+            Snap::Redb(s) => s.get::<T>(k),
+            Snap::Fjall(s) => s.get::<T>(k),
+        }
+    }
+
+    fn scan<T: Tbl>(
+        &mut self,
+        lo: Bound<&T::K>,
+        hi: Bound<&T::K>,
+        rev: bool,
+        f: impl FnMut(T::K, T::V) -> Result<bool>,
+    ) -> Result<()> {
+        match self {
+            Snap::Redb(s) => s.scan::<T>(lo, hi, rev, f),
+            Snap::Fjall(s) => s.scan::<T>(lo, hi, rev, f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<S: Shape>(s: &S) -> Vec<u8> {
+        enc(s)
+    }
+
+    #[test]
+    fn encoded_keys_sort_as_the_typed_keys_do() {
+        let mut typed: Vec<(String, u64)> = vec![
+            ("a".into(), 2),
+            ("a".into(), 10),
+            ("a\0".into(), 0),
+            ("ab".into(), 1),
+            ("".into(), u64::MAX),
+            ("b".into(), 0),
+            ("a".into(), 256),
+        ];
+        let mut by_bytes = typed.clone();
+        typed.sort();
+        by_bytes.sort_by_key(bytes);
+        assert_eq!(typed, by_bytes);
+        let mut pairs: Vec<(String, String)> = vec![
+            ("u".into(), "dm#a".into()),
+            ("u".into(), "".into()),
+            ("u\0x".into(), "a".into()),
+            ("u".into(), "\u{7f}".into()),
+            ("ua".into(), "".into()),
+        ];
+        let mut by_bytes = pairs.clone();
+        pairs.sort();
+        by_bytes.sort_by_key(bytes);
+        assert_eq!(pairs, by_bytes);
+    }
+
+    #[test]
+    fn every_shape_reads_back_what_it_wrote() {
+        let k = ("a\0b".to_string(), "".to_string(), "é".to_string());
+        assert_eq!(dec::<(String, String, String)>(&enc(&k)).unwrap(), k);
+        assert_eq!(
+            dec::<(u64, u64)>(&enc(&(1, u64::MAX))).unwrap(),
+            (1, u64::MAX)
+        );
+        assert_eq!(dec::<Vec<u8>>(b"{}").unwrap(), b"{}".to_vec());
+        // A cut or padded row is refused, never misread.
+        let mut cut = enc(&("conv".to_string(), 7u64));
+        cut.pop();
+        assert!(dec::<(String, u64)>(&cut).is_err());
+        let mut long = enc(&7u64);
+        long.push(0);
+        assert!(dec::<u64>(&long).is_err());
+    }
+}
