@@ -24,6 +24,10 @@ pub enum Scenario {
     /// (`--idle-connections`), each as its own run of this binary, then one
     /// table of each figure against its target.
     Targets,
+    /// The store's engine on disk: a fill flat out for --duration, disk
+    /// per message, restart times (after kill -9, after a clean stop),
+    /// then --rounds of 10 s at --round-rate on the filled store.
+    Disk,
     /// (h) a cluster node's clients after kill -9: `--url` is the node,
     /// `--kill-pid` its process, `--peer-url` the load balancer they
     /// reconnect through; `--clients` of them.
@@ -38,6 +42,11 @@ pub struct Args {
     /// conn-tier binary to start (default: next to this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// The embedded store's engine of the server it starts (`--engine`
+    /// of conn-tier). targets: every part runs on each engine given, one
+    /// after the other, and the report compares them.
+    #[arg(long, value_delimiter = ',', default_value = "redb")]
+    pub engine: Vec<String>,
     /// Use a running server instead (ws://host:port/ws); CPU/RSS are then not reported.
     #[arg(long)]
     pub url: Option<String>,
@@ -111,6 +120,12 @@ pub struct Args {
     /// Group size (scenario group).
     #[arg(long, default_value_t = 100)]
     pub members: usize,
+    /// disk: runs of 10 s on the filled store.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
+    /// disk: messages per second in all in each round.
+    #[arg(long, default_value_t = 10_000)]
+    pub round_rate: u64,
     /// targets: group messages per second in its group part.
     #[arg(long, default_value_t = 500)]
     pub group_rate: u64,

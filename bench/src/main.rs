@@ -97,6 +97,11 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     if args.nagle {
         extra.extend(["--tcp-nodelay", "false"]);
     }
+    let engine = match args.engine.as_slice() {
+        [one] => one.clone(),
+        _ => anyhow::bail!("--scenario {label} takes one --engine", label = format!("{:?}", args.scenario).to_lowercase()),
+    };
+    extra.extend(["--engine", engine.as_str()]);
     let in_process = if args.in_process && args.url.is_none() {
         Some(in_process_server(&secret).await?)
     } else {
@@ -129,7 +134,9 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     });
     let label = format!("{:?}", args.scenario).to_lowercase();
     let shown = match args.scenario {
-        Scenario::Direct | Scenario::DirectVsMosquitto | Scenario::Sweep => scenario::direct::SHOWN,
+        Scenario::Direct | Scenario::DirectVsMosquitto | Scenario::Sweep | Scenario::Disk => {
+            scenario::direct::SHOWN
+        }
         Scenario::Group => scenario::group::SHOWN,
         Scenario::Idle => scenario::idle::SHOWN,
         Scenario::Storm => scenario::storm::SHOWN,
@@ -137,7 +144,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         Scenario::Targets => unreachable!("handled above"),
     };
     stats::progress(label, counters.clone(), done.clone(), shown);
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         args,
         pinning,
         nofile,
@@ -158,6 +165,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
         Scenario::Idle => scenario::idle::run(&ctx, &mut out).await?,
         Scenario::Failover => scenario::failover::run(&ctx, &mut out).await?,
         Scenario::Storm => scenario::storm::run(&ctx, &mut out).await?,
+        Scenario::Disk => scenario::disk::run(&mut ctx, &mut out).await?,
         Scenario::Targets => unreachable!("handled above"),
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);

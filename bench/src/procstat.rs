@@ -11,15 +11,37 @@ use std::time::{Duration, Instant};
 pub struct ProcSample {
     pub cpu_secs: f64,
     pub rss_kb: u64,
+    /// The embedded store's writer thread (named `embedded-store-writer`;
+    /// 0 if there is none): the one serial part of a send.
+    pub writer_cpu_secs: f64,
 }
 
-pub fn sample(pid: u32) -> ProcSample {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// User + system CPU seconds in a `/proc/.../stat` line.
+fn stat_cpu(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick;
+    cpu(11) + cpu(12)
+}
+
+/// The CPU seconds of `pid`'s threads whose name begins with `prefix`.
+fn threads_cpu(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| stat_cpu(&t.path().join("stat").display().to_string()))
+        .sum()
+}
+
+pub fn sample(pid: u32) -> ProcSample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb = status
         .lines()
@@ -27,8 +49,10 @@ pub fn sample(pid: u32) -> ProcSample {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     ProcSample {
-        cpu_secs: cpu(11) + cpu(12),
+        cpu_secs: stat_cpu(&format!("/proc/{pid}/stat")),
         rss_kb,
+        // Thread names are cut at 15 bytes.
+        writer_cpu_secs: threads_cpu(pid, "embedded-store-"),
     }
 }
 
@@ -109,12 +133,73 @@ fn command(program: &std::ffi::OsStr, pin: Option<usize>) -> tokio::process::Com
 pub struct Server {
     pub child: tokio::process::Child,
     pub addr: String,
-    _dir: tempfile::TempDir,
+    /// Its data directory (removed when the server is dropped).
+    pub dir: tempfile::TempDir,
+    /// How it was started, to start it again on the same data (conn-tier).
+    start: Option<Start>,
+}
+
+/// A conn-tier's command line: binary, secret, extra flags, pinning.
+#[derive(Clone)]
+struct Start {
+    bin: PathBuf,
+    secret: String,
+    extra: Vec<String>,
+    pin: Option<usize>,
+    port: u16,
 }
 
 impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
+    }
+
+    /// Stops the server (SIGKILL if `kill`, else SIGTERM and a wait for it
+    /// to exit) and starts it again on the same data directory and port;
+    /// how long the new process took to listen.
+    pub async fn restart(&mut self, kill: bool) -> anyhow::Result<Duration> {
+        let Some(start) = self.start.clone() else {
+            bail!("only a conn-tier started by the bench restarts");
+        };
+        if kill {
+            self.child.start_kill()?;
+        } else if let Some(pid) = self.child.id() {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("the server did not stop within 60 s")??;
+        let t = Instant::now();
+        self.child = start.spawn(self.dir.path())?;
+        wait_port(start.port, "conn-tier").await?;
+        Ok(t.elapsed())
+    }
+}
+
+impl Start {
+    fn spawn(&self, dir: &Path) -> anyhow::Result<tokio::process::Child> {
+        command(self.bin.as_os_str(), self.pin)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .arg(dir)
+            .args(&self.extra)
+            .env("CHAT_JWT_SECRET", &self.secret)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {}{} (build it: cargo build --release -p conn-tier)",
+                    if self.pin.is_some() {
+                        "taskset (util-linux) with "
+                    } else {
+                        ""
+                    },
+                    self.bin.display()
+                )
+            })
     }
 }
 
@@ -156,33 +241,20 @@ pub async fn spawn_chat(
     pin: Option<usize>,
 ) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
-    let port = free_port().await?;
-    let child = command(bin.as_os_str(), pin)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .args(extra)
-        .env("CHAT_JWT_SECRET", secret)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {}{} (build it: cargo build --release -p conn-tier)",
-                if pin.is_some() {
-                    "taskset (util-linux) with "
-                } else {
-                    ""
-                },
-                bin.display()
-            )
-        })?;
-    wait_port(port, "conn-tier").await?;
+    let start = Start {
+        bin: bin.to_path_buf(),
+        secret: secret.to_string(),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        pin,
+        port: free_port().await?,
+    };
+    let child = start.spawn(dir.path())?;
+    wait_port(start.port, "conn-tier").await?;
     Ok(Server {
         child,
-        addr: format!("127.0.0.1:{port}"),
-        _dir: dir,
+        addr: format!("127.0.0.1:{}", start.port),
+        dir,
+        start: Some(start),
     })
 }
 
@@ -229,6 +301,7 @@ pub async fn spawn_mosquitto(pin: Option<usize>) -> anyhow::Result<Server> {
     Ok(Server {
         child,
         addr: format!("127.0.0.1:{port}"),
-        _dir: dir,
+        dir,
+        start: None,
     })
 }

@@ -1,7 +1,7 @@
 //! Scenarios `direct` and `direct-vs-mosquitto`: durable 1:1 throughput and
 //! latency between pairs, optionally after the same load against Mosquitto.
 
-use super::{cpu_rss, lat, or_na, per_cpu_sec, Ctx, Report};
+use super::{cpu_rss, lat, or_na, per_cpu_sec, us_per, Ctx, Report};
 use crate::args::Scenario;
 use crate::stats::{Field, Latency, Shown};
 use crate::{chat, mqtt, procstat};
@@ -115,6 +115,8 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
         "ack": Latency::of(&s.ack), "deliver": Latency::of(&s.deliver),
         "server": cpu_rss(before, after, secs),
         "msgs_per_server_cpu_sec": per_cpu,
+        "server_cpu_us_per_msg": us_per(cpu, acked),
+        "writer_cpu_us_per_msg": us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked),
     });
     out.rows
         .push(("acked sends/s (durable)".into(), format!("{rate:.0}")));
@@ -131,6 +133,14 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     out.rows.push((
         "server CPU".into(),
         format!("{:.0}%", (after.cpu_secs - before.cpu_secs) / secs * 100.0),
+    ));
+    out.rows.push((
+        "server / store writer CPU per acked send".into(),
+        format!(
+            "{} / {} µs",
+            or_na(us_per(cpu, acked), 1),
+            or_na(us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked), 1)
+        ),
     ));
     out.rows.push((
         "server RSS".into(),

@@ -2,6 +2,7 @@
 //! hands them (`Ctx`), the report they fill (`Report`) and its formatting.
 
 pub mod direct;
+pub mod disk;
 pub mod failover;
 pub mod group;
 pub mod idle;
@@ -111,6 +112,7 @@ pub(crate) fn cpu_rss(
     json!({
         "server_cpu_percent": if secs > 0.0 { (after.cpu_secs - before.cpu_secs) / secs * 100.0 } else { 0.0 },
         "server_cpu_secs": after.cpu_secs - before.cpu_secs,
+        "writer_cpu_secs": after.writer_cpu_secs - before.writer_cpu_secs,
         "server_rss_mb": after.rss_kb as f64 / 1024.0,
     })
 }
@@ -123,6 +125,11 @@ pub(crate) fn per_cpu_sec(delivered: u64, cpu_secs: f64) -> Option<f64> {
     } else {
         None
     }
+}
+
+/// Microseconds of CPU per message (none without messages or CPU time).
+pub(crate) fn us_per(cpu_secs: f64, msgs: u64) -> Option<f64> {
+    (msgs > 0 && cpu_secs > 0.0).then(|| cpu_secs * 1e6 / msgs as f64)
 }
 
 pub(crate) fn or_na(v: Option<f64>, decimals: usize) -> String {
