@@ -18,11 +18,12 @@ pub enum Scenario {
     /// (a'') `direct` at rising offered rates against one server: the latency
     /// curve (table, JSON steps, SVG).
     Sweep,
-    /// The six targets of docs/benchmarks.md from one run: `sweep`,
-    /// `direct` at half its saturation, `direct-vs-mosquitto` (`--pin`
-    /// applies here), `group` (`--members` at `--group-rate`) and `idle`
-    /// (`--idle-connections`), each as its own run of this binary, then one
-    /// table of each figure against its target.
+    /// The targets of docs/benchmarks.md from one run: `sweep`, `direct`
+    /// at half its saturation, `direct-vs-mosquitto` (`--pin` applies
+    /// here), `group` (`--members` at `--group-rate`), `idle`
+    /// (`--idle-connections`, warm), `storm` and `disk`, each as its own
+    /// run of this binary, on each `--engine` in turn, then one table of
+    /// each figure against its target.
     Targets,
     /// The store's engine on disk: a fill flat out for --duration, disk
     /// per message, restart times (after kill -9, after a clean stop),
@@ -127,8 +128,11 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub round_rate: u64,
     /// targets: group messages per second in its group part.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     pub group_rate: u64,
+    /// targets: clients of its reconnect-storm part (each missed --missed).
+    #[arg(long, default_value_t = 15_000)]
+    pub storm_clients: usize,
     /// targets: connections its idle part opens.
     #[arg(long, default_value_t = 19_000)]
     pub idle_connections: usize,

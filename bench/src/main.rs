@@ -103,7 +103,7 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     };
     extra.extend(["--engine", engine.as_str()]);
     let in_process = if args.in_process && args.url.is_none() {
-        Some(in_process_server(&secret).await?)
+        Some(in_process_server(&secret, &engine).await?)
     } else {
         None
     };

@@ -63,6 +63,7 @@ pub fn pin(args: &Args) -> Pinning {
 /// The chat server in this process, on a free port; the temp dir lives as long as the result.
 pub async fn in_process_server(
     secret: &str,
+    engine: &str,
 ) -> anyhow::Result<(std::net::SocketAddr, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     // A load generator is no user, and opens many connections from one IP.
@@ -77,6 +78,10 @@ pub async fn in_process_server(
             max_per_ip: 1_000_000,
             new_per_ip_per_sec: 1_000_000,
             new_per_ip_burst: 1_000_000,
+            ..Default::default()
+        },
+        embedded: chat_embedded::Options {
+            engine: engine.parse().map_err(anyhow::Error::msg)?,
             ..Default::default()
         },
         ..Default::default()

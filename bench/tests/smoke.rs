@@ -134,13 +134,16 @@ fn a_sweep_reports_every_step_and_draws_the_curve() {
     }
 }
 
-/// `targets` runs every part and judges all six targets, each measured
-/// (the Mosquitto ones only where Mosquitto is installed).
+/// `targets` runs every part on each engine and judges all nine targets
+/// for each, each measured (the Mosquitto ones only where Mosquitto is
+/// installed), each figure the one its part reported.
 #[test]
-fn the_targets_run_measures_and_judges_all_six() {
+fn the_targets_run_measures_and_judges_all_nine_on_each_engine() {
     let (table, r) = run(&[
         "--scenario",
         "targets",
+        "--engine",
+        "redb,fjall",
         // The last rate is out of reach: the sweep saturates, so half of
         // saturation is measured too.
         "--rates",
@@ -155,6 +158,10 @@ fn the_targets_run_measures_and_judges_all_six() {
         "20",
         "--idle-connections",
         "50",
+        "--storm-clients",
+        "20",
+        "--missed",
+        "2",
     ]);
     let mosquitto = Command::new("sh")
         .args(["-c", "command -v mosquitto"])
@@ -163,7 +170,7 @@ fn the_targets_run_measures_and_judges_all_six() {
         .status
         .success();
     let targets = r["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 6, "{r}");
+    assert_eq!(targets.len(), 18, "{r}");
     for t in targets {
         let against_mosquitto = t["target"].as_str().unwrap().contains("Mosquitto");
         if against_mosquitto && !mosquitto {
@@ -181,44 +188,72 @@ fn the_targets_run_measures_and_judges_all_six() {
         };
         assert_eq!(t["met"].as_bool(), Some(met), "{t}");
     }
-    // Each figure is the one its part reported.
-    let parts = &r["parts"];
-    let steps = parts["sweep"]["sweep"]["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 3, "{r}");
-    let measured = |i: usize| targets[i]["measured"].clone();
-    assert_eq!(steps[1]["offered_per_sec"], 10000, "{r}");
-    assert_eq!(measured(0), steps[1]["deliver"]["p99_ms"], "{r}");
-    assert_eq!(
-        measured(1),
-        parts["half"]["chat"]["deliver"]["p99_ms"],
-        "{r}"
-    );
-    assert_eq!(
-        measured(4),
-        parts["group"]["group"]["to_all_members"]["p99_ms"],
-        "{r}"
-    );
-    assert_eq!(
-        measured(5),
-        parts["idle"]["idle"]["rss_per_connection_kb"],
-        "{r}"
-    );
-    if mosquitto {
+    for (e, engine) in ["redb", "fjall"].into_iter().enumerate() {
+        let parts = &r["parts"][engine];
+        let mine = &targets[e * 9..(e + 1) * 9];
+        assert!(mine.iter().all(|t| t["engine"] == engine), "{r}");
+        let measured = |name: &str| {
+            mine.iter()
+                .find(|t| t["target"].as_str().unwrap().starts_with(name))
+                .unwrap_or_else(|| panic!("no target {name}: {r}"))["measured"]
+                .clone()
+        };
+        let steps = parts["sweep"]["sweep"]["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3, "{r}");
+        assert_eq!(steps[1]["offered_per_sec"], 10000, "{r}");
         assert_eq!(
-            measured(2),
-            parts["mosquitto"]["ratio_per_cpu_ours_to_mosquitto"],
+            measured("p99 send→deliver at 10,000"),
+            steps[1]["deliver"]["p99_ms"],
             "{r}"
         );
         assert_eq!(
-            measured(3),
-            parts["mosquitto"]["ratio_ours_to_mosquitto"],
+            measured("p99 send→deliver at half"),
+            parts["half"]["chat"]["deliver"]["p99_ms"],
             "{r}"
         );
+        assert_eq!(
+            measured("group fan-out"),
+            parts["group"]["group"]["to_all_members"]["p99_ms"],
+            "{r}"
+        );
+        assert_eq!(
+            measured("RSS per idle connection"),
+            parts["idle"]["idle"]["rss_per_connection_kb"],
+            "{r}"
+        );
+        assert_eq!(
+            measured("reconnect storm"),
+            parts["storm"]["storm"]["wall_secs"],
+            "{r}"
+        );
+        let per_msg = parts["disk"]["disk"]["disk_bytes_per_msg"].as_f64().unwrap();
+        assert_eq!(measured("disk per stored message"), per_msg / 300.0, "{r}");
+        // The CPU ratio: the sweep's cheapest step over its 10,000/s step.
+        let per_cpu = |st: &serde_json::Value| st["msgs_per_server_cpu_sec"].as_f64().unwrap();
+        let cheapest = steps.iter().map(per_cpu).fold(0.0, f64::max);
+        assert_eq!(
+            measured("server CPU per message at 10,000").as_f64(),
+            Some(cheapest / per_cpu(&steps[1])),
+            "{r}"
+        );
+        if mosquitto {
+            assert_eq!(
+                measured("messages per server CPU-second"),
+                parts["mosquitto"]["ratio_per_cpu_ours_to_mosquitto"],
+                "{r}"
+            );
+            assert_eq!(
+                measured("durable messages/s"),
+                parts["mosquitto"]["ratio_ours_to_mosquitto"],
+                "{r}"
+            );
+        }
+        assert_eq!(parts["idle"]["idle"]["connections"], 50, "{r}");
+        assert_eq!(parts["disk"]["disk"]["engine"], engine, "{r}");
     }
-    assert_eq!(r["parts"]["idle"]["idle"]["connections"], 50, "{r}");
     assert!(table.contains("targets met"), "{table}");
     assert!(
-        table.contains("p99 send→deliver at 10,000 msg/s"),
+        table.contains("fjall: p99 send→deliver at 10,000 msg/s"),
         "{table}"
     );
 }

@@ -37,8 +37,14 @@ fn du(path: &Path) -> u64 {
 }
 
 pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
-    let Some(server) = ctx.server.as_mut() else {
-        anyhow::bail!("--scenario disk starts its own server: not with --url or --in-process");
+    // Held here (and dropped with the run): it is restarted. In-process (a
+    // smoke run): no restart, and the CPU figures include the load
+    // generator.
+    let mut server = ctx.server.take();
+    let dir = match (&server, &ctx.in_process) {
+        (Some(s), _) => s.dir.path().to_path_buf(),
+        (None, Some((_, dir))) => dir.path().to_path_buf(),
+        (None, None) => anyhow::bail!("--scenario disk starts its own server: not with --url"),
     };
     let args = &ctx.args;
     let cfg = |users: &str, rate: u64, duration: Duration| chat::DirectCfg {
@@ -52,7 +58,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     };
 
     // 1. The fill.
-    let pid = server.pid();
+    let pid = ctx.pid.unwrap_or(0);
     let before = crate::procstat::sample(pid);
     let t = Instant::now();
     let (fill, _) = chat::direct(
@@ -86,9 +92,11 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     // 2 and 3. Killed right after the fill (what the engine had not yet
     // written out is recovered at the start), then stopped cleanly; the
     // size on disk once it runs again (nothing is written meanwhile).
-    let killed = server.restart(true).await?;
-    let clean = server.restart(false).await?;
-    let bytes = du(server.dir.path());
+    let (killed, clean) = match server.as_mut() {
+        Some(s) => (Some(s.restart(true).await?), Some(s.restart(false).await?)),
+        None => (None, None),
+    };
+    let bytes = du(&dir);
     let per_msg = bytes as f64 / acked.max(1) as f64;
     out.rows.push((
         "disk per stored message".into(),
@@ -101,14 +109,15 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     out.rows.push((
         "restart until listening: after a clean stop / after kill -9".into(),
         format!(
-            "{:.0} / {:.0} ms",
-            clean.as_secs_f64() * 1e3,
-            killed.as_secs_f64() * 1e3
+            "{} / {} ms",
+            or_na(clean.map(|d| d.as_secs_f64() * 1e3), 0),
+            or_na(killed.map(|d| d.as_secs_f64() * 1e3), 0)
         ),
     ));
 
     // 4. Rounds at a steady rate on the filled store.
-    let pid = server.pid();
+    let pid = server.as_ref().map_or(pid, |s| s.pid());
+    let ctx = &*ctx;
     let mut rounds = Vec::new();
     for i in 0..args.rounds {
         ctx.counters.reset();
@@ -124,7 +133,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
         let after = crate::procstat::sample(pid);
         let (_, acked, _, errors) = ctx.counters.get();
         let deliver = Latency::of(&s.deliver);
-        let bytes = du(server.dir.path());
+        let bytes = du(&dir);
         out.rows.push((
             format!("round {} at {}/s: p50/p99/p999, CPU per send, disk", i + 1, args.round_rate),
             format!(
@@ -152,8 +161,8 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
             "deliver": Latency::of(&fill.deliver),
         },
         "disk_bytes": bytes, "disk_bytes_per_msg": per_msg,
-        "restart_clean_ms": clean.as_secs_f64() * 1e3,
-        "restart_after_kill_ms": killed.as_secs_f64() * 1e3,
+        "restart_clean_ms": clean.map(|d| d.as_secs_f64() * 1e3),
+        "restart_after_kill_ms": killed.map(|d| d.as_secs_f64() * 1e3),
         "round_rate": args.round_rate,
         "rounds": rounds,
     });

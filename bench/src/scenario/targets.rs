@@ -1,16 +1,20 @@
-//! `targets`: the six targets of docs/benchmarks.md ("Against the
+//! `targets`: the targets of docs/benchmarks.md ("Against the
 //! targets") from one run. Each part is this binary run again as its own
 //! scenario (its own fresh server, its own pinning), one after the other on
 //! the same build; their JSON reports are read back and one table says each
 //! figure and whether it meets its target.
 //!
-//! The parts: `sweep` (p99 at 10,000 messages/s, and the saturation rate),
-//! `direct` at half the saturation the sweep found, `direct-vs-mosquitto`
-//! (per CPU-second and raw; `--pin` goes to this part), `group`
-//! (`--members` at `--group-rate`) and `idle` (`--idle-connections`).
+//! The parts: `sweep` (p99 at 10,000 messages/s, CPU per message there
+//! against its cheapest step, and the saturation rate), `direct` at half
+//! the saturation the sweep found, `direct-vs-mosquitto` (per CPU-second
+//! and raw; `--pin` goes to this part), `group` (`--members` at
+//! `--group-rate`), `idle` (`--idle-connections`, warm), `storm`
+//! (`--storm-clients` × `--missed`) and `disk` (a fill flat out for
+//! `--duration`: disk per message). With several `--engine`s, all of them
+//! on each engine in turn, one table.
 
 use crate::args::Args;
-use crate::scenario::Report;
+use crate::scenario::{or_na, Report};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Stdio;
@@ -78,29 +82,60 @@ const RAW: Target = Target {
 };
 const FAN_OUT: Target = Target {
     name: "group fan-out: p99 to the last member",
-    limit: 20.0,
+    limit: 10.0,
     cmp: Cmp::Below,
     unit: "ms",
 };
 const IDLE: Target = Target {
-    name: "RSS per idle connection",
+    name: "RSS per idle connection, warm (after a sync and a message)",
     limit: 5.0,
     cmp: Cmp::AtMost,
     unit: "KB",
 };
+const CPU_AT_10K: Target = Target {
+    name: "server CPU per message at 10,000 msg/s, over flat out",
+    limit: 2.0,
+    cmp: Cmp::AtMost,
+    unit: "×",
+};
+const DISK: Target = Target {
+    name: "disk per stored message, over 2 × text + 100 B",
+    limit: 1.0,
+    cmp: Cmp::AtMost,
+    unit: "×",
+};
+const STORM: Target = Target {
+    name: "reconnect storm: every client synced",
+    limit: 3.0,
+    cmp: Cmp::Below,
+    unit: "s",
+};
 
 /// Runs this binary as `args` with `--json` into `dir`; its report.
-async fn part(run: &Args, dir: &Path, name: &str, args: Vec<String>) -> anyhow::Result<Value> {
+async fn part(
+    run: &Args,
+    engine: &str,
+    dir: &Path,
+    name: &str,
+    args: Vec<String>,
+) -> anyhow::Result<Value> {
+    let name = format!("{engine}-{name}");
     let json = dir.join(format!("{name}.json"));
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.args(&args).arg("--json").arg(&json);
+    cmd.args(&args)
+        .args(["--engine", engine])
+        .arg("--json")
+        .arg(&json);
     if let Some(bin) = &run.server_bin {
         cmd.arg("--server-bin").arg(bin);
     }
     if run.in_process {
         cmd.arg("--in-process");
     }
-    eprintln!("targets: {name}: chat-bench {}", args.join(" "));
+    eprintln!(
+        "targets: {name}: chat-bench {} --engine {engine}",
+        args.join(" ")
+    );
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -140,6 +175,7 @@ fn num(report: &Value, path: &[&str]) -> Option<f64> {
 /// figure no pass whatever its value (messages lost, errors).
 fn judge(
     out: &mut Report,
+    engine: &str,
     t: &Target,
     value: Option<f64>,
     spoiled: Option<String>,
@@ -165,10 +201,10 @@ fn judge(
         None => "not measured",
     };
     out.rows.push((
-        format!("{} ({limit})", t.name),
+        format!("{engine}: {} ({limit})", t.name),
         format!("{figure}: {verdict} ({detail})"),
     ));
-    json!({"target": t.name, "limit": t.limit, "comparison": t.cmp.sign(), "unit": t.unit,
+    json!({"engine": engine, "target": t.name, "limit": t.limit, "comparison": t.cmp.sign(), "unit": t.unit,
            "measured": value, "met": met, "detail": detail})
 }
 
@@ -215,14 +251,43 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         }
     }
     let dir = tempfile::tempdir()?;
-    let (c, d) = (s(args.connections), s(args.duration));
     let mut judged = Vec::new();
+    let mut parts = serde_json::Map::new();
+    // Each engine's parts one after the other, on the same build.
+    for engine in &args.engine {
+        let p = run_engine(args, engine, dir.path(), out, &mut judged).await?;
+        parts.insert(engine.clone(), p);
+    }
+    let met = judged.iter().filter(|j| j["met"] == true).count();
+    out.rows
+        .push(("targets met".into(), format!("{met} of {}", judged.len())));
+    out.report["targets"] = Value::Array(judged);
+    out.report["parts"] = Value::Object(parts);
+    if args.in_process {
+        out.rows.push((
+            "note".into(),
+            "--in-process: CPU and RSS figures include the load generator".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The parts on one engine: their reports, and each target judged into
+/// `judged`.
+async fn run_engine(
+    args: &Args,
+    engine: &str,
+    dir: &Path,
+    out: &mut Report,
+    judged: &mut Vec<Value>,
+) -> anyhow::Result<Value> {
+    let (c, d) = (s(args.connections), s(args.duration));
 
     // The latency curve: p99 at 10,000/s, and where it saturates.
     let mut sweep = load_args("sweep", &c, &d, args);
     sweep.extend([
         s("--svg"),
-        dir.path().join("curve.svg").display().to_string(),
+        dir.join(format!("{engine}-curve.svg")).display().to_string(),
     ]);
     if !args.rates.is_empty() {
         let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
@@ -231,7 +296,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     if args.max_rate > 0 {
         sweep.extend([s("--max-rate"), s(args.max_rate)]);
     }
-    let sweep = part(args, dir.path(), "sweep", sweep).await?;
+    let sweep = part(args, engine, dir, "sweep", sweep).await?;
     let steps = sweep["sweep"]["steps"]
         .as_array()
         .cloned()
@@ -242,6 +307,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     let at_10k = step_10k.and_then(|st| num(st, &["deliver", "p99_ms"]));
     judged.push(judge(
         out,
+        engine,
         &P99_AT_10K,
         at_10k,
         step_10k.and_then(|st| lossy(st, &[])),
@@ -250,6 +316,26 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         } else {
             "the sweep had no 10,000/s step".into()
         },
+    ));
+    // CPU per message at 10,000/s against the sweep's cheapest step (its
+    // most messages per CPU-second: flat out), both unpinned.
+    let per_cpu = |st: &Value| st["msgs_per_server_cpu_sec"].as_f64();
+    let cheapest = steps.iter().filter_map(per_cpu).fold(0.0, f64::max);
+    let ratio = step_10k
+        .and_then(per_cpu)
+        .filter(|v| *v > 0.0)
+        .map(|v| cheapest / v);
+    judged.push(judge(
+        out,
+        engine,
+        &CPU_AT_10K,
+        ratio,
+        None,
+        format!(
+            "{} µs at 10,000/s, {} µs at the sweep's cheapest step",
+            or_na(step_10k.and_then(per_cpu).map(|v| 1e6 / v), 1),
+            or_na((cheapest > 0.0).then(|| 1e6 / cheapest), 1)
+        ),
     ));
     // Saturated: the best rate achieved, once some step fell short of its
     // offer (else the sweep never found it).
@@ -265,13 +351,14 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     let half_run = if saturated {
         let mut a = load_args("direct", &c, &d, args);
         a.extend([s("--rate"), s(half.max(1))]);
-        Some(part(args, dir.path(), "half", a).await?)
+        Some(part(args, engine, dir, "half", a).await?)
     } else {
         None
     };
     judged.push(match &half_run {
         Some(r) => judge(
             out,
+            engine,
             &P99_AT_HALF,
             num(r, &["chat", "deliver", "p99_ms"]),
             lossy(r, &["chat"]),
@@ -279,6 +366,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         ),
         None => judge(
             out,
+            engine,
             &P99_AT_HALF,
             None,
             None,
@@ -292,7 +380,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
         if args.pin {
             a.push(s("--pin"));
         }
-        Some(part(args, dir.path(), "mosquitto", a).await?)
+        Some(part(args, engine, dir, "mosquitto", a).await?)
     } else {
         None
     };
@@ -310,6 +398,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     let spoiled = versus.as_ref().and_then(|v| lossy(v, &["chat"]));
     judged.push(judge(
         out,
+        engine,
         &PER_CPU,
         versus_ratio("ratio_per_cpu_ours_to_mosquitto"),
         spoiled.clone(),
@@ -317,6 +406,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     ));
     judged.push(judge(
         out,
+        engine,
         &RAW,
         versus_ratio("ratio_ours_to_mosquitto"),
         spoiled,
@@ -326,7 +416,8 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     // Fan-out to a group.
     let group = part(
         args,
-        dir.path(),
+        engine,
+        dir,
         "group",
         vec![
             s("--scenario"),
@@ -349,6 +440,7 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     );
     judged.push(judge(
         out,
+        engine,
         &FAN_OUT,
         num(g, &["to_all_members", "p99_ms"]),
         (incomplete > 0 || errors > 0)
@@ -359,39 +451,95 @@ pub async fn run(args: &Args, out: &mut Report) -> anyhow::Result<()> {
     // Idle connections.
     let idle = part(
         args,
-        dir.path(),
+        engine,
+        dir,
         "idle",
         vec![
             s("--scenario"),
             s("idle"),
             s("--connections"),
             s(args.idle_connections),
+            s("--warm"),
         ],
     )
     .await?;
     judged.push(judge(
         out,
+        engine,
         &IDLE,
         num(&idle, &["idle", "rss_per_connection_kb"]),
         None,
         format!(
-            "{} fresh connections",
+            "{} warm connections",
             idle["idle"]["connections"].as_u64().unwrap_or(0)
         ),
     ));
 
-    let met = judged.iter().filter(|j| j["met"] == true).count();
-    out.rows
-        .push(("targets met".into(), format!("{met} of {}", judged.len())));
-    out.report["targets"] = Value::Array(judged);
-    out.report["parts"] = json!({
+    // The reconnect storm.
+    let storm = part(
+        args,
+        engine,
+        dir,
+        "storm",
+        vec![
+            s("--scenario"),
+            s("storm"),
+            s("--clients"),
+            s(args.storm_clients),
+            s("--missed"),
+            s(args.missed),
+        ],
+    )
+    .await?;
+    judged.push(judge(
+        out,
+        engine,
+        &STORM,
+        num(&storm, &["storm", "wall_secs"]),
+        None,
+        format!(
+            "{} clients × {} missed, one node",
+            args.storm_clients, args.missed
+        ),
+    ));
+
+    // Disk: a fill flat out for --duration.
+    let disk = part(
+        args,
+        engine,
+        dir,
+        "disk",
+        vec![
+            s("--scenario"),
+            s("disk"),
+            s("--connections"),
+            c.clone(),
+            s("--duration"),
+            d.clone(),
+            s("--text-bytes"),
+            s(args.text_bytes),
+            s("--rounds"),
+            s(0),
+        ],
+    )
+    .await?;
+    let budget = 2.0 * args.text_bytes as f64 + 100.0;
+    let per_msg = num(&disk, &["disk", "disk_bytes_per_msg"]);
+    judged.push(judge(
+        out,
+        engine,
+        &DISK,
+        per_msg.map(|b| b / budget),
+        None,
+        format!(
+            "{} B per message, {budget:.0} B allowed; {} messages",
+            or_na(per_msg, 0),
+            num(&disk, &["disk", "fill", "acked"]).unwrap_or(0.0)
+        ),
+    ));
+
+    Ok(json!({
         "sweep": sweep, "half": half_run, "mosquitto": versus, "group": group, "idle": idle,
-    });
-    if args.in_process {
-        out.rows.push((
-            "note".into(),
-            "--in-process: CPU and RSS figures include the load generator".into(),
-        ));
-    }
-    Ok(())
+        "storm": storm, "disk": disk,
+    }))
 }
