@@ -99,7 +99,10 @@ async fn run(args: Args, pinning: Pinning) -> anyhow::Result<()> {
     }
     let engine = match args.engine.as_slice() {
         [one] => one.clone(),
-        _ => anyhow::bail!("--scenario {label} takes one --engine", label = format!("{:?}", args.scenario).to_lowercase()),
+        _ => anyhow::bail!(
+            "--scenario {label} takes one --engine",
+            label = format!("{:?}", args.scenario).to_lowercase()
+        ),
     };
     extra.extend(["--engine", engine.as_str()]);
     let in_process = if args.in_process && args.url.is_none() {

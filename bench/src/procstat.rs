@@ -180,7 +180,11 @@ impl Server {
 impl Start {
     fn spawn(&self, dir: &Path) -> anyhow::Result<tokio::process::Child> {
         command(self.bin.as_os_str(), self.pin)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data-dir",
+            ])
             .arg(dir)
             .args(&self.extra)
             .env("CHAT_JWT_SECRET", &self.secret)

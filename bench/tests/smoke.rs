@@ -149,7 +149,7 @@ fn the_targets_run_measures_and_judges_all_nine_on_each_engine() {
         "--rates",
         "200,10000,1000000",
         "--duration",
-        "2",
+        "1",
         "--connections",
         "4",
         "--members",
@@ -226,16 +226,19 @@ fn the_targets_run_measures_and_judges_all_nine_on_each_engine() {
             parts["storm"]["storm"]["wall_secs"],
             "{r}"
         );
-        let per_msg = parts["disk"]["disk"]["disk_bytes_per_msg"].as_f64().unwrap();
-        assert_eq!(measured("disk per stored message"), per_msg / 300.0, "{r}");
+        let per_msg = parts["disk"]["disk"]["disk_bytes_per_msg"]
+            .as_f64()
+            .unwrap();
+        // (JSON's floats read back within a rounding.)
+        let ratio = measured("disk per stored message").as_f64().unwrap();
+        assert!((ratio - per_msg / 300.0).abs() < 1e-9, "{r}");
         // The CPU ratio: the sweep's cheapest step over its 10,000/s step.
         let per_cpu = |st: &serde_json::Value| st["msgs_per_server_cpu_sec"].as_f64().unwrap();
         let cheapest = steps.iter().map(per_cpu).fold(0.0, f64::max);
-        assert_eq!(
-            measured("server CPU per message at 10,000").as_f64(),
-            Some(cheapest / per_cpu(&steps[1])),
-            "{r}"
-        );
+        let ratio = measured("server CPU per message at 10,000")
+            .as_f64()
+            .unwrap();
+        assert!((ratio - cheapest / per_cpu(&steps[1])).abs() < 1e-9, "{r}");
         if mosquitto {
             assert_eq!(
                 measured("messages per server CPU-second"),

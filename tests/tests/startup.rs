@@ -227,3 +227,29 @@ async fn dev_mode_listens_on_loopback_only_unless_told_otherwise() {
     let err = refused(&["--dev", "--data-dir", data, "--listen", "0.0.0.0:0"], &[]).await;
     assert!(err.contains("--dev-on-network"), "{err}");
 }
+
+#[tokio::test]
+async fn a_data_directory_of_the_other_engine_is_refused_naming_both_and_the_way_to_move() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(chat_embedded::EmbeddedStore::open(dir.path()).unwrap());
+    let before = std::fs::read(dir.path().join("chat.redb")).unwrap();
+    let err = refused(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "fjall",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(err.contains("holds redb data"), "{err}");
+    assert!(err.contains("--engine redb"), "{err}");
+    assert!(err.contains("export"), "{err}");
+    // Nothing written beside it, nothing changed in it.
+    assert!(!dir.path().join("chat.fjall").exists());
+    assert_eq!(std::fs::read(dir.path().join("chat.redb")).unwrap(), before);
+}

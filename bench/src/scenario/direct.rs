@@ -139,7 +139,10 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
         format!(
             "{} / {} µs",
             or_na(us_per(cpu, acked), 1),
-            or_na(us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked), 1)
+            or_na(
+                us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked),
+                1
+            )
         ),
     ));
     out.rows.push((

@@ -74,7 +74,10 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     let writer = after.writer_cpu_secs - before.writer_cpu_secs;
     out.rows.push((
         "fill: acked sends/s, flat out".into(),
-        format!("{:.0} ({acked} in all, {errors} errors)", acked as f64 / secs),
+        format!(
+            "{:.0} ({acked} in all, {errors} errors)",
+            acked as f64 / secs
+        ),
     ));
     out.rows.push((
         "fill: server / store writer CPU per acked send".into(),
@@ -135,13 +138,21 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
         let deliver = Latency::of(&s.deliver);
         let bytes = du(&dir);
         out.rows.push((
-            format!("round {} at {}/s: p50/p99/p999, CPU per send, disk", i + 1, args.round_rate),
+            format!(
+                "round {} at {}/s: p50/p99/p999, CPU per send, disk",
+                i + 1,
+                args.round_rate
+            ),
             format!(
                 "{}; {} µs; {:.1} MB{}",
                 lat(&deliver),
                 or_na(us_per(after.cpu_secs - before.cpu_secs, acked), 1),
                 bytes as f64 / 1e6,
-                if errors > 0 { format!("; {errors} errors") } else { String::new() }
+                if errors > 0 {
+                    format!("; {errors} errors")
+                } else {
+                    String::new()
+                }
             ),
         ));
         rounds.push(json!({

@@ -287,7 +287,9 @@ async fn run_engine(
     let mut sweep = load_args("sweep", &c, &d, args);
     sweep.extend([
         s("--svg"),
-        dir.join(format!("{engine}-curve.svg")).display().to_string(),
+        dir.join(format!("{engine}-curve.svg"))
+            .display()
+            .to_string(),
     ]);
     if !args.rates.is_empty() {
         let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();

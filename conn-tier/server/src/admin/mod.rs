@@ -96,8 +96,8 @@ pub enum Command {
         data_dir: PathBuf,
         /// Embedded: the engine to load into (so an export and an import
         /// move a store from one engine to the other).
-        #[arg(long, env = "CHAT_ENGINE", value_enum, default_value = "redb")]
-        engine: crate::config::EngineArg,
+        #[arg(long, env = "CHAT_ENGINE", default_value = "redb")]
+        engine: chat_embedded::EngineKind,
         #[arg(long, env = "CHAT_TABLE_PREFIX", default_value = chat_core::ports::DEFAULT_TABLE_PREFIX)]
         table_prefix: String,
         #[arg(long)]
@@ -241,7 +241,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 store,
                 &file,
                 &data_dir,
-                engine.into(),
+                engine,
                 &table_prefix,
                 &mut progress,
             )
