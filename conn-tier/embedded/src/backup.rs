@@ -114,7 +114,7 @@ pub(crate) struct Copier<'a> {
 impl EachTable for Copier<'_> {
     fn table<T: Tbl>(&mut self) -> Result<u64, Error> {
         self.hash.update(T::NAME.as_bytes());
-        let of = self.src.len::<T>().map_err(read_failed)?;
+        let of = self.src.len_hint::<T>().map_err(read_failed)?;
         let mut done = 0u64;
         let mut after: Option<T::K> = None;
         loop {
@@ -364,7 +364,7 @@ pub fn backup_offline(
     to: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<BackupReport, Error> {
-    let Some(kind) = EngineKind::found_in(data_dir) else {
+    let Some(kind) = EngineKind::found_in(data_dir).map_err(Error::Admin)? else {
         return Err(Error::Admin(format!(
             "no data in {} (neither chat.redb nor chat.fjall)",
             data_dir.display()

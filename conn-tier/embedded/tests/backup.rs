@@ -537,3 +537,36 @@ async fn a_stopped_fjall_store_backs_up_and_a_backup_never_restores_beside_fjall
     let t = EmbeddedStore::open(&restored).unwrap();
     assert_eq!(t.last_message_id("dm#a#b").await.unwrap(), 50);
 }
+
+#[test]
+fn verify_and_export_refuse_a_fjall_directory_this_server_did_not_write_and_add_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("chat.fjall");
+    {
+        let db = fjall::SingleWriterTxDatabase::builder(&foreign)
+            .open()
+            .unwrap();
+        let ks = db
+            .keyspace("other", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        ks.insert("k", "v").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let err = verify(&foreign, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("not a chat server's fjall data directory"),
+        "{err}"
+    );
+    let mut out = Vec::new();
+    let err = chat_embedded::export::export_file(&foreign, &mut out, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no meta keyspace"), "{err}");
+    assert!(out.is_empty());
+    // Nothing of ours was added to it.
+    let db = fjall::SingleWriterTxDatabase::builder(&foreign)
+        .open()
+        .unwrap();
+    assert!(!db.keyspace_exists("meta"));
+    assert!(!db.keyspace_exists("messages"));
+}

@@ -72,13 +72,41 @@ impl FjallEngine {
         })
     }
 
-    /// Opens data that exists: refused, not created, if `path` holds none.
+    /// Opens data this server wrote (`conn-tier admin`): refused, and
+    /// nothing added to it, if `path` holds none, or fjall data whose
+    /// `meta` does not say this server wrote it. (Opening replays the
+    /// journal, as a server start does.)
     pub(crate) fn open_existing(path: &Path) -> std::result::Result<Self, StoreErr> {
-        if !path.join("version").is_file() {
-            return Err(StoreErr::Admin(format!(
-                "{} is not a fjall data directory (it has no version file)",
+        let not_ours = |why: &str| {
+            StoreErr::Admin(format!(
+                "{} is not a chat server's fjall data directory ({why})",
                 path.display()
-            )));
+            ))
+        };
+        if !path.join("version").is_file() {
+            return Err(not_ours("it has no version file"));
+        }
+        {
+            let db = match SingleWriterTxDatabase::builder(path).open() {
+                Ok(db) => db,
+                Err(fjall::Error::Locked) => {
+                    return Err(StoreErr::Locked {
+                        path: path.to_path_buf(),
+                        detail: "fjall: the directory is locked".into(),
+                    })
+                }
+                Err(e) => return Err(StoreErr::Fjall(e)),
+            };
+            if !db.keyspace_exists(META) {
+                return Err(not_ours("no meta keyspace"));
+            }
+            let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
+            if format(&meta)?.is_none() {
+                return Err(not_ours("no format version recorded"));
+            }
+            if meta.get(ENGINE_KEY)?.as_deref() != Some(b"fjall".as_slice()) {
+                return Err(not_ours("its meta does not name fjall"));
+            }
         }
         Self::open(path)
     }
@@ -243,8 +271,14 @@ pub(crate) struct Snap {
 }
 
 impl Snap {
+    /// The rows of `T`, counted (a pass over the table).
     pub(crate) fn len<T: Tbl>(&self) -> Result<u64> {
         Ok(self.snap.len(&self.keyspaces[T::IDX]).map_err(fj)? as u64)
+    }
+
+    /// About the rows of `T` (fjall's estimate), for progress reports.
+    pub(crate) fn len_hint<T: Tbl>(&self) -> u64 {
+        self.keyspaces[T::IDX].approximate_len() as u64
     }
 
     pub(crate) fn meta(&mut self, key: &str) -> std::result::Result<Option<String>, StoreErr> {
@@ -254,8 +288,15 @@ impl Snap {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The format version the snapshot's `meta` records.
     pub(crate) fn format(&self) -> std::result::Result<u64, StoreErr> {
-        Ok(format(&self.meta)?.unwrap_or(FORMAT_VERSION))
+        let Some(v) = self.snap.get(&self.meta, FORMAT_KEY)? else {
+            return Ok(FORMAT_VERSION);
+        };
+        std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| StoreErr::Corrupt("the format version is not a number".into()))
     }
 }
 

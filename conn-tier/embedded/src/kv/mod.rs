@@ -65,11 +65,22 @@ impl EngineKind {
         }
     }
 
-    /// The engine whose data `dir` holds, if any.
-    pub fn found_in(dir: &Path) -> Option<EngineKind> {
-        [EngineKind::Redb, EngineKind::Fjall]
+    /// The engine whose data `dir` holds, if any; an error if it holds
+    /// both (which a server never leaves: it refuses to start beside the
+    /// other engine's data).
+    pub fn found_in(dir: &Path) -> std::result::Result<Option<EngineKind>, String> {
+        let found: Vec<EngineKind> = [EngineKind::Redb, EngineKind::Fjall]
             .into_iter()
-            .find(|k| dir.join(k.data_name()).exists())
+            .filter(|k| dir.join(k.data_name()).exists())
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => Err(format!(
+                "{} holds both chat.redb and chat.fjall: move the one not in use away",
+                dir.display()
+            )),
+        }
     }
 }
 
@@ -268,6 +279,15 @@ impl Snap {
         match self {
             Snap::Redb(s) => s.len::<T>(),
             Snap::Fjall(s) => s.len::<T>(),
+        }
+    }
+
+    /// About the rows of `T`, for progress reports (exact with redb, an
+    /// estimate with fjall, where counting is a pass over the table).
+    pub(crate) fn len_hint<T: Tbl>(&mut self) -> Result<u64> {
+        match self {
+            Snap::Redb(s) => s.len::<T>(),
+            Snap::Fjall(s) => Ok(s.len_hint::<T>()),
         }
     }
 

@@ -35,16 +35,20 @@ pub async fn export(
     );
     let counts = match store {
         Store::Embedded => {
-            // A data directory (either engine's) or a file (a backup).
-            let file = match chat_embedded::EngineKind::found_in(from) {
-                Some(kind) if from.is_dir() => from.join(kind.data_name()),
-                _ if from.is_dir() => {
-                    return Err(format!(
-                        "no data in {} (neither chat.redb nor chat.fjall)",
-                        from.display()
-                    ))
+            // A data directory (either engine's), a file (a backup), or
+            // a fjall directory itself.
+            let file = if !from.is_dir() || from.join("version").is_file() {
+                from.to_path_buf()
+            } else {
+                match chat_embedded::EngineKind::found_in(from)? {
+                    Some(kind) => from.join(kind.data_name()),
+                    None => {
+                        return Err(format!(
+                            "no data in {} (neither chat.redb nor chat.fjall)",
+                            from.display()
+                        ))
+                    }
                 }
-                _ => from.to_path_buf(),
             };
             let counts =
                 chat_embedded::export::export_file(&file, &mut out, &mut |p| meter.show(p))

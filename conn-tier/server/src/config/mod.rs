@@ -548,10 +548,11 @@ impl ServerArgs {
     }
 }
 
-/// Sets up `tracing` (RUST_LOG, default `info`).
+/// Sets up `tracing` (RUST_LOG, default `info`, with the fjall engine's
+/// own logs at `warn`: at `info` it names every table it opens).
 pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
