@@ -1,7 +1,7 @@
 //! Scenarios `direct` and `direct-vs-mosquitto`: durable 1:1 throughput and
 //! latency between pairs, optionally after the same load against Mosquitto.
 
-use super::{cpu_rss, lat, or_na, per_cpu_sec, us_per, Ctx, Report};
+use super::{cpu_rss, lat, or_na, per_cpu_sec, per_send, per_send_cell, Ctx, Report};
 use crate::args::Scenario;
 use crate::stats::{Field, Latency, Shown};
 use crate::{chat, mqtt, procstat};
@@ -108,6 +108,7 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     let rate = acked as f64 / secs;
     let cpu = after.cpu_secs - before.cpu_secs;
     let per_cpu = per_cpu_sec(delivered, cpu);
+    let (server_us, writer_us) = per_send(&before, &after, acked);
     out.report["chat"] = json!({
         "sent": sent, "acked": acked, "delivered": delivered, "errors": errors,
         "acked_per_sec": rate, "delivered_per_sec": delivered as f64 / secs,
@@ -115,8 +116,8 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
         "ack": Latency::of(&s.ack), "deliver": Latency::of(&s.deliver),
         "server": cpu_rss(before, after, secs),
         "msgs_per_server_cpu_sec": per_cpu,
-        "server_cpu_us_per_msg": us_per(cpu, acked),
-        "writer_cpu_us_per_msg": us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked),
+        "server_cpu_us_per_msg": server_us,
+        "writer_cpu_us_per_msg": writer_us,
     });
     out.rows
         .push(("acked sends/s (durable)".into(), format!("{rate:.0}")));
@@ -136,14 +137,7 @@ pub async fn run(ctx: &Ctx, out: &mut Report) -> anyhow::Result<()> {
     ));
     out.rows.push((
         "server / store writer CPU per acked send".into(),
-        format!(
-            "{} / {} µs",
-            or_na(us_per(cpu, acked), 1),
-            or_na(
-                us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked),
-                1
-            )
-        ),
+        per_send_cell((server_us, writer_us)),
     ));
     out.rows.push((
         "server RSS".into(),

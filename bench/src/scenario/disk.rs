@@ -13,7 +13,7 @@
 //!    its p99 and the directory's size after it: a background compaction
 //!    (fjall) or a growing file (redb) shows in the rounds.
 
-use super::{cpu_rss, lat, or_na, us_per, Ctx, Report};
+use super::{cpu_rss, lat, or_na, per_send, per_send_cell, Ctx, Report};
 use crate::chat;
 use crate::stats::Latency;
 use serde_json::json;
@@ -70,8 +70,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64().min(args.duration).max(0.001);
     let after = crate::procstat::sample(pid);
     let (_, acked, delivered, errors) = ctx.counters.get();
-    let cpu = after.cpu_secs - before.cpu_secs;
-    let writer = after.writer_cpu_secs - before.writer_cpu_secs;
+    let (server_us, writer_us) = per_send(&before, &after, acked);
     out.rows.push((
         "fill: acked sends/s, flat out".into(),
         format!(
@@ -81,11 +80,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
     ));
     out.rows.push((
         "fill: server / store writer CPU per acked send".into(),
-        format!(
-            "{} / {} µs",
-            or_na(us_per(cpu, acked), 1),
-            or_na(us_per(writer, acked), 1)
-        ),
+        per_send_cell((server_us, writer_us)),
     ));
     out.rows.push((
         "fill: send→deliver p50/p99/p999".into(),
@@ -136,6 +131,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
         let after = crate::procstat::sample(pid);
         let (_, acked, _, errors) = ctx.counters.get();
         let deliver = Latency::of(&s.deliver);
+        let (server_us, _) = per_send(&before, &after, acked);
         let bytes = du(&dir);
         out.rows.push((
             format!(
@@ -146,7 +142,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
             format!(
                 "{}; {} µs; {:.1} MB{}",
                 lat(&deliver),
-                or_na(us_per(after.cpu_secs - before.cpu_secs, acked), 1),
+                or_na(server_us, 1),
                 bytes as f64 / 1e6,
                 if errors > 0 {
                     format!("; {errors} errors")
@@ -158,7 +154,7 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
         rounds.push(json!({
             "acked": acked, "errors": errors, "deliver": deliver,
             "server": cpu_rss(before, after, secs),
-            "server_cpu_us_per_msg": us_per(after.cpu_secs - before.cpu_secs, acked),
+            "server_cpu_us_per_msg": server_us,
             "disk_bytes": bytes,
         }));
     }
@@ -167,8 +163,8 @@ pub async fn run(ctx: &mut Ctx, out: &mut Report) -> anyhow::Result<()> {
         "fill": {
             "acked": acked, "delivered": delivered, "errors": errors, "secs": secs,
             "acked_per_sec": acked as f64 / secs,
-            "server_cpu_us_per_msg": us_per(cpu, acked),
-            "writer_cpu_us_per_msg": us_per(writer, acked),
+            "server_cpu_us_per_msg": server_us,
+            "writer_cpu_us_per_msg": writer_us,
             "deliver": Latency::of(&fill.deliver),
         },
         "disk_bytes": bytes, "disk_bytes_per_msg": per_msg,

@@ -127,6 +127,24 @@ pub(crate) fn per_cpu_sec(delivered: u64, cpu_secs: f64) -> Option<f64> {
     }
 }
 
+/// The server's and its store writer's CPU per acked send between two
+/// samples, µs (none without sends or CPU time).
+pub(crate) fn per_send(
+    before: &procstat::ProcSample,
+    after: &procstat::ProcSample,
+    acked: u64,
+) -> (Option<f64>, Option<f64>) {
+    (
+        us_per(after.cpu_secs - before.cpu_secs, acked),
+        us_per(after.writer_cpu_secs - before.writer_cpu_secs, acked),
+    )
+}
+
+/// A `per_send` figure as a table cell: "server / writer µs".
+pub(crate) fn per_send_cell((server, writer): (Option<f64>, Option<f64>)) -> String {
+    format!("{} / {} µs", or_na(server, 1), or_na(writer, 1))
+}
+
 /// Microseconds of CPU per message (none without messages or CPU time).
 pub(crate) fn us_per(cpu_secs: f64, msgs: u64) -> Option<f64> {
     (msgs > 0 && cpu_secs > 0.0).then(|| cpu_secs * 1e6 / msgs as f64)

@@ -15,7 +15,7 @@
 //! - Each conversation's id counter becomes its newest imported id, so the
 //!   server carries each conversation on without a gap.
 
-use crate::backup::Progress;
+use crate::backup::{chunk, read_failed, Progress};
 use crate::error::Error;
 use crate::kv::{Batch, Engine, Get, Snap, Tbl};
 use crate::tables::*;
@@ -25,7 +25,6 @@ use chat_core::ports::GroupMember;
 use chat_core::Result;
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::ops::Bound;
 use std::path::Path;
 
 /// Records per commit.
@@ -172,13 +171,7 @@ fn failed(e: chat_core::Error) -> Error {
 
 /// Whether `T` has no row.
 fn is_empty<T: Tbl>(snap: &mut Snap) -> Result<bool, Error> {
-    let mut any = false;
-    snap.scan::<T>(Bound::Unbounded, Bound::Unbounded, false, |_, _| {
-        any = true;
-        Ok(false)
-    })
-    .map_err(|e| Error::Admin(format!("reading the data: {e}")))?;
-    Ok(!any)
+    Ok(chunk::<T>(snap, None, 1).map_err(read_failed)?.is_empty())
 }
 
 fn membership(batch: &mut Batch<'_>, user: &str, conv: &str) -> Result<Option<MembershipBody>> {

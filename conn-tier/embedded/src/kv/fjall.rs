@@ -32,7 +32,29 @@ fn fj(e: fjall::Error) -> chat_core::Error {
 }
 
 impl FjallEngine {
+    /// Opens (or creates) the data at `path`, as a server start does.
     pub(crate) fn open(path: &Path) -> std::result::Result<Self, StoreErr> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens data this server wrote (`conn-tier admin`): refused, and
+    /// nothing added to it, if `path` holds none, or fjall data whose
+    /// `meta` does not say this server wrote it. (Opening replays the
+    /// journal, as a server start does.)
+    pub(crate) fn open_existing(path: &Path) -> std::result::Result<Self, StoreErr> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, existing: bool) -> std::result::Result<Self, StoreErr> {
+        let not_ours = |why: &str| {
+            StoreErr::Admin(format!(
+                "{} is not a chat server's fjall data directory ({why})",
+                path.display()
+            ))
+        };
+        if existing && !path.join("version").is_file() {
+            return Err(not_ours("it has no version file"));
+        }
         let db = match SingleWriterTxDatabase::builder(path).open() {
             Ok(db) => db,
             Err(fjall::Error::Locked) => {
@@ -43,16 +65,24 @@ impl FjallEngine {
             }
             Err(e) => return Err(StoreErr::Fjall(e)),
         };
+        if existing && !db.keyspace_exists(META) {
+            return Err(not_ours("no meta keyspace"));
+        }
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
-        match format(&meta)? {
-            Some(found) => {
-                if found > FORMAT_VERSION {
-                    return Err(StoreErr::NewerFormat {
-                        path: path.to_path_buf(),
-                        found,
-                    });
-                }
+        match parse_format(meta.get(FORMAT_KEY)?)? {
+            Some(found) if found > FORMAT_VERSION => {
+                return Err(StoreErr::NewerFormat {
+                    path: path.to_path_buf(),
+                    found,
+                })
             }
+            Some(_)
+                if existing && meta.get(ENGINE_KEY)?.as_deref() != Some(b"fjall".as_slice()) =>
+            {
+                return Err(not_ours("its meta does not name fjall"))
+            }
+            Some(_) => {}
+            None if existing => return Err(not_ours("no format version recorded")),
             None => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION.to_string())?;
                 meta.insert(ENGINE_KEY, "fjall")?;
@@ -70,45 +100,6 @@ impl FjallEngine {
             keyspaces,
             probe,
         })
-    }
-
-    /// Opens data this server wrote (`conn-tier admin`): refused, and
-    /// nothing added to it, if `path` holds none, or fjall data whose
-    /// `meta` does not say this server wrote it. (Opening replays the
-    /// journal, as a server start does.)
-    pub(crate) fn open_existing(path: &Path) -> std::result::Result<Self, StoreErr> {
-        let not_ours = |why: &str| {
-            StoreErr::Admin(format!(
-                "{} is not a chat server's fjall data directory ({why})",
-                path.display()
-            ))
-        };
-        if !path.join("version").is_file() {
-            return Err(not_ours("it has no version file"));
-        }
-        {
-            let db = match SingleWriterTxDatabase::builder(path).open() {
-                Ok(db) => db,
-                Err(fjall::Error::Locked) => {
-                    return Err(StoreErr::Locked {
-                        path: path.to_path_buf(),
-                        detail: "fjall: the directory is locked".into(),
-                    })
-                }
-                Err(e) => return Err(StoreErr::Fjall(e)),
-            };
-            if !db.keyspace_exists(META) {
-                return Err(not_ours("no meta keyspace"));
-            }
-            let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
-            if format(&meta)?.is_none() {
-                return Err(not_ours("no format version recorded"));
-            }
-            if meta.get(ENGINE_KEY)?.as_deref() != Some(b"fjall".as_slice()) {
-                return Err(not_ours("its meta does not name fjall"));
-            }
-        }
-        Self::open(path)
     }
 
     pub(crate) fn begin(&self) -> SingleWriterWriteTx<'_> {
@@ -211,32 +202,15 @@ fn visit<T: Tbl>(
     rev: bool,
     mut f: impl FnMut(T::K, T::V) -> Result<bool>,
 ) -> Result<()> {
-    let mut one = |g: fjall::Guard| -> Result<bool> {
+    super::drive(rows, rev, |g| {
         let (k, v) = g.into_inner().map_err(fj)?;
         f(dec(&k)?, dec(&v)?)
-    };
-    if rev {
-        for g in rows.rev() {
-            if !one(g)? {
-                break;
-            }
-        }
-    } else {
-        for g in rows {
-            if !one(g)? {
-                break;
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 impl Get for Batch<'_> {
     fn get<T: Tbl>(&mut self, k: &T::K) -> Result<Option<T::V>> {
-        match self.tx.get(&self.keyspaces[T::IDX], &enc(k)).map_err(fj)? {
-            Some(v) => Ok(Some(dec(&v)?)),
-            None => Ok(None),
-        }
+        decoded(self.tx.get(&self.keyspaces[T::IDX], &enc(k)).map_err(fj)?)
     }
 
     fn scan<T: Tbl>(
@@ -251,9 +225,9 @@ impl Get for Batch<'_> {
     }
 }
 
-/// The format version `meta` records, if any.
-fn format(meta: &SingleWriterTxKeyspace) -> std::result::Result<Option<u64>, StoreErr> {
-    let Some(v) = meta.get(FORMAT_KEY)? else {
+/// A recorded format version, if any.
+fn parse_format(v: Option<fjall::Slice>) -> std::result::Result<Option<u64>, StoreErr> {
+    let Some(v) = v else {
         return Ok(None);
     };
     std::str::from_utf8(&v)
@@ -261,6 +235,11 @@ fn format(meta: &SingleWriterTxKeyspace) -> std::result::Result<Option<u64>, Sto
         .and_then(|s| s.parse::<u64>().ok())
         .map(Some)
         .ok_or_else(|| StoreErr::Corrupt("the format version is not a number".into()))
+}
+
+/// A value read back as its shape.
+fn decoded<V: Shape>(v: Option<fjall::Slice>) -> Result<Option<V>> {
+    v.map(|v| dec(&v)).transpose()
 }
 
 /// A read snapshot.
@@ -290,22 +269,13 @@ impl Snap {
 
     /// The format version the snapshot's `meta` records.
     pub(crate) fn format(&self) -> std::result::Result<u64, StoreErr> {
-        let Some(v) = self.snap.get(&self.meta, FORMAT_KEY)? else {
-            return Ok(FORMAT_VERSION);
-        };
-        std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| StoreErr::Corrupt("the format version is not a number".into()))
+        Ok(parse_format(self.snap.get(&self.meta, FORMAT_KEY)?)?.unwrap_or(FORMAT_VERSION))
     }
 }
 
 impl Get for Snap {
     fn get<T: Tbl>(&mut self, k: &T::K) -> Result<Option<T::V>> {
-        match self.snap.get(&self.keyspaces[T::IDX], enc(k)).map_err(fj)? {
-            Some(v) => Ok(Some(dec(&v)?)),
-            None => Ok(None),
-        }
+        decoded(self.snap.get(&self.keyspaces[T::IDX], enc(k)).map_err(fj)?)
     }
 
     fn scan<T: Tbl>(

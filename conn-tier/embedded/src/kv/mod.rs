@@ -126,6 +126,29 @@ pub(crate) trait Get {
     ) -> Result<()>;
 }
 
+/// Runs `one` on `rows` (ascending, or descending if `rev`) while it
+/// answers true: the walk of both engines' scans.
+fn drive<I: DoubleEndedIterator>(
+    rows: I,
+    rev: bool,
+    mut one: impl FnMut(I::Item) -> Result<bool>,
+) -> Result<()> {
+    if rev {
+        for row in rows.rev() {
+            if !one(row)? {
+                break;
+            }
+        }
+    } else {
+        for row in rows {
+            if !one(row)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The open data of either engine.
 pub(crate) enum Engine {
     Redb(RedbEngine),

@@ -145,24 +145,10 @@ fn scan<T: Tbl>(
             hi.map(|k| k.to_r()),
         ))
         .map_err(db)?;
-    let mut visit = |row: redb::Result<(redb::AccessGuard<'_, _>, redb::AccessGuard<'_, _>)>| {
+    super::drive(range, rev, |row| {
         let (k, v) = row.map_err(db)?;
         f(T::K::from_r(k.value()), T::V::from_r(v.value()))
-    };
-    if rev {
-        for row in range.rev() {
-            if !visit(row)? {
-                break;
-            }
-        }
-    } else {
-        for row in range {
-            if !visit(row)? {
-                break;
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 impl Get for Batch<'_> {
